@@ -1,0 +1,287 @@
+"""The ``oncoscope`` command line: thin typer commands over the modules below.
+
+Errors a user can cause are :class:`oncoscope.errors.OncoscopeError`; they print one line
+(``error: FILE: problem``) and exit with code 2, with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from oncoscope import __version__
+from oncoscope.errors import OncoscopeError
+
+app = typer.Typer(
+    name="oncoscope",
+    help="Find cancer in medical images with convolutional networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ct_app = typer.Typer(
+    help="CT volumes: slice datasets, preprocessing, phantoms.", no_args_is_help=True
+)
+app.add_typer(ct_app, name="ct")
+
+console = Console(soft_wrap=True)  # paths are printed whole, never wrapped
+error_console = Console(stderr=True, soft_wrap=True)
+_state = {"debug": False}
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an OncoscopeError into one line on stderr and exit code 2 (unless --debug)."""
+    try:
+        yield
+    except OncoscopeError as error:
+        if _state["debug"]:
+            raise
+        error_console.print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"oncoscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """oncoscope: liver CT slices and H&E whole-slide images, from data to reports."""
+    _state["debug"] = debug or os.environ.get("ONCOSCOPE_DEBUG") == "1"
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Versions of Python, torch, timm, OpenSlide; compute device; offline weights present."""
+    from oncoscope.doctor import report
+
+    facts = report()
+    if as_json:
+        console.print_json(json.dumps(facts))
+        return
+    table = Table(title="oncoscope doctor", show_header=False)
+    for name, value in facts["versions"].items():
+        table.add_row(name, value)
+    for name, value in facts["device"].items():
+        table.add_row(f"device: {name}", str(value))
+    console.print(table)
+    weights = facts["offline_weights"]
+    if not weights:
+        console.print("offline weights: none found (pass --weights FILE to load a local file)")
+    for source, files in weights.items():
+        console.print(f"offline weights: {source}: {', '.join(files)}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("oncoscope-demo"),
+    patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed of phantoms, split and noise.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for ct prepare.")] = 2,
+) -> None:
+    """Run the CT pipeline end to end on a SYNTHETIC phantom cohort (no patient data)."""
+    from oncoscope.demo import run_demo
+
+    with user_errors():
+        result = run_demo(
+            out,
+            n_patients=patients,
+            seed=seed,
+            workers=workers,
+            step=lambda text: console.print(f"[bold]•[/bold] {text}"),
+        )
+    _print_split_table(result.prepare.split_table())
+    chain = result.chain
+    console.print(f"synthetic phantoms (not patient data): {result.phantoms}")
+    console.print(f"slice dataset:        {result.prepare.manifest}")
+    console.print(f"preprocessing steps:  {result.preprocess_dir}")
+    console.print(f"preprocessing panel:  {result.panel}")
+    if chain.roi_dice is not None:
+        console.print(
+            f"EM liver ROI Dice against the phantom's liver on that slice: {chain.roi_dice:.3f}"
+        )
+
+
+@ct_app.command("prepare")
+def ct_prepare(
+    volumes_dir: Annotated[Path, typer.Argument(help="Folder of volume-N / segmentation-N pairs.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    window: Annotated[
+        str,
+        typer.Option(
+            help="HU window: preset (liver, abdomen, liver-narrow, soft-tissue, bone, lung), "
+            "W/L such as 400/40, three comma-separated windows for RGB, or 'multi'."
+        ),
+    ] = "liver",
+    small_mm: Annotated[
+        float, typer.Option(min=0.0, help="Small lesion: largest in-plane diameter <= this (mm).")
+    ] = 20.0,
+    only_small: Annotated[
+        bool, typer.Option(help="Keep only tumour slices whose lesions are all small.")
+    ] = False,
+    healthy_per_patient: Annotated[
+        int, typer.Option(min=0, help="Healthy liver slices per patient, sampled evenly.")
+    ] = 20,
+    split: Annotated[str, typer.Option(help="Patient shares train:val:test.")] = "3:1:1",
+    seed: Annotated[int, typer.Option(help="Seed of the patient split.")] = 0,
+    size: Annotated[
+        int | None, typer.Option(min=16, help="Resize slices to SIZE x SIZE pixels.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Volumes read in parallel.")] = 1,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad volume.")] = False,
+    volume_prefix: Annotated[str, typer.Option(help="File-name prefix of volumes.")] = "volume-",
+    mask_prefix: Annotated[str, typer.Option(help="File-name prefix of masks.")] = "segmentation-",
+) -> None:
+    """Labelled transverse slices (PNG) and a patient-split manifest.csv from LiTS-style volumes."""
+    from oncoscope.ct.prepare import PrepareOptions, find_cases, prepare_dataset
+    from oncoscope.ct.window import parse_windows
+    from oncoscope.dataset.split import parse_ratio
+
+    with user_errors():
+        options = PrepareOptions(
+            windows=parse_windows(window),
+            small_mm=small_mm,
+            only_small=only_small,
+            healthy_per_patient=healthy_per_patient,
+            ratio=parse_ratio(split),
+            seed=seed,
+            size_px=size,
+            volume_prefix=volume_prefix,
+            mask_prefix=mask_prefix,
+        )
+        cases, _ = find_cases(volumes_dir, volume_prefix=volume_prefix, mask_prefix=mask_prefix)
+        with _progress() as progress:
+            task = progress.add_task("volumes", total=len(cases))
+            report = prepare_dataset(
+                volumes_dir,
+                out,
+                options,
+                workers=workers,
+                strict=strict,
+                on_case_done=lambda _pid, _error: progress.advance(task),
+            )
+    if report.manifest is not None:
+        _print_split_table(report.split_table())
+        console.print(f"wrote {len(report.rows)} slices and {report.manifest}")
+    if report.failures:
+        error_console.print(f"{len(report.failures)} input(s) failed:", highlight=False)
+        for path, message in report.failures:
+            error_console.print(f"  error: {path}: {message}", markup=False, highlight=False)
+        raise typer.Exit(code=2)
+
+
+@ct_app.command("preprocess")
+def ct_preprocess(
+    source: Annotated[
+        Path, typer.Argument(help="A volume (NIfTI, DICOM folder or file) or an 8-bit slice image.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    slice_index: Annotated[
+        int | None, typer.Option("--slice", help="Slice index of a volume (default: middle).")
+    ] = None,
+    mask: Annotated[
+        Path | None, typer.Option(help="LiTS segmentation to score the liver ROI against.")
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Display window (and the window an 8-bit image was made with).")
+    ] = "liver",
+    size: Annotated[int | None, typer.Option(min=16, help="Resize to SIZE x SIZE pixels.")] = 256,
+    noise: Annotated[
+        str, typer.Option(help="Noise to inject: none, gaussian, salt-pepper.")
+    ] = "none",
+    noise_amount: Annotated[
+        float, typer.Option(min=0.0, help="HU std (gaussian) or pixel fraction (salt-pepper).")
+    ] = 0.0,
+    median_size: Annotated[int, typer.Option(min=1, help="Median filter window, odd pixels.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of noise and EM.")] = 0,
+) -> None:
+    """Seed-001 chain on one slice: resize, noise, median denoise, EM liver ROI, mask; a panel."""
+    from oncoscope.ct.denoise import NOISE_KINDS, NoiseKind
+    from oncoscope.ct.preprocess import (
+        ChainOptions,
+        load_reference_liver,
+        load_slice,
+        run_chain,
+        save_chain,
+    )
+    from oncoscope.ct.window import parse_window
+    from oncoscope.errors import InvalidOptionError
+
+    with user_errors():
+        if noise not in NOISE_KINDS:
+            raise InvalidOptionError(f"--noise '{noise}' is not one of {', '.join(NOISE_KINDS)}")
+        hu_window = parse_window(window)
+        hu, pixel_mm, index, description = load_slice(source, slice_index, hu_window)
+        reference = load_reference_liver(mask, index) if mask is not None else None
+        options = ChainOptions(
+            size_px=size,
+            noise=cast(NoiseKind, noise),
+            noise_amount=noise_amount,
+            median_size_px=median_size,
+            seed=seed,
+        )
+        result = run_chain(
+            hu, pixel_mm, hu_window, options, reference_liver=reference, source=description
+        )
+        panel = save_chain(result, out)
+    console.print(f"wrote {len(result.steps)} steps to {out} and the panel {panel}")
+    if result.roi_dice is not None:
+        console.print(f"liver ROI Dice against {mask}: {result.roi_dice:.3f}")
+
+
+@ct_app.command("phantom")
+def ct_phantom(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    patients: Annotated[int, typer.Option(min=1, help="Number of phantoms.")] = 6,
+    slices: Annotated[int, typer.Option(min=8, help="Slices per volume.")] = 48,
+    size: Annotated[int, typer.Option(min=32, help="Rows and columns per slice.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write a SYNTHETIC LiTS-style cohort (volume-N / segmentation-N); never patient data."""
+    from oncoscope.ct.phantom import write_cohort
+
+    with user_errors():
+        pairs = write_cohort(out, patients, shape=(slices, size, size), seed=seed)
+    console.print(f"wrote {len(pairs)} synthetic phantom pairs to {out}")
+
+
+def _print_split_table(table: list[dict[str, object]]) -> None:
+    view = Table(title="patient split")
+    for column in ("split", "patients", "slices", "tumour", "healthy"):
+        view.add_column(column, justify="left" if column == "split" else "right")
+    for row in table:
+        view.add_row(*(str(row[c]) for c in ("split", "patients", "slices", "tumour", "healthy")))
+    console.print(view)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=False,
+    )

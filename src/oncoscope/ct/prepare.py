@@ -1,0 +1,361 @@
+"""``ct prepare``: LiTS-style volumes -> labelled transverse slice PNGs + a patient-split manifest.
+
+For each patient ``N`` (``volume-N`` with ``segmentation-N``) the volume is read in HU in the
+canonical layout, its mask checked against it, its slices labelled from the mask
+(:mod:`oncoscope.ct.slices`), the chosen slices windowed and written as 8-bit PNG under
+``OUT/slices/patient-N/`` (written to a temporary folder, renamed when complete). Patients are
+then split by :func:`oncoscope.dataset.split.split_groups`, stratified by whether they have a
+lesion larger than ``small_mm``, only small lesions, or none. A bad patient is reported and the
+others still written, unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from skimage.transform import resize
+
+from oncoscope import __version__
+from oncoscope.ct.slices import TUMOUR, label_slices, select_slices
+from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
+from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
+from oncoscope.dataset.split import SPLITS, split_groups
+from oncoscope.errors import InvalidOptionError, InvalidVolumeError, OncoscopeError
+from oncoscope.io.atomic import atomic_path
+from oncoscope.io.volumes import (
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    check_same_grid,
+    read_label_mask,
+    read_volume,
+)
+
+LESION_COLUMNS = (
+    "patient_id",
+    "lesion_id",
+    "diameter_mm",
+    "volume_ml",
+    "small",
+    "first_slice",
+    "last_slice",
+)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Options of ``ct prepare``.
+
+    Attributes:
+        windows: one window (greyscale PNG) or three (RGB PNG, one window per channel).
+        small_mm: lesions whose largest in-plane diameter is at most this are small (mm).
+        only_small: keep only tumour slices whose lesions are all small.
+        healthy_per_patient: healthy slices sampled evenly along each patient's liver.
+        ratio: train/val/test shares of patients.
+        seed: seed of the split.
+        size_px: resize slices to ``size_px`` x ``size_px``; None keeps the volume's size.
+        volume_prefix: file-name prefix of volumes (LiTS: ``volume-``).
+        mask_prefix: file-name prefix of masks (LiTS: ``segmentation-``).
+    """
+
+    windows: tuple[HUWindow, ...]
+    small_mm: float = 20.0
+    only_small: bool = False
+    healthy_per_patient: int = 20
+    ratio: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    size_px: int | None = None
+    volume_prefix: str = "volume-"
+    mask_prefix: str = "segmentation-"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient's input files."""
+
+    patient_id: str
+    volume: Path
+    mask: Path | None
+
+
+@dataclass
+class PatientResult:
+    """What one patient contributed: manifest rows (without split), lesions, stratum."""
+
+    patient_id: str
+    rows: list[dict[str, Any]]
+    lesions: list[dict[str, Any]]
+    stratum: str
+
+
+@dataclass
+class PrepareReport:
+    """The outcome of a ``ct prepare`` run."""
+
+    out_dir: Path
+    manifest: Path | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    splits: dict[str, str] = field(default_factory=dict)
+
+    def split_table(self) -> list[dict[str, Any]]:
+        """Per split: patients, slices, tumour slices, healthy slices."""
+        table = []
+        for split in SPLITS:
+            rows = [r for r in self.rows if r["split"] == split]
+            table.append(
+                {
+                    "split": split,
+                    "patients": sum(1 for s in self.splits.values() if s == split),
+                    "slices": len(rows),
+                    "tumour": sum(1 for r in rows if r["label"] == TUMOUR),
+                    "healthy": sum(1 for r in rows if r["label"] != TUMOUR),
+                }
+            )
+        return table
+
+
+def find_cases(
+    folder: str | Path, *, volume_prefix: str = "volume-", mask_prefix: str = "segmentation-"
+) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Pair volumes with their masks by patient id in a LiTS-style folder.
+
+    A volume is ``<volume_prefix>N`` followed by ``.nii``, ``.nii.gz``, ``.mha``, ``.nrrd``, or a
+    folder of DICOM files; its mask is ``<mask_prefix>N`` in any of those forms.
+
+    Returns:
+        ``(cases, problems)``: cases sorted by patient id (a case whose mask is missing has
+        ``mask=None``), and ``(path, message)`` for masks without a volume.
+
+    Raises:
+        OncoscopeError: the folder does not exist or holds no volume.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OncoscopeError("is not a folder", folder)
+    volumes = _by_id(folder, volume_prefix)
+    masks = _by_id(folder, mask_prefix)
+    if not volumes:
+        raise OncoscopeError(
+            f"no {volume_prefix}N.nii[.gz] volumes (or {volume_prefix}N/ DICOM folders) found",
+            folder,
+        )
+    cases = [Case(pid, path, masks.get(pid)) for pid, path in volumes.items()]
+    problems = [
+        (str(path), f"mask without a {volume_prefix}{pid} volume")
+        for pid, path in masks.items()
+        if pid not in volumes
+    ]
+    return sorted(cases, key=lambda c: _natural(c.patient_id)), problems
+
+
+def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientResult:
+    """Label, select and write the slices of one patient.
+
+    Raises:
+        OncoscopeError: a missing, unreadable or inconsistent volume or mask.
+    """
+    if case.mask is None:
+        raise InvalidVolumeError(
+            f"no {options.mask_prefix}{case.patient_id}.nii[.gz] mask beside it", case.volume
+        )
+    volume = read_volume(case.volume)
+    mask = read_label_mask(case.mask, max_label=2)
+    check_same_grid(volume, mask)
+    if not (mask.array >= 1).any():
+        raise InvalidVolumeError("mask holds no liver or tumour voxels (labels 1, 2)", case.mask)
+    slice_mm, row_mm, col_mm = volume.spacing_mm
+    labels, lesions = label_slices(mask.array, volume.spacing_mm, small_mm=options.small_mm)
+    chosen = select_slices(
+        labels, healthy_per_patient=options.healthy_per_patient, only_small=options.only_small
+    )
+    folder_name = f"patient-{case.patient_id}"
+    rows: list[dict[str, Any]] = []
+    out_row_mm, out_col_mm = row_mm, col_mm
+    if options.size_px is not None:
+        out_row_mm = row_mm * volume.shape[1] / options.size_px
+        out_col_mm = col_mm * volume.shape[2] / options.size_px
+    window_name = ",".join(w.name for w in options.windows)
+    with atomic_path(out_dir / "slices" / folder_name) as temporary:
+        temporary.mkdir(parents=True)
+        for item in chosen:
+            name = f"slice-{item.slice_index:04d}.png"
+            Image.fromarray(_render(volume.array[item.slice_index], options)).save(temporary / name)
+            rows.append(
+                {
+                    "path": f"slices/{folder_name}/{name}",
+                    "patient_id": case.patient_id,
+                    "slice_index": item.slice_index,
+                    "label": item.label,
+                    "split": "",
+                    "lesion_count": item.lesion_count,
+                    "max_lesion_mm": round(item.max_lesion_mm, 3),
+                    "liver_fraction": round(item.liver_fraction, 6),
+                    "group": case.patient_id,
+                    "max_section_mm": round(item.max_section_mm, 3),
+                    "all_small": item.all_small,
+                    "row_mm": out_row_mm,
+                    "col_mm": out_col_mm,
+                    "slice_mm": slice_mm,
+                    "window": window_name,
+                    "source": str(case.volume),
+                }
+            )
+    lesion_rows = [
+        {
+            "patient_id": case.patient_id,
+            "lesion_id": lesion.lesion_id,
+            "diameter_mm": round(lesion.diameter_mm, 3),
+            "volume_ml": round(lesion.volume_ml, 4),
+            "small": lesion.is_small(options.small_mm),
+            "first_slice": lesion.slice_indices[0],
+            "last_slice": lesion.slice_indices[-1],
+        }
+        for lesion in lesions
+    ]
+    if not lesions:
+        stratum = "no-tumour"
+    elif all(lesion.is_small(options.small_mm) for lesion in lesions):
+        stratum = "small-only"
+    else:
+        stratum = "large"
+    return PatientResult(case.patient_id, rows, lesion_rows, stratum)
+
+
+def prepare_dataset(
+    folder: str | Path,
+    out_dir: str | Path,
+    options: PrepareOptions,
+    *,
+    workers: int = 1,
+    strict: bool = False,
+    on_case_done: Callable[[str, str | None], None] | None = None,
+) -> PrepareReport:
+    """Run ``ct prepare`` over a folder of volumes.
+
+    Args:
+        folder: the LiTS-style input folder.
+        out_dir: output folder (``manifest.csv``, ``lesions.csv``, ``prepare.json``, ``slices/``).
+        options: see :class:`PrepareOptions`.
+        workers: processes reading volumes in parallel (1 = in this process).
+        strict: stop at the first bad patient instead of reporting it at the end.
+        on_case_done: called with ``(patient_id, error message or None)`` after each patient.
+
+    Returns:
+        The :class:`PrepareReport`; ``manifest`` is None when no patient succeeded.
+
+    Raises:
+        OncoscopeError: the folder holds no volume, too few patients for the split, or (with
+            ``strict``) the first bad patient.
+    """
+    out = Path(out_dir)
+    cases, problems = find_cases(
+        folder, volume_prefix=options.volume_prefix, mask_prefix=options.mask_prefix
+    )
+    if strict and problems:
+        raise OncoscopeError(problems[0][1], problems[0][0])
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[PatientResult] = []
+    failures = list(problems)
+    for case, outcome in _run(cases, out, options, workers):
+        if isinstance(outcome, OncoscopeError):
+            if strict:
+                raise outcome
+            failures.append((str(outcome.path or case.volume), outcome.message))
+            if on_case_done:
+                on_case_done(case.patient_id, str(outcome))
+        else:
+            results.append(outcome)
+            if on_case_done:
+                on_case_done(case.patient_id, None)
+    report = PrepareReport(out_dir=out, manifest=None, failures=failures)
+    if not results:
+        return report
+    results.sort(key=lambda r: _natural(r.patient_id))
+    report.splits = split_groups(
+        {r.patient_id: r.stratum for r in results}, options.ratio, seed=options.seed
+    )
+    for result in results:
+        for row in result.rows:
+            row["split"] = report.splits[result.patient_id]
+            report.rows.append(row)
+    report.manifest = write_manifest(report.rows, out / "manifest.csv", CT_COLUMNS)
+    write_manifest(
+        [lesion for r in results for lesion in r.lesions], out / "lesions.csv", LESION_COLUMNS
+    )
+    record = {
+        "oncoscope_version": __version__,
+        "input": str(Path(folder).resolve()),
+        "options": {
+            **asdict(options),
+            "windows": [asdict(w) for w in options.windows],
+        },
+        "patients": {
+            r.patient_id: {"split": report.splits[r.patient_id], "stratum": r.stratum}
+            for r in results
+        },
+        "split_table": report.split_table(),
+        "failures": [{"path": p, "error": m} for p, m in failures],
+    }
+    with atomic_path(out / "prepare.json") as temporary:
+        temporary.write_text(json.dumps(record, indent=2))
+    return report
+
+
+def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
+    """Window one ``(H, W)`` HU slice to 8-bit grey (one window) or RGB (three)."""
+    if len(options.windows) == 1:
+        unit = apply_window(hu_slice, options.windows[0])
+    else:
+        unit = window_stack(hu_slice, options.windows)
+    if options.size_px is not None:
+        size = (options.size_px, options.size_px)
+        unit = resize(unit, size, order=1, anti_aliasing=True, preserve_range=True)
+    return to_uint8(unit)
+
+
+def _run(
+    cases: list[Case], out: Path, options: PrepareOptions, workers: int
+) -> Iterator[tuple[Case, PatientResult | OncoscopeError]]:
+    """Yield each case with its result or its error, in completion order."""
+    if workers < 1:
+        raise InvalidOptionError(f"--workers must be at least 1, got {workers}")
+    if workers == 1 or len(cases) == 1:
+        for case in cases:
+            yield case, _guarded(case, out, options)
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
+        futures = {pool.submit(_guarded, case, out, options): case for case in cases}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _guarded(case: Case, out: Path, options: PrepareOptions) -> PatientResult | OncoscopeError:
+    try:
+        return prepare_case(case, out, options)
+    except OncoscopeError as error:
+        return error
+
+
+def _by_id(folder: Path, prefix: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    suffixes = "|".join(re.escape(s) for s in (*NIFTI_SUFFIXES, *ITK_SUFFIXES))
+    pattern = re.compile(rf"^{re.escape(prefix)}(?P<id>[^./]+?)(?:{suffixes})?$", re.IGNORECASE)
+    for path in sorted(folder.iterdir()):
+        match = pattern.match(path.name)
+        if match is None or path.name.startswith("."):
+            continue
+        if path.is_dir() or path.name.lower().endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES)):
+            found.setdefault(match["id"], path)
+    return found
+
+
+def _natural(text: str) -> tuple[int, str]:
+    return (int(text), "") if text.isdigit() else (1 << 62, text)

@@ -1,0 +1,1 @@
+"""Readers and writers at the edges: volumes (NIfTI, DICOM) and atomic output."""

@@ -1,0 +1,320 @@
+"""Read CT volumes and label masks into one canonical layout.
+
+NIfTI files are read with nibabel; DICOM (a folder holding one series, or a single file) and the
+other ITK formats (MHA, NRRD) with SimpleITK, whose series reader sorts slices along the slice
+normal by ImagePositionPatient and applies RescaleSlope/RescaleIntercept.
+
+Every volume is brought to the closest canonical RAS+ orientation (nibabel's
+``as_closest_canonical``: axes permuted and flipped, never resampled) and then stored as
+``(D, H, W)``:
+
+* ``D``: transverse slices, index 0 the most inferior, increasing towards superior (RAS ``S``);
+* ``H``: rows, 0 the most anterior, increasing towards posterior;
+* ``W``: columns, 0 the patient's right, increasing towards the patient's left.
+
+So ``volume.array[k]`` is slice ``k`` shown in the radiological convention (anterior up, patient's
+right on the viewer's left), the way LiTS viewers and PACS show it, and the same patient stored
+with flipped or permuted axes gives the same array.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+
+from oncoscope.errors import (
+    CorruptFileError,
+    InvalidVolumeError,
+    MissingMetadataError,
+    MixedSeriesError,
+    OncoscopeError,
+    UnsupportedFormatError,
+)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".dcm", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+# LPS (DICOM/ITK world) to RAS (NIfTI world): negate x and y.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True, repr=False)
+class Volume:
+    """A CT volume or label mask in oncoscope's canonical ``(D, H, W)`` layout.
+
+    Attributes:
+        array: ``(D, H, W)`` voxels; float32 Hounsfield units for CT, uint8 labels for masks.
+        affine: ``(4, 4)`` float64 map from a ``(d, h, w, 1)`` index to RAS+ world mm.
+        source: the file or folder it was read from.
+    """
+
+    array: npt.NDArray[Any]
+    affine: npt.NDArray[np.float64]
+    source: Path
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(D, H, W)``: slices, rows, columns."""
+        d, h, w = self.array.shape
+        return int(d), int(h), int(w)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size in mm along ``(D, H, W)``: slice spacing, row spacing, column spacing."""
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return float(norms[0]), float(norms[1]), float(norms[2])
+
+    def __repr__(self) -> str:
+        d, h, w = self.shape
+        sd, sh, sw = self.spacing_mm
+        return (
+            f"Volume(shape=(D={d}, H={h}, W={w}), spacing_mm=({sd:.3g}, {sh:.3g}, {sw:.3g}), "
+            f"dtype={self.array.dtype}, orientation=RAS, source='{self.source}')"
+        )
+
+
+def is_nifti(path: Path) -> bool:
+    """True when ``path`` names a NIfTI file by its suffix (``.nii`` or ``.nii.gz``)."""
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
+    """Read a CT volume in Hounsfield units, in the canonical ``(D, H, W)`` layout.
+
+    Args:
+        path: a NIfTI file (``.nii``, ``.nii.gz``), a folder holding one DICOM series, a single
+            DICOM file, or an MHA/NRRD file.
+        series_uid: for a DICOM folder holding several series, the SeriesInstanceUID to read.
+
+    Returns:
+        A :class:`Volume` with float32 HU values (rescale slope and intercept applied).
+
+    Raises:
+        OncoscopeError: the path does not exist.
+        UnsupportedFormatError: not a format oncoscope reads, or a folder with no DICOM series.
+        MixedSeriesError: a DICOM folder with several series and no ``series_uid``.
+        CorruptFileError: the file cannot be decoded.
+        InvalidVolumeError: the volume is empty, not 3-D, or holds non-finite values.
+        MissingMetadataError: the voxel spacing is zero or missing.
+
+    Example:
+        >>> import nibabel as nib, numpy as np, tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "v.nii.gz"
+        >>> nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.eye(4)), f)
+        >>> read_volume(f).shape
+        (6, 5, 4)
+    """
+    path = Path(path)
+    data, affine_ras = _read_raw(path, series_uid=series_uid)
+    array = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidVolumeError("volume holds NaN or infinite values", path)
+    return _canonical(array, affine_ras, path)
+
+
+def read_label_mask(path: str | Path, *, max_label: int = 255) -> Volume:
+    """Read a label mask (e.g. a LiTS segmentation) in the canonical ``(D, H, W)`` layout.
+
+    Args:
+        path: as for :func:`read_volume`.
+        max_label: the largest label value allowed (LiTS: 2).
+
+    Returns:
+        A :class:`Volume` with uint8 labels.
+
+    Raises:
+        InvalidVolumeError: non-integer, negative or too large label values, or an empty mask;
+            plus every error of :func:`read_volume`.
+    """
+    path = Path(path)
+    data, affine_ras = _read_raw(path, series_uid=None)
+    values = np.asarray(data)
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise InvalidVolumeError("label mask holds NaN or infinite values", path)
+        if not np.array_equal(values, np.round(values)):
+            raise InvalidVolumeError(
+                "label mask holds non-integer values; expected integer labels", path
+            )
+    elif values.dtype.kind not in "iub":
+        raise InvalidVolumeError(f"label mask has dtype {values.dtype}; expected integers", path)
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > max_label:
+        found = sorted({int(v) for v in np.unique(values)})[:10]
+        raise InvalidVolumeError(f"label values {found} outside 0..{max_label}", path)
+    return _canonical(values.astype(np.uint8), affine_ras, path)
+
+
+def check_same_grid(volume: Volume, mask: Volume, *, tolerance_mm: float = 1e-3) -> None:
+    """Check that a mask lies on the voxel grid of its volume.
+
+    Args:
+        volume: the CT volume.
+        mask: its label mask.
+        tolerance_mm: largest allowed difference between the two affines, in mm.
+
+    Raises:
+        InvalidVolumeError: the shapes or the affines differ (the message names the mask file).
+    """
+    if volume.shape != mask.shape:
+        raise InvalidVolumeError(
+            f"mask shape {mask.shape} differs from volume shape {volume.shape} "
+            f"({volume.source.name})",
+            mask.source,
+        )
+    worst = float(np.abs(volume.affine - mask.affine).max())
+    if worst > tolerance_mm:
+        raise InvalidVolumeError(
+            f"mask affine differs from the affine of {volume.source.name} by up to "
+            f"{worst:.4g} mm; the mask must be on the volume's voxel grid",
+            mask.source,
+        )
+
+
+def _canonical(
+    data_ijk: npt.NDArray[np.generic], affine_ras: npt.NDArray[np.float64], path: Path
+) -> Volume:
+    """Reorient an ``(I, J, K)`` array with its RAS affine to the ``(D, H, W)`` layout."""
+    if data_ijk.ndim == 4 and data_ijk.shape[3] == 1:
+        data_ijk = data_ijk[..., 0]
+    if data_ijk.ndim != 3:
+        raise InvalidVolumeError(f"expected a 3-D volume, got shape {data_ijk.shape}", path)
+    if 0 in data_ijk.shape:
+        raise InvalidVolumeError(f"volume is empty (shape {data_ijk.shape})", path)
+    if not np.isfinite(affine_ras).all():
+        raise MissingMetadataError("affine holds NaN or infinite values", path)
+    zooms = np.linalg.norm(affine_ras[:3, :3], axis=0)
+    if (zooms <= 0).any() or np.linalg.matrix_rank(affine_ras[:3, :3]) < 3:
+        raise MissingMetadataError(
+            f"voxel spacing {tuple(float(z) for z in zooms)} mm is degenerate", path
+        )
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(data_ijk, affine_ras))
+    ras = np.asanyarray(canonical.dataobj)
+    affine_canonical = np.asarray(canonical.affine, dtype=np.float64)
+    n_i, n_j, _ = ras.shape
+    dhw = np.ascontiguousarray(ras[::-1, ::-1, :].transpose(2, 1, 0))
+    ras_from_dhw = np.array(
+        [
+            [0.0, 0.0, -1.0, n_i - 1.0],
+            [0.0, -1.0, 0.0, n_j - 1.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
+    return Volume(array=dhw, affine=affine_canonical @ ras_from_dhw, source=path)
+
+
+def _read_raw(
+    path: Path, *, series_uid: str | None
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    """Read ``(array in file index order (I, J, K), RAS affine)`` from any supported source."""
+    if not path.exists():
+        raise OncoscopeError("does not exist", path)
+    if path.is_dir():
+        return _read_dicom_series(path, series_uid)
+    if is_nifti(path):
+        return _read_nifti(path)
+    if path.name.lower().endswith(ITK_SUFFIXES) or _has_dicom_preamble(path):
+        return _read_itk_file(path)
+    raise UnsupportedFormatError("not a NIfTI (.nii, .nii.gz), DICOM, MHA or NRRD file", path)
+
+
+def _read_nifti(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    try:
+        image: Any = nib.load(path)
+        # get_fdata applies scl_slope/scl_inter; float32 halves the memory of float64.
+        scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
+        raw = np.asanyarray(image.dataobj)
+        data = image.get_fdata(dtype=np.float32) if scaled else raw
+    except Exception as error:  # nibabel raises many types for a damaged file
+        raise CorruptFileError(f"cannot read NIfTI ({_reason(error)})", path) from error
+    return data, np.asarray(image.affine, dtype=np.float64)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _read_itk_file(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise CorruptFileError(f"cannot read image ({_reason(error)})", path) from error
+    return _from_sitk(image, path)
+
+
+def _read_dicom_series(
+    folder: Path, series_uid: str | None
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = list(reader.GetGDCMSeriesIDs(str(folder)))
+    if not series:
+        raise UnsupportedFormatError("folder holds no DICOM series", folder)
+    if series_uid is None:
+        if len(series) > 1:
+            counts = ", ".join(
+                f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(folder), uid))} files)"
+                for uid in series
+            )
+            raise MixedSeriesError(
+                f"folder holds {len(series)} DICOM series: {counts}; "
+                "keep one series per folder or choose one with its SeriesInstanceUID",
+                folder,
+            )
+        series_uid = series[0]
+    elif series_uid not in series:
+        raise MixedSeriesError(f"no series {series_uid} in folder (found {series})", folder)
+    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise CorruptFileError(f"cannot read DICOM series ({_reason(error)})", folder) from error
+    return _from_sitk(image, folder)
+
+
+def _from_sitk(image: Any, path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    """Array in (I, J, K) order and RAS affine of a SimpleITK image (ITK world is LPS)."""
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InvalidVolumeError(
+            f"image has {image.GetNumberOfComponentsPerPixel()} channels; expected greyscale CT",
+            path,
+        )
+    data = sitk.GetArrayFromImage(image)  # (K, J, I)
+    dimension = image.GetDimension()
+    if dimension == 2:
+        data = data[np.newaxis]
+        spacing = (*image.GetSpacing(), 1.0)
+        origin = (*image.GetOrigin(), 0.0)
+        direction = np.eye(3)
+        direction[:2, :2] = np.asarray(image.GetDirection()).reshape(2, 2)
+    else:
+        spacing = image.GetSpacing()
+        origin = image.GetOrigin()
+        direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction @ np.diag(spacing)
+    affine_lps[:3, 3] = origin
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise MissingMetadataError(f"voxel spacing {spacing} is missing or zero", path)
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), _LPS_TO_RAS @ affine_lps
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[-1] if text else ""
+    return f"{type(error).__name__}: {first}"[:200]

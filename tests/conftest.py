@@ -1,0 +1,42 @@
+"""Shared fixtures: synthetic phantoms written as LiTS-style NIfTI pairs (never patient data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from oncoscope.ct.phantom import Phantom, make_phantom, write_lits_pair
+
+SMALL_SHAPE = (24, 128, 128)
+
+
+@pytest.fixture(scope="session")
+def phantom() -> Phantom:
+    """One small phantom with a 10 mm and a 30 mm lesion."""
+    return make_phantom((10.0, 30.0), shape=SMALL_SHAPE, seed=3)
+
+
+@pytest.fixture(scope="session")
+def lits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five phantom patients in different stored orientations, LiTS naming."""
+    folder = tmp_path_factory.mktemp("lits")
+    sizes = [(8.0,), (12.0, 30.0), (16.0,), (25.0, 9.0), (14.0,)]
+    orientations = ["LPS", "RAS", "LPI", "SLP", "ASL"]
+    for pid, (diameters, orientation) in enumerate(zip(sizes, orientations, strict=True)):
+        ph = make_phantom(diameters, shape=SMALL_SHAPE, seed=10 + pid)
+        write_lits_pair(ph, folder, pid, orientation=orientation)
+    return folder
+
+
+def canonical_ras(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Independent reference reader: nibabel's closest-canonical RAS array and affine."""
+    image = nib.as_closest_canonical(nib.load(path))
+    return np.asanyarray(image.dataobj), image.affine
+
+
+def radiological(ras_slice: np.ndarray) -> np.ndarray:
+    """Show a RAS ``(I, J)`` transverse slice as seen on a PACS screen: anterior up, right left."""
+    return ras_slice.T[::-1, ::-1]

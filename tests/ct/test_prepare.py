@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+from oncoscope.ct.window import PRESETS, parse_windows
+from oncoscope.errors import OncoscopeError
+from tests.conftest import canonical_ras, radiological
+
+REQUIRED = [
+    "path",
+    "patient_id",
+    "slice_index",
+    "label",
+    "split",
+    "lesion_count",
+    "max_lesion_mm",
+    "liver_fraction",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(lits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("prepared")
+    options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=4, seed=7)
+    report = prepare_dataset(lits_dir, out, options, workers=2)
+    assert report.failures == []
+    return out, pd.read_csv(out / "manifest.csv", dtype={"patient_id": str, "group": str})
+
+
+def test_manifest_has_the_contract_columns_and_values(prepared):
+    _, manifest = prepared
+    assert list(manifest.columns[: len(REQUIRED)]) == REQUIRED
+    assert "group" in manifest.columns and (manifest["group"] == manifest["patient_id"]).all()
+    assert set(manifest["label"]) == {"tumour", "healthy"}
+    assert set(manifest["split"]) == {"train", "val", "test"}
+
+
+def test_labels_agree_exactly_with_the_masks(prepared, lits_dir):
+    _, manifest = prepared
+    for pid, rows in manifest.groupby("patient_id"):
+        seg, _ = canonical_ras(lits_dir / f"segmentation-{pid}.nii.gz")
+        tumour_slices = {k for k in range(seg.shape[2]) if (seg[:, :, k] == 2).any()}
+        liver_slices = {k for k in range(seg.shape[2]) if (seg[:, :, k] >= 1).any()}
+        written_tumour = set(rows.loc[rows["label"] == "tumour", "slice_index"])
+        assert written_tumour == tumour_slices  # every tumour slice, nothing else
+        healthy = set(rows.loc[rows["label"] == "healthy", "slice_index"])
+        assert healthy <= liver_slices - tumour_slices and len(healthy) == 4
+        for _, row in rows.iterrows():
+            k = int(row["slice_index"])
+            assert row["liver_fraction"] == pytest.approx((seg[:, :, k] >= 1).mean(), abs=1e-6)
+            assert (row["lesion_count"] > 0) == (k in tumour_slices)
+
+
+def test_pngs_are_the_windowed_slices_in_radiological_view(prepared, lits_dir):
+    out, manifest = prepared
+    for _, row in manifest.sample(6, random_state=0).iterrows():
+        ct, _ = canonical_ras(lits_dir / f"volume-{row['patient_id']}.nii.gz")
+        hu = radiological(ct[:, :, int(row["slice_index"])]).astype(np.float64)
+        expected = np.round(np.clip((hu + 100.0) / 300.0, 0, 1) * 255).astype(np.uint8)
+        written = np.asarray(Image.open(out / row["path"]))
+        assert written.dtype == np.uint8 and written.ndim == 2
+        assert np.abs(written.astype(int) - expected).max() <= 1
+
+
+def test_no_patient_is_in_two_splits(prepared):
+    _, manifest = prepared
+    assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
+    assert manifest["patient_id"].nunique() == 5
+
+
+def test_lesion_sizes_come_from_the_mask_in_mm(prepared):
+    out, manifest = prepared
+    lesions = pd.read_csv(out / "lesions.csv", dtype={"patient_id": str})
+    # patient 1 has a 12 mm and a 30 mm lesion, drawn as spheres on ~3 mm pixels
+    sizes = sorted(lesions.loc[lesions["patient_id"] == "1", "diameter_mm"])
+    assert sizes[0] == pytest.approx(12, abs=4.3) and sizes[1] == pytest.approx(30, abs=4.3)
+    tumour = manifest[manifest["label"] == "tumour"]
+    largest = lesions.groupby("patient_id")["diameter_mm"].max()
+    for pid, rows in tumour.groupby("patient_id"):
+        assert rows["max_lesion_mm"].max() == pytest.approx(largest[pid], abs=1e-3)
+
+
+def test_only_small_and_rgb_multi_window(lits_dir, tmp_path, prepared):
+    _, full = prepared
+    options = PrepareOptions(
+        windows=parse_windows("multi"),
+        only_small=True,
+        small_mm=20.0,
+        healthy_per_patient=0,
+        seed=7,
+        size_px=64,
+    )
+    prepare_dataset(lits_dir, tmp_path, options)
+    manifest = pd.read_csv(tmp_path / "manifest.csv", dtype={"patient_id": str})
+    assert (manifest["label"] == "tumour").all()
+    assert (manifest["max_lesion_mm"] <= 20.0).all() and manifest["all_small"].all()
+    expected = full[(full["label"] == "tumour") & (full["max_lesion_mm"] <= 20.0)]
+    assert len(manifest) == len(expected)
+    image = np.asarray(Image.open(tmp_path / manifest["path"].iloc[0]))
+    assert image.shape == (64, 64, 3)
+    assert manifest["row_mm"].iloc[0] == pytest.approx(380.0 / 64)
+
+
+def test_same_patient_stored_flipped_or_permuted_gives_the_same_dataset(tmp_path, phantom):
+    from oncoscope.ct.phantom import write_lits_pair
+
+    results = []
+    for codes in ("LPS", "PIR", "RAI"):
+        folder = tmp_path / codes
+        write_lits_pair(phantom, folder, 0, orientation=codes)
+        options = PrepareOptions(windows=(PRESETS["liver"],), ratio=(1.0, 0.0, 0.0))
+        prepare_dataset(folder, folder / "out", options)
+        manifest = pd.read_csv(folder / "out" / "manifest.csv")
+        pixels = [np.asarray(Image.open(folder / "out" / p)) for p in manifest["path"]]
+        results.append((manifest.drop(columns=["source"]), pixels))
+    for manifest, pixels in results[1:]:
+        pd.testing.assert_frame_equal(manifest, results[0][0])
+        for a, b in zip(pixels, results[0][1], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def _bad_folder(lits_dir: Path, folder: Path) -> None:
+    for pid in (0, 1, 2):
+        for stem in ("volume", "segmentation"):
+            shutil.copy(lits_dir / f"{stem}-{pid}.nii.gz", folder / f"{stem}-{pid}.nii.gz")
+    # 3: volume without a mask
+    shutil.copy(lits_dir / "volume-3.nii.gz", folder / "volume-3.nii.gz")
+    # 4: mask with a different shape
+    shutil.copy(lits_dir / "volume-4.nii.gz", folder / "volume-4.nii.gz")
+    seg = nib.load(lits_dir / "segmentation-4.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.asanyarray(seg.dataobj)[1:], seg.affine),
+        folder / "segmentation-4.nii.gz",
+    )
+    # 5: non-integer labels
+    shutil.copy(lits_dir / "volume-0.nii.gz", folder / "volume-5.nii.gz")
+    labels = np.asanyarray(seg.dataobj).astype(np.float32) * 0.7
+    nib.save(nib.Nifti1Image(labels, seg.affine), folder / "segmentation-5.nii.gz")
+    # 6: corrupt (truncated) volume
+    raw = gzip.decompress((lits_dir / "volume-1.nii.gz").read_bytes())
+    (folder / "volume-6.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    shutil.copy(lits_dir / "segmentation-1.nii.gz", folder / "segmentation-6.nii.gz")
+    # 7: a mask without a volume
+    shutil.copy(lits_dir / "segmentation-2.nii.gz", folder / "segmentation-7.nii.gz")
+
+
+def test_bad_volumes_are_reported_and_good_ones_still_written(lits_dir, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _bad_folder(lits_dir, inputs)
+    options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=2)
+    report = prepare_dataset(inputs, tmp_path / "out", options)
+    failed = {Path(path).name: message for path, message in report.failures}
+    assert set(failed) == {
+        "volume-3.nii.gz",
+        "segmentation-4.nii.gz",
+        "segmentation-5.nii.gz",
+        "volume-6.nii.gz",
+        "segmentation-7.nii.gz",
+    }
+    assert "no segmentation-3" in failed["volume-3.nii.gz"]
+    assert "shape" in failed["segmentation-4.nii.gz"]
+    assert "non-integer" in failed["segmentation-5.nii.gz"]
+    assert "cannot read" in failed["volume-6.nii.gz"]
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype={"patient_id": str})
+    assert sorted(manifest["patient_id"].unique()) == ["0", "1", "2"]
+    assert not list((tmp_path / "out" / "slices").glob(".partial*"))
+    with pytest.raises(OncoscopeError):
+        prepare_dataset(inputs, tmp_path / "strict", options, strict=True)
+    assert not (tmp_path / "strict" / "manifest.csv").exists()
+
+
+def test_a_folder_without_volumes_is_an_error(tmp_path):
+    with pytest.raises(OncoscopeError, match="no volume-N"):
+        prepare_dataset(tmp_path, tmp_path / "out", PrepareOptions(windows=(PRESETS["liver"],)))

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from oncoscope.cli import app
+
+runner = CliRunner()
+
+
+def test_doctor_reports_versions_device_and_weights():
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    import timm
+    import torch
+
+    assert facts["versions"]["torch"] == torch.__version__
+    assert facts["versions"]["timm"] == timm.__version__
+    assert facts["device"]["selected"] in {"cpu", "cuda"}
+    assert isinstance(facts["offline_weights"], dict)
+    table = runner.invoke(app, ["doctor"])
+    assert table.exit_code == 0 and "openslide" in table.output
+
+
+def test_ct_prepare_cli_prints_the_split_table_and_writes_the_manifest(lits_dir, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "ct",
+            "prepare",
+            str(lits_dir),
+            "--out",
+            str(tmp_path),
+            "--healthy-per-patient",
+            "3",
+            "--split",
+            "3:1:1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "patient split" in result.output and "train" in result.output
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    assert (tmp_path / manifest["path"]).map(Path.exists).all()
+
+
+def test_ct_prepare_reports_bad_inputs_in_one_line_each_and_exits_2(lits_dir, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for stem in (
+        "volume-0",
+        "segmentation-0",
+        "volume-1",
+        "segmentation-1",
+        "volume-2",
+        "segmentation-2",
+    ):
+        shutil.copy(lits_dir / f"{stem}.nii.gz", inputs / f"{stem}.nii.gz")
+    (inputs / "volume-9.nii.gz").write_bytes(b"\x1f\x8b broken")
+    (inputs / "segmentation-9.nii.gz").write_bytes(b"\x1f\x8b broken")
+    result = runner.invoke(app, ["ct", "prepare", str(inputs), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("error:")]
+    assert len(lines) == 1 and "volume-9.nii.gz" in lines[0]
+    assert "Traceback" not in result.output
+    assert (tmp_path / "out" / "manifest.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ct", "prepare", "/no/such/folder", "--out", "x"], "/no/such/folder: is not a folder"),
+        (["ct", "prepare", ".", "--out", "x", "--window", "brian"], "unknown window 'brian'"),
+        (["ct", "prepare", ".", "--out", "x", "--split", "3:1"], "is not train:val:test"),
+        (["ct", "preprocess", "/no/such.nii.gz", "--out", "x"], "/no/such.nii.gz: does not exist"),
+        (["ct", "preprocess", "x.nii.gz", "--out", "x", "--noise", "pink"], "--noise 'pink'"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_debug_shows_the_traceback():
+    result = runner.invoke(app, ["--debug", "ct", "preprocess", "/no/such.nii.gz", "--out", "x"])
+    assert result.exit_code != 0
+    assert result.exception is not None and "does not exist" in str(result.exception)
+
+
+def test_ct_preprocess_saves_every_step_and_a_panel(lits_dir, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "ct",
+            "preprocess",
+            str(lits_dir / "volume-1.nii.gz"),
+            "--slice",
+            "12",
+            "--out",
+            str(tmp_path),
+            "--noise",
+            "salt-pepper",
+            "--noise-amount",
+            "0.05",
+            "--mask",
+            str(lits_dir / "segmentation-1.nii.gz"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.glob("0*.png"))
+    assert names == [
+        "01_input.png",
+        "02_resized.png",
+        "03_noised.png",
+        "04_denoised.png",
+        "05_roi.png",
+        "06_masked.png",
+    ]
+    steps = np.load(tmp_path / "steps.npz")
+    assert steps["resized"].shape == (256, 256)
+    # the median filter took out most of the injected noise
+    noise_in = np.abs(steps["noised"] - steps["resized"]).mean()
+    noise_out = np.abs(steps["denoised"] - steps["resized"]).mean()
+    assert noise_out < 0.25 * noise_in
+    # outside the ROI the masked image is the window's low end
+    assert (steps["masked"][steps["roi"] == 0] == -100.0).all()
+    record = json.loads((tmp_path / "steps.json").read_text())
+    assert record["roi_dice_vs_reference"] > 0.6
+    panel = Image.open(tmp_path / "panel.png")
+    assert panel.size[0] > 4 * panel.size[1]  # six panels side by side
+
+
+def test_ct_preprocess_accepts_a_prepared_png(tmp_path):
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
+    Image.fromarray(ramp).save(tmp_path / "slice.png")
+    result = runner.invoke(
+        app,
+        [
+            "ct",
+            "preprocess",
+            str(tmp_path / "slice.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--size",
+            "32",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    steps = np.load(tmp_path / "out" / "steps.npz")
+    assert steps["input"].min() == pytest.approx(-100.0) and steps["input"].max() == 200.0
+
+
+def test_demo_runs_end_to_end_and_says_where_things_are(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    for piece in ("phantoms", "manifest.csv", "panel.png", "synthetic"):
+        assert piece in result.output
+    manifest = pd.read_csv(tmp_path / "demo" / "ct" / "manifest.csv")
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    assert (tmp_path / "demo" / "preprocess" / "panel.png").exists()
