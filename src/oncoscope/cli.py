@@ -155,7 +155,7 @@ def ct_prepare(
     mask_prefix: Annotated[str, typer.Option(help="File-name prefix of masks.")] = "segmentation-",
 ) -> None:
     """Labelled transverse slices (PNG) and a patient-split manifest.csv from LiTS-style volumes."""
-    from oncoscope.ct.prepare import PrepareOptions, find_cases, prepare_dataset
+    from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
     from oncoscope.ct.window import parse_windows
     from oncoscope.dataset.split import parse_ratio
 
@@ -171,16 +171,17 @@ def ct_prepare(
             volume_prefix=volume_prefix,
             mask_prefix=mask_prefix,
         )
-        cases, _ = find_cases(volumes_dir, volume_prefix=volume_prefix, mask_prefix=mask_prefix)
         with _progress() as progress:
-            task = progress.add_task("volumes", total=len(cases))
+            task = progress.add_task("volumes", total=None)
             report = prepare_dataset(
                 volumes_dir,
                 out,
                 options,
                 workers=workers,
                 strict=strict,
-                on_case_done=lambda _pid, _error: progress.advance(task),
+                on_case_done=lambda _pid, _error, total: progress.update(
+                    task, total=total, advance=1
+                ),
             )
     if report.manifest is not None:
         _print_split_table(report.split_table())
@@ -283,5 +284,5 @@ def _progress() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=error_console,
-        transient=False,
+        transient=True,
     )

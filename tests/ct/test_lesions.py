@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oncoscope.ct.lesions import feret_diameter_mm, find_lesions
+from oncoscope.ct.lesions import feret_diameter_mm, find_lesions, label_lesions
 
 
 @settings(max_examples=60, deadline=None)
@@ -47,7 +47,8 @@ def test_lesions_are_3d_components_measured_on_their_largest_section():
     tumour[2, 4:10, 5:8] = True  # ... 6x3 on slice 2 (largest section)
     tumour[3, 20:22, 20:22] = True  # lesion B touches A nowhere
     tumour[4, 22, 22] = True  # diagonal neighbour of B: same lesion (26-connectivity)
-    labels, lesions = find_lesions(tumour, (2.0, 0.8, 0.7))
+    lesions = find_lesions(tumour, (2.0, 0.8, 0.7))
+    labels = label_lesions(tumour)
     assert len(lesions) == 2
     a, b = sorted(lesions, key=lambda lesion: lesion.slice_indices[0])
     assert a.slice_indices == (1, 2)
@@ -56,4 +57,6 @@ def test_lesions_are_3d_components_measured_on_their_largest_section():
     assert b.slice_indices == (3, 4)
     assert a.volume_ml == pytest.approx((9 + 18) * 2.0 * 0.8 * 0.7 / 1000)
     assert set(np.unique(labels)) == {0, a.lesion_id, b.lesion_id}
+    assert (labels[2, 4:10, 5:8] == a.lesion_id).all() and labels[4, 22, 22] == b.lesion_id
+    np.testing.assert_allclose(a.centroid_dhw[1:], [(9 * 6 + 18 * 6.5) / 27, 6.0])
     assert a.is_small(20.0) and not a.is_small(4.0)

@@ -12,7 +12,7 @@ from oncoscope.errors import InvalidOptionError
 
 
 def test_lesions_have_their_requested_size_and_are_hypodense(phantom):
-    _, lesions = find_lesions(phantom.labels == 2, phantom.spacing_mm)
+    lesions = find_lesions(phantom.labels == 2, phantom.spacing_mm)
     measured = sorted(lesion.diameter_mm for lesion in lesions)
     requested = sorted(lesion.diameter_mm for lesion in phantom.lesions)
     pixel_diagonal = float(np.hypot(*phantom.spacing_mm[1:]))

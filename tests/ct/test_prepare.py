@@ -182,3 +182,51 @@ def test_bad_volumes_are_reported_and_good_ones_still_written(lits_dir, tmp_path
 def test_a_folder_without_volumes_is_an_error(tmp_path):
     with pytest.raises(OncoscopeError, match="no volume-N"):
         prepare_dataset(tmp_path, tmp_path / "out", PrepareOptions(windows=(PRESETS["liver"],)))
+
+
+def _write_dicom_series(phantom, folder: Path) -> None:
+    """Store a phantom as a DICOM CT series (LPS world, rescale intercept -1024)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    folder.mkdir(parents=True)
+    series = generate_uid()
+    depth, height, width = phantom.hu.shape
+    for d in range(depth):
+        ds = template.copy()
+        x, y, z, _ = phantom.affine @ np.array([d, 0, 0, 1.0])
+        ds.ImagePositionPatient = [-x, -y, z]  # RAS -> LPS
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # rows: posterior, columns: left
+        ds.PixelSpacing = [phantom.spacing_mm[1], phantom.spacing_mm[2]]
+        ds.SliceThickness = phantom.spacing_mm[0]
+        ds.Rows, ds.Columns = height, width
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (phantom.hu[d].astype(np.int32) + 1024).astype(np.int16).tobytes()
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = depth - d
+        ds.save_as(folder / f"IM{(d * 7) % depth:04d}.dcm")
+
+
+def test_a_dicom_series_volume_pairs_with_a_nifti_mask(tmp_path):
+    from oncoscope.ct.phantom import make_phantom, write_lits_pair
+
+    phantom = make_phantom((12.0,), shape=(12, 64, 64), seed=4)
+    write_lits_pair(phantom, tmp_path / "nifti", 0)
+    inputs = tmp_path / "in"
+    _write_dicom_series(phantom, inputs / "volume-0")
+    shutil.copy(tmp_path / "nifti" / "segmentation-0.nii.gz", inputs / "segmentation-0.nii.gz")
+    options = PrepareOptions(windows=(PRESETS["liver"],), ratio=(1.0, 0.0, 0.0))
+    from_dicom = prepare_dataset(inputs, tmp_path / "dicom-out", options)
+    assert from_dicom.failures == []
+    from_nifti = prepare_dataset(tmp_path / "nifti", tmp_path / "nifti-out", options)
+    assert [r["slice_index"] for r in from_dicom.rows] == [
+        r["slice_index"] for r in from_nifti.rows
+    ]
+    for a, b in zip(from_dicom.rows, from_nifti.rows, strict=True):
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / "dicom-out" / a["path"])),
+            np.asarray(Image.open(tmp_path / "nifti-out" / b["path"])),
+        )

@@ -25,7 +25,7 @@ class Lesion:
     """One 3-D tumour component.
 
     Attributes:
-        lesion_id: its value in the label array returned by :func:`find_lesions` (from 1).
+        lesion_id: its number (from 1), as :func:`label_lesions` numbers the components.
         slice_indices: the slices ``d`` it occupies, ascending.
         section_diameters_mm: its in-plane Feret diameter on each of those slices, in mm.
         diameter_mm: largest in-plane Feret diameter over its slices, in mm.
@@ -80,45 +80,66 @@ def feret_diameter_mm(mask: npt.NDArray[np.bool_], row_mm: float, col_mm: float)
     return float(np.sqrt((differences**2).sum(axis=-1)).max())
 
 
+def label_lesions(tumour: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
+    """Number the 3-D connected components (26-connectivity) of a tumour mask.
+
+    Args:
+        tumour: ``(D, H, W)`` boolean tumour mask.
+
+    Returns:
+        int32 array of the same shape: 0 outside lesions, 1..n inside, numbered in scan order.
+    """
+    labels, _ = ndimage.label(np.asarray(tumour, dtype=bool), structure=np.ones((3, 3, 3), bool))
+    return np.asarray(labels, dtype=np.int32)
+
+
 def find_lesions(
     tumour: npt.NDArray[np.bool_], spacing_mm: tuple[float, float, float]
-) -> tuple[npt.NDArray[np.int32], list[Lesion]]:
-    """Label the 3-D connected components of a tumour mask and measure each.
+) -> list[Lesion]:
+    """Find and measure the lesions (3-D connected components) of a tumour mask.
+
+    Only the bounding box of the tumour voxels is labelled, so a large volume with small
+    lesions costs little memory.
 
     Args:
         tumour: ``(D, H, W)`` boolean tumour mask (canonical layout, see ``oncoscope.io.volumes``).
         spacing_mm: voxel size ``(slice, row, col)`` in mm.
 
     Returns:
-        ``(labels, lesions)``: an int32 ``(D, H, W)`` array with 0 outside lesions and
-        ``lesion_id`` inside, and the lesions sorted by id.
+        The lesions, with ids as :func:`label_lesions` numbers them.
     """
-    structure = np.ones((3, 3, 3), dtype=bool)
-    labels, count = ndimage.label(np.asarray(tumour, dtype=bool), structure=structure)
-    labels = labels.astype(np.int32)
+    tumour = np.asarray(tumour, dtype=bool)
+    if not tumour.any():
+        return []
+    box = tuple(
+        slice(int(np.flatnonzero(hit)[0]), int(np.flatnonzero(hit)[-1]) + 1)
+        for hit in (
+            tumour.any(axis=(1, 2)),
+            tumour.any(axis=(0, 2)),
+            tumour.any(axis=(0, 1)),
+        )
+    )
+    offset = np.array([b.start for b in box], dtype=np.float64)
+    labels = label_lesions(tumour[box])
     slice_mm, row_mm, col_mm = spacing_mm
     voxel_ml = slice_mm * row_mm * col_mm / 1000.0
     lesions: list[Lesion] = []
-    for lesion_id, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
+    for lesion_id, extent in enumerate(ndimage.find_objects(labels), start=1):
+        if extent is None:
             continue
-        crop = labels[box] == lesion_id
+        crop = labels[extent] == lesion_id
         occupied = [k for k in range(crop.shape[0]) if crop[k].any()]
         sections = tuple(feret_diameter_mm(crop[k], row_mm, col_mm) for k in occupied)
-        centre = ndimage.center_of_mass(crop)
+        corner = offset + [e.start for e in extent]
+        centre = np.asarray(ndimage.center_of_mass(crop)) + corner
         lesions.append(
             Lesion(
                 lesion_id=lesion_id,
-                slice_indices=tuple(box[0].start + k for k in occupied),
+                slice_indices=tuple(int(corner[0]) + k for k in occupied),
                 section_diameters_mm=sections,
                 diameter_mm=max(sections),
                 volume_ml=float(crop.sum()) * voxel_ml,
-                centroid_dhw=(
-                    float(centre[0] + box[0].start),
-                    float(centre[1] + box[1].start),
-                    float(centre[2] + box[2].start),
-                ),
+                centroid_dhw=(float(centre[0]), float(centre[1]), float(centre[2])),
             )
         )
-    assert len(lesions) == count
-    return labels, lesions
+    return lesions

@@ -27,7 +27,7 @@ from oncoscope import __version__
 from oncoscope.ct.slices import TUMOUR, label_slices, select_slices
 from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
-from oncoscope.dataset.split import SPLITS, split_groups
+from oncoscope.dataset.split import SPLITS, split_counts, split_groups
 from oncoscope.errors import InvalidOptionError, InvalidVolumeError, OncoscopeError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.volumes import (
@@ -236,7 +236,7 @@ def prepare_dataset(
     *,
     workers: int = 1,
     strict: bool = False,
-    on_case_done: Callable[[str, str | None], None] | None = None,
+    on_case_done: Callable[[str, str | None, int], None] | None = None,
 ) -> PrepareReport:
     """Run ``ct prepare`` over a folder of volumes.
 
@@ -246,7 +246,8 @@ def prepare_dataset(
         options: see :class:`PrepareOptions`.
         workers: processes reading volumes in parallel (1 = in this process).
         strict: stop at the first bad patient instead of reporting it at the end.
-        on_case_done: called with ``(patient_id, error message or None)`` after each patient.
+        on_case_done: called after each patient with ``(patient_id, error message or None,
+            number of patients)``.
 
     Returns:
         The :class:`PrepareReport`; ``manifest`` is None when no patient succeeded.
@@ -261,6 +262,7 @@ def prepare_dataset(
     )
     if strict and problems:
         raise OncoscopeError(problems[0][1], problems[0][0])
+    split_counts(len(cases), options.ratio)  # too few patients for the split: fail before work
     out.mkdir(parents=True, exist_ok=True)
     results: list[PatientResult] = []
     failures = list(problems)
@@ -270,11 +272,11 @@ def prepare_dataset(
                 raise outcome
             failures.append((str(outcome.path or case.volume), outcome.message))
             if on_case_done:
-                on_case_done(case.patient_id, str(outcome))
+                on_case_done(case.patient_id, str(outcome), len(cases))
         else:
             results.append(outcome)
             if on_case_done:
-                on_case_done(case.patient_id, None)
+                on_case_done(case.patient_id, None, len(cases))
     report = PrepareReport(out_dir=out, manifest=None, failures=failures)
     if not results:
         return report

@@ -62,7 +62,7 @@ def label_slices(
         order, and the patient's lesions.
     """
     tumour = mask == TUMOUR_LABEL
-    _, lesions = find_lesions(tumour, spacing_mm)
+    lesions = find_lesions(tumour, spacing_mm)
     cut_by: dict[int, list[tuple[Lesion, float]]] = {}
     for lesion in lesions:
         for index, section_mm in zip(

@@ -198,7 +198,7 @@ def _canonical(
     ras = np.asanyarray(canonical.dataobj)
     affine_canonical = np.asarray(canonical.affine, dtype=np.float64)
     n_i, n_j, _ = ras.shape
-    dhw = np.ascontiguousarray(ras[::-1, ::-1, :].transpose(2, 1, 0))
+    dhw = ras[::-1, ::-1, :].transpose(2, 1, 0)  # a view: no copy of a large volume
     ras_from_dhw = np.array(
         [
             [0.0, 0.0, -1.0, n_i - 1.0],
