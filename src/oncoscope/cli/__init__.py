@@ -1,0 +1,102 @@
+"""The ``oncoscope`` command line: thin typer commands over the modules below.
+
+Errors a user can cause are :class:`oncoscope.errors.OncoscopeError`; they print one line
+(``error: FILE: problem``) and exit with code 2, with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from oncoscope import __version__
+from oncoscope.cli._common import console, state, user_errors
+from oncoscope.cli.ct import ct_app, print_split_table
+
+app = typer.Typer(
+    name="oncoscope",
+    help="Find cancer in medical images with convolutional networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(ct_app, name="ct")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"oncoscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """oncoscope: liver CT slices and H&E whole-slide images, from data to reports."""
+    state["debug"] = debug or os.environ.get("ONCOSCOPE_DEBUG") == "1"
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Versions of Python, torch, timm, OpenSlide; compute device; offline weights present."""
+    from oncoscope.doctor import report
+
+    facts = report()
+    if as_json:
+        console.print_json(json.dumps(facts))
+        return
+    table = Table(title="oncoscope doctor", show_header=False)
+    for name, value in facts["versions"].items():
+        table.add_row(name, value)
+    for name, value in facts["device"].items():
+        table.add_row(f"device: {name}", str(value))
+    console.print(table)
+    weights = facts["offline_weights"]
+    if not weights:
+        console.print("offline weights: none found (pass --weights FILE to load a local file)")
+    for source, files in weights.items():
+        console.print(f"offline weights: {source}: {', '.join(files)}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("oncoscope-demo"),
+    patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed of phantoms, split and noise.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for ct prepare.")] = 2,
+) -> None:
+    """Run the CT pipeline end to end on a SYNTHETIC phantom cohort (no patient data)."""
+    from oncoscope.demo import run_demo
+
+    with user_errors():
+        result = run_demo(
+            out,
+            n_patients=patients,
+            seed=seed,
+            workers=workers,
+            step=lambda text: console.print(f"[bold]•[/bold] {text}"),
+        )
+    print_split_table(result.prepare.split_table())
+    chain = result.chain
+    console.print(f"synthetic phantoms (not patient data): {result.phantoms}")
+    console.print(f"slice dataset:        {result.prepare.manifest}")
+    console.print(f"preprocessing steps:  {result.preprocess_dir}")
+    console.print(f"preprocessing panel:  {result.panel}")
+    if chain.roi_dice is not None:
+        console.print(
+            f"EM liver ROI Dice against the phantom's liver on that slice: {chain.roi_dice:.3f}"
+        )

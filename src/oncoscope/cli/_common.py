@@ -1,0 +1,40 @@
+"""What every command shares: consoles, the one-line error handler, progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from oncoscope.errors import OncoscopeError
+
+console = Console(soft_wrap=True)  # paths are printed whole, never wrapped
+error_console = Console(stderr=True, soft_wrap=True)
+state = {"debug": False}
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an OncoscopeError into one line on stderr and exit code 2 (unless --debug)."""
+    try:
+        yield
+    except OncoscopeError as error:
+        if state["debug"]:
+            raise
+        error_console.print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def progress_bar() -> Progress:
+    """A rich progress bar on stderr that clears itself when done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=True,
+    )
