@@ -160,11 +160,65 @@ def test_ct_preprocess_accepts_a_prepared_png(tmp_path):
     assert steps["input"].min() == pytest.approx(-100.0) and steps["input"].max() == 200.0
 
 
-def test_demo_runs_end_to_end_and_says_where_things_are(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--workers", "1"])
+def test_demo_runs_end_to_end_and_learns_better_than_chance(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    for piece in ("phantoms", "manifest.csv", "panel.png", "synthetic"):
+    for piece in ("phantoms", "manifest.csv", "panel.png", "synthetic", "best.ckpt"):
         assert piece in result.output
     manifest = pd.read_csv(tmp_path / "demo" / "ct" / "manifest.csv")
     assert set(manifest["split"]) == {"train", "val", "test"}
     assert (tmp_path / "demo" / "preprocess" / "panel.png").exists()
+    # score the held-out patients independently of the demo's own figure
+    from oncoscope.train.predict import predict_split
+
+    scored = predict_split(
+        tmp_path / "demo" / "run" / "checkpoints" / "best.ckpt",
+        tmp_path / "demo" / "ct" / "manifest.csv",
+        "test",
+    )
+    recalls = [(scored["pred"] == c)[scored["label"] == c].mean() for c in ("tumour", "healthy")]
+    assert min(recalls) > 0.6 and sum(recalls) / 2 >= 0.75  # chance is 0.5
+
+
+def test_train_models_and_manifest_commands(tmp_path):
+    from tests.train.conftest import write_patches
+
+    manifest = write_patches(tmp_path / "patches", {"train": 16, "val": 8})
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(manifest),
+            "--model",
+            "simple_cnn",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+    listing = runner.invoke(app, ["models"])
+    assert listing.exit_code == 0 and "25,557,032" in listing.output  # resnet50, as timm counts
+    folder = tmp_path / "folder"
+    for label in ("a", "b"):
+        for i in range(5):
+            (folder / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / "patches" / "train_000.png", folder / label / f"{i}.png")
+    made = runner.invoke(app, ["manifest", str(folder), "--out", str(tmp_path / "m.csv")])
+    assert made.exit_code == 0, made.output
+    rows = pd.read_csv(tmp_path / "m.csv")
+    assert rows["path"].str.startswith("folder/").all() and len(rows) == 10
+
+
+def test_train_errors_are_one_line(tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "none.csv"), "--out", "x"])
+    assert result.exit_code == 2 and "none.csv: manifest does not exist" in result.output
+    result = runner.invoke(app, ["train", "--data", "m.csv", "--out", "x", "--model", "resnt50"])
+    assert (
+        result.exit_code == 2 and "unknown model 'resnt50'; did you mean resnet50" in result.output
+    )

@@ -55,3 +55,7 @@ class InvalidOptionError(OncoscopeError):
 
 class ManifestError(OncoscopeError):
     """A manifest.csv that is missing columns or holds bad values."""
+
+
+class UnknownModelError(OncoscopeError):
+    """A model name neither oncoscope nor timm knows."""

@@ -17,6 +17,7 @@ from rich.table import Table
 from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.ct import ct_app, print_split_table
+from oncoscope.cli.train import register as register_learning_commands
 
 app = typer.Typer(
     name="oncoscope",
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(ct_app, name="ct")
+register_learning_commands(app)
 
 
 def _version_callback(value: bool) -> None:
@@ -75,12 +77,21 @@ def doctor(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("oncoscope-demo"),
-    patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 6,
-    seed: Annotated[int, typer.Option(help="Seed of phantoms, split and noise.")] = 0,
-    workers: Annotated[int, typer.Option(min=1, help="Processes for ct prepare.")] = 2,
+    patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed of phantoms, split, noise and training.")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for ct prepare and loading.")] = 2,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Train the quick recipe.")
+    ] = True,
 ) -> None:
     """Run the CT pipeline end to end on a SYNTHETIC phantom cohort (no patient data)."""
+    import logging
+    import warnings
+
     from oncoscope.demo import run_demo
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
     with user_errors():
         result = run_demo(
@@ -88,6 +99,7 @@ def demo(
             n_patients=patients,
             seed=seed,
             workers=workers,
+            train=train,
             step=lambda text: console.print(f"[bold]•[/bold] {text}"),
         )
     print_split_table(result.prepare.split_table())
@@ -99,4 +111,12 @@ def demo(
     if chain.roi_dice is not None:
         console.print(
             f"EM liver ROI Dice against the phantom's liver on that slice: {chain.roi_dice:.3f}"
+        )
+    if result.training is not None:
+        outcome = result.training
+        console.print(f"trained model:        {outcome.run.best_checkpoint}")
+        console.print(
+            f"held-out test patients ({outcome.test_images} slices): accuracy "
+            f"{outcome.test_accuracy:.3f}, balanced accuracy {outcome.test_balanced_accuracy:.3f} "
+            "(chance: 0.5)"
         )

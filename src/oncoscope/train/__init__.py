@@ -1,0 +1,1 @@
+"""Training: configuration and recipes, manifest data, the LightningModule, runs, checkpoints."""

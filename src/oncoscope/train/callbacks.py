@@ -1,0 +1,81 @@
+"""Lightning callbacks of a training run: per-batch reseeding and the epoch history file."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from oncoscope.io.atomic import atomic_path
+from oncoscope.train.data import mix_seed
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_balanced_acc",
+)
+
+
+class BatchReseed(Callback):
+    """Reseed torch, numpy and random from ``(seed, epoch, batch)`` before each training batch.
+
+    Dropout and anything else drawing from the global generators then depends on the position
+    in training only, not on what else drew from them before (data loader start-up, for one),
+    so a run resumed at an epoch boundary continues exactly as the uninterrupted run.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        """Seed the global generators for this batch."""
+        seed = mix_seed(self.seed, trainer.current_epoch, batch_idx)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+
+class EpochHistory(Callback):
+    """Write ``metrics.csv``: one row per epoch (:data:`HISTORY_COLUMNS`), kept across resumes.
+
+    Lightning's CSV logger starts a resumed run's file afresh; this one keeps the rows of the
+    epochs before the resume point and replaces any after it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, str]] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the rows of epochs already done (those before the one about to run)."""
+        self.rows = []
+        if self.path.is_file():
+            with self.path.open() as handle:
+                self.rows = [
+                    r for r in csv.DictReader(handle) if int(r["epoch"]) < trainer.current_epoch
+                ]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Append this epoch's figures and rewrite the file."""
+        metrics = trainer.callback_metrics
+        row = {"epoch": str(trainer.current_epoch)}
+        optimizers = trainer.optimizers
+        row["lr"] = f"{optimizers[0].param_groups[0]['lr']:.6g}" if optimizers else ""
+        for name in HISTORY_COLUMNS[2:]:
+            row[name] = f"{float(metrics[name]):.6g}" if name in metrics else ""
+        self.rows.append(row)
+        with atomic_path(self.path) as temporary, temporary.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)

@@ -1,0 +1,71 @@
+"""Read oncoscope checkpoints safely and rebuild the trained model from one file.
+
+A checkpoint carries the model name and kwargs, the class names, input size and channels, the
+normalisation and the preprocessing the images were made with, so every later command needs
+only the checkpoint. Files are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from oncoscope.errors import CorruptFileError, OncoscopeError
+from oncoscope.models import create_model
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``{"spec": ..., "optim": ..., "state_dict": ..., "epoch": ...}`` of a checkpoint.
+
+    Raises:
+        OncoscopeError: missing file, or a file that is not an oncoscope training checkpoint.
+        CorruptFileError: a file torch cannot read with ``weights_only=True``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OncoscopeError("checkpoint does not exist", path)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bad or unsafe files
+        raise CorruptFileError(f"cannot read checkpoint ({type(error).__name__})", path) from None
+    hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
+    if "spec" not in hparams or "state_dict" not in raw:
+        raise OncoscopeError("not an oncoscope training checkpoint (no model spec)", path)
+    return {
+        "spec": hparams["spec"],
+        "optim": hparams.get("optim", {}),
+        "state_dict": raw["state_dict"],
+        "epoch": raw.get("epoch"),
+    }
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the trained network from a checkpoint, in eval mode, with its spec.
+
+    Raises:
+        OncoscopeError: see :func:`read_checkpoint`; weights that do not fit the model named.
+    """
+    checkpoint = read_checkpoint(path)
+    spec = checkpoint["spec"]
+    model = create_model(
+        spec["model"],
+        num_classes=len(spec["classes"]),
+        in_chans=spec["in_chans"],
+        **spec["model_kwargs"],
+    )
+    weights = {
+        k.removeprefix("model."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("model.")
+    }
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise OncoscopeError(
+            f"weights do not fit model {spec['model']} ({str(error).splitlines()[0][:160]})",
+            path,
+        ) from None
+    return model.eval(), spec

@@ -1,0 +1,345 @@
+"""Images of a manifest as training data: checks, datasets, samplers, transforms, DataModule.
+
+The manifest needs ``path, label, split``; a group column (``group``, ``patient_id`` or
+``slide``) is carried for grouped metrics. Every check runs before training starts, and a bad
+manifest stops with one line naming it: missing image files, a class-less or one-class training
+split, an empty training or validation split, labels in val/test that training never saw, image
+files of mixed channel counts, or images of different sizes without ``--image-size``.
+
+Training randomness depends only on ``(seed, epoch, index)``: the sampler's order comes from a
+generator seeded by ``(seed, epoch)`` and each image's augmentation from one seeded by
+``(seed, epoch, index)``. A run resumed from its last checkpoint therefore sees exactly the
+batches and augmentations the uninterrupted run would have, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import v2
+
+from oncoscope.dataset.manifest import read_manifest
+from oncoscope.errors import CorruptFileError, ManifestError
+
+GROUP_COLUMNS = ("group", "patient_id", "slide")
+#: Manifest columns that describe how the images were made; stored in the checkpoint.
+PREPROCESSING_COLUMNS = ("window", "mpp", "magnification", "row_mm", "col_mm", "size")
+
+
+@dataclass
+class TrainingData:
+    """A checked manifest, ready to train on.
+
+    Attributes:
+        frame: the manifest rows (absolute paths).
+        classes: class names, sorted; the model's output ``i`` is ``classes[i]``.
+        in_chans: channels of the images (1 greyscale, 3 colour).
+        image_size: side the images are resized to, in pixels.
+        group_column: the column grouping images (patient or slide), if any.
+        preprocessing: how the images were made (CT window, mpp, ...), from the manifest.
+        source: the manifest file.
+    """
+
+    frame: pd.DataFrame
+    classes: list[str]
+    in_chans: int
+    image_size: int
+    group_column: str | None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    source: Path = Path()
+
+    def split(self, name: str) -> tuple[list[str], list[int]]:
+        """Paths and class indices of one split."""
+        rows = self.frame[self.frame["split"] == name]
+        index = {c: i for i, c in enumerate(self.classes)}
+        return list(rows["path"]), [index[label] for label in rows["label"]]
+
+    def class_counts(self) -> list[int]:
+        """Training images per class, in class order."""
+        _, targets = self.split("train")
+        return [int(c) for c in np.bincount(targets, minlength=len(self.classes))]
+
+
+def load_training_data(manifest: str | Path, image_size: int | None = None) -> TrainingData:
+    """Read and check a manifest for training (see module docstring for the checks).
+
+    Args:
+        manifest: the ``manifest.csv``.
+        image_size: resize side in pixels; None requires all images to share one size.
+
+    Raises:
+        ManifestError: any failed check, naming the manifest and the problem.
+    """
+    path = Path(manifest)
+    frame = read_manifest(path, required=("path", "label", "split"))
+    frame["label"] = frame["label"].astype(str)
+    missing = [p for p in frame["path"] if not Path(p).is_file()]
+    if missing:
+        raise ManifestError(f"{len(missing)} image file(s) are missing, e.g. {missing[0]}", path)
+    counts = frame["split"].value_counts()
+    for split in ("train", "val"):
+        if counts.get(split, 0) == 0:
+            raise ManifestError(f"the {split} split is empty; training needs train and val", path)
+    classes = sorted(frame.loc[frame["split"] == "train", "label"].unique())
+    if len(classes) < 2:
+        raise ManifestError(
+            f"the train split holds one class only ({classes[0]}); a classifier needs two", path
+        )
+    unseen = sorted(set(frame.loc[frame["split"] != "train", "label"]) - set(classes))
+    if unseen:
+        raise ManifestError(f"labels {unseen} appear in val/test but never in train", path)
+    modes: dict[int, str] = {}
+    sizes: dict[tuple[int, int], str] = {}
+    for image_path in frame["path"]:
+        try:
+            with Image.open(image_path) as image:
+                modes.setdefault(_channels(image.mode), image_path)
+                sizes.setdefault(image.size, image_path)
+        except OSError as error:
+            raise CorruptFileError(f"cannot read image ({error})", image_path) from None
+    if len(modes) > 1:
+        (a, file_a), (b, file_b) = list(modes.items())[:2]
+        raise ManifestError(
+            f"images mix {a}-channel ({file_a}) and {b}-channel ({file_b}) files", path
+        )
+    if image_size is None:
+        if len(sizes) > 1:
+            (size_a, file_a), (size_b, file_b) = list(sizes.items())[:2]
+            raise ManifestError(
+                f"images differ in size ({size_a[0]}x{size_a[1]} in {file_a}, "
+                f"{size_b[0]}x{size_b[1]} in {file_b}); pass --image-size to resize them",
+                path,
+            )
+        width, height = next(iter(sizes))
+        if width != height:
+            raise ManifestError(f"images are {width}x{height}; pass --image-size", path)
+        image_size = width
+    group = next((c for c in GROUP_COLUMNS if c in frame.columns), None)
+    preprocessing = {
+        c: _plain(frame[c].iloc[0]) for c in PREPROCESSING_COLUMNS if c in frame.columns
+    }
+    return TrainingData(
+        frame, classes, next(iter(modes)), image_size, group, preprocessing, path.resolve()
+    )
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across runs and platforms."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)``; the order depends only on ``(seed, epoch)``.
+
+    Args:
+        size: dataset length.
+        seed: run seed.
+        weights: per-item sampling weights for balanced sampling (with replacement), or None
+            for a plain shuffle.
+        rank: this process's rank; it takes every ``world_size``-th item.
+        world_size: number of training processes.
+        current_epoch: returns the epoch when an iteration starts (from the trainer); when
+            None, the epoch is the last one given to :meth:`set_epoch`. A data loader with
+            workers starts drawing indices before Lightning calls ``set_epoch`` on the first
+            epoch after a resume, so the trainer's own count is the safer source.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        weights: list[float] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        current_epoch: Callable[[], int] | None = None,
+    ) -> None:
+        self.size, self.seed, self.weights = size, seed, weights
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.current_epoch = current_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of each epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.current_epoch is not None:
+            self.epoch = self.current_epoch()
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            weights = torch.tensor(self.weights, dtype=torch.float64)
+            order = torch.multinomial(weights, self.size, replacement=True, generator=generator)
+        for index in order[self.rank :: self.world_size].tolist():
+            yield index, self.epoch
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world_size))
+
+
+class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Images and class indices; training items ``(index, epoch)`` are augmented reproducibly."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        targets: list[int],
+        in_chans: int,
+        transform: v2.Transform,
+        *,
+        augment: v2.Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.paths, self.targets, self.in_chans = paths, targets, in_chans
+        self.transform, self.augment, self.seed = transform, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = item if isinstance(item, tuple) else (item, None)
+        with Image.open(self.paths[index]) as image:
+            pixels = image.convert("L" if self.in_chans == 1 else "RGB")
+        tensor = v2.functional.pil_to_tensor(pixels)
+        if self.augment is not None and epoch is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(mix_seed(self.seed, epoch, index))
+                tensor = self.augment(tensor)
+        return self.transform(tensor), self.targets[index]
+
+
+def eval_transform(image_size: int, mean: list[float], std: list[float]) -> v2.Transform:
+    """Resize to ``image_size`` square, scale to [0, 1], normalise with the model's mean/std."""
+    return v2.Compose(
+        [
+            v2.Resize((image_size, image_size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+
+
+def augmentation(kind: str) -> v2.Transform | None:
+    """Training augmentation on uint8 ``(C, H, W)`` tensors.
+
+    ``ct``: small rotations, shifts and zooms and intensity jitter, no flips (left and right
+    are anatomy in a transverse slice). ``histology``: flips, right-angle rotations and colour
+    jitter (tissue has no orientation; stains vary). ``none``: nothing.
+    """
+    if kind == "ct":
+        return v2.Compose(
+            [
+                v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+                v2.ColorJitter(brightness=0.1, contrast=0.1),
+            ]
+        )
+    if kind == "histology":
+        return v2.Compose(
+            [
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)]),
+                v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+            ]
+        )
+    return None
+
+
+def infer_augmentation(frame: pd.DataFrame) -> str:
+    """``ct`` for a CT slice manifest, ``histology`` for a tile manifest, else ``none``."""
+    if "slice_index" in frame.columns or "window" in frame.columns:
+        return "ct"
+    if "slide" in frame.columns or "mpp" in frame.columns:
+        return "histology"
+    return "none"
+
+
+class ManifestDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over a :class:`TrainingData`."""
+
+    def __init__(
+        self,
+        data: TrainingData,
+        *,
+        mean: list[float],
+        std: list[float],
+        batch_size: int,
+        augment: str,
+        balanced_sampling: bool,
+        num_workers: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.data, self.mean, self.std = data, mean, std
+        self.batch_size, self.augment, self.balanced = batch_size, augment, balanced_sampling
+        self.num_workers, self.seed = num_workers, seed
+
+    def _dataset(self, split: str, training: bool) -> ManifestDataset:
+        paths, targets = self.data.split(split)
+        transform = eval_transform(self.data.image_size, self.mean, self.std)
+        augment = augmentation(self.augment) if training else None
+        return ManifestDataset(
+            paths, targets, self.data.in_chans, transform, augment=augment, seed=self.seed
+        )
+
+    def _loader(self, dataset: ManifestDataset, sampler: Sampler[Any] | None) -> DataLoader[Any]:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Shuffled (or class-balanced) training batches, split across processes."""
+        dataset = self._dataset("train", training=True)
+        weights = None
+        if self.balanced:
+            counts = self.data.class_counts()
+            weights = [1.0 / counts[t] for t in dataset.targets]
+        trainer = self.trainer
+        if trainer is None:
+            sampler = EpochSampler(len(dataset), self.seed, weights)
+        else:
+            sampler = EpochSampler(
+                len(dataset),
+                self.seed,
+                weights,
+                trainer.global_rank,
+                trainer.world_size,
+                # the epoch about to run: right after a resume `current_epoch` still names the
+                # finished epoch while the loader's workers already draw indices
+                current_epoch=lambda: int(
+                    getattr(trainer.fit_loop.epoch_progress.current, "processed", 0)
+                ),
+            )
+        return self._loader(dataset, sampler)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation batches in manifest order."""
+        return self._loader(self._dataset("val", training=False), None)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test batches in manifest order."""
+        return self._loader(self._dataset("test", training=False), None)
+
+
+def _channels(mode: str) -> int:
+    return 1 if mode in ("L", "I", "I;16", "F", "1", "LA") else 3
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as a plain Python value, for YAML and checkpoints."""
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,107 @@
+"""The LightningModule: a registry model, cross-entropy, optimiser and schedule from the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class Classifier(pl.LightningModule):
+    """Image classifier over any registry model.
+
+    Args:
+        model: the network (from ``oncoscope.models.create_model``).
+        spec: what a later command needs to rebuild and feed the model: ``model``,
+            ``model_kwargs``, ``classes``, ``in_chans``, ``image_size``, ``mean``, ``std``,
+            ``preprocessing``. Plain values only (checkpoints load with ``weights_only=True``).
+        optim: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
+            ``milestones``, ``gamma``, ``epochs``, ``label_smoothing``, ``class_weights``
+            (a list, or None).
+    """
+
+    class_weights: torch.Tensor | None
+
+    def __init__(self, model: nn.Module, spec: dict[str, Any], optim: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.spec, self.optim = spec, optim
+        weights = optim.get("class_weights")
+        self.register_buffer(
+            "class_weights",
+            torch.tensor(weights, dtype=torch.float32) if weights else None,
+            persistent=False,
+        )
+        num_classes = len(spec["classes"])
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_balanced = MulticlassAccuracy(num_classes, average="macro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` normalised images -> ``(B, classes)`` logits."""
+        out: torch.Tensor = self.model(x)
+        return out
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(),
+            target,
+            weight=self.class_weights,
+            label_smoothing=float(self.optim.get("label_smoothing", 0.0)),
+        )
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        """One optimisation step; logs ``train_loss`` and ``train_acc`` per epoch."""
+        x, y = batch
+        logits = self(x.contiguous(memory_format=torch.channels_last))
+        loss = self._loss(logits, y)
+        self.train_accuracy(logits.argmax(dim=1), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        """Logs ``val_loss``, ``val_acc`` and ``val_balanced_acc`` per epoch."""
+        x, y = batch
+        logits = self(x.contiguous(memory_format=torch.channels_last))
+        self.val_accuracy(logits.argmax(dim=1), y)
+        self.val_balanced(logits.argmax(dim=1), y)
+        self.log("val_loss", self._loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("val_acc", self.val_accuracy, on_epoch=True, batch_size=len(y))
+        self.log("val_balanced_acc", self.val_balanced, on_epoch=True, batch_size=len(y))
+
+    def configure_optimizers(self) -> Any:
+        """Adam, AdamW, RMSProp or SGD, with a step, cosine or no schedule (stepped per epoch)."""
+        o = self.optim
+        params = self.model.parameters()
+        name = o["optimizer"]
+        optimizer: torch.optim.Optimizer
+        if name == "adam":
+            optimizer = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+        elif name == "rmsprop":
+            optimizer = torch.optim.RMSprop(
+                params, lr=o["lr"], weight_decay=o["weight_decay"], momentum=o["momentum"]
+            )
+        else:
+            optimizer = torch.optim.SGD(
+                params, lr=o["lr"], weight_decay=o["weight_decay"], momentum=o["momentum"]
+            )
+        if o["scheduler"] == "step":
+            scheduler: Any = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=o["milestones"], gamma=o["gamma"]
+            )
+        elif o["scheduler"] == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o["epochs"])
+        else:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

