@@ -55,3 +55,7 @@ class InvalidOptionError(OncoscopeError):
 
 class ManifestError(OncoscopeError):
     """A manifest.csv that is missing columns or holds bad values."""
+
+
+class InvalidAnnotationError(OncoscopeError):
+    """Annotations (GeoJSON, label mask) that cannot be used: unreadable, invalid polygons."""

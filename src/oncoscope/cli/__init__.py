@@ -17,6 +17,7 @@ from rich.table import Table
 from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.ct import ct_app, print_split_table
+from oncoscope.cli.wsi import wsi_app
 
 app = typer.Typer(
     name="oncoscope",
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(ct_app, name="ct")
+app.add_typer(wsi_app, name="wsi")
 
 
 def _version_callback(value: bool) -> None:
