@@ -172,3 +172,33 @@ def test_wsi_info_prints_pyramid_and_resolution(aperio_slide):
     facts = json.loads(result.output)
     assert facts["vendor"] == "aperio" and facts["magnification"] == 40
     assert len(facts["levels"]) == 4 and facts["mpp"] == pytest.approx(0.2525)
+
+
+def test_wsi_demo_tiles_a_synthetic_slide_and_saves_the_overlay(tmp_path):
+    from oncoscope.demo import run_wsi_demo
+
+    result = run_wsi_demo(tmp_path)
+    rows = pd.DataFrame(result.tiles.rows)
+    assert set(rows["label"]) == {"tumour", "stroma", "normal"}
+    assert (rows["coverage"] >= 0.5).all() and (rows["kind"] == "random").sum() == 20
+    assert Image.open(result.overlay).size == (1024, 768)
+
+
+def test_stain_normalize_option_maps_tiles_to_the_reference(generic_slide, tmp_path):
+    from skimage.data import immunohistochemistry
+
+    reference = tmp_path / "reference.png"
+    Image.fromarray(immunohistochemistry()[:256, :256]).save(reference)
+    base = {"size_px": 128, "magnification": 5, "ratio": (1, 0, 0)}
+    plain = tile_slides([generic_slide.path], tmp_path / "plain", TileOptions(**base))
+    normed = tile_slides(
+        [generic_slide.path],
+        tmp_path / "normed",
+        TileOptions(**base, stain_reference=str(reference), stain_method="reinhard"),
+    )
+    first = np.asarray(Image.open(tmp_path / "plain" / plain.rows[0]["path"]), dtype=float)
+    second = np.asarray(Image.open(tmp_path / "normed" / normed.rows[0]["path"]), dtype=float)
+    target = np.asarray(Image.open(reference), dtype=float).reshape(-1, 3).mean(axis=0)
+    # the tile's mean colour moves towards the reference's
+    moved = np.linalg.norm(second.reshape(-1, 3).mean(axis=0) - target)
+    assert moved < np.linalg.norm(first.reshape(-1, 3).mean(axis=0) - target)

@@ -81,7 +81,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of phantoms, split and noise.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes for ct prepare.")] = 2,
 ) -> None:
-    """Run the CT pipeline end to end on a SYNTHETIC phantom cohort (no patient data)."""
+    """Run the CT and slide pipelines end to end on SYNTHETIC data (no patient data)."""
     from oncoscope.demo import run_demo
 
     with user_errors():
@@ -102,3 +102,8 @@ def demo(
         console.print(
             f"EM liver ROI Dice against the phantom's liver on that slice: {chain.roi_dice:.3f}"
         )
+    wsi = result.wsi
+    labels = ", ".join(row["labels"] for row in wsi.tiles.split_table() if row["tiles"])
+    console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
+    console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
+    console.print(f"tile grid overlay:    {wsi.overlay}")

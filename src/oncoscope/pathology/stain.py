@@ -128,5 +128,5 @@ class StainAugment:
 
 
 def _to_chw(rgb: np.ndarray[Any, Any]) -> torch.Tensor:
-    array = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[..., :3])
+    array = np.array(np.asarray(rgb, dtype=np.uint8)[..., :3], copy=True, order="C")
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
