@@ -102,9 +102,28 @@ def test_slides_are_split_whole_and_bad_slides_are_reported_while_others_are_til
     assert sorted(manifest.groupby("slide")["split"].first()) == ["test", "train", "val"]
 
 
-def test_one_slide_with_the_default_split_asks_for_split_1_0_0(generic_slide, tmp_path):
+def test_the_interface_command_on_an_aperio_svs_without_annotations(aperio_slide, tmp_path):
+    result = runner.invoke(
+        app, ["wsi", "tile", str(aperio_slide.path), "--out", str(tmp_path), "--size", "256",
+              "--magnification", "20", "--overlap", "0.3", "--min-coverage", "0.5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "all go to train" in result.output  # one slide cannot fill the default 3:1:1
+    manifest = pd.read_csv(tmp_path / "manifest.csv")
+    expected = ["path", "slide", "x", "y", "size", "magnification", "mpp", "label", "coverage",
+                "split"]  # fmt: skip
+    assert list(manifest.columns[:10]) == expected and len(manifest) > 0
+    assert (manifest["split"] == "train").all() and (manifest["label"] == "tissue").all()
+    assert manifest["mpp"].unique().tolist() == [pytest.approx(0.505)]  # 2 x the scan's 0.2525
+    assert (manifest["magnification"] == 20).all()
+    w, h = aperio_slide.size_wh
+    grid = {(x, y) for y in _grid(h, 512, 0.3) for x in _grid(w, 512, 0.3)}
+    assert set(zip(manifest["x"], manifest["y"], strict=True)) <= grid
+
+
+def test_an_explicit_split_too_large_for_the_slides_is_an_error(generic_slide, tmp_path):
     with pytest.raises(InvalidOptionError, match="--split 1:0:0"):
-        tile_slides([generic_slide.path], tmp_path, TileOptions())
+        tile_slides([generic_slide.path], tmp_path, TileOptions(ratio=(0.6, 0.2, 0.2)))
 
 
 def test_blank_slide_warns_and_writes_no_tiles(tmp_path):

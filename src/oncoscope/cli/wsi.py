@@ -81,7 +81,12 @@ def wsi_tile(
     tile_format: Annotated[
         str, typer.Option("--format", help="png files, or one hdf5 / zarr store per slide.")
     ] = "png",
-    split: Annotated[str, typer.Option(help="Slide shares train:val:test.")] = "3:1:1",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Slide shares train:val:test [default: 3:1:1; under 3 slides all train]."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the random tiles.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Slides tiled in parallel.")] = 1,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad slide.")] = False,
@@ -111,7 +116,7 @@ def wsi_tile(
             random=random,
             edge=cast(EdgePolicy, edge),
             tile_format=cast(TileFormat, tile_format),
-            ratio=parse_ratio(split),
+            ratio=parse_ratio(split) if split is not None else None,
             seed=seed,
             scan_mpp=mpp_of_scan,
             scan_magnification=magnification_of_scan,

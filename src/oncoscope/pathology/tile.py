@@ -61,6 +61,7 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
                   ".svslide")  # fmt: skip
 ANNOTATION_SUFFIXES = (".geojson", ".json", ".png")
 TISSUE = "tissue"
+DEFAULT_RATIO = (0.6, 0.2, 0.2)
 TileFormat = Literal["png", "hdf5", "zarr"]
 FORMATS: tuple[TileFormat, ...] = ("png", "hdf5", "zarr")
 
@@ -79,7 +80,8 @@ class TileOptions:
         random: extra tiles per slide at random positions in tissue.
         edge: ``"drop"`` tiles that would cross the slide's edge, or also ``"shift"`` one inward.
         tile_format: ``png`` files, or one ``hdf5``/``zarr`` store per slide.
-        ratio: train/val/test shares of slides.
+        ratio: train/val/test shares of slides; None: :data:`DEFAULT_RATIO` (3:1:1) when
+            there are at least 3 slides, else all slides in train (with a warning).
         seed: seed of the split and of the random tiles.
         scan_mpp: override of the slides' mpp (for files that lack it).
         scan_magnification: override of the slides' objective power.
@@ -97,7 +99,7 @@ class TileOptions:
     random: int = 0
     edge: EdgePolicy = "drop"
     tile_format: TileFormat = "png"
-    ratio: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    ratio: tuple[float, float, float] | None = None
     seed: int = 0
     scan_mpp: float | None = None
     scan_magnification: float | None = None
@@ -309,16 +311,24 @@ def tile_slides(
         The :class:`TileReport`; ``manifest`` is None when no slide succeeded.
 
     Raises:
-        OncoscopeError: no slide found, bad options, too few slides for the split (a single
-            slide needs ``--split 1:0:0``), or (with ``strict``) the first bad slide.
+        OncoscopeError: no slide found, bad options, too few slides for an explicit split,
+            or (with ``strict``) the first bad slide.
     """
     out = Path(out_dir)
     _check_options(options)
     jobs = find_slides(inputs, annotations)
-    split_counts(len(jobs), options.ratio)  # too few slides for the split: fail before work
+    report = TileReport(out_dir=out, manifest=None)
+    ratio = options.ratio
+    if ratio is None:
+        ratio = DEFAULT_RATIO if len(jobs) >= len(SPLITS) else (1.0, 0.0, 0.0)
+        if len(jobs) < len(SPLITS):
+            report.warnings.append(
+                (str(out), f"{len(jobs)} slide(s) cannot fill a 3:1:1 split; all go to train "
+                 "(pass --split to choose)")
+            )  # fmt: skip
+    split_counts(len(jobs), ratio)  # too few slides for the split: fail before work
     out.mkdir(parents=True, exist_ok=True)
     results: list[SlideResult] = []
-    report = TileReport(out_dir=out, manifest=None)
     work = partial(tile_slide, out_dir=out, options=options)
     for job, outcome in run_guarded(work, jobs, workers):
         if isinstance(outcome, OncoscopeError):
@@ -337,7 +347,7 @@ def tile_slides(
     results.sort(key=lambda r: r.slide_id)
     try:
         report.splits = split_groups(
-            {r.slide_id: r.stratum for r in results}, options.ratio, seed=options.seed
+            {r.slide_id: r.stratum for r in results}, ratio, seed=options.seed
         )
     except InvalidOptionError:  # failures left too few slides: keep the good ones in train
         report.splits = {r.slide_id: "train" for r in results}
@@ -349,7 +359,7 @@ def tile_slides(
     record = {
         "oncoscope_version": __version__,
         "inputs": [str(Path(p).resolve()) for p in inputs],
-        "options": asdict(options),
+        "options": {**asdict(options), "ratio": ratio},
         "slides": {
             r.slide_id: {
                 "split": report.splits[r.slide_id],
