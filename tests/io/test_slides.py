@@ -44,11 +44,14 @@ def test_aperio_svs_reports_vendor_mpp_and_appmag(aperio_slide):
         assert target.level == 1
 
 
-@pytest.mark.parametrize(("magnification", "level"), [(17, 1), (9, 2), (40, 0), (20, 1)])
+@pytest.mark.parametrize(
+    ("magnification", "level", "x", "y"),
+    [(17, 1, 600, 500), (9, 2, 600, 500), (40, 0, 600, 500), (20, 1, 600, 500), (9, 2, 603, 501)],
+)
 def test_read_at_any_magnification_equals_resized_level0_region(
-    generic_slide, magnification, level
+    generic_slide, magnification, level, x, y
 ):
-    x, y, out = 600, 500, 128
+    out = 128
     with open_slide(generic_slide.path) as slide:
         target = slide.resolution(magnification=magnification)
         assert target.level == level  # coarsest level at or above the target resolution

@@ -109,7 +109,7 @@ def wsi_tile(
     with user_errors():
         options = TileOptions(
             size_px=size,
-            magnification=magnification if magnification is not None or mpp else 20.0,
+            magnification=magnification,
             mpp=mpp,
             overlap=overlap,
             min_coverage=min_coverage,

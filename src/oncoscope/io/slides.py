@@ -92,6 +92,8 @@ class Slide:
         path: the slide file.
         mpp: override of the scan's microns per pixel (for slides without it, or wrong).
         magnification: override of the scan's objective power.
+        handle: an already open OpenSlide object (e.g. ``openslide.ImageSlide`` over an
+            in-memory image, for tests); ``path`` then only names it.
 
     Raises:
         UnsupportedFormatError: OpenSlide does not recognise the file.

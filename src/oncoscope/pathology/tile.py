@@ -62,6 +62,7 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
 ANNOTATION_SUFFIXES = (".geojson", ".json", ".png")
 TISSUE = "tissue"
 DEFAULT_RATIO = (0.6, 0.2, 0.2)
+DEFAULT_MAGNIFICATION = 20.0
 TileFormat = Literal["png", "hdf5", "zarr"]
 FORMATS: tuple[TileFormat, ...] = ("png", "hdf5", "zarr")
 
@@ -73,7 +74,7 @@ class TileOptions:
     Attributes:
         size_px: tile width and height in pixels at the target resolution.
         magnification: target magnification (downsample = scan magnification / it); or
-        mpp: target microns per pixel (exactly one of the two).
+        mpp: target microns per pixel (at most one of the two; neither: x20).
         overlap: fraction of a tile shared by consecutive grid tiles, in [0, 1).
         min_coverage: keep a tile when its tissue fraction (or majority label's coverage) is
             at least this.
@@ -92,7 +93,7 @@ class TileOptions:
     """
 
     size_px: int = 256
-    magnification: float | None = 20.0
+    magnification: float | None = None
     mpp: float | None = None
     overlap: float = 0.3
     min_coverage: float = 0.5
@@ -221,7 +222,10 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
             a tile larger than the slide, or bad annotations.
     """
     slide = pooled_slide(job.path, mpp=options.scan_mpp, magnification=options.scan_magnification)
-    target = slide.resolution(mpp=options.mpp, magnification=options.magnification)
+    magnification = options.magnification
+    if magnification is None and options.mpp is None:
+        magnification = DEFAULT_MAGNIFICATION
+    target = slide.resolution(mpp=options.mpp, magnification=magnification)
     extent = options.size_px * target.downsample
     extent_wh = (extent, extent)
     try:
@@ -380,8 +384,8 @@ def tile_slides(
 
 
 def _check_options(options: TileOptions) -> None:
-    if (options.mpp is None) == (options.magnification is None):
-        raise InvalidOptionError("give exactly one of --magnification and --mpp")
+    if options.mpp is not None and options.magnification is not None:
+        raise InvalidOptionError("give one of --magnification and --mpp, not both")
     if options.size_px < 8:
         raise InvalidOptionError(f"--size must be at least 8 pixels, got {options.size_px}")
     if not 0 <= options.overlap < 1:
@@ -520,7 +524,7 @@ def _overlay(
 ) -> Image.Image:
     """The thumbnail with the tissue mask tinted green and the kept tiles outlined."""
     rgb = thumbnail.astype(np.float32)
-    rgb[tissue.mask] = 0.7 * rgb[tissue.mask] + 0.3 * np.array([0, 200, 0])
+    rgb[tissue.mask] = 0.8 * rgb[tissue.mask] + 0.2 * np.array([0, 200, 0])
     image = Image.fromarray(rgb.astype(np.uint8))
     draw = ImageDraw.Draw(image)
     side = extent / tissue.downsample
