@@ -139,3 +139,12 @@ def test_pool_reuses_open_slides_and_closes_the_least_recent(
     with pytest.raises(ctypes.ArgumentError, match="closed"):
         first.read((0, 0), (8, 8))  # closed when evicted
     slides_module.close_pool()
+
+
+def test_thumbnail_read_in_bands_equals_one_read(generic_slide, monkeypatch):
+    with open_slide(generic_slide.path) as slide:
+        whole, downsample = slide.thumbnail(600)
+        monkeypatch.setattr(slides_module, "BAND_PIXELS", 50_000)  # many small bands
+        banded, same = slide.thumbnail(600)
+    assert whole.shape == (450, 600, 3) and downsample == same
+    assert np.abs(whole.astype(int) - banded).mean() < 1.0

@@ -142,6 +142,7 @@ def test_blank_slide_warns_and_writes_no_tiles(tmp_path):
         (["--size", "4000", "--magnification", "20"], "smaller --size"),
         (["--magnification", "80"], "finer than the scan's"),
         (["--mpp", "0.5", "--magnification", "20"], "not both"),
+        (["--edge", "pad"], "--edge 'pad' is not one of drop, shift"),
     ],
 )
 def test_bad_options_are_one_line_errors(generic_slide, tmp_path, args, message):

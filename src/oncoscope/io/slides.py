@@ -44,6 +44,8 @@ MPP_AT_1X = 10.0
 TOLERANCE = 0.02
 #: Bytes of OpenSlide's tile cache shared by all slides of a process.
 CACHE_BYTES = 64 * 1024 * 1024
+#: Pixels of a pyramid level read at once when making a thumbnail.
+BAND_PIXELS = 16 * 1024 * 1024
 #: Slides kept open per process.
 POOL_SIZE = 8
 
@@ -276,6 +278,9 @@ class Slide:
     ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], float]:
         """The whole slide (its bounds) with its longer side at most ``max_size_px`` pixels.
 
+        Read in horizontal bands of at most :data:`BAND_PIXELS` pixels of the pyramid level
+        used, so a slide without a coarse enough level does not need its whole level in memory.
+
         Returns:
             ``(image, downsample)``: ``(rows, cols, 3) uint8`` RGB, and level-0 pixels per
             thumbnail pixel.
@@ -290,7 +295,13 @@ class Slide:
             magnification=self.magnification / downsample,
             level=self._handle.get_best_level_for_downsample(downsample),
         )
-        return self.read_at((0, 0), size, target), downsample
+        scale = downsample / self.level_downsamples[target.level]  # level px per output px
+        band_rows = max(1, int(BAND_PIXELS / (size[0] * scale * scale)))
+        bands = [
+            self.read_at((0, top * downsample), (size[0], min(band_rows, size[1] - top)), target)
+            for top in range(0, size[1], band_rows)
+        ]
+        return np.concatenate(bands, axis=0), downsample
 
     def info(self) -> dict[str, Any]:
         """Levels, dimensions, mpp (and its source), magnification, vendor and bounds."""

@@ -36,7 +36,7 @@ from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Resolution, Slide, pooled_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
-from oncoscope.pathology.tiling import EdgePolicy, grid_positions, random_positions
+from oncoscope.pathology.tiling import EDGE_POLICIES, EdgePolicy, grid_positions, random_positions
 from oncoscope.pathology.tissue import TissueMask, region_fraction, tissue_mask
 
 #: Columns of a tile manifest, in order (``wsi tile``).
@@ -63,6 +63,7 @@ ANNOTATION_SUFFIXES = (".geojson", ".json", ".png")
 TISSUE = "tissue"
 DEFAULT_RATIO = (0.6, 0.2, 0.2)
 DEFAULT_MAGNIFICATION = 20.0
+STAIN_METHODS = ("macenko", "reinhard")  # oncoscope.pathology.stain.METHODS, without torch
 TileFormat = Literal["png", "hdf5", "zarr"]
 FORMATS: tuple[TileFormat, ...] = ("png", "hdf5", "zarr")
 
@@ -284,6 +285,7 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
         },
         "tiles": {"grid_positions": len(grid), "kept": len(rows), "by_label": counts},
         "warnings": warnings,
+        "options": asdict(options),
     }
     with atomic_path(out_dir / job.slide_id / "slide.json") as temporary:
         temporary.write_text(json.dumps(record, indent=2))
@@ -395,6 +397,14 @@ def _check_options(options: TileOptions) -> None:
     if options.tile_format not in FORMATS:
         raise InvalidOptionError(
             f"--format '{options.tile_format}' is not one of {', '.join(FORMATS)}"
+        )
+    if options.edge not in EDGE_POLICIES:
+        raise InvalidOptionError(
+            f"--edge '{options.edge}' is not one of {', '.join(EDGE_POLICIES)}"
+        )
+    if options.stain_reference is not None and options.stain_method not in STAIN_METHODS:
+        raise InvalidOptionError(
+            f"--stain-method '{options.stain_method}' is not one of {', '.join(STAIN_METHODS)}"
         )
     if options.random < 0:
         raise InvalidOptionError(f"--random must be at least 0, got {options.random}")
