@@ -222,3 +222,10 @@ def test_stain_normalize_option_maps_tiles_to_the_reference(generic_slide, tmp_p
     # the tile's mean colour moves towards the reference's
     moved = np.linalg.norm(second.reshape(-1, 3).mean(axis=0) - target)
     assert moved < np.linalg.norm(first.reshape(-1, 3).mean(axis=0) - target)
+
+
+def test_wsi_info_on_a_file_that_is_not_a_slide_is_one_line(tmp_path):
+    path = tmp_path / "notes.svs"
+    path.write_text("hello")
+    result = runner.invoke(app, ["wsi", "info", str(path)])
+    assert result.exit_code == 2 and "notes.svs: is not a slide" in result.output
