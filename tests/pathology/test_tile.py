@@ -13,6 +13,7 @@ from shapely import box, unary_union
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import InvalidOptionError
 from oncoscope.pathology.synthetic import write_synthetic_slide
 from oncoscope.pathology.tile import WSI_COLUMNS, TileOptions, tile_slides
@@ -56,6 +57,8 @@ def test_tiles_follow_the_grid_and_record_level0_corners_and_mpp(generic_slide, 
     assert (manifest["split"] == "train").all() and (manifest["group"] == "a").all()
     tile = np.asarray(Image.open(tmp_path / manifest["path"][0]))
     assert tile.shape == (256, 256, 3)
+    learning_view = read_manifest(tmp_path / "manifest.csv")  # what the learning commands read
+    assert len(learning_view) == len(manifest) and (learning_view["group"] == "a").all()
     folder = tmp_path / "a"
     assert (folder / "tissue.png").exists() and (folder / "overlay.png").exists()
     record = json.loads((folder / "slide.json").read_text())

@@ -84,7 +84,7 @@ def wsi_tile(
     split: Annotated[
         str | None,
         typer.Option(
-            help="Slide shares train:val:test [default: 3:1:1; under 3 slides all train]."
+            help="Slide shares train:val:test (default 3:1:1; under 3 slides, all in train)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the random tiles.")] = 0,
