@@ -1,7 +1,8 @@
-"""Shared fixtures: synthetic phantoms written as LiTS-style NIfTI pairs (never patient data)."""
+"""Shared fixtures: synthetic phantoms (LiTS-style NIfTI) and synthetic slides (no patient data)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -9,8 +10,15 @@ import numpy as np
 import pytest
 
 from oncoscope.ct.phantom import Phantom, make_phantom, write_lits_pair
+from oncoscope.pathology.annotations import write_geojson
+from oncoscope.pathology.synthetic import (
+    SyntheticSlide,
+    default_regions,
+    write_synthetic_slide,
+)
 
 SMALL_SHAPE = (24, 128, 128)
+SLIDE_WH = (4096, 3072)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +48,26 @@ def canonical_ras(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def radiological(ras_slice: np.ndarray) -> np.ndarray:
     """Show a RAS ``(I, J)`` transverse slice as seen on a PACS screen: anterior up, right left."""
     return ras_slice.T[::-1, ::-1]
+
+
+@pytest.fixture(scope="session")
+def slide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three generic-TIFF slides (``a``, ``b``, ``c``) with GeoJSON beside them."""
+    folder = tmp_path_factory.mktemp("slides")
+    slide = write_synthetic_slide(folder / "a.tif", SLIDE_WH)
+    for name in ("a", "b", "c"):
+        if name != "a":
+            shutil.copy(slide.path, folder / f"{name}.tif")
+        write_geojson(slide.regions, folder / f"{name}.geojson")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def generic_slide(slide_dir: Path) -> SyntheticSlide:
+    return SyntheticSlide(slide_dir / "a.tif", SLIDE_WH, 0.25, tuple(default_regions(SLIDE_WH)))
+
+
+@pytest.fixture(scope="session")
+def aperio_slide(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlide:
+    folder = tmp_path_factory.mktemp("svs")
+    return write_synthetic_slide(folder / "scan.svs", SLIDE_WH, vendor="aperio", mpp=0.2525)

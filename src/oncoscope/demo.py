@@ -1,7 +1,9 @@
-"""``oncoscope demo``: the whole CT path on a synthetic phantom cohort, end to end.
+"""``oncoscope demo``: the CT and whole-slide paths on synthetic data, end to end.
 
 Generates SYNTHETIC phantoms (never patient data), prepares a labelled, patient-split slice
-dataset from them, and runs the seed-001 preprocessing chain on one tumour slice.
+dataset from them, and runs the seed-001 preprocessing chain on one tumour slice. Then writes a
+SYNTHETIC whole-slide image (pyramidal tiled TIFF with a QuPath-style GeoJSON of its regions) and
+tiles it with ``wsi tile`` (overlay of thumbnail, tissue mask and kept tiles saved).
 """
 
 from __future__ import annotations
@@ -23,10 +25,23 @@ from oncoscope.ct.preprocess import (
     save_chain,
 )
 from oncoscope.ct.window import PRESETS
+from oncoscope.pathology.annotations import write_geojson
+from oncoscope.pathology.synthetic import write_synthetic_slide
+from oncoscope.pathology.tile import TileOptions, TileReport, tile_slides
 from oncoscope.train.config import resolve_config
 from oncoscope.train.predict import predict_split
 from oncoscope.train.run import RunResult
 from oncoscope.train.run import train as train_run
+
+
+@dataclass
+class WsiDemoResult:
+    """The synthetic slide, its annotations, and what ``wsi tile`` made of it."""
+
+    slide: Path
+    annotations: Path
+    tiles: TileReport
+    overlay: Path
 
 
 @dataclass
@@ -38,6 +53,7 @@ class DemoResult:
     preprocess_dir: Path
     panel: Path
     chain: ChainResult
+    wsi: WsiDemoResult
     training: TrainingOutcome | None = None
 
 
@@ -60,7 +76,7 @@ def run_demo(
     train: bool = True,
     step: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Run the CT demo into ``out_dir`` (``phantoms/``, ``ct/``, ``preprocess/``, ``run/``).
+    """Run the demo into ``out_dir`` (``phantoms/``, ``ct/``, ``preprocess/``, ``wsi/``, ``run/``).
 
     With ``train``, the ``quick`` recipe (EfficientNet-Lite0 from its offline ImageNet weights)
     is trained on the slice dataset and scored on the test patients, whom it never saw.
@@ -91,7 +107,9 @@ def run_demo(
     )
     preprocess_dir = out / "preprocess"
     panel = save_chain(chain, preprocess_dir)
-    result = DemoResult(phantoms, report, preprocess_dir, panel, chain)
+    say("wsi tile: a synthetic slide with annotated tumour, stroma and normal regions")
+    wsi = run_wsi_demo(out / "wsi", seed=seed)
+    result = DemoResult(phantoms, report, preprocess_dir, panel, chain, wsi)
     if train:
         say("train: quick recipe (EfficientNet-Lite0, ImageNet weights) on the train patients")
         result.training = _train_and_score(out, seed, workers)
@@ -113,3 +131,17 @@ def _train_and_score(out: Path, seed: int, workers: int) -> TrainingOutcome:
     return TrainingOutcome(
         run, len(predictions), float(correct.mean()), sum(per_class) / len(per_class)
     )
+
+
+def run_wsi_demo(out_dir: str | Path, *, seed: int = 0) -> WsiDemoResult:
+    """Write a SYNTHETIC slide and its GeoJSON into ``out_dir/slides/`` and tile it into
+    ``out_dir/tiles/`` (256 px at x10, overlap 0.3, 20 random tiles, majority label >= 0.5)."""
+    out = Path(out_dir)
+    slide = write_synthetic_slide(out / "slides" / "synthetic-1.tif", (8192, 6144))
+    annotations = write_geojson(slide.regions, out / "slides" / "synthetic-1.geojson")
+    options = TileOptions(
+        size_px=256, magnification=10, overlap=0.3, random=20, ratio=(1, 0, 0), seed=seed
+    )
+    report = tile_slides([slide.path], out / "tiles", options, annotations=annotations)
+    overlay = out / "tiles" / "synthetic-1" / "overlay.png"
+    return WsiDemoResult(slide.path, annotations, report, overlay)

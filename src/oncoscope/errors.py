@@ -59,3 +59,7 @@ class ManifestError(OncoscopeError):
 
 class UnknownModelError(OncoscopeError):
     """A model name neither oncoscope nor timm knows."""
+
+
+class InvalidAnnotationError(OncoscopeError):
+    """Annotations (GeoJSON, label mask) that cannot be used: unreadable, invalid polygons."""

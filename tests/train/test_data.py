@@ -99,3 +99,31 @@ def test_balanced_sampling_draws_classes_evenly():
     sampler = EpochSampler(20, 0, weights)
     drawn = torch.tensor([i for e in range(50) for i, _ in (sampler.set_epoch(e), sampler)[1]])
     assert 0.4 < float((drawn >= 18).float().mean()) < 0.6
+
+
+@pytest.mark.parametrize("tile_format", ["hdf5", "zarr"])
+def test_tiles_stored_in_hdf5_or_zarr_train_like_png_files(generic_slide, tmp_path, tile_format):
+    import numpy as np
+    import pandas as pd
+
+    from oncoscope.dataset.images import open_image
+    from oncoscope.pathology.tile import TileOptions, tile_slides
+
+    common = {"size_px": 64, "magnification": 10, "overlap": 0.0, "ratio": (1, 0, 0)}
+    stored = tile_slides(
+        [generic_slide.path], tmp_path / "h", TileOptions(**common, tile_format=tile_format)
+    )
+    files = tile_slides([generic_slide.path], tmp_path / "p", TileOptions(**common))
+    assert stored.rows and len(stored.rows) == len(files.rows)
+    for a, b in zip(stored.rows[:5], files.rows[:5], strict=True):
+        assert "#" in a["path"] and (a["x"], a["y"]) == (b["x"], b["y"])
+        np.testing.assert_array_equal(
+            np.asarray(open_image(str(tmp_path / "h" / a["path"]))),
+            np.asarray(open_image(str(tmp_path / "p" / b["path"]))),
+        )
+    manifest = pd.read_csv(tmp_path / "h" / "manifest.csv")
+    manifest.loc[1::3, "split"] = "val"
+    manifest.loc[::2, "label"] = "other"
+    manifest.to_csv(tmp_path / "h" / "manifest.csv", index=False)
+    data = load_training_data(tmp_path / "h" / "manifest.csv")
+    assert (data.in_chans, data.image_size) == (3, 64)

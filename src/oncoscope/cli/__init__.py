@@ -18,6 +18,7 @@ from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.train import register as register_learning_commands
+from oncoscope.cli.wsi import wsi_app
 
 app = typer.Typer(
     name="oncoscope",
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(ct_app, name="ct")
 register_learning_commands(app)
+app.add_typer(wsi_app, name="wsi")
 
 
 def _version_callback(value: bool) -> None:
@@ -84,7 +86,7 @@ def demo(
         bool, typer.Option("--train/--no-train", help="Train the quick recipe.")
     ] = True,
 ) -> None:
-    """Run the CT pipeline end to end on a SYNTHETIC phantom cohort (no patient data)."""
+    """Run the CT and slide pipelines end to end on SYNTHETIC data (no patient data)."""
     import logging
     import warnings
 
@@ -120,3 +122,8 @@ def demo(
             f"{outcome.test_accuracy:.3f}, balanced accuracy {outcome.test_balanced_accuracy:.3f} "
             "(chance: 0.5)"
         )
+    wsi = result.wsi
+    labels = ", ".join(row["labels"] for row in wsi.tiles.split_table() if row["tiles"])
+    console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
+    console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
+    console.print(f"tile grid overlay:    {wsi.overlay}")

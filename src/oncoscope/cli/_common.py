@@ -38,3 +38,13 @@ def progress_bar() -> Progress:
         console=error_console,
         transient=True,
     )
+
+
+def exit_on_failures(failures: list[tuple[str, str]], what: str = "input(s)") -> None:
+    """Print each failed input as one ``error: PATH: message`` line and exit 2, if any."""
+    if not failures:
+        return
+    error_console.print(f"{len(failures)} {what} failed:", highlight=False)
+    for path, message in failures:
+        error_console.print(f"  error: {path}: {message}", markup=False, highlight=False)
+    raise typer.Exit(code=2)

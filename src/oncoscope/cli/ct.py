@@ -8,7 +8,12 @@ from typing import Annotated, cast
 import typer
 from rich.table import Table
 
-from oncoscope.cli._common import console, error_console, progress_bar, user_errors
+from oncoscope.cli._common import (
+    console,
+    exit_on_failures,
+    progress_bar,
+    user_errors,
+)
 
 ct_app = typer.Typer(
     help="CT volumes: slice datasets, preprocessing, phantoms.", no_args_is_help=True
@@ -77,11 +82,7 @@ def ct_prepare(
     if report.manifest is not None:
         print_split_table(report.split_table())
         console.print(f"wrote {len(report.rows)} slices and {report.manifest}")
-    if report.failures:
-        error_console.print(f"{len(report.failures)} input(s) failed:", highlight=False)
-        for path, message in report.failures:
-            error_console.print(f"  error: {path}: {message}", markup=False, highlight=False)
-        raise typer.Exit(code=2)
+    exit_on_failures(report.failures, "input(s)")
 
 
 @ct_app.command("preprocess")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ from PIL import Image
 from skimage.transform import resize
 
 from oncoscope import __version__
+from oncoscope.batch import run_guarded
 from oncoscope.ct.slices import TUMOUR, label_slices, select_slices
 from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
 from oncoscope.dataset.split import SPLITS, split_counts, split_groups
-from oncoscope.errors import InvalidOptionError, InvalidVolumeError, OncoscopeError
+from oncoscope.errors import InvalidVolumeError, OncoscopeError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.volumes import (
     ITK_SUFFIXES,
@@ -266,7 +267,8 @@ def prepare_dataset(
     out.mkdir(parents=True, exist_ok=True)
     results: list[PatientResult] = []
     failures = list(problems)
-    for case, outcome in _run(cases, out, options, workers):
+    job = partial(prepare_case, out_dir=out, options=options)
+    for case, outcome in run_guarded(job, cases, workers):
         if isinstance(outcome, OncoscopeError):
             if strict:
                 raise outcome
@@ -321,29 +323,6 @@ def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarr
         size = (options.size_px, options.size_px)
         unit = resize(unit, size, order=1, anti_aliasing=True, preserve_range=True)
     return to_uint8(unit)
-
-
-def _run(
-    cases: list[Case], out: Path, options: PrepareOptions, workers: int
-) -> Iterator[tuple[Case, PatientResult | OncoscopeError]]:
-    """Yield each case with its result or its error, in completion order."""
-    if workers < 1:
-        raise InvalidOptionError(f"--workers must be at least 1, got {workers}")
-    if workers == 1 or len(cases) == 1:
-        for case in cases:
-            yield case, _guarded(case, out, options)
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(cases))) as pool:
-        futures = {pool.submit(_guarded, case, out, options): case for case in cases}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-
-
-def _guarded(case: Case, out: Path, options: PrepareOptions) -> PatientResult | OncoscopeError:
-    try:
-        return prepare_case(case, out, options)
-    except OncoscopeError as error:
-        return error
 
 
 def _by_id(folder: Path, prefix: str) -> dict[str, Path]:

@@ -24,10 +24,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from oncoscope.dataset.images import image_exists, open_image
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import CorruptFileError, ManifestError
 
@@ -83,7 +83,7 @@ def load_training_data(manifest: str | Path, image_size: int | None = None) -> T
     path = Path(manifest)
     frame = read_manifest(path, required=("path", "label", "split"))
     frame["label"] = frame["label"].astype(str)
-    missing = [p for p in frame["path"] if not Path(p).is_file()]
+    missing = [p for p in frame["path"] if not image_exists(p)]
     if missing:
         raise ManifestError(f"{len(missing)} image file(s) are missing, e.g. {missing[0]}", path)
     counts = frame["split"].value_counts()
@@ -102,7 +102,7 @@ def load_training_data(manifest: str | Path, image_size: int | None = None) -> T
     sizes: dict[tuple[int, int], str] = {}
     for image_path in frame["path"]:
         try:
-            with Image.open(image_path) as image:
+            with open_image(image_path) as image:
                 modes.setdefault(_channels(image.mode), image_path)
                 sizes.setdefault(image.size, image_path)
         except OSError as error:
@@ -209,7 +209,7 @@ class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = item if isinstance(item, tuple) else (item, None)
-        with Image.open(self.paths[index]) as image:
+        with open_image(self.paths[index]) as image:
             pixels = image.convert("L" if self.in_chans == 1 else "RGB")
         tensor = v2.functional.pil_to_tensor(pixels)
         if self.augment is not None and epoch is not None:

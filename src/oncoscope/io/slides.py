@@ -1,0 +1,424 @@
+"""Whole-slide images over OpenSlide: pyramid, microns per pixel, reads at any magnification.
+
+Microns per pixel (mpp) is the source of truth. It comes, in this order, from a user override,
+the TIFF resolution tags read as exact rationals (tifffile), or OpenSlide's ``openslide.mpp-x``
+(vendor properties such as ``aperio.MPP``). Magnification follows the convention
+``mpp = 10 / magnification`` (x40 = 0.25 um/px, x20 = 0.5 um/px, x10 = 1 um/px), used only when
+the slide does not state its objective power, or states no mpp. A read at magnification ``M`` on a
+slide scanned at objective power ``O`` has downsample ``O / M``; a read at ``mpp`` has downsample
+``mpp / slide mpp``. Downsamples within :data:`TOLERANCE` of 1 or of a pyramid level snap to it.
+
+Coordinates are level-0 pixels ``(x, y)`` of a region's top-left corner, measured from the
+corner of OpenSlide's ``bounds-x/bounds-y`` rectangle when the slide has one (as QuPath shows
+them); sizes are ``(width, height)``; arrays are ``(rows, cols, 3) uint8`` RGB.
+
+Open slides are kept in a small per-process pool (:func:`pooled_slide`) sharing one OpenSlide
+tile cache of fixed size, so handles are reopened per worker process (they cannot be pickled)
+and memory does not grow with the number of slides. The resampling between a pyramid level and
+the target resolution is written here because OpenSlide reads only whole levels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openslide
+from PIL import Image
+
+from oncoscope.errors import (
+    CorruptFileError,
+    InvalidOptionError,
+    MissingMetadataError,
+    UnsupportedFormatError,
+)
+
+#: ``mpp = MPP_AT_1X / magnification``: x40 = 0.25 um/px, x20 = 0.5, x10 = 1.
+MPP_AT_1X = 10.0
+#: Relative tolerance when matching a downsample to 1 or to a pyramid level.
+TOLERANCE = 0.02
+#: Bytes of OpenSlide's tile cache shared by all slides of a process.
+CACHE_BYTES = 64 * 1024 * 1024
+#: Pixels of a pyramid level read at once when making a thumbnail.
+BAND_PIXELS = 16 * 1024 * 1024
+#: Slides kept open per process.
+POOL_SIZE = 8
+
+
+def magnification_to_mpp(magnification: float) -> float:
+    """Microns per pixel of a magnification by the ``mpp = 10 / magnification`` convention.
+
+    Example:
+        >>> magnification_to_mpp(40), magnification_to_mpp(20)
+        (0.25, 0.5)
+    """
+    return MPP_AT_1X / magnification
+
+
+def mpp_to_magnification(mpp: float) -> float:
+    """Magnification of a resolution in microns per pixel (``10 / mpp``).
+
+    Example:
+        >>> mpp_to_magnification(0.25)
+        40.0
+    """
+    return MPP_AT_1X / mpp
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How a read at a target resolution is served.
+
+    Attributes:
+        downsample: level-0 pixels per output pixel (>= 1).
+        mpp: microns per output pixel (``slide mpp * downsample``).
+        magnification: magnification of the output (``slide magnification / downsample``).
+        level: pyramid level read from (the coarsest one at or above the target resolution).
+    """
+
+    downsample: float
+    mpp: float
+    magnification: float
+    level: int
+
+
+class Slide:
+    """A whole-slide image read through OpenSlide (SVS, NDPI, MRXS, generic tiled TIFF, ...).
+
+    Args:
+        path: the slide file.
+        mpp: override of the scan's microns per pixel (for slides without it, or wrong).
+        magnification: override of the scan's objective power.
+        handle: an already open OpenSlide object (e.g. ``openslide.ImageSlide`` over an
+            in-memory image, for tests); ``path`` then only names it.
+
+    Raises:
+        UnsupportedFormatError: OpenSlide does not recognise the file.
+        CorruptFileError: OpenSlide recognises it but cannot read it (truncated, garbled).
+        MissingMetadataError: neither mpp nor magnification in the file nor given.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        mpp: float | None = None,
+        magnification: float | None = None,
+        handle: openslide.AbstractSlide | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if handle is None:
+            handle = _open(self.path)
+        self._handle = handle
+        props = dict(handle.properties)
+        self.properties: dict[str, str] = props
+        self.vendor = props.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
+        full_w, full_h = handle.dimensions
+        bx = int(props.get(openslide.PROPERTY_NAME_BOUNDS_X, 0))
+        by = int(props.get(openslide.PROPERTY_NAME_BOUNDS_Y, 0))
+        bw = int(props.get(openslide.PROPERTY_NAME_BOUNDS_WIDTH, full_w - bx))
+        bh = int(props.get(openslide.PROPERTY_NAME_BOUNDS_HEIGHT, full_h - by))
+        #: Level-0 offset of the bounds rectangle added to every read.
+        self.bounds_xy = (bx, by)
+        #: Level-0 size (width, height) of the slide (of its bounds rectangle when it has one).
+        self.dimensions = (bw, bh)
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(handle.level_dimensions)
+        self.level_downsamples: tuple[float, ...] = tuple(handle.level_downsamples)
+        file_mpp, self.mpp_source = _file_mpp(self.path, props)
+        power = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        file_magnification = _positive_float(power)
+        if mpp is not None:
+            file_mpp, self.mpp_source = mpp, "user"
+        if magnification is not None:
+            file_magnification = magnification
+        if file_mpp is None and file_magnification is None:
+            raise MissingMetadataError(
+                "slide has no mpp and no magnification; pass --mpp-of-scan or "
+                "--magnification-of-scan",
+                self.path,
+            )
+        if file_mpp is None:
+            assert file_magnification is not None
+            file_mpp, self.mpp_source = magnification_to_mpp(file_magnification), "magnification"
+        #: Microns per level-0 pixel.
+        self.mpp: float = file_mpp
+        #: Objective power of the scan (from the file, the user, or ``10 / mpp``).
+        self.magnification: float = (
+            file_magnification if file_magnification is not None else mpp_to_magnification(file_mpp)
+        )
+
+    def __repr__(self) -> str:
+        w, h = self.dimensions
+        return (
+            f"Slide({str(self.path)!r}, {w} x {h} px, mpp={self.mpp:g}, "
+            f"x{self.magnification:g}, {len(self.level_dimensions)} levels, {self.vendor})"
+        )
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the OpenSlide handle."""
+        self._handle.close()
+
+    def set_cache(self, cache: openslide.OpenSlideCache) -> None:
+        """Share an OpenSlide tile cache (bytes fixed at its creation) with other slides."""
+        self._handle.set_cache(cache)
+
+    def resolution(
+        self, *, mpp: float | None = None, magnification: float | None = None
+    ) -> Resolution:
+        """Resolve a target resolution to a downsample, its exact mpp, and the level to read.
+
+        Args:
+            mpp: target microns per pixel; or
+            magnification: target magnification (downsample = scan magnification / it).
+            With neither, level 0.
+
+        Raises:
+            InvalidOptionError: both given, a non-positive value, or a resolution finer than
+                the scan's (magnification above the scan's).
+        """
+        if mpp is not None and magnification is not None:
+            raise InvalidOptionError("give --mpp or --magnification, not both")
+        if mpp is None and magnification is None:
+            downsample = 1.0
+        elif magnification is not None:
+            if magnification <= 0:
+                raise InvalidOptionError(f"magnification must be positive, got {magnification}")
+            downsample = self.magnification / magnification
+        else:
+            assert mpp is not None
+            if mpp <= 0:
+                raise InvalidOptionError(f"mpp must be positive, got {mpp}")
+            downsample = mpp / self.mpp
+        if downsample < 1 - TOLERANCE:
+            raise InvalidOptionError(
+                f"target resolution (x{self.magnification / downsample:.3g}, "
+                f"{self.mpp * downsample:.4g} um/px) is finer than the scan's "
+                f"(x{self.magnification:g}, {self.mpp:.4g} um/px); ask for at most "
+                f"x{self.magnification:g}",
+                self.path,
+            )
+        for level_downsample in (1.0, *self.level_downsamples):
+            if abs(downsample / level_downsample - 1) <= TOLERANCE:
+                downsample = level_downsample
+                break
+        level = 0
+        for index, level_downsample in enumerate(self.level_downsamples):
+            if level_downsample <= downsample * (1 + 1e-9):
+                level = index
+        return Resolution(
+            downsample=downsample,
+            mpp=self.mpp * downsample,
+            magnification=self.magnification / downsample,
+            level=level,
+        )
+
+    def read(
+        self,
+        location_xy: tuple[float, float],
+        size_wh: tuple[int, int],
+        *,
+        mpp: float | None = None,
+        magnification: float | None = None,
+    ) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        """Read a region at any resolution.
+
+        Reads the region from the coarsest pyramid level at or above the target resolution
+        (never more of the slide than the region) and resizes it to ``size_wh``.
+
+        Args:
+            location_xy: level-0 pixel coordinates of the region's top-left corner.
+            size_wh: output size in pixels at the target resolution.
+            mpp, magnification: target resolution (see :meth:`resolution`); default level 0.
+
+        Returns:
+            ``(height, width, 3) uint8`` RGB; outside the slide is the background (white).
+        """
+        target = self.resolution(mpp=mpp, magnification=magnification)
+        return self.read_at(location_xy, size_wh, target)
+
+    def read_at(
+        self, location_xy: tuple[float, float], size_wh: tuple[int, int], target: Resolution
+    ) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        """:meth:`read` with a resolution already resolved by :meth:`resolution`."""
+        width, height = size_wh
+        if width < 1 or height < 1:
+            raise InvalidOptionError(f"region size must be positive, got {size_wh}")
+        level_downsample = self.level_downsamples[target.level]
+        scale = target.downsample / level_downsample  # level pixels per output pixel
+        x0 = location_xy[0] + self.bounds_xy[0]
+        y0 = location_xy[1] + self.bounds_xy[1]
+        x_int, y_int = math.floor(x0), math.floor(y0)
+        # Offset of the exact corner inside the first level pixel read.
+        dx, dy = (x0 - x_int) / level_downsample, (y0 - y_int) / level_downsample
+        read_w = math.ceil(dx + width * scale)
+        read_h = math.ceil(dy + height * scale)
+        try:
+            region = self._handle.read_region((x_int, y_int), target.level, (read_w, read_h))
+        except openslide.OpenSlideError as error:
+            raise CorruptFileError(f"cannot read region: {error}", self.path) from None
+        rgb = _flatten(region, self.properties)
+        if (read_w, read_h) != (width, height) or dx or dy:
+            box = (dx, dy, dx + width * scale, dy + height * scale)
+            rgb = rgb.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+        return np.asarray(rgb, dtype=np.uint8)
+
+    def thumbnail(
+        self, max_size_px: int = 2048
+    ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], float]:
+        """The whole slide (its bounds) with its longer side at most ``max_size_px`` pixels.
+
+        Read in horizontal bands of at most :data:`BAND_PIXELS` pixels of the pyramid level
+        used, so a slide without a coarse enough level does not need its whole level in memory.
+
+        Returns:
+            ``(image, downsample)``: ``(rows, cols, 3) uint8`` RGB, and level-0 pixels per
+            thumbnail pixel.
+        """
+        w, h = self.dimensions
+        downsample = max(1.0, max(w, h) / max_size_px)
+        size = (max(1, round(w / downsample)), max(1, round(h / downsample)))
+        downsample = max(w / size[0], h / size[1])
+        target = Resolution(
+            downsample=downsample,
+            mpp=self.mpp * downsample,
+            magnification=self.magnification / downsample,
+            level=self._handle.get_best_level_for_downsample(downsample),
+        )
+        scale = downsample / self.level_downsamples[target.level]  # level px per output px
+        band_rows = max(1, int(BAND_PIXELS / (size[0] * scale * scale)))
+        bands = [
+            self.read_at((0, top * downsample), (size[0], min(band_rows, size[1] - top)), target)
+            for top in range(0, size[1], band_rows)
+        ]
+        return np.concatenate(bands, axis=0), downsample
+
+    def info(self) -> dict[str, Any]:
+        """Levels, dimensions, mpp (and its source), magnification, vendor and bounds."""
+        return {
+            "path": str(self.path),
+            "vendor": self.vendor,
+            "dimensions": list(self.dimensions),
+            "bounds_xy": list(self.bounds_xy),
+            "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
+            "magnification": self.magnification,
+            "levels": [
+                {"level": i, "dimensions": list(d), "downsample": s}
+                for i, (d, s) in enumerate(
+                    zip(self.level_dimensions, self.level_downsamples, strict=True)
+                )
+            ],
+        }
+
+
+def open_slide(
+    path: str | Path, *, mpp: float | None = None, magnification: float | None = None
+) -> Slide:
+    """Open a slide (see :class:`Slide`); close it, or use it as a context manager."""
+    return Slide(path, mpp=mpp, magnification=magnification)
+
+
+_POOL: OrderedDict[tuple[str, float | None, float | None], Slide] = OrderedDict()
+_CACHE: list[openslide.OpenSlideCache] = []
+
+
+def pooled_slide(
+    path: str | Path, *, mpp: float | None = None, magnification: float | None = None
+) -> Slide:
+    """A slide from this process's pool of at most :data:`POOL_SIZE` open slides.
+
+    All pooled slides share one OpenSlide tile cache of :data:`CACHE_BYTES`; the least
+    recently used slide is closed when the pool is full. Do not close a pooled slide.
+    """
+    key = (str(Path(path).resolve()), mpp, magnification)
+    if key in _POOL:
+        _POOL.move_to_end(key)
+        return _POOL[key]
+    slide = Slide(path, mpp=mpp, magnification=magnification)
+    if not _CACHE:
+        _CACHE.append(openslide.OpenSlideCache(CACHE_BYTES))
+    slide.set_cache(_CACHE[0])
+    _POOL[key] = slide
+    while len(_POOL) > POOL_SIZE:
+        _POOL.popitem(last=False)[1].close()
+    return slide
+
+
+def close_pool() -> None:
+    """Close every pooled slide of this process."""
+    while _POOL:
+        _POOL.popitem()[1].close()
+
+
+def _open(path: Path) -> openslide.OpenSlide:
+    if not path.is_file():
+        raise UnsupportedFormatError("does not exist or is not a file", path)
+    try:
+        return openslide.OpenSlide(path)
+    except openslide.OpenSlideUnsupportedFormatError:
+        raise UnsupportedFormatError(
+            "is not a slide OpenSlide can read (SVS, NDPI, MRXS, SCN, tiled TIFF, ...)", path
+        ) from None
+    except openslide.OpenSlideError as error:
+        raise CorruptFileError(
+            f"cannot open slide (truncated or corrupt?): {error}", path
+        ) from None
+
+
+def _file_mpp(path: Path, props: dict[str, str]) -> tuple[float | None, str]:
+    """mpp of a slide from its TIFF resolution tags (exact rationals) or OpenSlide's properties."""
+    tiff_mpp = _tiff_resolution_mpp(path) if path.suffix.lower() in {".tif", ".tiff"} else None
+    if tiff_mpp is not None:
+        return tiff_mpp, "tiff-resolution"
+    value = _positive_float(props.get(openslide.PROPERTY_NAME_MPP_X))
+    return value, ("vendor" if value is not None else "none")
+
+
+def _tiff_resolution_mpp(path: Path) -> float | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages.first.tags
+            resolution = tags.get("XResolution")
+            unit = tags.get("ResolutionUnit")
+            if resolution is None or unit is None:
+                return None
+            numerator, denominator = resolution.value
+            unit_value = int(unit.value)
+    except (tifffile.TiffFileError, OSError, ValueError, TypeError):
+        return None
+    if numerator <= 0 or denominator <= 0:
+        return None
+    pixels_per_unit = Fraction(numerator, denominator)
+    microns = {2: 25400, 3: 10000}.get(unit_value)  # inch, centimetre
+    if microns is None:
+        return None
+    return float(microns / pixels_per_unit)
+
+
+def _positive_float(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+def _flatten(region: Image.Image, props: dict[str, str]) -> Image.Image:
+    """RGBA from OpenSlide (transparent outside the scan) -> RGB over the background colour."""
+    colour = "#" + props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+    background = Image.new("RGB", region.size, colour)
+    background.paste(region, mask=region.split()[3])
+    return background

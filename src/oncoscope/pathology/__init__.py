@@ -1,0 +1,1 @@
+"""H&E whole-slide images: tissue masks, tiling, annotations, stain, synthetic slides."""

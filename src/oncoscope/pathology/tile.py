@@ -1,0 +1,545 @@
+"""``wsi tile``: whole-slide images -> tissue tiles (PNG, HDF5 or zarr) + a slide-split manifest.
+
+For each slide: open it (per-process pool, :mod:`oncoscope.io.slides`), resolve the target
+resolution to a downsample and the pyramid level to read, make a tissue mask from a thumbnail
+(:mod:`oncoscope.pathology.tissue`), lay the overlapping grid (:mod:`oncoscope.pathology.tiling`)
+plus ``random`` extra positions in tissue, and keep a tile when its coverage is at least
+``min_coverage``: the coverage of its majority annotation label when the slide has annotations
+(:mod:`oncoscope.pathology.annotations`), otherwise its tissue fraction (label ``tissue``).
+Kept tiles are read one at a time (memory does not grow with the slide) and written to
+``OUT/<slide>/`` under a temporary name, renamed when complete, with ``tissue.png`` (the mask),
+``overlay.png`` (thumbnail, mask and kept tiles) and ``slide.json`` (mpp actually used, level,
+threshold, options). Slides are then split train/val/test by slide
+(:func:`oncoscope.dataset.split.split_groups`, stratified by majority label) and
+``OUT/manifest.csv`` and ``OUT/tile.json`` (run record with failures) are written. A bad slide is
+reported and the others still tiled, unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from oncoscope import __version__
+from oncoscope.batch import run_guarded
+from oncoscope.dataset.manifest import write_manifest
+from oncoscope.dataset.split import SPLITS, split_counts, split_groups
+from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.io.atomic import atomic_path
+from oncoscope.io.slides import Resolution, Slide, pooled_slide
+from oncoscope.pathology.annotations import Labels, best_label, load_labels
+from oncoscope.pathology.tiling import EDGE_POLICIES, EdgePolicy, grid_positions, random_positions
+from oncoscope.pathology.tissue import TissueMask, region_fraction, tissue_mask
+
+#: Columns of a tile manifest, in order (``wsi tile``).
+WSI_COLUMNS = (
+    "path",
+    "slide",
+    "x",
+    "y",
+    "size",
+    "magnification",
+    "mpp",
+    "label",
+    "coverage",
+    "split",
+    "group",
+    "kind",
+    "level",
+    "source",
+)
+#: File suffixes taken as slides when a folder is given.
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif",
+                  ".svslide")  # fmt: skip
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".png")
+TISSUE = "tissue"
+DEFAULT_RATIO = (0.6, 0.2, 0.2)
+DEFAULT_MAGNIFICATION = 20.0
+STAIN_METHODS = ("macenko", "reinhard")  # oncoscope.pathology.stain.METHODS, without torch
+TileFormat = Literal["png", "hdf5", "zarr"]
+FORMATS: tuple[TileFormat, ...] = ("png", "hdf5", "zarr")
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """Options of ``wsi tile``.
+
+    Attributes:
+        size_px: tile width and height in pixels at the target resolution.
+        magnification: target magnification (downsample = scan magnification / it); or
+        mpp: target microns per pixel (at most one of the two; neither: x20).
+        overlap: fraction of a tile shared by consecutive grid tiles, in [0, 1).
+        min_coverage: keep a tile when its tissue fraction (or majority label's coverage) is
+            at least this.
+        random: extra tiles per slide at random positions in tissue.
+        edge: ``"drop"`` tiles that would cross the slide's edge, or also ``"shift"`` one inward.
+        tile_format: ``png`` files, or one ``hdf5``/``zarr`` store per slide.
+        ratio: train/val/test shares of slides; None: :data:`DEFAULT_RATIO` (3:1:1) when
+            there are at least 3 slides, else all slides in train (with a warning).
+        seed: seed of the split and of the random tiles.
+        scan_mpp: override of the slides' mpp (for files that lack it).
+        scan_magnification: override of the slides' objective power.
+        thumbnail_px: longer side of the thumbnail the tissue mask is made on.
+        min_tissue_um2: tissue pieces and holes smaller than this are removed (um^2).
+        stain_reference: a reference tile (PNG) to stain-normalise every tile to.
+        stain_method: ``macenko`` or ``reinhard``.
+    """
+
+    size_px: int = 256
+    magnification: float | None = None
+    mpp: float | None = None
+    overlap: float = 0.3
+    min_coverage: float = 0.5
+    random: int = 0
+    edge: EdgePolicy = "drop"
+    tile_format: TileFormat = "png"
+    ratio: tuple[float, float, float] | None = None
+    seed: int = 0
+    scan_mpp: float | None = None
+    scan_magnification: float | None = None
+    thumbnail_px: int = 1024
+    min_tissue_um2: float = 10_000.0
+    stain_reference: str | None = None
+    stain_method: str = "macenko"
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide to tile and its annotations (if any)."""
+
+    slide_id: str
+    path: Path
+    annotations: Path | None
+
+
+@dataclass
+class SlideResult:
+    """What one slide contributed: manifest rows (without split), record, stratum, warnings."""
+
+    slide_id: str
+    rows: list[dict[str, Any]]
+    record: dict[str, Any]
+    stratum: str
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TileReport:
+    """The outcome of a ``wsi tile`` run."""
+
+    out_dir: Path
+    manifest: Path | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    splits: dict[str, str] = field(default_factory=dict)
+
+    def split_table(self) -> list[dict[str, Any]]:
+        """Per split: slides, tiles, and tiles per label."""
+        table = []
+        for split in SPLITS:
+            rows = [r for r in self.rows if r["split"] == split]
+            labels: dict[str, int] = {}
+            for row in rows:
+                labels[row["label"]] = labels.get(row["label"], 0) + 1
+            table.append(
+                {
+                    "split": split,
+                    "slides": sum(1 for s in self.splits.values() if s == split),
+                    "tiles": len(rows),
+                    "labels": ", ".join(f"{k} {v}" for k, v in sorted(labels.items())),
+                }
+            )
+        return table
+
+
+def find_slides(
+    inputs: Sequence[str | Path], annotations: str | Path | None = None
+) -> list[SlideJob]:
+    """Slides from files and folders (by :data:`SLIDE_SUFFIXES`), each with its annotations.
+
+    ``annotations`` is a file (GeoJSON or label-mask PNG) for a single slide, or a folder where
+    a slide's annotations are ``<slide stem>.geojson``, ``.json`` or ``.png``.
+
+    Raises:
+        OncoscopeError: an input that does not exist, no slide found, two slides with the same
+            stem, or an annotation file given for several slides.
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths.extend(
+                p for p in sorted(item.iterdir())
+                if p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")
+            )  # fmt: skip
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise OncoscopeError("does not exist", item)
+    if not paths:
+        raise OncoscopeError(f"no slides ({', '.join(SLIDE_SUFFIXES)}) found", Path(inputs[0]))
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise OncoscopeError(
+                f"two slides named '{path.stem}' ({stems[path.stem]}); slide ids are file stems "
+                "and must be unique",
+                path,
+            )
+        stems[path.stem] = path
+    folder = Path(annotations) if annotations is not None else None
+    if folder is not None and not folder.exists():
+        raise OncoscopeError("annotations do not exist", folder)
+    if folder is not None and folder.is_file() and len(paths) > 1:
+        raise OncoscopeError(
+            "one annotation file given for several slides; pass a folder of <slide>.geojson",
+            folder,
+        )
+    jobs = []
+    for stem, path in stems.items():
+        found: Path | None = None
+        if folder is not None and folder.is_file():
+            found = folder
+        elif folder is not None:
+            candidates = [folder / f"{stem}{suffix}" for suffix in ANNOTATION_SUFFIXES]
+            found = next((c for c in candidates if c.is_file()), None)
+        jobs.append(SlideJob(stem, path, found))
+    return jobs
+
+
+def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResult:
+    """Tile one slide into ``out_dir/<slide id>/`` (see the module docstring).
+
+    Raises:
+        OncoscopeError: an unreadable slide, missing metadata, a resolution above the scan's,
+            a tile larger than the slide, or bad annotations.
+    """
+    slide = pooled_slide(job.path, mpp=options.scan_mpp, magnification=options.scan_magnification)
+    magnification = options.magnification
+    if magnification is None and options.mpp is None:
+        magnification = DEFAULT_MAGNIFICATION
+    target = slide.resolution(mpp=options.mpp, magnification=magnification)
+    extent = options.size_px * target.downsample
+    extent_wh = (extent, extent)
+    try:
+        grid = grid_positions(slide.dimensions, extent_wh, options.overlap, options.edge)
+    except InvalidOptionError as error:
+        raise InvalidOptionError(error.message, job.path) from None
+    thumbnail, thumb_downsample = slide.thumbnail(options.thumbnail_px)
+    tissue = tissue_mask(
+        thumbnail, thumb_downsample, mpp=slide.mpp, min_object_um2=options.min_tissue_um2
+    )
+    labels = load_labels(job.annotations, slide.dimensions) if job.annotations else None
+    warnings = []
+    if not tissue.mask.any():
+        warnings.append("no tissue found in the thumbnail; no tiles")
+    rng = np.random.default_rng([options.seed, zlib.crc32(job.slide_id.encode())])
+    extra = random_positions(
+        tissue.mask, thumb_downsample, slide.dimensions, extent_wh, 20 * options.random, rng
+    )
+    chosen: list[tuple[int, int, str, float, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for kind, positions, limit in (("grid", grid, len(grid)), ("random", extra, options.random)):
+        taken = 0
+        for x, y in positions.tolist():
+            if taken >= limit:
+                break
+            if (x, y) in seen:
+                continue
+            label, coverage = _label_of(labels, tissue, (x, y), extent_wh)
+            if label is not None and coverage >= options.min_coverage:
+                chosen.append((x, y, label, coverage, kind))
+                seen.add((x, y))
+                taken += 1
+    normalise = _stain_normaliser(options)
+    rows = _write_tiles(slide, job, target, chosen, out_dir, options, tissue, thumbnail, normalise)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["label"]] = counts.get(row["label"], 0) + 1
+    stratum = max(sorted(counts), key=lambda k: counts[k]) if counts else "none"
+    record = {
+        "slide": job.slide_id,
+        "source": str(job.path),
+        "annotations": str(job.annotations) if job.annotations else None,
+        **slide.info(),
+        "tile": {
+            "size_px": options.size_px,
+            "mpp": target.mpp,
+            "magnification": target.magnification,
+            "downsample": target.downsample,
+            "level": target.level,
+            "extent_level0_px": extent,
+        },
+        "tissue": {
+            "threshold_saturation": tissue.threshold,
+            "fraction": tissue.fraction,
+            "mask_downsample": tissue.downsample,
+        },
+        "tiles": {"grid_positions": len(grid), "kept": len(rows), "by_label": counts},
+        "warnings": warnings,
+        "options": asdict(options),
+    }
+    with atomic_path(out_dir / job.slide_id / "slide.json") as temporary:
+        temporary.write_text(json.dumps(record, indent=2))
+    return SlideResult(job.slide_id, rows, record, stratum, warnings)
+
+
+def tile_slides(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    options: TileOptions,
+    *,
+    annotations: str | Path | None = None,
+    workers: int = 1,
+    strict: bool = False,
+    on_slide_done: Callable[[str, str | None, int], None] | None = None,
+) -> TileReport:
+    """Run ``wsi tile`` over slides (files or folders).
+
+    Args:
+        inputs: slide files or folders of slides.
+        out_dir: output folder (``manifest.csv``, ``tile.json``, ``<slide>/``).
+        options: see :class:`TileOptions`.
+        annotations: a GeoJSON/label-mask file (one slide) or a folder of ``<slide>.geojson``.
+        workers: processes tiling slides in parallel (1 = in this process).
+        strict: stop at the first bad slide instead of reporting it at the end.
+        on_slide_done: called after each slide with ``(slide id, error or None, slides)``.
+
+    Returns:
+        The :class:`TileReport`; ``manifest`` is None when no slide succeeded.
+
+    Raises:
+        OncoscopeError: no slide found, bad options, too few slides for an explicit split,
+            or (with ``strict``) the first bad slide.
+    """
+    out = Path(out_dir)
+    _check_options(options)
+    jobs = find_slides(inputs, annotations)
+    report = TileReport(out_dir=out, manifest=None)
+    ratio = options.ratio
+    if ratio is None:
+        ratio = DEFAULT_RATIO if len(jobs) >= len(SPLITS) else (1.0, 0.0, 0.0)
+        if len(jobs) < len(SPLITS):
+            report.warnings.append(
+                (str(out), f"{len(jobs)} slide(s) cannot fill a 3:1:1 split; all go to train "
+                 "(pass --split to choose)")
+            )  # fmt: skip
+    split_counts(len(jobs), ratio)  # too few slides for the split: fail before work
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[SlideResult] = []
+    work = partial(tile_slide, out_dir=out, options=options)
+    for job, outcome in run_guarded(work, jobs, workers):
+        if isinstance(outcome, OncoscopeError):
+            if strict:
+                raise outcome
+            report.failures.append((str(outcome.path or job.path), outcome.message))
+            if on_slide_done:
+                on_slide_done(job.slide_id, str(outcome), len(jobs))
+            continue
+        results.append(outcome)
+        report.warnings.extend((str(job.path), w) for w in outcome.warnings)
+        if on_slide_done:
+            on_slide_done(job.slide_id, None, len(jobs))
+    if not results:
+        return report
+    results.sort(key=lambda r: r.slide_id)
+    try:
+        report.splits = split_groups(
+            {r.slide_id: r.stratum for r in results}, ratio, seed=options.seed
+        )
+    except InvalidOptionError:  # failures left too few slides: keep the good ones in train
+        report.splits = {r.slide_id: "train" for r in results}
+    for result in results:
+        for row in result.rows:
+            row["split"] = report.splits[result.slide_id]
+            report.rows.append(row)
+    report.manifest = write_manifest(report.rows, out / "manifest.csv", WSI_COLUMNS)
+    record = {
+        "oncoscope_version": __version__,
+        "inputs": [str(Path(p).resolve()) for p in inputs],
+        "options": {**asdict(options), "ratio": ratio},
+        "slides": {
+            r.slide_id: {
+                "split": report.splits[r.slide_id],
+                "stratum": r.stratum,
+                "tiles": len(r.rows),
+                "mpp": r.record["tile"]["mpp"],
+                "level": r.record["tile"]["level"],
+            }
+            for r in results
+        },
+        "split_table": report.split_table(),
+        "failures": [{"path": p, "error": m} for p, m in report.failures],
+        "warnings": [{"path": p, "warning": m} for p, m in report.warnings],
+    }
+    with atomic_path(out / "tile.json") as temporary:
+        temporary.write_text(json.dumps(record, indent=2))
+    return report
+
+
+def _check_options(options: TileOptions) -> None:
+    if options.mpp is not None and options.magnification is not None:
+        raise InvalidOptionError("give one of --magnification and --mpp, not both")
+    if options.size_px < 8:
+        raise InvalidOptionError(f"--size must be at least 8 pixels, got {options.size_px}")
+    if not 0 <= options.overlap < 1:
+        raise InvalidOptionError(f"--overlap must be in [0, 1), got {options.overlap}")
+    if not 0 <= options.min_coverage <= 1:
+        raise InvalidOptionError(f"--min-coverage must be in [0, 1], got {options.min_coverage}")
+    if options.tile_format not in FORMATS:
+        raise InvalidOptionError(
+            f"--format '{options.tile_format}' is not one of {', '.join(FORMATS)}"
+        )
+    if options.edge not in EDGE_POLICIES:
+        raise InvalidOptionError(
+            f"--edge '{options.edge}' is not one of {', '.join(EDGE_POLICIES)}"
+        )
+    if options.stain_reference is not None and options.stain_method not in STAIN_METHODS:
+        raise InvalidOptionError(
+            f"--stain-method '{options.stain_method}' is not one of {', '.join(STAIN_METHODS)}"
+        )
+    if options.random < 0:
+        raise InvalidOptionError(f"--random must be at least 0, got {options.random}")
+
+
+def _label_of(
+    labels: Labels | None,
+    tissue: TissueMask,
+    location_xy: tuple[int, int],
+    extent_wh: tuple[float, float],
+) -> tuple[str | None, float]:
+    if labels is not None:
+        return best_label(labels.coverage(location_xy, extent_wh))
+    return TISSUE, region_fraction(tissue.mask, location_xy, extent_wh, tissue.downsample)
+
+
+def _stain_normaliser(
+    options: TileOptions,
+) -> Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None:
+    if options.stain_reference is None:
+        return None
+    from oncoscope.pathology.stain import StainNormalizer, read_rgb
+
+    reference = read_rgb(options.stain_reference)
+    return StainNormalizer(options.stain_method).fit(reference)
+
+
+def _write_tiles(
+    slide: Slide,
+    job: SlideJob,
+    target: Resolution,
+    chosen: list[tuple[int, int, str, float, str]],
+    out_dir: Path,
+    options: TileOptions,
+    tissue: TissueMask,
+    thumbnail: np.ndarray[Any, Any],
+    normalise: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None,
+) -> list[dict[str, Any]]:
+    size = options.size_px
+    rows: list[dict[str, Any]] = []
+    with atomic_path(out_dir / job.slide_id) as temporary:
+        temporary.mkdir(parents=True)
+        Image.fromarray(tissue.mask.astype(np.uint8) * 255).save(temporary / "tissue.png")
+        _overlay(thumbnail, tissue, chosen, size * target.downsample).save(
+            temporary / "overlay.png"
+        )
+        with _TileSink(temporary, job.slide_id, options.tile_format, size, len(chosen)) as sink:
+            for x, y, label, coverage, kind in chosen:
+                rgb = slide.read_at((x, y), (size, size), target)
+                if normalise is not None:
+                    rgb = normalise(rgb)
+                path = sink.add(rgb, x, y)
+                rows.append(
+                    {
+                        "path": f"{job.slide_id}/{path}",
+                        "slide": job.slide_id,
+                        "x": x,
+                        "y": y,
+                        "size": size,
+                        "magnification": round(target.magnification, 6),
+                        "mpp": target.mpp,
+                        "label": label,
+                        "coverage": round(coverage, 6),
+                        "split": "",
+                        "group": job.slide_id,
+                        "kind": kind,
+                        "level": target.level,
+                        "source": str(job.path),
+                    }
+                )
+    return rows
+
+
+class _TileSink:
+    """Writes tiles as PNG files, or into one HDF5/zarr store, returning each tile's path."""
+
+    def __init__(self, folder: Path, slide_id: str, fmt: TileFormat, size: int, count: int):
+        self.folder, self.fmt, self.index = folder, fmt, 0
+        self.store: Any = None
+        shape = (count, size, size, 3)
+        if fmt == "png":
+            (folder / "tiles").mkdir()
+        elif fmt == "hdf5":
+            import h5py
+
+            self.name = "tiles.h5"
+            self.store = h5py.File(folder / self.name, "w")
+            chunks = (1, size, size, 3) if count else None
+            self.tiles = self.store.create_dataset("tiles", shape, "uint8", chunks=chunks)
+            self.xy = self.store.create_dataset("xy", (count, 2), "int64")
+        else:
+            import zarr
+
+            self.name = "tiles.zarr"
+            self.store = zarr.open_group(str(folder / self.name), mode="w")
+            chunks = (1, size, size, 3)
+            self.tiles = self.store.create_array("tiles", shape=shape, dtype="uint8", chunks=chunks)
+            self.xy = self.store.create_array("xy", shape=(count, 2), dtype="int64")
+        if self.store is not None:
+            self.store.attrs["slide"] = slide_id
+            self.store.attrs["coordinates"] = "level-0 (x, y) of each tile's top-left corner"
+
+    def __enter__(self) -> _TileSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fmt == "hdf5":
+            self.store.close()
+
+    def add(self, rgb: np.ndarray[Any, Any], x: int, y: int) -> str:
+        if self.fmt == "png":
+            name = f"tiles/x{x}_y{y}.png"
+            Image.fromarray(rgb).save(self.folder / name, compress_level=3)
+        else:
+            self.tiles[self.index] = rgb
+            self.xy[self.index] = (x, y)
+            name = f"{self.name}#{self.index}"
+        self.index += 1
+        return name
+
+
+def _overlay(
+    thumbnail: np.ndarray[Any, Any],
+    tissue: TissueMask,
+    chosen: list[tuple[int, int, str, float, str]],
+    extent: float,
+) -> Image.Image:
+    """The thumbnail with the tissue mask tinted green and the kept tiles outlined."""
+    rgb = thumbnail.astype(np.float32)
+    rgb[tissue.mask] = 0.8 * rgb[tissue.mask] + 0.2 * np.array([0, 200, 0])
+    image = Image.fromarray(rgb.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    side = extent / tissue.downsample
+    for x, y, _label, _coverage, kind in chosen:
+        left, top = x / tissue.downsample, y / tissue.downsample
+        colour = (0, 0, 255) if kind == "grid" else (255, 128, 0)
+        draw.rectangle((left, top, left + side, top + side), outline=colour)
+    return image
