@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from shapely.affinity import scale
 
 from oncoscope.ct.phantom import write_cohort
 from oncoscope.ct.prepare import PrepareOptions, PrepareReport, prepare_dataset
@@ -25,8 +26,8 @@ from oncoscope.ct.preprocess import (
     save_chain,
 )
 from oncoscope.ct.window import PRESETS
-from oncoscope.pathology.annotations import write_geojson
-from oncoscope.pathology.synthetic import write_synthetic_slide
+from oncoscope.pathology.annotations import Annotation, write_geojson
+from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
 from oncoscope.pathology.tile import TileOptions, TileReport, tile_slides
 from oncoscope.train.config import resolve_config
 from oncoscope.train.predict import predict_split
@@ -55,6 +56,7 @@ class DemoResult:
     chain: ChainResult
     wsi: WsiDemoResult
     training: TrainingOutcome | None = None
+    tile_training: TrainingOutcome | None = None
 
 
 @dataclass
@@ -112,15 +114,18 @@ def run_demo(
     result = DemoResult(phantoms, report, preprocess_dir, panel, chain, wsi)
     if train:
         say("train: quick recipe (EfficientNet-Lite0, ImageNet weights) on the train patients")
-        result.training = _train_and_score(out, seed, workers)
+        result.training = _train_and_score(out / "ct" / "manifest.csv", out / "run", seed, workers)
+        say("train: quick recipe on the tiles of the training slide")
+        result.tile_training = _train_and_score(
+            wsi.tiles.out_dir / "manifest.csv", out / "wsi" / "run", seed, workers
+        )
     return result
 
 
-def _train_and_score(out: Path, seed: int, workers: int) -> TrainingOutcome:
-    manifest = out / "ct" / "manifest.csv"
+def _train_and_score(manifest: Path, run_dir: Path, seed: int, workers: int) -> TrainingOutcome:
     config = resolve_config(
         recipe="quick",
-        overrides={"data": manifest, "out": out / "run", "seed": seed, "num_workers": workers},
+        overrides={"data": manifest, "out": run_dir, "seed": seed, "num_workers": workers},
     )
     run = train_run(config, progress_bar=False)
     predictions = predict_split(run.best_checkpoint, manifest, "test")
@@ -134,14 +139,28 @@ def _train_and_score(out: Path, seed: int, workers: int) -> TrainingOutcome:
 
 
 def run_wsi_demo(out_dir: str | Path, *, seed: int = 0) -> WsiDemoResult:
-    """Write a SYNTHETIC slide and its GeoJSON into ``out_dir/slides/`` and tile it into
-    ``out_dir/tiles/`` (256 px at x10, overlap 0.3, 20 random tiles, majority label >= 0.5)."""
+    """Write three SYNTHETIC slides (the same tissue classes laid out differently) with their
+    GeoJSON into ``out_dir/slides/`` and tile them into ``out_dir/tiles/`` (256 px at x10,
+    overlap 0.3, 20 random tiles per slide, majority label >= 0.5), one slide per split."""
     out = Path(out_dir)
-    slide = write_synthetic_slide(out / "slides" / "synthetic-1.tif", (8192, 6144))
-    annotations = write_geojson(slide.regions, out / "slides" / "synthetic-1.geojson")
+    size_wh = (8192, 6144)
+    slides = []
+    for number, (x_factor, y_factor) in enumerate(((1, 1), (-1, 1), (1, -1)), start=1):
+        regions = [
+            Annotation(
+                r.label,
+                scale(r.geometry, x_factor, y_factor, origin=(size_wh[0] / 2, size_wh[1] / 2)),
+            )
+            for r in default_regions(size_wh)
+        ]
+        slide = write_synthetic_slide(
+            out / "slides" / f"synthetic-{number}.tif", size_wh, regions=regions
+        )
+        write_geojson(slide.regions, out / "slides" / f"synthetic-{number}.geojson")
+        slides.append(slide.path)
     options = TileOptions(
-        size_px=256, magnification=10, overlap=0.3, random=20, ratio=(1, 0, 0), seed=seed
+        size_px=256, magnification=10, overlap=0.3, random=20, ratio=(1, 1, 1), seed=seed
     )
-    report = tile_slides([slide.path], out / "tiles", options, annotations=annotations)
+    report = tile_slides(slides, out / "tiles", options, annotations=out / "slides")
     overlay = out / "tiles" / "synthetic-1" / "overlay.png"
-    return WsiDemoResult(slide.path, annotations, report, overlay)
+    return WsiDemoResult(slides[0], out / "slides" / "synthetic-1.geojson", report, overlay)

@@ -203,8 +203,16 @@ def test_wsi_demo_tiles_a_synthetic_slide_and_saves_the_overlay(tmp_path):
     result = run_wsi_demo(tmp_path)
     rows = pd.DataFrame(result.tiles.rows)
     assert set(rows["label"]) == {"tumour", "stroma", "normal"}
-    assert (rows["coverage"] >= 0.5).all() and (rows["kind"] == "random").sum() == 20
+    assert (rows["coverage"] >= 0.5).all() and (rows["kind"] == "random").sum() == 3 * 20
     assert Image.open(result.overlay).size == (1024, 768)
+    # three slides, one per split, each holding every class
+    assert rows.groupby("slide")["split"].nunique().eq(1).all()
+    assert sorted(rows.groupby("slide")["split"].first()) == ["test", "train", "val"]
+    assert rows.groupby("slide")["label"].nunique().eq(3).all()
+    # slide 2 is slide 1 mirrored left-right: its tumour (x 10-45 % of 8192 px) lies on the right
+    tumour = rows[(rows["label"] == "tumour") & (rows["slide"] == "synthetic-2")]
+    centres = tumour["x"] + tumour["size"] * 4 / 2  # 256 px at x10 on a x40 scan: 1024 level-0 px
+    assert (centres > 8192 / 2).all()
 
 
 def test_stain_normalize_option_maps_tiles_to_the_reference(generic_slide, tmp_path):

@@ -122,8 +122,18 @@ def demo(
             f"{outcome.test_accuracy:.3f}, balanced accuracy {outcome.test_balanced_accuracy:.3f} "
             "(chance: 0.5)"
         )
+    if result.tile_training is not None:
+        outcome = result.tile_training
+        console.print(f"trained tile model:   {outcome.run.best_checkpoint}")
+        console.print(
+            f"held-out test slide ({outcome.test_images} tiles): accuracy "
+            f"{outcome.test_accuracy:.3f}, balanced accuracy {outcome.test_balanced_accuracy:.3f} "
+            "(chance: 0.333)"
+        )
     wsi = result.wsi
-    labels = ", ".join(row["labels"] for row in wsi.tiles.split_table() if row["tiles"])
+    labels = "; ".join(
+        f"{row['split']}: {row['labels']}" for row in wsi.tiles.split_table() if row["tiles"]
+    )
     console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
     console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
     console.print(f"tile grid overlay:    {wsi.overlay}")
