@@ -178,6 +178,13 @@ def test_demo_runs_end_to_end_and_learns_better_than_chance(tmp_path):
     )
     recalls = [(scored["pred"] == c)[scored["label"] == c].mean() for c in ("tumour", "healthy")]
     assert min(recalls) > 0.6 and sum(recalls) / 2 >= 0.75  # chance is 0.5
+    tiles = predict_split(
+        tmp_path / "demo" / "wsi" / "run" / "checkpoints" / "best.ckpt",
+        tmp_path / "demo" / "wsi" / "tiles" / "manifest.csv",
+        "test",
+    )
+    assert tiles["slide"].nunique() == 1  # one held-out slide, never seen in training
+    assert (tiles["pred"] == tiles["label"]).mean() >= 0.8  # chance is 1/3
 
 
 def test_train_models_and_manifest_commands(tmp_path):

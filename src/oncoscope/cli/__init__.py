@@ -114,22 +114,17 @@ def demo(
         console.print(
             f"EM liver ROI Dice against the phantom's liver on that slice: {chain.roi_dice:.3f}"
         )
-    if result.training is not None:
-        outcome = result.training
-        console.print(f"trained model:        {outcome.run.best_checkpoint}")
-        console.print(
-            f"held-out test patients ({outcome.test_images} slices): accuracy "
-            f"{outcome.test_accuracy:.3f}, balanced accuracy {outcome.test_balanced_accuracy:.3f} "
-            "(chance: 0.5)"
-        )
-    if result.tile_training is not None:
-        outcome = result.tile_training
-        console.print(f"trained tile model:   {outcome.run.best_checkpoint}")
-        console.print(
-            f"held-out test slide ({outcome.test_images} tiles): accuracy "
-            f"{outcome.test_accuracy:.3f}, balanced accuracy {outcome.test_balanced_accuracy:.3f} "
-            "(chance: 0.333)"
-        )
+    for outcome, held_out, unit, chance in (
+        (result.training, "test patients", "slices", "0.5"),
+        (result.tile_training, "test slide", "tiles", "0.333"),
+    ):
+        if outcome is not None:
+            console.print(f"trained on {unit}:    {outcome.run.best_checkpoint}")
+            console.print(
+                f"held-out {held_out} ({outcome.test_images} {unit}): accuracy "
+                f"{outcome.test_accuracy:.3f}, balanced accuracy "
+                f"{outcome.test_balanced_accuracy:.3f} (chance: {chance})"
+            )
     wsi = result.wsi
     labels = "; ".join(
         f"{row['split']}: {row['labels']}" for row in wsi.tiles.split_table() if row["tiles"]
