@@ -229,3 +229,38 @@ def test_train_errors_are_one_line(tmp_path):
     assert (
         result.exit_code == 2 and "unknown model 'resnt50'; did you mean resnet50" in result.output
     )
+
+
+def test_any_timm_name_trains_at_a_given_image_size(tmp_path):
+    from tests.train.conftest import write_patches
+
+    manifest = write_patches(tmp_path / "patches", {"train": 8, "val": 4})
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(manifest),
+            "--model",
+            "resnet18",
+            "--image-size",
+            "224",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+            "--workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    from oncoscope.train.checkpoint import read_checkpoint
+
+    spec = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")["spec"]
+    assert (spec["model"], spec["image_size"], spec["classes"]) == (
+        "resnet18",
+        224,
+        ["adenoma", "well differentiated"],
+    )
