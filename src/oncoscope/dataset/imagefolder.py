@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from oncoscope.dataset.images import IMAGE_SUFFIXES
 from oncoscope.dataset.split import SPLITS, split_groups
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 COLUMNS = ("path", "label", "split", "group")
 
 

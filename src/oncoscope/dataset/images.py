@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 STORE_SUFFIXES = (".h5", ".hdf5", ".zarr")
+#: File suffixes read as images (by PIL).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def split_store_path(path: str) -> tuple[Path, int] | None:
