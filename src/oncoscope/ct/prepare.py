@@ -3,7 +3,10 @@
 For each patient ``N`` (``volume-N`` with ``segmentation-N``) the volume is read in HU in the
 canonical layout, its mask checked against it, its slices labelled from the mask
 (:mod:`oncoscope.ct.slices`), the chosen slices windowed and written as 8-bit PNG under
-``OUT/slices/patient-N/`` (written to a temporary folder, renamed when complete). Patients are
+``OUT/slices/patient-N/`` (written to a temporary folder, renamed when complete), with their
+masks at the same size under ``OUT/masks/patient-N/``: ``slice-KKKK-lesions.png`` holds each
+pixel's lesion id (0 none; ids as in ``lesions.csv``) and ``slice-KKKK-liver.png`` the liver
+including its lesions (255) (manifest columns ``lesion_mask`` and ``liver_mask``). Patients are
 then split by :func:`oncoscope.dataset.split.split_groups`, stratified by whether they have a
 lesion larger than ``small_mm``, only small lesions, or none. A bad patient is reported and the
 others still written, unless ``strict``.
@@ -25,7 +28,8 @@ from skimage.transform import resize
 
 from oncoscope import __version__
 from oncoscope.batch import run_guarded
-from oncoscope.ct.slices import TUMOUR, label_slices, select_slices
+from oncoscope.ct.lesions import label_lesions
+from oncoscope.ct.slices import TUMOUR, TUMOUR_LABEL, label_slices, select_slices
 from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
 from oncoscope.dataset.split import SPLITS, split_counts, split_groups
@@ -184,11 +188,23 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
         out_row_mm = row_mm * volume.shape[1] / options.size_px
         out_col_mm = col_mm * volume.shape[2] / options.size_px
     window_name = ",".join(w.name for w in options.windows)
-    with atomic_path(out_dir / "slices" / folder_name) as temporary:
+    lesion_ids = _LesionIds(mask.array == TUMOUR_LABEL)
+    with (
+        atomic_path(out_dir / "slices" / folder_name) as temporary,
+        atomic_path(out_dir / "masks" / folder_name) as masks,
+    ):
         temporary.mkdir(parents=True)
+        masks.mkdir(parents=True)
         for item in chosen:
             name = f"slice-{item.slice_index:04d}.png"
             Image.fromarray(_render(volume.array[item.slice_index], options)).save(temporary / name)
+            lesion_name, liver_name = name.replace(".png", "-lesions.png"), name.replace(
+                ".png", "-liver.png"
+            )
+            liver = (mask.array[item.slice_index] >= 1).astype(np.uint8) * 255
+            Image.fromarray(_resize_mask(liver, options)).save(masks / liver_name)
+            ids = _resize_mask(lesion_ids.slice(item.slice_index), options)
+            Image.fromarray(ids).save(masks / lesion_name)
             rows.append(
                 {
                     "path": f"slices/{folder_name}/{name}",
@@ -207,6 +223,8 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
                     "slice_mm": slice_mm,
                     "window": window_name,
                     "source": str(case.volume),
+                    "lesion_mask": f"masks/{folder_name}/{lesion_name}",
+                    "liver_mask": f"masks/{folder_name}/{liver_name}",
                 }
             )
     lesion_rows = [
@@ -323,6 +341,40 @@ def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarr
         size = (options.size_px, options.size_px)
         unit = resize(unit, size, order=1, anti_aliasing=True, preserve_range=True)
     return to_uint8(unit)
+
+
+def _resize_mask(mask: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
+    """A label slice at the written slice size (nearest neighbour: labels stay labels)."""
+    if options.size_px is None:
+        return mask
+    size = (options.size_px, options.size_px)
+    resized = resize(mask, size, order=0, anti_aliasing=False, preserve_range=True)
+    return resized.astype(mask.dtype)
+
+
+class _LesionIds:
+    """Per-slice lesion ids (3-D components numbered as ``lesions.csv`` numbers them).
+
+    Only the tumour's bounding box is labelled (as :func:`find_lesions` does), so the ids match
+    and a large volume costs little memory. Slices are uint8 (uint16 beyond 255 lesions).
+    """
+
+    def __init__(self, tumour: np.ndarray[Any, Any]) -> None:
+        self.shape = tumour.shape[1:]
+        hits = [np.flatnonzero(tumour.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+        self.box = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in hits) if hits[0].size else None
+        self.labels = label_lesions(tumour[self.box]) if self.box is not None else None
+        count = int(self.labels.max()) if self.labels is not None else 0
+        self.dtype = np.uint8 if count <= 255 else np.uint16
+
+    def slice(self, index: int) -> np.ndarray[Any, Any]:
+        """``(H, W)`` lesion ids of slice ``index`` (0 outside lesions)."""
+        ids = np.zeros(self.shape, dtype=self.dtype)
+        if self.box is not None and self.labels is not None:
+            depth, rows, cols = self.box
+            if depth.start <= index < depth.stop:
+                ids[rows, cols] = self.labels[index - depth.start]
+        return ids
 
 
 def _by_id(folder: Path, prefix: str) -> dict[str, Path]:

@@ -38,6 +38,8 @@ CT_COLUMNS = (
     "slice_mm",
     "window",
     "source",
+    "lesion_mask",
+    "liver_mask",
 )
 
 

@@ -195,7 +195,11 @@ class SAEfficientNet(nn.Module):
         self.front = front
         self.backbone = backbone
         self.pretrained_cfg: dict[str, Any] = dict(getattr(backbone, "pretrained_cfg", {}))
-        self.feature_info = getattr(backbone, "feature_info", [])
+        # module names made relative to this model, so they name its own submodules
+        self.feature_info = [
+            {**info, "module": f"backbone.{info['module']}"}
+            for info in getattr(backbone, "feature_info", [])
+        ]
         self.num_classes = int(getattr(backbone, "num_classes", 0))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,7 @@
+"""Explanations of a trained classifier and weak lesion localisation from them.
+
+:mod:`.layers` picks the layer a CAM reads, :mod:`.cam` computes the maps of a batch,
+:mod:`.run` explains image files and writes overlays, raw maps and ``explain.csv``,
+:mod:`.localize` turns a map into a lesion mask and boxes, :mod:`.scores` scores that against
+ground-truth masks and :mod:`.score` runs the whole localisation evaluation of a manifest.
+"""

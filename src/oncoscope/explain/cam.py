@@ -1,0 +1,162 @@
+"""Class activation maps of a batch: Grad-CAM family through pytorch-grad-cam, plain CAM, attention.
+
+``gradcam``, ``gradcam++``, ``layercam`` and ``scorecam`` are pytorch-grad-cam's ``GradCAM``,
+``GradCAMPlusPlus``, ``LayerCAM`` and ``ScoreCAM``. Their hooks are released in a ``finally``
+(not through the CAM object's ``__exit__``, which swallows ``IndexError``), so explaining
+thousands of batches leaves no hooks on the model and no activations alive.
+
+``cam`` is the original CAM (Zhou et al., CVPR 2016): the classifier's weights for the target
+class times the last feature map, ``sum_c w[t, c] * A[c]``. It is computed here from
+``forward_features`` and ``get_classifier()`` because pytorch-grad-cam has no plain CAM class;
+it is defined only for a global-pooling + linear head (timm models, ``sa_efficientnet``).
+
+``attention`` is the SA-EfficientNet's own front-end attention (:meth:`SAEfficientNet.
+attention_map`): where the self-attention looked, the same for every class.
+
+Every map is ReLU'd, scaled to ``0..1`` per image (pytorch-grad-cam's ``scale_cam_image``) and
+resized to the model's input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from oncoscope.errors import InvalidOptionError
+from oncoscope.explain.layers import target_layers
+
+_GRAD_CAMS: dict[str, Any] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+}
+#: Every explanation method, in the order the CLI lists them.
+METHODS = (*_GRAD_CAMS, "cam", "attention")
+
+
+@dataclass
+class BatchMaps:
+    """The maps of one batch.
+
+    Attributes:
+        maps: ``(B, H, W)`` float32 in ``0..1`` at the model's input size.
+        targets: the class index each map explains.
+        probs: ``(B, K)`` softmax probabilities of the batch.
+        layer: the layer(s) read, ``;``-joined (``forward_features`` for ``cam``).
+    """
+
+    maps: npt.NDArray[np.float32]
+    targets: list[int]
+    probs: npt.NDArray[np.float32]
+    layer: str
+
+
+def explain_batch(
+    model: nn.Module,
+    images: torch.Tensor,
+    method: str = "gradcam",
+    *,
+    layers: Sequence[str] = (),
+    stage: int = -1,
+    targets: Sequence[int] | None = None,
+) -> BatchMaps:
+    """Explain each image of a batch for its own target class.
+
+    Args:
+        model: the classifier; it is put in eval mode (pytorch-grad-cam does so).
+        images: ``(B, C, H, W)`` float32, normalised as the model expects.
+        method: one of :data:`METHODS`.
+        layers: layer names to read (averaged when several); default: feature stage ``stage``.
+        stage: feature stage when ``layers`` is empty (-1 = last; -2 = finer, for small lesions).
+        targets: one class index per image; default: each image's predicted class.
+
+    Returns:
+        The :class:`BatchMaps`.
+
+    Raises:
+        InvalidOptionError: an unknown method, layer or stage; targets of the wrong length or
+            out of range; ``cam`` on a model without a pooled linear head; ``attention`` on a
+            model without an attention map.
+    """
+    if method not in METHODS:
+        raise InvalidOptionError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    probs = logits.float().softmax(dim=1).numpy()
+    chosen = [int(i) for i in probs.argmax(axis=1)] if targets is None else list(targets)
+    if len(chosen) != len(images) or not all(0 <= t < probs.shape[1] for t in chosen):
+        raise InvalidOptionError(
+            f"need one target class in 0..{probs.shape[1] - 1} per image ({len(images)}), "
+            f"got {chosen}"
+        )
+    size_wh = (images.shape[-1], images.shape[-2])
+    if method == "attention":
+        if not hasattr(model, "attention_map"):
+            raise InvalidOptionError(
+                f"method attention needs a model with its own attention map (sa_efficientnet), "
+                f"not {type(model).__name__}"
+            )
+        raw = model.attention_map().float().numpy()
+        maps = scale_cam_image(np.maximum(raw, 0), size_wh)
+        return BatchMaps(maps, chosen, probs, "front.attend")
+    if method == "cam":
+        maps = scale_cam_image(plain_cam(model, images, chosen), size_wh)
+        return BatchMaps(maps, chosen, probs, "forward_features")
+    named = target_layers(model, layers, stage=stage)
+    explainer = _GRAD_CAMS[method](model=model, target_layers=[m for _, m in named])
+    try:
+        with torch.enable_grad():
+            maps = explainer(
+                input_tensor=images, targets=[ClassifierOutputTarget(t) for t in chosen]
+            )
+    finally:
+        explainer.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+    return BatchMaps(np.asarray(maps, np.float32), chosen, probs, ";".join(n for n, _ in named))
+
+
+def plain_cam(
+    model: nn.Module, images: torch.Tensor, targets: Sequence[int]
+) -> npt.NDArray[np.float32]:
+    """Original CAM: ``relu(sum_c w[t_b, c] * A_b[c])`` on the last feature map.
+
+    Args:
+        model: a model with ``forward_features`` and a linear ``get_classifier()`` that reads the
+            globally pooled feature map.
+        images: ``(B, C, H, W)`` model input.
+        targets: the class index of each image.
+
+    Returns:
+        ``(B, h, w)`` float32 at the feature map's resolution, not rescaled.
+
+    Raises:
+        InvalidOptionError: the model has no pooled linear head (use ``gradcam``).
+    """
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not hasattr(model, "forward_features") or not isinstance(classifier, nn.Linear):
+        raise InvalidOptionError(
+            f"method cam needs forward_features and a linear classifier; "
+            f"{type(model).__name__} has none: use gradcam"
+        )
+    with torch.no_grad():
+        features = model.forward_features(images).float()
+    if features.ndim != 4 or classifier.in_features != features.shape[1]:
+        raise InvalidOptionError(
+            f"method cam needs a global-pooling + linear head; the classifier of "
+            f"{type(model).__name__} reads {classifier.in_features} features but the last "
+            f"feature map is {tuple(features.shape[1:])}: use gradcam"
+        )
+    weights = classifier.weight.detach().float()[list(targets)]  # (B, C)
+    cam = torch.einsum("bc,bchw->bhw", weights, features).clamp(min=0)
+    return cam.numpy().astype(np.float32)

@@ -1,0 +1,249 @@
+"""Weak localisation of a checkpoint on a CT manifest: threshold chosen on val, scored on test.
+
+Scored on the images whose ground-truth lesion mask is not empty (the tumour slices), each
+explained for its true class (image-level labels are known at evaluation, as in weakly
+supervised localisation benchmarks). The threshold of the ``0..1`` maps is the step that
+maximises mean Dice on the validation split, then applied unchanged to the scored split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from PIL import Image
+
+from oncoscope.ct.lesions import feret_diameter_mm
+from oncoscope.dataset.manifest import read_manifest, write_manifest
+from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError
+from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
+from oncoscope.explain.overlay import overlay, save_png
+from oncoscope.explain.run import ImageMap, iter_maps
+from oncoscope.explain.scores import (
+    SIZE_BINS,
+    dice_iou,
+    dice_iou_curves,
+    lesion_hits,
+    pixel_counts,
+    pointing_hit,
+    precision_recall,
+    pxap,
+    random_point_rate,
+    size_bin,
+)
+from oncoscope.io.atomic import atomic_path
+from oncoscope.train.checkpoint import load_model
+
+
+def score_localization(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    split: str = "test",
+    *,
+    val_split: str = "val",
+    method: str = "gradcam",
+    out_dir: str | Path,
+    layers: Sequence[str] = (),
+    stage: int = -1,
+    tolerance_px: int = 0,
+    batch_size: int = 8,
+    examples: int = 6,
+) -> dict[str, Any]:
+    """Score the maps of ``method`` as lesion detectors against the manifest's lesion masks.
+
+    Args:
+        checkpoint: an oncoscope training checkpoint.
+        manifest: a CT manifest with ``lesion_mask`` (and ``liver_mask``) columns (``ct
+            prepare``); ``lesions.csv`` beside it gives the lesions' 3-D diameters (without it,
+            a lesion's size is its in-plane diameter on the slice).
+        split: the split scored.
+        val_split: the split the threshold is chosen on.
+        method, layers, stage: see :func:`oncoscope.explain.cam.explain_batch`.
+        out_dir: where figures, ``localization.json`` and ``localization_by_size.csv`` go.
+        tolerance_px: pointing-game tolerance in pixels (0 = the maximum must be in a lesion).
+        batch_size: images per forward pass.
+        examples: example overlays (map, true lesion contour in white, boxes in green).
+
+    Returns:
+        ``{"metrics": {...}, "by_size": [...], "threshold": float, "figures": [Path, ...]}``.
+        ``metrics``: ``pointing_game``, ``pointing_game_random_image``,
+        ``pointing_game_random_liver`` (random-point baselines), ``pxap``, ``dice``, ``iou``
+        (means over images at the threshold), ``lesion_hit_rate``, ``val_dice`` (the mean Dice
+        that chose the threshold), ``images`` and ``lesions`` (counts). ``by_size``: one row per
+        bin with ``size_bin, lesions, hits, hit_rate`` (``hit_rate`` None when a bin is empty).
+
+    Raises:
+        ManifestError: no mask columns, or no image with a lesion in ``split`` or ``val_split``.
+        OncoscopeError: see :func:`oncoscope.explain.run.iter_maps`; unreadable masks.
+    """
+    out = Path(out_dir)
+    model, spec = load_model(checkpoint)
+    frame = read_manifest(manifest, required=("path", "label", "split", "lesion_mask"))
+    folder = Path(manifest).resolve().parent
+    diameters = _lesion_diameters(folder / "lesions.csv")
+
+    def scored(name: str) -> pd.DataFrame:
+        rows = frame[frame["split"] == name]
+        if "lesion_count" in rows:
+            rows = rows[rows["lesion_count"] > 0]
+        if rows.empty:
+            raise ManifestError(f"no image with a lesion in the {name} split", manifest)
+        return rows
+
+    def maps(rows: pd.DataFrame) -> Any:
+        for (_, row), (_, outcome) in zip(
+            rows.iterrows(),
+            iter_maps(
+                model,
+                spec,
+                list(rows["path"]),
+                method=method,
+                layers=layers,
+                stage=stage,
+                targets=[str(v) for v in rows["label"]],
+                batch_size=batch_size,
+            ),
+            strict=True,
+        ):
+            if isinstance(outcome, OncoscopeError):
+                raise outcome
+            yield row, outcome, _mask(folder / str(row["lesion_mask"]))
+
+    dice_sum = np.zeros(N_BINS)
+    val_images = 0
+    for _, outcome, ids in maps(scored(val_split)):
+        if ids.any():
+            dice_sum += dice_iou_curves(pixel_counts(outcome.heat, ids > 0))[0]
+            val_images += 1
+    step = int(np.argmax(dice_sum))
+    threshold = step / N_BINS
+
+    counts = np.zeros((2, N_BINS), np.int64)
+    per_image: list[dict[str, float]] = []
+    lesions: list[tuple[str, bool]] = []
+    figures: list[Path] = []
+    box_rows: list[dict[str, Any]] = []
+    for row, outcome, ids in maps(scored(split)):
+        truth = ids > 0
+        if not truth.any():
+            continue
+        counts += pixel_counts(outcome.heat, truth)
+        predicted = lesion_mask(outcome.heat, threshold)
+        dice, iou = dice_iou(predicted, truth)
+        liver = _liver(folder, row, truth)
+        per_image.append(
+            {
+                "pointing": float(pointing_hit(outcome.heat, truth, tolerance_px)),
+                "random_image": random_point_rate(truth, None, tolerance_px),
+                "random_liver": random_point_rate(truth, liver, tolerance_px),
+                "dice": dice,
+                "iou": iou,
+            }
+        )
+        for lesion_id, hit in lesion_hits(predicted, ids).items():
+            key = (str(row.get("patient_id", row.get("group", ""))), lesion_id)
+            diameter = diameters.get(key)
+            if diameter is None:
+                diameter = feret_diameter_mm(
+                    ids == lesion_id, float(row.get("row_mm", 1.0)), float(row.get("col_mm", 1.0))
+                )
+            lesions.append((size_bin(diameter), hit))
+        boxes = lesion_boxes(predicted)
+        box_rows += [
+            {"image": row["path"], "row0": b[0], "col0": b[1], "row1": b[2], "col1": b[3]}
+            for b in boxes
+        ]
+        if len(figures) < examples:
+            figures.append(_example(out, outcome, truth, boxes, len(figures)))
+    table = pd.DataFrame(per_image)
+    by_size = []
+    for name in SIZE_BINS:
+        hits = [hit for bin_name, hit in lesions if bin_name == name]
+        rate = sum(hits) / len(hits) if hits else None
+        by_size.append({"size_bin": name, "lesions": len(hits), "hits": sum(hits), "hit_rate": rate})
+    metrics = {
+        "pointing_game": float(table["pointing"].mean()),
+        "pointing_game_random_image": float(table["random_image"].mean()),
+        "pointing_game_random_liver": float(table["random_liver"].mean()),
+        "pxap": pxap(counts),
+        "dice": float(table["dice"].mean()),
+        "iou": float(table["iou"].mean()),
+        "lesion_hit_rate": sum(h for _, h in lesions) / max(len(lesions), 1),
+        "val_dice": float(dice_sum[step] / max(val_images, 1)),
+        "images": float(len(table)),
+        "lesions": float(len(lesions)),
+    }
+    figures.insert(0, _pr_figure(out / "localization_pr.png", counts, metrics["pxap"]))
+    with atomic_path(out / "localization_by_size.csv") as temporary:
+        pd.DataFrame(by_size).to_csv(temporary, index=False)
+    write_manifest(box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"])
+    result = {"metrics": metrics, "by_size": by_size, "threshold": threshold, "figures": figures}
+    with atomic_path(out / "localization.json") as temporary:
+        record = {
+            **result,
+            "figures": [str(f) for f in figures],
+            "method": method,
+            "split": split,
+            "val_split": val_split,
+            "tolerance_px": tolerance_px,
+        }
+        temporary.write_text(json.dumps(record, indent=2))
+    return result
+
+
+def _mask(path: Path) -> npt.NDArray[np.int64]:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image, dtype=np.int64)
+    except OSError as error:
+        raise CorruptFileError(f"cannot read mask ({error})", path) from None
+
+
+def _liver(folder: Path, row: pd.Series, truth: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    if "liver_mask" not in row or not isinstance(row["liver_mask"], str):
+        return np.ones_like(truth)
+    return (_mask(folder / row["liver_mask"]) > 0) | truth
+
+
+def _lesion_diameters(path: Path) -> dict[tuple[str, int], float]:
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"patient_id": str})
+    return {
+        (str(r.patient_id), int(r.lesion_id)): float(r.diameter_mm)
+        for r in table.itertuples(index=False)
+    }
+
+
+def _example(
+    out: Path,
+    outcome: ImageMap,
+    truth: npt.NDArray[np.bool_],
+    boxes: list[tuple[int, int, int, int]],
+    number: int,
+) -> Path:
+    picture = overlay(outcome.pixels, outcome.heat, contours=truth, boxes=boxes)
+    return save_png(picture, out / "localization_examples" / f"example-{number + 1}.png")
+
+
+def _pr_figure(path: Path, counts: npt.NDArray[np.int64], ap: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precision, recall = precision_recall(counts)
+    figure, axes = plt.subplots(figsize=(4, 4), dpi=100)
+    axes.plot(recall, precision)
+    axes.set(xlabel="pixel recall", ylabel="pixel precision", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title(f"PxAP {ap:.3f}")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+    return path
