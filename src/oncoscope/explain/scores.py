@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from skimage.morphology import binary_dilation, disk
+from skimage.morphology import dilation, disk
 
 from oncoscope.explain.localize import N_BINS, bin_index
 
@@ -35,7 +35,7 @@ def _grown(truth: Mask, tolerance_px: int) -> Mask:
     truth = np.asarray(truth, bool)
     if tolerance_px <= 0:
         return truth
-    grown: Mask = binary_dilation(truth, disk(tolerance_px))
+    grown: Mask = dilation(truth, disk(tolerance_px)).astype(bool)
     return grown
 
 
