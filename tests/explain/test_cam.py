@@ -91,7 +91,7 @@ def test_sa_efficientnet_layers_and_its_own_attention_map():
     for method in ("attention", "gradcam"):
         result = explain_batch(model, torch.rand(2, 1, 32, 32), method)
         assert result.maps.shape == (2, 32, 32)
-        assert 0.0 <= result.maps.min() and result.maps.max() <= 1.0 + 1e-6
+        assert result.maps.min() >= 0.0 and result.maps.max() <= 1.0 + 1e-6
     assert hooks_left(model) == 0
 
 

@@ -40,7 +40,9 @@ def explain(
 
     with user_errors():
         if method not in METHODS:
-            raise InvalidOptionError(f"unknown --method '{method}'; use one of {', '.join(METHODS)}")
+            raise InvalidOptionError(
+                f"unknown --method '{method}'; use one of {', '.join(METHODS)}"
+            )
         keys = labels = None
         paths: list[str] = [str(p) for p in images or []]
         if data is not None:

@@ -198,8 +198,9 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
         for item in chosen:
             name = f"slice-{item.slice_index:04d}.png"
             Image.fromarray(_render(volume.array[item.slice_index], options)).save(temporary / name)
-            lesion_name, liver_name = name.replace(".png", "-lesions.png"), name.replace(
-                ".png", "-liver.png"
+            lesion_name, liver_name = (
+                name.replace(".png", "-lesions.png"),
+                name.replace(".png", "-liver.png"),
             )
             liver = (mask.array[item.slice_index] >= 1).astype(np.uint8) * 255
             Image.fromarray(_resize_mask(liver, options)).save(masks / liver_name)
@@ -349,7 +350,7 @@ def _resize_mask(mask: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndar
         return mask
     size = (options.size_px, options.size_px)
     resized = resize(mask, size, order=0, anti_aliasing=False, preserve_range=True)
-    return resized.astype(mask.dtype)
+    return np.asarray(resized, dtype=mask.dtype)
 
 
 class _LesionIds:

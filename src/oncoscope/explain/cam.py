@@ -107,7 +107,8 @@ def explain_batch(
                 f"method attention needs a model with its own attention map (sa_efficientnet), "
                 f"not {type(model).__name__}"
             )
-        raw = model.attention_map().float().numpy()
+        attentive: Any = model
+        raw = attentive.attention_map().float().numpy()
         maps = scale_cam_image(np.maximum(raw, 0), size_wh)
         return BatchMaps(maps, chosen, probs, "front.attend")
     if method == "cam":
@@ -143,14 +144,15 @@ def plain_cam(
     Raises:
         InvalidOptionError: the model has no pooled linear head (use ``gradcam``).
     """
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    timm_like: Any = model
+    classifier = timm_like.get_classifier() if hasattr(model, "get_classifier") else None
     if not hasattr(model, "forward_features") or not isinstance(classifier, nn.Linear):
         raise InvalidOptionError(
             f"method cam needs forward_features and a linear classifier; "
             f"{type(model).__name__} has none: use gradcam"
         )
     with torch.no_grad():
-        features = model.forward_features(images).float()
+        features = timm_like.forward_features(images).float()
     if features.ndim != 4 or classifier.in_features != features.shape[1]:
         raise InvalidOptionError(
             f"method cam needs a global-pooling + linear head; the classifier of "

@@ -49,7 +49,7 @@ def overlay(
         for line in find_contours(padded, 0.5):
             draw.line([(float(c) - 1, float(r) - 1) for r, c in line], fill=(255, 255, 255))
     for row0, col0, row1, col1 in boxes or []:
-        draw.rectangle([col0, row0, col1 - 1, row1 - 1], outline=(0, 255, 0))
+        draw.rectangle((col0, row0, col1 - 1, row1 - 1), outline=(0, 255, 0))
     return np.asarray(picture, np.uint8)
 
 

@@ -267,8 +267,8 @@ def image_keys(paths: Sequence[str]) -> list[str]:
         >>> image_keys(["/d/p-1/s-1.png", "/d/p-2/s-1.png"])
         ['p-1/s-1', 'p-2/s-1']
     """
-    absolute = [os.path.abspath(p) for p in paths]
-    common = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    absolute = [Path(p).resolve() for p in paths]
+    common = os.path.commonpath([p.parent for p in absolute])
     return [_key(os.path.relpath(p, common)) for p in absolute]
 
 
@@ -279,7 +279,7 @@ def _key(relative: str) -> str:
 
 
 def _relative(path: str, out: Path) -> str:
-    return Path(os.path.relpath(os.path.abspath(path), out.resolve())).as_posix()
+    return Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix()
 
 
 def _chw(pixels: npt.NDArray[np.uint8]) -> torch.Tensor:

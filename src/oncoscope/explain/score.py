@@ -165,7 +165,9 @@ def score_localization(
     for name in SIZE_BINS:
         hits = [hit for bin_name, hit in lesions if bin_name == name]
         rate = sum(hits) / len(hits) if hits else None
-        by_size.append({"size_bin": name, "lesions": len(hits), "hits": sum(hits), "hit_rate": rate})
+        by_size.append(
+            {"size_bin": name, "lesions": len(hits), "hits": sum(hits), "hit_rate": rate}
+        )
     metrics = {
         "pointing_game": float(table["pointing"].mean()),
         "pointing_game_random_image": float(table["random_image"].mean()),
@@ -181,7 +183,9 @@ def score_localization(
     figures.insert(0, _pr_figure(out / "localization_pr.png", counts, metrics["pxap"]))
     with atomic_path(out / "localization_by_size.csv") as temporary:
         pd.DataFrame(by_size).to_csv(temporary, index=False)
-    write_manifest(box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"])
+    write_manifest(
+        box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
+    )
     result = {"metrics": metrics, "by_size": by_size, "threshold": threshold, "figures": figures}
     with atomic_path(out / "localization.json") as temporary:
         record = {
@@ -214,10 +218,8 @@ def _lesion_diameters(path: Path) -> dict[tuple[str, int], float]:
     if not path.is_file():
         return {}
     table = pd.read_csv(path, dtype={"patient_id": str})
-    return {
-        (str(r.patient_id), int(r.lesion_id)): float(r.diameter_mm)
-        for r in table.itertuples(index=False)
-    }
+    keys = zip(table["patient_id"].astype(str), table["lesion_id"].astype(int), strict=True)
+    return dict(zip(keys, table["diameter_mm"].astype(float), strict=True))
 
 
 def _example(

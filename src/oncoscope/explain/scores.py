@@ -55,7 +55,8 @@ def random_point_rate(truth: Mask, roi: Mask | None = None, tolerance_px: int = 
     """Chance that a uniformly random point of the image (or of ``roi``) hits ``truth``.
 
     Example:
-        >>> t = np.zeros((4, 4), bool); t[0, :2] = True; roi = np.zeros((4, 4), bool); roi[:2] = True
+        >>> t = np.zeros((4, 4), bool); t[0, :2] = True
+        >>> roi = np.zeros((4, 4), bool); roi[:2] = True
         >>> random_point_rate(t), random_point_rate(t, roi)
         (0.125, 0.25)
     """

@@ -1,0 +1,118 @@
+"""Explaining files: outputs and explain.csv, bad images reported, threshold chosen on val."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from oncoscope.cli import app
+from oncoscope.explain.run import EXPLAIN_COLUMNS, explain_images
+from oncoscope.explain.score import score_localization
+from tests.explain.conftest import TinyGapNet, use_tiny_models, write_checkpoint
+
+CLASSES = ["healthy", "tumour"]
+KWARGS = {"conv": [1.0], "classifier": [[-1.0], [1.0]]}  # tumour = bright pixels
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    use_tiny_models(monkeypatch)
+    model = TinyGapNet(**KWARGS)
+    return write_checkpoint(tmp_path / "tiny.ckpt", model, "tiny_gap", KWARGS, CLASSES, 16)
+
+
+def slice_png(path: Path, background: int, lesion: int) -> Path:
+    """16x16 grey image: one black pixel (pins the map's minimum), lesion at rows 4-7, cols 4-7."""
+    pixels = np.full((16, 16), background, np.uint8)
+    pixels[4:8, 4:8] = lesion
+    pixels[15, 15] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_explain_writes_maps_overlays_and_index_and_reports_bad_images(tmp_path, checkpoint):
+    good = [
+        slice_png(tmp_path / "in" / f"patient-{p}" / "slice-0001.png", 100, 250) for p in (1, 2)
+    ]
+    bad = tmp_path / "in" / "broken.png"
+    bad.write_bytes(b"not a png")
+    report = explain_images(checkpoint, [good[0], bad, good[1]], tmp_path / "out", target="tumour")
+    assert report.failures == [(str(bad), report.failures[0][1])]
+    table = pd.read_csv(report.csv)
+    assert list(table.columns) == list(EXPLAIN_COLUMNS) and len(table) == 2
+    assert list(table["map_npy"]) == [
+        "maps/patient-1/slice-0001.gradcam.npy",
+        "maps/patient-2/slice-0001.gradcam.npy",
+    ]
+    heat = np.load(tmp_path / "out" / table["map_npy"][0])
+    assert heat.dtype == np.float32 and heat.shape == (16, 16)
+    assert heat[4:8, 4:8].min() == pytest.approx(1.0, abs=1e-5) and heat.min() >= 0.0
+    assert Image.open(tmp_path / "out" / table["overlay_png"][0]).size == (16, 16)
+    assert (tmp_path / "out" / table["image"][0]).resolve() == good[0].resolve()
+    assert set(table["target"]) == {"tumour"} and set(table["layer"]) == {"features.1"}
+
+
+def test_explain_cli_from_a_manifest_split(tmp_path, checkpoint):
+    rows = []
+    for split in ("val", "test"):
+        path = slice_png(tmp_path / "data" / split / "a.png", 100, 250)
+        rows.append({"path": f"{split}/a.png", "label": "tumour", "split": split, "group": split})
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "manifest.csv", index=False)
+    result = CliRunner().invoke(
+        app,
+        ["explain", str(checkpoint), "--data", str(tmp_path / "data" / "manifest.csv"),
+         "--split", "test", "--method", "cam", "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out" / "explain.csv")
+    assert list(table["map_npy"]) == ["maps/test/a.cam.npy"] and list(table["label"]) == ["tumour"]
+    assert path.exists()
+    result = CliRunner().invoke(
+        app, ["explain", str(checkpoint), str(path), "--layer", "nope", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "no layer 'nope'" in result.output
+
+
+def test_threshold_is_chosen_on_val_and_applied_to_test(tmp_path, checkpoint):
+    # val: lesion 250 on 125 -> map 1.0 on 0.5: any threshold in (0.5, 1] is perfect; the
+    # first step reaching the best Dice is 0.501. test: lesion 250 on 200 -> map 0.8 around it.
+    data = tmp_path / "data"
+    rows = []
+    for split, background in (("val", 125), ("test", 200)):
+        slice_png(data / f"{split}.png", background, 250)
+        ids = np.zeros((16, 16), np.uint8)
+        ids[4:8, 4:8] = 1
+        Image.fromarray(ids).save(data / f"{split}-lesions.png")
+        Image.fromarray(np.full((16, 16), 255, np.uint8)).save(data / f"{split}-liver.png")
+        rows.append(
+            {"path": f"{split}.png", "label": "tumour", "split": split, "group": split,
+             "patient_id": split, "lesion_count": 1, "row_mm": 2.0, "col_mm": 2.0,
+             "lesion_mask": f"{split}-lesions.png", "liver_mask": f"{split}-liver.png"}
+        )  # fmt: skip
+    pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
+    result = score_localization(checkpoint, data / "manifest.csv", "test", out_dir=tmp_path / "loc")
+    assert result["threshold"] == pytest.approx(0.501)
+    metrics = result["metrics"]
+    # at 0.501 every test pixel but the black one is lesion: Dice 2*16 / (255 + 16)
+    assert metrics["dice"] == pytest.approx(32 / 271)
+    assert metrics["iou"] == pytest.approx(16 / 255)
+    assert metrics["pointing_game"] == 1.0
+    assert metrics["pointing_game_random_image"] == pytest.approx(16 / 256)
+    assert metrics["pxap"] == pytest.approx(1.0)
+    # the lesion is 4 x 4 pixels of 2 mm: diagonal 8 * sqrt(2) = 11.3 mm
+    assert result["by_size"][1] == {
+        "size_bin": "10-20 mm",
+        "lesions": 1,
+        "hits": 1,
+        "hit_rate": 1.0,
+    }
+    assert all(Path(f).is_file() for f in result["figures"])
+    saved = json.loads((tmp_path / "loc" / "localization.json").read_text())
+    assert saved["threshold"] == pytest.approx(0.501)
