@@ -26,13 +26,15 @@ class TinyGapNet(nn.Module):
         self.feature_info = [{"module": "features.1", "num_chs": len(conv), "reduction": 1}]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        out: torch.Tensor = self.features(x)
+        return out
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
+        out: torch.Tensor = self.classifier(self.forward_features(x).mean(dim=(2, 3)))
+        return out
 
 
 def hooks_left(model: nn.Module) -> int:

@@ -44,7 +44,7 @@ def pointing_hit(heat: Heat, truth: Mask, tolerance_px: int = 0) -> bool:
 
     Example:
         >>> h = np.zeros((5, 5)); h[1, 1] = 1.0; t = np.zeros((5, 5), bool); t[1:3, 1:3] = True
-        >>> pointing_hit(h, t), pointing_hit(h, ~t), pointing_hit(h, np.roll(t, 2), 1)
+        >>> pointing_hit(h, t), pointing_hit(h, ~t), pointing_hit(h, np.roll(t, 2), 2)
         (True, False, True)
     """
     row, col = np.unravel_index(int(np.argmax(heat)), np.shape(heat))
