@@ -17,6 +17,7 @@ from rich.table import Table
 from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.ct import ct_app, print_split_table
+from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.train import register as register_learning_commands
 from oncoscope.cli.wsi import wsi_app
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(ct_app, name="ct")
 register_learning_commands(app)
+register_evaluation_commands(app)
 app.add_typer(wsi_app, name="wsi")
 
 
