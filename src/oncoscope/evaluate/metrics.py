@@ -147,9 +147,9 @@ def classification_metrics(
         (0.6667, 1.0, 0.5, 1.0)
     """
     k = len(scores.classes)
-    y = torch.from_numpy(scores.labels)
-    p = torch.from_numpy(scores.probabilities)
-    pred = torch.from_numpy(scores.predictions(threshold, positive))
+    y = torch.tensor(scores.labels)
+    p = torch.tensor(scores.probabilities)
+    pred = torch.tensor(scores.predictions(threshold, positive))
     nan = float("nan")
     fixed: dict[str, Any] = {"num_classes": k, "average": None, "validate_args": False}
     with warnings.catch_warnings():

@@ -72,7 +72,8 @@ def pick_threshold(
     finite = np.isfinite(thresholds)  # the first threshold is +inf (nothing called positive)
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     if method == "youden":
-        best = int(np.argmax(tpr - fpr))  # first maximum: the highest such threshold
+        j = tpr - fpr  # ties (within rounding) go to the highest threshold
+        best = int(np.flatnonzero(j >= j.max() - 1e-9)[0])
     else:
         best = int(np.flatnonzero(tpr >= float(target_sensitivity or 0))[0])
     return OperatingPoint(
