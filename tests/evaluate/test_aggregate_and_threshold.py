@@ -47,7 +47,9 @@ def test_youden_and_target_sensitivity_thresholds():
     point = pick_threshold(truth, score)
     assert point.threshold == 0.7 and point.val_specificity == 1.0
     assert point.val_sensitivity == pytest.approx(2 / 3)
-    assert pick_threshold(truth, score, method="sensitivity", target_sensitivity=1.0).threshold == 0.5
+    assert (
+        pick_threshold(truth, score, method="sensitivity", target_sensitivity=1.0).threshold == 0.5
+    )
     with pytest.raises(OncoscopeError, match="one class only"):
         pick_threshold(np.ones(3, bool), score[:3])
 

@@ -39,8 +39,10 @@ def test_evaluate_writes_metrics_figures_predictions_and_a_self_contained_report
     out = tmp_path / "eval"
     result = runner.invoke(
         app,
-        ["evaluate", str(checkpoint), "--data", str(manifest), "--out", str(out)]
-        + ["--resamples", "20", "--seed", "3"],
+        [
+            *("evaluate", str(checkpoint), "--data", str(manifest), "--out", str(out)),
+            *("--resamples", "20", "--seed", "3"),
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -72,8 +74,10 @@ def test_evaluate_reports_bad_input_in_one_line(runs, tmp_path):
     checkpoint = folder / "simple_cnn" / "checkpoints" / "best.ckpt"
     result = runner.invoke(
         app,
-        ["evaluate", str(checkpoint), "--data", str(manifest), "--out", str(tmp_path)]
-        + ["--aggregate", "median"],
+        [
+            *("evaluate", str(checkpoint), "--data", str(manifest), "--out", str(tmp_path)),
+            *("--aggregate", "median"),
+        ],
     )
     assert result.exit_code == 2 and "unknown aggregation 'median'" in result.output
     result = runner.invoke(
@@ -88,8 +92,10 @@ def test_compare_pairs_models_and_a_model_with_itself_differs_by_exactly_zero(ru
     out = tmp_path / "cmp"
     result = runner.invoke(
         app,
-        ["compare", first, second, first, "--data", str(manifest), "--out", str(out)]
-        + ["--resamples", "20"],
+        [
+            *("compare", first, second, first, "--data", str(manifest), "--out", str(out)),
+            *("--resamples", "20"),
+        ],
     )
     assert result.exit_code == 0, result.output
     comparison = json.loads((out / "comparison.json").read_text())
