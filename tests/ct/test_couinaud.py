@@ -104,7 +104,7 @@ def test_lesions_get_the_segment_of_the_known_planes(box_liver):
         assert lesion.fractions == {segment: 1.0}
         voxels = int(ball(centre, radius).sum())
         assert lesion.volume_ml == pytest.approx(voxels * 8 / 1000, rel=1e-3)
-        assert 2 * radius - 2 <= lesion.max_diameter_mm <= 2 * radius + 2
+        assert 2 * radius - 2 <= lesion.max_diameter_mm <= 2 * radius + 4  # pixel squares
 
 
 def test_a_lesion_across_a_plane_reports_its_shares(box_liver):
@@ -160,7 +160,14 @@ def test_outputs_json_segment_map_and_figure(box_liver, tmp_path):
     assert record["method"] == "landmarks" and record["approximate"] is False
     assert record["landmarks_mm"] == LANDMARKS
     first = record["lesions"][0]
-    assert set(first) == {"id", "centroid_mm", "volume_ml", "max_diameter_mm", "segment", "fractions"}
+    assert set(first) == {
+        "id",
+        "centroid_mm",
+        "volume_ml",
+        "max_diameter_mm",
+        "segment",
+        "fractions",
+    }
     assert {les["segment"] for les in record["lesions"]} == {*LESIONS, "V"}
     stored = nib.as_closest_canonical(nib.load(paths["segments"]))
     assert np.allclose(stored.affine, nib.load(box_liver["segmentation"]).affine)
@@ -180,7 +187,9 @@ def test_without_landmarks_the_output_says_approximate(box_liver, tmp_path):
     assert record["approximate"] is True and "APPROXIMATE" in record["note"]
     assert set(record["landmarks_mm"]) == set(LANDMARK_NAMES)
     assert all(lesion.segment != "none" for lesion in result.lesions)
-    assert (result.segments > 0).sum() == (np.asarray(nib.load(box_liver["segmentation"]).dataobj) > 0).sum()
+    assert (result.segments > 0).sum() == (
+        np.asarray(nib.load(box_liver["segmentation"]).dataobj) > 0
+    ).sum()
 
 
 def test_landmarks_derived_from_vessel_labels(box_liver, tmp_path):
@@ -229,7 +238,7 @@ def test_landmarks_derived_from_vessel_labels(box_liver, tmp_path):
     [
         ({"portal_bifurcation": [0.0, 20.0, 500.0]}, r"portal_bifurcation \[0.0, 20.0, 500.0\]"),
         ({"ivc_dome": [-400.0, 0.0, 30.0]}, "outside the volume.*ivc_dome"),
-        ({"left_hepatic_vein_end": [50.0, -50.0, 20.0]}, "in that order around the IVC"),
+        ({"left_hepatic_vein_end": [40.0, -30.0, 20.0]}, "in that order around the IVC"),
         ({"ivc_dome": [0.0, 0.0, -10.0]}, "must lie above portal_bifurcation"),
     ],
 )
@@ -244,7 +253,7 @@ def test_bad_landmarks_are_clear_errors(box_liver, tmp_path, change, message):
 def test_read_landmarks_names_what_is_missing(tmp_path):
     path = tmp_path / "few.json"
     path.write_text(json.dumps({"ivc_dome": [0, 0, 0]}))
-    with pytest.raises(InvalidLandmarksError, match="missing landmark.*portal_bifurcation"):
+    with pytest.raises(InvalidLandmarksError, match=r"missing landmark.*portal_bifurcation"):
         read_landmarks(path)
     path.write_text(json.dumps({**LANDMARKS, "ivc_dome": [0, "a", 0]}))
     with pytest.raises(InvalidLandmarksError, match="ivc_dome"):
@@ -279,8 +288,16 @@ def test_cli_on_a_phantom_with_its_landmarks(tmp_path):
     out = tmp_path / "couinaud"
     result = runner.invoke(
         app,
-        ["ct", "couinaud", str(volume), str(segmentation), "--landmarks", str(landmarks)]
-        + ["--out", str(out)],
+        [
+            "ct",
+            "couinaud",
+            str(volume),
+            str(segmentation),
+            "--out",
+            str(out),
+            "--landmarks",
+            str(landmarks),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "Couinaud segments (landmarks)" in result.output
@@ -310,8 +327,16 @@ def test_cli_reports_a_landmark_outside_the_volume(box_liver, tmp_path):
     path.write_text(json.dumps({**LANDMARKS, "right_hepatic_vein_end": [900.0, 0.0, 20.0]}))
     result = runner.invoke(
         app,
-        ["ct", "couinaud", str(box_liver["volume"]), str(box_liver["segmentation"])]
-        + ["--landmarks", str(path), "--out", str(tmp_path / "o")],
+        [
+            "ct",
+            "couinaud",
+            str(box_liver["volume"]),
+            str(box_liver["segmentation"]),
+            "--landmarks",
+            str(path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
     )
     assert result.exit_code == 2
     assert "right_hepatic_vein_end" in result.output and "outside the volume" in result.output

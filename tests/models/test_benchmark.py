@@ -66,9 +66,7 @@ def test_record_has_the_table_fields(monkeypatch):
         "throughput_images_per_s",
     }
     assert row["gflops_per_image"] == pytest.approx(2 * row["gmacs_per_image"], rel=1e-6)
-    assert row["throughput_images_per_s"] == pytest.approx(
-        2 / (row["latency_ms"] / 1000), rel=1e-2
-    )
+    assert row["throughput_images_per_s"] == pytest.approx(2 / (row["latency_ms"] / 1000), rel=1e-2)
 
 
 def test_an_unknown_model_fails_before_any_model_is_measured(monkeypatch):
@@ -83,15 +81,27 @@ def test_cli_prints_the_table_and_writes_json(tmp_path):
     target = tmp_path / "bench.json"
     result = runner.invoke(
         app,
-        ["benchmark-models", "simple_cnn", "--batch-size", "2", "--image-size", "32"]
-        + ["--iterations", "1", "--warmup", "0", "--json", str(target)],
+        [
+            "benchmark-models",
+            "simple_cnn",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(target),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "simple_cnn" in result.output and "GFLOPs/image" in result.output
     record = json.loads(target.read_text())
     from oncoscope.models import create_model
 
-    model = create_model("simple_cnn", num_classes=2, in_chans=3)
+    model = create_model("simple_cnn", num_classes=2, in_chans=3, input_size=32)
     assert record["models"][0]["parameters"] == sum(p.numel() for p in model.parameters())
 
 

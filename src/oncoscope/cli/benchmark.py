@@ -47,9 +47,7 @@ def benchmark_models(
             num_classes=num_classes,
             in_chans=in_chans,
             device=device,
-            on_model_done=lambda row: error_console.print(
-                f"measured {row.model}", highlight=False
-            ),
+            on_model_done=lambda row: error_console.print(f"measured {row.model}", highlight=False),
         )
     table = Table(
         title=f"{record['device_name']} ({record['device']}, {record['threads']} threads): "

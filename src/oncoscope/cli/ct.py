@@ -16,7 +16,8 @@ from oncoscope.cli._common import (
 )
 
 ct_app = typer.Typer(
-    help="CT volumes: slice datasets, preprocessing, phantoms, Couinaud segments.", no_args_is_help=True
+    help="CT volumes: slice datasets, preprocessing, phantoms, Couinaud segments.",
+    no_args_is_help=True,
 )
 
 

@@ -419,9 +419,7 @@ def approximate_landmarks(
         raise InvalidVolumeError("segmentation holds no liver (label 1 or 2)")
     box = bounding_box(liver)
     assert box is not None
-    corners = np.array(
-        [[s.start, s.stop - 1] for s in box], dtype=np.float64
-    )  # (3 axes, low/high)
+    corners = np.array([[s.start, s.stop - 1] for s in box], dtype=np.float64)  # (3 axes, low/high)
     grid = np.stack(np.meshgrid(*corners, indexing="ij"), axis=-1).reshape(-1, 3)
     world = grid @ affine[:3, :3].T + affine[:3, 3]
     low, high = world.min(axis=0), world.max(axis=0)
@@ -612,7 +610,9 @@ def couinaud(
     check_same_grid(volume, mask)
     labels = np.asarray(mask.array)
     vessel_values = set((vessel_labels or {}).values())
-    unknown = sorted(set(np.unique(labels).tolist()) - {0, LIVER_LABEL, TUMOUR_LABEL, *vessel_values})
+    unknown = sorted(
+        set(np.unique(labels).tolist()) - {0, LIVER_LABEL, TUMOUR_LABEL, *vessel_values}
+    )
     if unknown:
         raise InvalidVolumeError(
             f"labels {unknown[:10]} are neither liver (1) nor tumour (2); name vessel labels, "

@@ -86,7 +86,9 @@ def save_couinaud_figure(result: CouinaudResult, path: str | Path, *, panels: in
         for lesion in result.lesions:
             centre = index_of(lesion.centroid_mm)
             if abs(centre[0] - k) * slice_mm <= lesion.max_diameter_mm / 2:
-                _label(axis, lesion.lesion_id, lesion.segment, centre[2] * col_mm, centre[1] * row_mm)
+                _label(
+                    axis, lesion.lesion_id, lesion.segment, centre[2] * col_mm, centre[1] * row_mm
+                )
         axis.set_title(f"axial slice {k} (z = {z:.0f} mm)", fontsize=9)
         axis.set_axis_off()
 

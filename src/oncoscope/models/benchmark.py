@@ -85,18 +85,22 @@ def time_forward_ms(
 
     On CUDA the device is synchronised before each clock reading.
     """
-    synchronize = torch.cuda.synchronize if batch.device.type == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(batch)
-        synchronize()
+        _synchronize(batch.device)
         for _ in range(iterations):
             start = clock()
             model(batch)
-            synchronize()
+            _synchronize(batch.device)
             times.append((clock() - start) * 1000.0)
     return times
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -149,7 +153,9 @@ def benchmark_model(
     """
     device = device or resolve_device()
     if model is None:
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans)
+        # simple_cnn's classifier width depends on the input side, as in train/run.py.
+        sized: dict[str, Any] = {"input_size": image_size} if name == "simple_cnn" else {}
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **sized)
     model = model.eval().to(device)
     generator = torch.Generator().manual_seed(0)
     shape = (batch_size, in_chans, image_size, image_size)
