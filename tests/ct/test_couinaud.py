@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -56,12 +57,13 @@ LESIONS = {
 STRADDLER = ((3.0, 40.0, -15.0), 9.0)  # across the middle-vein plane x = 0, below z = 0
 
 
-def world_grid() -> np.ndarray:
+def world_grid() -> Any:
+    """RAS mm of every voxel centre, ``(D, H, W, 3)``."""
     index = np.indices(SHAPE).reshape(3, -1).T.astype(float)
     return (index @ AFFINE[:3, :3].T + AFFINE[:3, 3]).reshape(*SHAPE, 3)
 
 
-def ball(centre: tuple[float, float, float], radius: float) -> np.ndarray:
+def ball(centre: tuple[float, float, float], radius: float) -> Any:
     return ((world_grid() - np.asarray(centre)) ** 2).sum(axis=-1) <= radius**2
 
 
@@ -87,7 +89,7 @@ def box_liver(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def lesion_at(lesions: list, centre: tuple[float, float, float]):
+def lesion_at(lesions, centre: tuple[float, float, float]):
     return min(lesions, key=lambda les: math.dist(les.centroid_mm, centre))
 
 

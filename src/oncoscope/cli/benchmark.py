@@ -47,7 +47,11 @@ def benchmark_models(
             num_classes=num_classes,
             in_chans=in_chans,
             device=device,
-            on_model_done=lambda row: error_console.print(f"measured {row.model}", highlight=False),
+            on_model_done=lambda row: error_console.print(
+                f"{row.model}: {row.parameters:,} parameters, {row.gflops_per_image:.3f} "
+                f"GFLOPs/image, {row.latency_ms:.1f} ms/batch",
+                highlight=False,
+            ),
         )
     table = Table(
         title=f"{record['device_name']} ({record['device']}, {record['threads']} threads): "
