@@ -63,3 +63,7 @@ class UnknownModelError(OncoscopeError):
 
 class InvalidAnnotationError(OncoscopeError):
     """Annotations (GeoJSON, label mask) that cannot be used: unreadable, invalid polygons."""
+
+
+class InvalidLandmarksError(OncoscopeError):
+    """Anatomical landmarks that cannot be used: missing, malformed, outside the volume."""

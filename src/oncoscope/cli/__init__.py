@@ -16,6 +16,7 @@ from rich.table import Table
 
 from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
+from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.train import register as register_learning_commands
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(ct_app, name="ct")
 register_learning_commands(app)
 register_evaluation_commands(app)
+register_benchmark(app)
 app.add_typer(wsi_app, name="wsi")
 
 
