@@ -63,3 +63,7 @@ class UnknownModelError(OncoscopeError):
 
 class InvalidAnnotationError(OncoscopeError):
     """Annotations (GeoJSON, label mask) that cannot be used: unreadable, invalid polygons."""
+
+
+class NoTissueError(OncoscopeError):
+    """A slide in which no tissue is found (blank, or only glass at the resolution asked)."""
