@@ -52,8 +52,9 @@ def colour_spec(in_chans: int = 3) -> dict[str, object]:
 
 def write_colour_checkpoint(path: Path, in_chans: int = 3) -> Path:
     spec = colour_spec(in_chans)
-    model = create_model("simple_cnn", num_classes=len(CLASSES), in_chans=in_chans,
-                         **spec["model_kwargs"])  # type: ignore[arg-type]  # fmt: skip
+    model = create_model(
+        "simple_cnn", num_classes=len(CLASSES), in_chans=in_chans, **spec["model_kwargs"]
+    )  # type: ignore[arg-type]
     centroids = (CENTROIDS - CENTRE)[:, :in_chans]  # in the model's centred input units
     weight = 2 * SHARPNESS * centroids
     with torch.no_grad():

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy.ndimage import maximum_filter, minimum_filter
 import tifffile
 import torch
+from scipy.ndimage import maximum_filter, minimum_filter
 
 from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
 from oncoscope.inference.patches import TileDataset, target_resolution, tile_grid
@@ -166,7 +166,9 @@ def test_bf16_agrees_with_fp32_on_the_patches(small_slide: Path, colour_checkpoi
     runs = {}
     for precision in ("fp32", "bf16"):
         runs[precision] = np.zeros((len(grid), len(CLASSES)), dtype=np.float32)
-        predict_tiles(classifier.model, classifier.spec, dataset, runs[precision], precision=precision)
+        predict_tiles(
+            classifier.model, classifier.spec, dataset, runs[precision], precision=precision
+        )
     assert len(grid) > 50
     agreement = (runs["fp32"].argmax(1) == runs["bf16"].argmax(1)).mean()
     assert agreement >= 0.995
@@ -177,7 +179,9 @@ def test_reduced_precision_writes_its_agreement(
     small_slide: Path, colour_checkpoint: Path, tmp_path: Path
 ) -> None:
     options = replace(OPTIONS, precision="bf16", stride=1.0)
-    summary = infer_slide(load_classifier(colour_checkpoint), small_slide, tmp_path, options).summary
+    summary = infer_slide(
+        load_classifier(colour_checkpoint), small_slide, tmp_path, options
+    ).summary
     assert summary is not None and summary["precision"] == "bf16"
     assert summary["precision_agreement"]["argmax_agreement"] >= 0.995
     assert summary["precision_agreement"]["tiles"] == min(256, summary["tiles"])
@@ -190,7 +194,7 @@ def test_bad_inputs_give_clear_errors(
     with pytest.raises(OncoscopeError, match="1-channel input; slides are RGB"):
         load_classifier(grey)
     classifier = load_classifier(colour_checkpoint)
-    with pytest.raises(InvalidOptionError, match="finer than the scan.*--allow-upsampling"):
+    with pytest.raises(InvalidOptionError, match=r"finer than the scan.*--allow-upsampling"):
         infer_slide(classifier, small_slide, tmp_path, replace(OPTIONS, magnification=80))
     with pytest.raises(InvalidOptionError, match="stride"):
         infer_slide(classifier, small_slide, tmp_path, replace(OPTIONS, stride=0.3))

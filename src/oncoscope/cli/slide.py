@@ -29,7 +29,9 @@ def slide(
         float | None,
         typer.Option(help="Magnification of the tiles (default: the checkpoint's, else 20)."),
     ] = None,
-    mpp: Annotated[float | None, typer.Option(help="Microns per pixel of the tiles instead.")] = None,
+    mpp: Annotated[
+        float | None, typer.Option(help="Microns per pixel of the tiles instead.")
+    ] = None,
     stride: Annotated[
         float, typer.Option(help="Tile step as a fraction of the tile: 1, 0.5, 0.25, ...")
     ] = 0.5,
@@ -42,9 +44,11 @@ def slide(
     ] = "auto",
     annotations: Annotated[
         Path | None,
-        typer.Option(help="GeoJSON or label mask (one slide), or a folder of <slide>.geojson: "
-                          "scores the map against them."),
-    ] = None,  # fmt: skip
+        typer.Option(
+            help="GeoJSON or label mask (one slide), or a folder of <slide>.geojson: "
+            "scores the map against them."
+        ),
+    ] = None,
     min_tissue: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Least tissue share of a tile to classify it.")
     ] = 0.05,
@@ -56,10 +60,15 @@ def slide(
     ] = False,
     devices: Annotated[
         int | None,
-        typer.Option(min=1, help="Run through Lightning's trainer.predict on N devices "
-                                 "(tiles sharded by its distributed sampler)."),
-    ] = None,  # fmt: skip
-    accelerator: Annotated[str, typer.Option(help="Lightning accelerator with --devices.")] = "auto",
+        typer.Option(
+            min=1,
+            help="Run through Lightning's trainer.predict on N devices "
+            "(tiles sharded by its distributed sampler).",
+        ),
+    ] = None,
+    accelerator: Annotated[
+        str, typer.Option(help="Lightning accelerator with --devices.")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Redo slides already done.")] = False,
     mpp_of_scan: Annotated[
         float | None, typer.Option(help="Microns per pixel of the scan, for slides lacking it.")
@@ -106,9 +115,14 @@ def slide(
             progress.update(current, completed=done, total=total)
 
         report = infer_slides(
-            checkpoint, slides, out, options,
-            annotations=annotations, on_slide=on_slide, on_tiles=on_tiles,
-        )  # fmt: skip
+            checkpoint,
+            slides,
+            out,
+            options,
+            annotations=annotations,
+            on_slide=on_slide,
+            on_tiles=on_tiles,
+        )
         progress.update(overall, completed=started[0])
     for outcome in report.outcomes:
         for note in outcome.warnings:

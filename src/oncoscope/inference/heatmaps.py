@@ -13,13 +13,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
-from matplotlib.colors import to_hex, to_rgb  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_hex, to_rgb
+from matplotlib.patches import Patch
 
-from oncoscope.io.atomic import atomic_path  # noqa: E402
-
-import numpy as np  # noqa: E402, I001
+from oncoscope.io.atomic import atomic_path
 
 #: Class names (lower case, any part) taken as the class a heatmap shows by default.
 TUMOUR_WORDS = ("tumour", "tumor", "cancer", "carcinoma", "malignan", "tum")
@@ -52,9 +51,11 @@ def heatmap_class(class_names: Sequence[str], chosen: str | None = None) -> str 
 
 
 def sample_cells(
-    grid_map: np.ndarray[Any, Any], thumbnail_shape: tuple[int, int], thumb_downsample: float,
+    grid_map: np.ndarray[Any, Any],
+    thumbnail_shape: tuple[int, int],
+    thumb_downsample: float,
     cell_size_level0: float,
-) -> np.ndarray[Any, Any]:  # fmt: skip
+) -> np.ndarray[Any, Any]:
     """The map value at each thumbnail pixel's centre (nearest cell)."""
     rows = ((np.arange(thumbnail_shape[0]) + 0.5) * thumb_downsample / cell_size_level0).astype(int)
     cols = ((np.arange(thumbnail_shape[1]) + 0.5) * thumb_downsample / cell_size_level0).astype(int)
@@ -73,9 +74,13 @@ def write_heatmap(
     figure, axes = _figure(thumbnail.shape)
     axes.imshow(thumbnail, interpolation="nearest")
     image = axes.imshow(
-        np.ma.masked_invalid(values), cmap="inferno", vmin=0, vmax=1, alpha=0.55,
+        np.ma.masked_invalid(values),
+        cmap="inferno",
+        vmin=0,
+        vmax=1,
+        alpha=0.55,
         interpolation="nearest",
-    )  # fmt: skip
+    )
     figure.colorbar(image, ax=axes, fraction=0.035, pad=0.01, label=title)
     axes.set_title(title)
     return _save(figure, path)
@@ -87,15 +92,17 @@ def write_segmentation(
     colors: dict[str, str],
     path: str | Path,
 ) -> Path:
-    """The class map at thumbnail size, coloured by class (white = not classified), with a legend."""
+    """The class map at thumbnail size, coloured by class (white: not classified), with legend."""
     palette = np.array([to_rgb(colors[n]) for n in class_names] + [(1.0, 1.0, 1.0)])
     rgb = palette[np.where(classes_map >= 0, classes_map, len(class_names))]
     figure, axes = _figure(classes_map.shape)
     axes.imshow(rgb, interpolation="nearest")
     axes.legend(
         handles=[Patch(color=colors[n], label=n) for n in class_names],
-        loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-    )  # fmt: skip
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+    )
     axes.set_title("segmentation (argmax per cell)")
     return _save(figure, path)
 

@@ -157,8 +157,10 @@ def _cell_tissue(
     """Tissue share of each cell, from the mask sampled at a few points per cell."""
     s = SAMPLES_PER_CELL
     axes = []
-    for length, count, size in ((slide_wh[1], shape[0], tissue.mask.shape[0]),
-                                (slide_wh[0], shape[1], tissue.mask.shape[1])):  # fmt: skip
+    for length, count, size in (
+        (slide_wh[1], shape[0], tissue.mask.shape[0]),
+        (slide_wh[0], shape[1], tissue.mask.shape[1]),
+    ):
         level0 = (np.arange(count * s) + 0.5) * cell0 / s
         index = np.minimum((level0 / tissue.downsample).astype(np.int64), size - 1)
         axes.append((index, level0 < length))

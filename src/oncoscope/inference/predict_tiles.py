@@ -92,7 +92,7 @@ def forward_probabilities(model: nn.Module, x: torch.Tensor, precision: str) -> 
     """Softmax probabilities (float32) of a normalised batch under autocast at ``precision``."""
     dtype = _AUTOCAST_DTYPES.get(precision)
     with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = model(x)
+        logits: torch.Tensor = model(x)
     return logits.float().softmax(dim=1)
 
 
@@ -129,7 +129,9 @@ def predict_tiles(
     mean, std = _stats(spec, device)
     with torch.inference_mode():
         for tiles, index in tile_loader(dataset, batch_size, workers, device):
-            probs = forward_probabilities(model, to_model_input(tiles, mean, std, device), precision)
+            probs = forward_probabilities(
+                model, to_model_input(tiles, mean, std, device), precision
+            )
             probabilities[index.numpy()] = probs.cpu().numpy()
             if on_batch is not None:
                 on_batch(len(index))
@@ -178,6 +180,9 @@ def precision_agreement(
 
 class _TilePredictor(pl.LightningModule):
     """``predict_step``: normalise a uint8 batch and return ``(indices, probabilities)``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, spec: dict[str, Any]) -> None:
         super().__init__()

@@ -198,7 +198,9 @@ def infer_slide(
         return SlideOutcome(slide_path, folder, None)
     started = time.perf_counter()
     notes: list[str] = []
-    with open_slide(slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification) as s:
+    with open_slide(
+        slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
+    ) as s:
         grid, thumbnail, thumb_downsample = _plan(classifier, s, options, notes)
         work = folder / ".work"
         shutil.rmtree(work, ignore_errors=True)
@@ -206,7 +208,9 @@ def infer_slide(
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
             return SlideOutcome(slide_path, folder, None, notes)
         map_path = folder / "probabilities.npy"
-        accumulator = ProbabilityAccumulator(work, grid.shape_rows_cols, len(classifier.class_names))
+        accumulator = ProbabilityAccumulator(
+            work, grid.shape_rows_cols, len(classifier.class_names)
+        )
         tile_probs = np.load(work / "tiles.npy", mmap_mode="r")
         for start in range(0, len(grid), ACCUMULATE_CHUNK):
             chunk = slice(start, start + ACCUMULATE_CHUNK)
@@ -279,9 +283,13 @@ def _classify(
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(options.precision, device)
     dataset = TileDataset(
-        slide.path, grid.positions_level0, grid.tile_px, grid.target,
-        options.scan_mpp, options.scan_magnification,
-    )  # fmt: skip
+        slide.path,
+        grid.positions_level0,
+        grid.tile_px,
+        grid.target,
+        options.scan_mpp,
+        options.scan_magnification,
+    )
     work.mkdir(parents=True, exist_ok=True)
     path = work / "tiles.npy"
     shape = (len(grid), len(classifier.class_names))
@@ -293,12 +301,16 @@ def _classify(
         if on_tiles is not None:
             on_tiles(min(done[0], len(grid)), len(grid))
 
+    run: dict[str, Any] = {
+        "batch_size": options.batch_size,
+        "workers": options.workers,
+        "precision": precision,
+        "on_batch": advance,
+    }
     if options.devices is None:
         predict_tiles(
-            classifier.model, classifier.spec, dataset, probabilities,
-            batch_size=options.batch_size, workers=options.workers,
-            device=classifier.device, precision=precision, on_batch=advance,
-        )  # fmt: skip
+            classifier.model, classifier.spec, dataset, probabilities, device=device, **run
+        )
         probabilities.flush()
     else:
         probabilities.flush()
@@ -307,9 +319,7 @@ def _classify(
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             rank_zero = predict_tiles_distributed(
                 classifier.model, classifier.spec, dataset, path,
-                devices=options.devices, accelerator=options.accelerator,
-                batch_size=options.batch_size, workers=options.workers,
-                precision=precision, on_batch=advance,
+                devices=options.devices, accelerator=options.accelerator, **run,
             )  # fmt: skip
         if not rank_zero:
             return None, None
@@ -317,9 +327,13 @@ def _classify(
     agreement = None
     if precision != "fp32":
         agreement = precision_agreement(
-            classifier.model.to(classifier.device), classifier.spec, dataset, probabilities,
-            batch_size=options.batch_size, device=classifier.device,
-        )  # fmt: skip
+            classifier.model.to(classifier.device),
+            classifier.spec,
+            dataset,
+            probabilities,
+            batch_size=options.batch_size,
+            device=classifier.device,
+        )
     del probabilities
     return precision, agreement
 
@@ -343,9 +357,11 @@ def _write_outputs(
     shown = heatmaps.heatmap_class(names, options.heatmap_class)
     if shown is not None and shown not in names:
         raise InvalidOptionError(f"--heatmap-class '{shown}' is not one of {', '.join(names)}")
-    values = probabilities[..., names.index(shown)] if shown else np.nanmax(
-        np.where(np.isnan(probabilities), -np.inf, probabilities), axis=-1
-    )  # fmt: skip
+    values = (
+        probabilities[..., names.index(shown)]
+        if shown
+        else np.nanmax(np.where(np.isnan(probabilities), -np.inf, probabilities), axis=-1)
+    )
     values = np.where(np.isinf(values), np.nan, values)
     factor = max(1, -(-max(thumbnail.shape[:2]) // FIGURE_PX))  # ceil
     thumbnail = np.asarray(Image.fromarray(thumbnail).reduce(factor))
@@ -359,8 +375,10 @@ def _write_outputs(
     )
     heatmaps.write_segmentation(
         heatmaps.sample_cells(classes_map, thumb_shape, thumb_downsample, cell0),
-        names, colors, folder / "segmentation.png",
-    )  # fmt: skip
+        names,
+        colors,
+        folder / "segmentation.png",
+    )
     regions = outputs.class_regions(classes_map, names, cell0, slide.dimensions)
     outputs.write_regions(regions, folder / "regions.geojson")
     areas = outputs.cell_areas_um2(grid.shape_rows_cols, cell0, slide.dimensions, slide.mpp)
@@ -429,11 +447,14 @@ def infer_slides(
         try:
             report.outcomes.append(
                 infer_slide(
-                    classifier, job.path, out, options,
-                    annotations=job.annotations, on_tiles=on_tiles,
-                )  # fmt: skip
+                    classifier,
+                    job.path,
+                    out,
+                    options,
+                    annotations=job.annotations,
+                    on_tiles=on_tiles,
+                )
             )
         except OncoscopeError as error:
             report.failures.append((str(job.path), error.message))
     return report
-
