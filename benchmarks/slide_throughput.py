@@ -245,12 +245,16 @@ def main() -> None:
         slides[name] = work / f"{name}.tif"
         if not slides[name].exists():
             write_synthetic_slide(slides[name], size, mpp=0.5, magnification=20)
-    rows: list[tuple[str, str, str]] = []
+    print("\n| measurement | patches/s | ratio |\n|---|---|---|", flush=True)
+
+    def report(row: tuple[str, str, str]) -> None:
+        print(f"| {' | '.join(row)} |", flush=True)
+
     bare: dict[str, float] = {}
     if parts & {"bare", "e2e"}:
         for precision in dict.fromkeys(["fp32", auto]):
             bare[precision] = bare_forward(checkpoint, precision, args.seconds)
-            rows.append((f"bare resnet18 forward, {precision}", f"{bare[precision]:.1f}", ""))
+            report((f"bare resnet18 forward, {precision}", f"{bare[precision]:.1f}", ""))
     tia: dict[str, float] = {}
     if "tia" in parts:
         for name in ("large", "small"):
@@ -258,7 +262,7 @@ def main() -> None:
             if result is not None:
                 tia[name] = float(result["patches_per_second"])
                 ratio = f"{tia[name] / bare['fp32']:.0%} of bare fp32" if bare else ""
-                rows.append((f"TIAToolbox PatchPredictor, {name} slide", f"{tia[name]:.1f}", ratio))
+                report((f"TIAToolbox PatchPredictor, {name} slide", f"{tia[name]:.1f}", ratio))
     if "e2e" in parts:
         for name in ("large", "small"):
             for workers in args.workers:
@@ -270,19 +274,16 @@ def main() -> None:
                 label = (
                     f"oncoscope slide, {name} slide, {workers} workers ({result['tiles']} tiles)"
                 )
-                rows.append((label, f"{speed:.1f}", ratio))
+                report((label, f"{speed:.1f}", ratio))
     if "data" in parts:
         reads = openslide_reads(slides["large"])
-        rows.append(("OpenSlide read_region 224 px, one process", f"{reads:.0f}", ""))
+        report(("OpenSlide read_region 224 px, one process", f"{reads:.0f}", ""))
         for workers in args.workers:
             result = data_path(slides["large"], workers)
             speed = result["tiles_per_second"]
             anchor = ISSUE_TIA_DATA.get(workers)
             ratio = f"{speed / anchor:.2f}x TIAToolbox's {anchor:.0f} (issue)" if anchor else ""
-            rows.append((f"oncoscope data path, {workers} workers", f"{speed:.0f}", ratio))
-    print("\n| measurement | patches/s | ratio |\n|---|---|---|")
-    for row in rows:
-        print(f"| {' | '.join(row)} |")
+            report((f"oncoscope data path, {workers} workers", f"{speed:.0f}", ratio))
     if "memory" in parts:
         print(
             "\n| slide (px) | file size | write s | tiles | seconds | peak RSS |\n"
