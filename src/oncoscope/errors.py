@@ -67,3 +67,7 @@ class InvalidAnnotationError(OncoscopeError):
 
 class InvalidLandmarksError(OncoscopeError):
     """Anatomical landmarks that cannot be used: missing, malformed, outside the volume."""
+
+
+class NoTissueError(OncoscopeError):
+    """A slide in which no tissue is found (blank, or only glass at the resolution asked)."""

@@ -19,6 +19,7 @@ from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
+from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
 from oncoscope.cli.wsi import wsi_app
 
@@ -34,6 +35,7 @@ register_learning_commands(app)
 register_evaluation_commands(app)
 register_benchmark(app)
 app.add_typer(wsi_app, name="wsi")
+register_slide_command(app)
 
 
 def _version_callback(value: bool) -> None:
