@@ -17,6 +17,7 @@ from rich.table import Table
 from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.ct import ct_app, print_split_table
+from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.train import register as register_learning_commands
 from oncoscope.cli.wsi import wsi_app
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(ct_app, name="ct")
 register_learning_commands(app)
 app.add_typer(wsi_app, name="wsi")
+register_scale_command(app)
 
 
 def _version_callback(value: bool) -> None:
