@@ -120,7 +120,10 @@ def test_scales_above_the_scan_are_refused_unless_upsampling_is_allowed(inputs) 
         search_scale(inputs["checkpoint"], inputs["slide"], scales=[20, 43], points=2)
     with pytest.warns(UserWarning, match="upsampled"):
         result = search_scale(
-            inputs["checkpoint"], inputs["slide"], scales=[20, 43], points=2,
+            inputs["checkpoint"],
+            inputs["slide"],
+            scales=[20, 43],
+            points=2,
             allow_upsampling=True,
         )
     assert result.upsampled == [43.0]
@@ -158,7 +161,11 @@ def test_annotations_add_per_class_accuracy_at_each_scale(inputs) -> None:
     assert table is not None
     truth = {}
     for p in result.points:  # label each point by the polygon containing it, independently
-        inside = [r.label for r in default_regions((2048, 1536)) if r.geometry.contains(Point(p.x + 0.5, p.y + 0.5))]
+        inside = [
+            r.label
+            for r in default_regions((2048, 1536))
+            if r.geometry.contains(Point(p.x + 0.5, p.y + 0.5))
+        ]
         truth[(p.x, p.y)] = inside[0] if inside else None
         assert p.label == truth[(p.x, p.y)]
     for name, count in table["points"].items():
@@ -175,8 +182,17 @@ def test_annotations_add_per_class_accuracy_at_each_scale(inputs) -> None:
 def test_cli_writes_scale_json_and_figures(inputs, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = [
-        "scale", str(inputs["checkpoint"]), str(inputs["slide"]), "--scales", "10,14,20,28,40",
-        "--points", "12", "--out", str(out), "--annotations", str(inputs["annotations"]),
+        "scale",
+        str(inputs["checkpoint"]),
+        str(inputs["slide"]),
+        "--scales",
+        "10,14,20,28,40",
+        "--points",
+        "12",
+        "--out",
+        str(out),
+        "--annotations",
+        str(inputs["annotations"]),
     ]
     run = CliRunner().invoke(app, args)
     assert run.exit_code == 0, run.output

@@ -23,7 +23,7 @@ def plot_histogram(result: ScaleResult, path: str | Path) -> Path:
     """Bar chart of votes per scale, the winner highlighted (and the training scale, if known)."""
     from matplotlib.figure import Figure
 
-    labels = [f"×{s:g}" for s in result.scales]
+    labels = [f"x{s:g}" for s in result.scales]
     counts = [result.histogram.get(s, 0) for s in result.scales]
     colours = ["tab:orange" if s == result.winner else "tab:blue" for s in result.scales]
     figure = Figure(figsize=(6.4, 3.6))
@@ -31,9 +31,9 @@ def plot_histogram(result: ScaleResult, path: str | Path) -> Path:
     axis.bar(labels, counts, color=colours)
     axis.set_xlabel("scale (magnification)")
     axis.set_ylabel("points voting for it")
-    title = f"{len(result.points)} points: winner ×{result.winner:g}"
+    title = f"{len(result.points)} points: winner x{result.winner:g}"
     if result.trained_magnification is not None:
-        title += f" (checkpoint trained at ×{result.trained_magnification:g})"
+        title += f" (checkpoint trained at x{result.trained_magnification:g})"
     axis.set_title(title, fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
@@ -55,7 +55,7 @@ def plot_curves(result: ScaleResult, path: str | Path, count: int = CURVE_POINTS
         axis.minorticks_off()
         axis.set_xlabel("scale s")
         axis.set_title(f"({point.x}, {point.y}) {point.curve}", fontsize=8)
-    axes[0].set_ylabel("distance ρ" + (" (with bias)" if result.bias else ""))
+    axes[0].set_ylabel("distance" + (" (with bias)" if result.bias else ""))
     axes[0].legend(fontsize=7)
     figure.tight_layout()
     return _save(figure, path)

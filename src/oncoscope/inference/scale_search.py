@@ -339,13 +339,13 @@ def accuracy_table(
                 "mean": float(np.mean(list(accuracy.values()))),
             }
         )
-    best = max(rows, key=lambda r: (r["mean"], -r["scale"]))
+    best_index = max(range(len(rows)), key=lambda i: (rows[i]["mean"], -scales[i]))
     return {
         "classes": present,
         "points": {c: sum(p.label == c for p in labelled) for c in present},
         "unmatched_points": len(points) - len(labelled),
         "rows": rows,
-        "best_scale": best["scale"],
+        "best_scale": _number(scales[best_index]),
         "winner": _number(winner),
     }
 
@@ -472,14 +472,14 @@ def _resolutions(
     return targets, above
 
 
-def _sample_points(
-    slide: Slide, count: int, seed: int, extent_px: float
-) -> list[tuple[int, int]]:
+def _sample_points(slide: Slide, count: int, seed: int, extent_px: float) -> list[tuple[int, int]]:
     """``count`` level-0 points drawn uniformly in tissue, boxes of ``extent_px`` kept inside."""
     thumbnail, downsample = slide.thumbnail(THUMBNAIL_PX)
     tissue = tissue_mask(thumbnail, downsample, mpp=slide.mpp)
     if not tissue.mask.any():
-        raise OncoscopeError("no tissue found in the slide; the scale search needs tissue", slide.path)
+        raise OncoscopeError(
+            "no tissue found in the slide; the scale search needs tissue", slide.path
+        )
     extent = min(extent_px, *slide.dimensions)
     corners = random_positions(
         tissue.mask,
