@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from oncoscope.inference.scale_search import search_scale
-from oncoscope.train.config import TrainConfig
+from oncoscope.train.config import resolve_config
 from oncoscope.train.run import train
 
 DIAMETERS_UM = {"small": 1.6, "medium": 4.0, "large": 10.0}
@@ -45,7 +45,8 @@ PURPLE = np.array([90.0, 40.0, 130.0])
 def _hash(i: np.ndarray[Any, Any], j: np.ndarray[Any, Any], k: int) -> np.ndarray[Any, Any]:
     h = (i * 73856093) ^ (j * 19349663) ^ (k * 83492791)
     h = (h ^ (h >> 13)) * 1274126177
-    return ((h ^ (h >> 16)) & 0xFFFF) / 65536.0
+    hashed: np.ndarray[Any, Any] = ((h ^ (h >> 16)) & 0xFFFF) / 65536.0
+    return hashed
 
 
 def render_tissue(label: str, x0_um: float, y0_um: float, size_px: tuple[int, int], mpp: float):
@@ -123,17 +124,19 @@ def one_thread() -> Iterator[None]:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("scale-validation")
     manifest = write_training_patches(folder, {"train": 100, "val": 12})
-    config = TrainConfig(
-        data=manifest,
-        out=folder / "run",
-        model="simple_cnn",
-        model_kwargs={"channels": [16, 32, 64, 64], "hidden": [64], "dropout": 0.2},
-        epochs=6,
-        batch_size=32,
-        augment="histology",
-        precision="32",
-        num_workers=0,
-        seed=0,
+    config = resolve_config(
+        overrides={
+            "data": manifest,
+            "out": folder / "run",
+            "model": "simple_cnn",
+            "model_kwargs": {"channels": [16, 32, 64, 64], "hidden": [64], "dropout": 0.2},
+            "epochs": 6,
+            "batch_size": 32,
+            "augment": "histology",
+            "precision": "32",
+            "num_workers": 0,
+            "seed": 0,
+        }
     )
     return train(config, progress_bar=False).best_checkpoint
 
