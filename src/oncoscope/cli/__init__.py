@@ -20,6 +20,7 @@ from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.slide import register as register_slide_command
+from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.train import register as register_learning_commands
 from oncoscope.cli.wsi import wsi_app
 
@@ -36,6 +37,7 @@ register_evaluation_commands(app)
 register_benchmark(app)
 app.add_typer(wsi_app, name="wsi")
 register_slide_command(app)
+register_scale_command(app)
 
 
 def _version_callback(value: bool) -> None:
