@@ -19,8 +19,8 @@ from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
-from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.scale import register as register_scale_command
+from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
 from oncoscope.cli.wsi import wsi_app
 

@@ -32,6 +32,19 @@ def slide(
     mpp: Annotated[
         float | None, typer.Option(help="Microns per pixel of the tiles instead.")
     ] = None,
+    auto_scale: Annotated[
+        bool,
+        typer.Option(
+            "--auto-scale",
+            help="Find the magnification first (oncoscope scale, seed 003) and use its winner.",
+        ),
+    ] = False,
+    scales: Annotated[
+        str, typer.Option(help="Magnifications the --auto-scale search tries.")
+    ] = "10,12,14,17,20,25,30,35,43",
+    scale_points: Annotated[
+        int, typer.Option(min=1, help="Random tissue points of the --auto-scale search.")
+    ] = 100,
     stride: Annotated[
         float, typer.Option(help="Tile step as a fraction of the tile: 1, 0.5, 0.25, ...")
     ] = 0.5,
@@ -82,9 +95,15 @@ def slide(
     Writes OUT/<slide>/ probabilities.npy, probabilities.tif, heatmap.png, segmentation.png,
     regions.geojson, summary.json and status.json; slides already done are skipped.
     """
+    from oncoscope.inference.scale_search import parse_scales
     from oncoscope.inference.slide_inference import SlideOptions, infer_slides
 
+    with user_errors():
+        scale_set = tuple(parse_scales(scales))
     options = SlideOptions(
+        auto_scale=auto_scale,
+        scales=scale_set,
+        scale_points=scale_points,
         magnification=magnification,
         mpp=mpp,
         stride=stride,

@@ -19,7 +19,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from oncoscope.inference.predict_tiles import (
     prepare_model,
     resolve_precision,
 )
+from oncoscope.inference.scale_search import DEFAULT_SCALES, search_scale, write_scale_outputs
 from oncoscope.inference.status import is_done, write_status
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
@@ -74,6 +75,10 @@ class SlideOptions:
         heatmap_class: class shown in ``heatmap.png`` (default: a tumour-like name, else max).
         scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
         overwrite: redo slides already done.
+        auto_scale: find the resolution first with the scale search of seed 003
+            (:func:`oncoscope.inference.scale_search.search_scale`) over ``scales`` (those above
+            the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
+            random tissue points, and classify at its winner.
     """
 
     magnification: float | None = None
@@ -90,6 +95,9 @@ class SlideOptions:
     scan_mpp: float | None = None
     scan_magnification: float | None = None
     overwrite: bool = False
+    auto_scale: bool = False
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    scale_points: int = 100
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,9 @@ def infer_slide(
         return SlideOutcome(slide_path, folder, None)
     started = time.perf_counter()
     notes: list[str] = []
+    scale_search = None
+    if options.auto_scale:
+        options, scale_search = _auto_scale(classifier, slide_path, folder, options, notes)
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as s:
@@ -234,10 +245,62 @@ def infer_slide(
     )
     if agreement is not None:
         summary["precision_agreement"] = agreement
+    if scale_search is not None:
+        summary["scale_search"] = scale_search
     with atomic_path(folder / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
     write_status(folder, {"slide": str(slide_path), "checkpoint": str(classifier.path)})
     return SlideOutcome(slide_path, folder, summary, notes)
+
+
+def _auto_scale(
+    classifier: Classifier,
+    slide_path: Path,
+    folder: Path,
+    options: SlideOptions,
+    notes: list[str],
+) -> tuple[SlideOptions, dict[str, Any]]:
+    """Options at the scale search's winning magnification, and what the search found.
+
+    The search's ``scale.json`` and figures are written into ``folder``.
+
+    Raises:
+        InvalidOptionError: ``--auto-scale`` with ``--mpp``/``--magnification``, or fewer
+            than two scales the slide can deliver.
+    """
+    if options.mpp is not None or options.magnification is not None:
+        raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
+    scales = sorted(options.scales)
+    if not options.allow_upsampling:
+        with open_slide(
+            slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
+        ) as slide:
+            scan = slide.magnification
+        kept = [s for s in scales if s <= scan * (1 + 1e-6)]
+        if len(kept) < len(scales):
+            dropped = ", ".join(f"x{s:g}" for s in scales if s not in kept)
+            notes.append(f"scale search: {dropped} above the scan's x{scan:g}, not tried")
+        scales = kept
+    if len(scales) < 2:
+        raise InvalidOptionError(
+            "--auto-scale needs at least two scales the slide can deliver "
+            "(add lower --scales or --allow-upsampling)",
+            slide_path,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # upsampling is already a note
+        result = search_scale(
+            classifier.path,
+            slide_path,
+            scales=scales,
+            points=options.scale_points,
+            batch_size=options.batch_size,
+            allow_upsampling=options.allow_upsampling,
+        )
+    write_scale_outputs(result, folder)
+    notes.append(f"scale search chose x{result.winner:g}")
+    found = {"winner": result.winner, "scales": scales, "scale_json": "scale.json"}
+    return replace(options, magnification=float(result.winner), mpp=None), found
 
 
 def _plan(
