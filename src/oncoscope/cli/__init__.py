@@ -18,6 +18,7 @@ from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.train import register as register_learning_commands
+from oncoscope.cli.view import register as register_view_command
 from oncoscope.cli.wsi import wsi_app
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(ct_app, name="ct")
 register_learning_commands(app)
 app.add_typer(wsi_app, name="wsi")
+register_view_command(app)
 
 
 def _version_callback(value: bool) -> None:
@@ -132,3 +134,4 @@ def demo(
     console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
     console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
     console.print(f"tile grid overlay:    {wsi.overlay}")
+    console.print(f"look at it all:       oncoscope view {out}")
