@@ -32,7 +32,7 @@ def png(response) -> np.ndarray:
 
 def patient_key(client: TestClient, pid: str = "1") -> str:
     index = client.get("/api/index").json()
-    return next(p["key"] for p in index["ct_patients"] if p["patient_id"] == pid)
+    return str(next(p["key"] for p in index["ct_patients"] if p["patient_id"] == pid))
 
 
 def test_index_lists_every_output(client: TestClient) -> None:
@@ -223,7 +223,7 @@ def test_ct_slice_is_the_windowed_volume(client: TestClient, lits_dir: Path) -> 
         ({"index": 3, "window": "0/40"}, 400),
     ],
 )
-def test_bad_ct_requests(client: TestClient, params: dict, status: int) -> None:
+def test_bad_ct_requests(client: TestClient, params: dict[str, int | str], status: int) -> None:
     response = client.get("/api/ct/slice.png", params={"key": patient_key(client), **params})
     assert response.status_code == status
     assert (

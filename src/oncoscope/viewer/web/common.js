@@ -27,6 +27,7 @@ function fmt(value, digits) {
   const n = Number(value);
   return Number.isFinite(n) ? n.toFixed(digits === undefined ? 3 : digits) : String(value);
 }
+function trim(value) { return value === null || value === undefined ? "–" : String(+Number(value).toFixed(3)); }
 function pct(value) { return value === null || value === undefined ? "–" : (100 * Number(value)).toFixed(1) + " %"; }
 function histogram(container, counts, winner) {
   const entries = Object.entries(counts || {});

@@ -37,12 +37,14 @@
       el("label", { for: `toggle-${kind}` }, label + (data.masks[kind] ? "" : " (no mask)"))));
   }
   const camSelect = el("select", { id: "cam-method", onchange: (e) => { state.camIndex = Number(e.target.value); show(); } });
-  controls.append(el("div", { class: "row" },
+  const anyCam = data.slices.some(s => s.cams.length);
+  if (!anyCam) controls.append(el("div", { class: "muted" }, "No CAM maps for this patient (oncoscope explain writes them)."));
+  else controls.append(el("div", { class: "row" },
     el("input", { type: "checkbox", id: "toggle-cam", checked: state.cam, onchange: (e) => { state.cam = e.target.checked; show(); } }),
     el("label", { for: "toggle-cam" }, "CAM"), camSelect,
     el("input", { type: "range", id: "opacity-cam", min: 0, max: 100, value: 100 * state.camOpacity, title: "opacity",
       oninput: (e) => { state.camOpacity = e.target.value / 100; layer.cam.style.opacity = state.camOpacity; } })));
-  controls.append(el("div", { class: "colorbar", style: "background:linear-gradient(to right,#00007f,#0000ff,#007fff,#00ffff,#7fff7f,#ffff00,#ff7f00,#ff0000,#7f0000)" }),
+  if (anyCam) controls.append(el("div", { class: "colorbar", style: "background:linear-gradient(to right,#00007f,#0000ff,#007fff,#00ffff,#7fff7f,#ffff00,#ff7f00,#ff0000,#7f0000)" }),
     el("div", { class: "row muted" }, el("span", {}, "low"), el("span", { style: "flex:1;text-align:center" }, "CAM relevance"), el("span", {}, "high")));
   const details = el("div", { id: "slice-details" });
   controls.append(el("h3", {}, "This slice"), details);
@@ -58,6 +60,12 @@
     if (e.key === "ArrowRight" || e.key === "ArrowUp") move(1);
     if (e.key === "ArrowLeft" || e.key === "ArrowDown") move(-1);
   });
+  if (v) {  // scale bar: the image is shown 512 px wide
+    const mmPerPx = v.shape[2] * v.spacing_mm[2] / image.clientWidth;
+    const mm = [100, 50, 20, 10, 5].find(x => x / mmPerPx <= 160) || 5;
+    document.getElementById("stage").append(el("div", { class: "scalebar", id: "ct-scalebar", style: "left:8px;bottom:8px" },
+      el("span", {}, `${mm} mm`), el("div", { class: "bar", style: `width:${mm / mmPerPx}px` })));
+  }
   show();
 
   function move(step) { state.pos = Math.min(data.slices.length - 1, Math.max(0, state.pos + step)); show(); }

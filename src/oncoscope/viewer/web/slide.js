@@ -9,7 +9,7 @@
   document.title = `${data.name} · oncoscope viewer`;
   const info = data.info;
   if (info) document.getElementById("subtitle").textContent =
-    `${info.vendor} · ${info.dimensions[0]} × ${info.dimensions[1]} px · ${fmt(info.mpp, 4)} µm/px · ×${fmt(info.magnification, 3)}`;
+    `${info.vendor} · ${info.dimensions[0]} × ${info.dimensions[1]} px · ${fmt(info.mpp, 4)} µm/px · ×${trim(info.magnification)}`;
   const dzi = "/dz/" + data.key.split("/").map(encodeURIComponent).join("/") + ".dzi";
   const state = {
     heatmapClass: (data.classes.find(c => /tum/i.test(c.name)) || data.classes[0] || {}).name,
@@ -99,7 +99,7 @@
       const rows = [
         ["File", data.slide_file], ["Vendor", info.vendor],
         ["Dimensions", `${w} × ${h} px (${fmt(w * info.mpp / 1000, 2)} × ${fmt(h * info.mpp / 1000, 2)} mm)`],
-        ["Resolution", `${fmt(info.mpp, 4)} µm/px (${info.mpp_source})`], ["Magnification", `×${fmt(info.magnification, 3)}`],
+        ["Resolution", `${fmt(info.mpp, 4)} µm/px (${info.mpp_source})`], ["Magnification", `×${trim(info.magnification)}`],
         ["Pyramid levels", info.levels.length],
       ];
       side.append(el("table", { id: "slide-info" }, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", { style: "word-break:break-all" }, v)))));
@@ -108,7 +108,7 @@
       const s = data.summary;
       side.append(el("h3", {}, "Inference"));
       const rows = [["Tiles", s.tiles], ["Time", s.seconds !== undefined ? `${fmt(s.seconds, 1)} s (${fmt(s.tiles_per_second, 1)} tiles/s)` : null],
-        ["Read at", s.magnification !== undefined ? `×${fmt(s.magnification, 3)} · ${fmt(s.mpp, 3)} µm/px` : null],
+        ["Read at", s.magnification !== undefined ? `×${trim(s.magnification)} · ${trim(s.mpp)} µm/px` : null],
         ["Tile / stride", s.tile_size_px !== undefined ? `${s.tile_size_px} px / ${s.stride}` : null], ["Precision", s.precision]];
       side.append(el("table", {}, rows.filter(r => r[1] !== null && r[1] !== undefined).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))));
       side.append(el("div", {}, Object.entries(data.images).map(([name, url]) => el("a", { href: url, target: "_blank", style: "margin-right:8px" }, name))));
