@@ -22,6 +22,7 @@ from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
+from oncoscope.cli.view import register as register_view_command
 from oncoscope.cli.wsi import wsi_app
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ register_benchmark(app)
 app.add_typer(wsi_app, name="wsi")
 register_slide_command(app)
 register_scale_command(app)
+register_view_command(app)
 
 
 def _version_callback(value: bool) -> None:
@@ -140,3 +142,4 @@ def demo(
     console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
     console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
     console.print(f"tile grid overlay:    {wsi.overlay}")
+    console.print(f"look at it all:       oncoscope view {out}")

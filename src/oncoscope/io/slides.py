@@ -169,6 +169,11 @@ class Slide:
         """Release the OpenSlide handle."""
         self._handle.close()
 
+    @property
+    def handle(self) -> openslide.AbstractSlide:
+        """The OpenSlide object read from (e.g. for ``openslide.deepzoom.DeepZoomGenerator``)."""
+        return self._handle
+
     def set_cache(self, cache: openslide.OpenSlideCache) -> None:
         """Share an OpenSlide tile cache (bytes fixed at its creation) with other slides."""
         self._handle.set_cache(cache)
