@@ -18,6 +18,12 @@ def _version(module: str, attribute: str = "__version__") -> str:
     return str(getattr(loaded, attribute, "unknown"))
 
 
+def _openseadragon() -> str:
+    from oncoscope.viewer.assets import INSTALL_HINT, openseadragon_version
+
+    return openseadragon_version() or f"not installed (run: {INSTALL_HINT})"
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU advertises AMX-BF16 or AVX-512-BF16 (Linux ``/proc/cpuinfo``)."""
     try:
@@ -63,6 +69,8 @@ def report() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "scikit-image": _version("skimage"),
         "scikit-learn": _version("sklearn"),
+        "fastapi (viewer)": _version("fastapi"),
+        "openseadragon (viewer)": _openseadragon(),
     }
     device: dict[str, Any] = {
         "cpu": platform.processor() or platform.machine(),

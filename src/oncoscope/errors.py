@@ -63,3 +63,11 @@ class UnknownModelError(OncoscopeError):
 
 class InvalidAnnotationError(OncoscopeError):
     """Annotations (GeoJSON, label mask) that cannot be used: unreadable, invalid polygons."""
+
+
+class InvalidLandmarksError(OncoscopeError):
+    """Anatomical landmarks that cannot be used: missing, malformed, outside the volume."""
+
+
+class NoTissueError(OncoscopeError):
+    """A slide in which no tissue is found (blank, or only glass at the resolution asked)."""

@@ -16,9 +16,14 @@ from rich.table import Table
 
 from oncoscope import __version__
 from oncoscope.cli._common import console, state, user_errors
+from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
+from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.explain import register as register_explain
+from oncoscope.cli.scale import register as register_scale_command
+from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
+from oncoscope.cli.view import register as register_view_command
 from oncoscope.cli.wsi import wsi_app
 
 app = typer.Typer(
@@ -30,8 +35,13 @@ app = typer.Typer(
 )
 app.add_typer(ct_app, name="ct")
 register_learning_commands(app)
+register_evaluation_commands(app)
+register_benchmark(app)
 register_explain(app)
 app.add_typer(wsi_app, name="wsi")
+register_slide_command(app)
+register_scale_command(app)
+register_view_command(app)
 
 
 def _version_callback(value: bool) -> None:
@@ -134,3 +144,4 @@ def demo(
     console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
     console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
     console.print(f"tile grid overlay:    {wsi.overlay}")
+    console.print(f"look at it all:       oncoscope view {out}")

@@ -16,7 +16,8 @@ from oncoscope.cli._common import (
 )
 
 ct_app = typer.Typer(
-    help="CT volumes: slice datasets, preprocessing, phantoms.", no_args_is_help=True
+    help="CT volumes: slice datasets, preprocessing, phantoms, Couinaud segments.",
+    no_args_is_help=True,
 )
 
 
@@ -158,6 +159,51 @@ def ct_phantom(
     with user_errors():
         pairs = write_cohort(out, patients, shape=(slices, size, size), seed=seed)
     console.print(f"wrote {len(pairs)} synthetic phantom pairs to {out}")
+
+
+@ct_app.command("couinaud")
+def ct_couinaud(
+    volume: Annotated[Path, typer.Argument(help="CT volume (NIfTI, DICOM folder, MHA, NRRD).")],
+    segmentation: Annotated[
+        Path, typer.Argument(help="Its segmentation: 0 background, 1 liver, 2 tumour (+ vessels).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    landmarks: Annotated[
+        Path | None,
+        typer.Option(help="JSON of landmark points in RAS mm (a phantom-N.json works as is)."),
+    ] = None,
+    vessel_labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Vessel label values in the segmentation, e.g. ivc=3,hepatic_veins=4,"
+            "portal_vein=5 (or right_/middle_/left_hepatic_vein=...)."
+        ),
+    ] = None,
+) -> None:
+    """Couinaud segment (I-VIII, IVa/IVb) of every lesion, by planes through the liver's vessels."""
+    from oncoscope.ct.couinaud import couinaud, parse_vessel_labels, save_couinaud
+
+    with user_errors():
+        vessels = parse_vessel_labels(vessel_labels) if vessel_labels else None
+        result = couinaud(volume, segmentation, landmarks_path=landmarks, vessel_labels=vessels)
+        paths = save_couinaud(result, segmentation, out)
+    table = Table(title=f"Couinaud segments ({result.landmarks.method})")
+    for column in ("lesion", "segment", "diameter mm", "volume ml", "fractions"):
+        table.add_column(column, justify="left" if column in ("segment", "fractions") else "right")
+    for lesion in result.lesions:
+        table.add_row(
+            str(lesion.lesion_id),
+            lesion.segment,
+            f"{lesion.max_diameter_mm:.1f}",
+            f"{lesion.volume_ml:.2f}",
+            ", ".join(f"{name} {share:.0%}" for name, share in lesion.fractions.items()),
+        )
+    console.print(table)
+    if result.landmarks.method == "approximate":
+        console.print(
+            "APPROXIMATE: no --landmarks or --vessel-labels; planes placed from the liver's shape"
+        )
+    console.print(f"wrote {paths['json']}, {paths['segments']} and {paths['figure']}")
 
 
 def print_split_table(table: list[dict[str, object]]) -> None:

@@ -49,6 +49,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
 ) -> None:
     """Train a classifier on a manifest; the best checkpoint is RUN/checkpoints/best.ckpt."""
+    from oncoscope.errors import InvalidOptionError
+    from oncoscope.models import check_model_name
     from oncoscope.train.config import resolve_config
     from oncoscope.train.run import train as run_training
 
@@ -77,13 +79,20 @@ def train(
             recipe=recipe, config_file=config, overrides={**flags, "model": model}
         )
         names = [n.strip() for n in first.model.split(",") if n.strip()]
-        for name in names:
+        if len(set(names)) != len(names):
+            raise InvalidOptionError(f"a model is named twice in --model {first.model}")
+        configs = []
+        for name in names:  # every name and option is checked before any training starts
+            check_model_name(name)
             run_out = first.out / name if len(names) > 1 else first.out
-            resolved = resolve_config(
-                recipe=recipe,
-                config_file=config,
-                overrides={**flags, "model": name, "out": run_out},
+            configs.append(
+                resolve_config(
+                    recipe=recipe,
+                    config_file=config,
+                    overrides={**flags, "model": name, "out": run_out},
+                )
             )
+        for name, resolved in zip(names, configs, strict=True):
             result = run_training(resolved, resume=resume)
             loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
             console.print(

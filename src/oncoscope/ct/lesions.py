@@ -93,6 +93,23 @@ def label_lesions(tumour: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
     return np.asarray(labels, dtype=np.int32)
 
 
+def bounding_box(mask: npt.NDArray[np.bool_]) -> tuple[slice, slice, slice] | None:
+    """The smallest ``(d, h, w)`` box of slices holding every True voxel; None when empty.
+
+    Example:
+        >>> m = np.zeros((4, 5, 6), bool); m[1, 2:4, 3] = True
+        >>> bounding_box(m)
+        (slice(1, 2, None), slice(2, 4, None), slice(3, 4, None))
+    """
+    if not mask.any():
+        return None
+    d, h, w = (
+        slice(int(np.flatnonzero(hit)[0]), int(np.flatnonzero(hit)[-1]) + 1)
+        for hit in (mask.any(axis=(1, 2)), mask.any(axis=(0, 2)), mask.any(axis=(0, 1)))
+    )
+    return d, h, w
+
+
 def find_lesions(
     tumour: npt.NDArray[np.bool_], spacing_mm: tuple[float, float, float]
 ) -> list[Lesion]:
@@ -109,16 +126,9 @@ def find_lesions(
         The lesions, with ids as :func:`label_lesions` numbers them.
     """
     tumour = np.asarray(tumour, dtype=bool)
-    if not tumour.any():
+    box = bounding_box(tumour)
+    if box is None:
         return []
-    box = tuple(
-        slice(int(np.flatnonzero(hit)[0]), int(np.flatnonzero(hit)[-1]) + 1)
-        for hit in (
-            tumour.any(axis=(1, 2)),
-            tumour.any(axis=(0, 2)),
-            tumour.any(axis=(0, 1)),
-        )
-    )
     offset = np.array([b.start for b in box], dtype=np.float64)
     labels = label_lesions(tumour[box])
     slice_mm, row_mm, col_mm = spacing_mm

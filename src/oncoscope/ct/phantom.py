@@ -27,6 +27,7 @@ from scipy import ndimage
 from oncoscope.ct.slices import LIVER_LABEL, TUMOUR_LABEL
 from oncoscope.errors import InvalidOptionError
 from oncoscope.io.atomic import atomic_path
+from oncoscope.io.volumes import to_ras_ijk
 
 SYNTHETIC_NOTE = "oncoscope synthetic phantom - not patient data"
 
@@ -232,7 +233,7 @@ def write_lits_pair(
     )
     paths = []
     for stem, data in (("volume", phantom.hu), ("segmentation", phantom.labels)):
-        ras_image = nib.Nifti1Image(*_to_ras(data, phantom.affine))
+        ras_image = nib.Nifti1Image(*to_ras_ijk(data, phantom.affine))
         image = ras_image.as_reoriented(transform)
         image.header["descrip"] = SYNTHETIC_NOTE.encode()
         image.header.set_xyzt_units("mm")
@@ -354,20 +355,3 @@ def _affine(
     ]
     affine[3, 3] = 1.0
     return affine
-
-
-def _to_ras(
-    data_dhw: npt.NDArray[np.generic], affine_dhw: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
-    """Inverse of the reader's layout change: ``(D, H, W)`` back to RAS ``(I, J, K)``."""
-    _, height, width = data_dhw.shape
-    ras = np.ascontiguousarray(data_dhw.transpose(2, 1, 0)[::-1, ::-1, :])
-    dhw_from_ras = np.array(
-        [
-            [0.0, 0.0, 1.0, 0.0],
-            [0.0, -1.0, 0.0, height - 1.0],
-            [-1.0, 0.0, 0.0, width - 1.0],
-            [0.0, 0.0, 0.0, 1.0],
-        ]
-    )
-    return ras, affine_dhw @ dhw_from_ras

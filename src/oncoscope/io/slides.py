@@ -169,6 +169,11 @@ class Slide:
         """Release the OpenSlide handle."""
         self._handle.close()
 
+    @property
+    def handle(self) -> openslide.AbstractSlide:
+        """The OpenSlide object read from (e.g. for ``openslide.deepzoom.DeepZoomGenerator``)."""
+        return self._handle
+
     def set_cache(self, cache: openslide.OpenSlideCache) -> None:
         """Share an OpenSlide tile cache (bytes fixed at its creation) with other slides."""
         self._handle.set_cache(cache)
@@ -267,10 +272,11 @@ class Slide:
             region = self._handle.read_region((x_int, y_int), target.level, (read_w, read_h))
         except openslide.OpenSlideError as error:
             raise CorruptFileError(f"cannot read region: {error}", self.path) from None
+        if (read_w, read_h) == (width, height) and not dx and not dy:
+            return _flatten_array(np.asarray(region), self.properties)  # no PIL round trip
         rgb = _flatten(region, self.properties)
-        if (read_w, read_h) != (width, height) or dx or dy:
-            box = (dx, dy, dx + width * scale, dy + height * scale)
-            rgb = rgb.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+        box = (dx, dy, dx + width * scale, dy + height * scale)
+        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
         return np.asarray(rgb, dtype=np.uint8)
 
     def thumbnail(
@@ -422,3 +428,18 @@ def _flatten(region: Image.Image, props: dict[str, str]) -> Image.Image:
     background = Image.new("RGB", region.size, colour)
     background.paste(region, mask=region.split()[3])
     return background
+
+
+def _flatten_array(
+    rgba: np.ndarray[Any, np.dtype[np.uint8]], props: dict[str, str]
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """:func:`_flatten` on a ``(rows, cols, 4)`` array; a copy that owns its (writable) memory."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    colour = props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+    background = np.array([int(colour[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
+    weight = alpha[..., None].astype(np.float32) / 255
+    blended = rgba[..., :3] * weight + background * (1 - weight)
+    flat: np.ndarray[Any, np.dtype[np.uint8]] = np.round(blended).astype(np.uint8)
+    return flat

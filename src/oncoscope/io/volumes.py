@@ -177,6 +177,32 @@ def check_same_grid(volume: Volume, mask: Volume, *, tolerance_mm: float = 1e-3)
         )
 
 
+def to_ras_ijk(
+    data_dhw: npt.NDArray[np.generic], affine_dhw: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    """Inverse of the reader's layout change: a ``(D, H, W)`` array back to RAS ``(I, J, K)``.
+
+    Args:
+        data_dhw: an array in the canonical layout.
+        affine_dhw: its ``(d, h, w, 1)`` to RAS mm map.
+
+    Returns:
+        The array in RAS ``(I, J, K)`` order and its ``(i, j, k, 1)`` to RAS mm affine, as NIfTI
+        stores them.
+    """
+    _, height, width = data_dhw.shape
+    ras = np.ascontiguousarray(data_dhw.transpose(2, 1, 0)[::-1, ::-1, :])
+    dhw_from_ras = np.array(
+        [
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, -1.0, 0.0, height - 1.0],
+            [-1.0, 0.0, 0.0, width - 1.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
+    return ras, affine_dhw @ dhw_from_ras
+
+
 def _canonical(
     data_ijk: npt.NDArray[np.generic], affine_ras: npt.NDArray[np.float64], path: Path
 ) -> Volume:

@@ -69,3 +69,22 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             path,
         ) from None
     return model.eval(), spec
+
+
+def write_checkpoint(model: nn.Module, spec: dict[str, Any], path: str | Path) -> Path:
+    """Write a model and its spec as an oncoscope checkpoint that :func:`load_model` reads.
+
+    For models made outside ``oncoscope train`` (benchmarks, hand-built test models); ``spec``
+    needs the keys :func:`load_model` uses (``model``, ``model_kwargs``, ``classes``,
+    ``in_chans``) and those later commands read (``image_size``, ``mean``, ``std``).
+    """
+    from oncoscope.io.atomic import atomic_path
+
+    path = Path(path)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    with atomic_path(path) as temporary:
+        torch.save(
+            {"hyper_parameters": {"spec": spec, "optim": {}}, "state_dict": state, "epoch": None},
+            temporary,
+        )
+    return path

@@ -1,0 +1,333 @@
+"""Throughput and memory of ``oncoscope slide`` beside the bare model and TIAToolbox's anchor.
+
+Run by hand, never in the test suite (about 3-5 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/slide_throughput.py [--parts bare,e2e,data,tia,memory]
+        [--workers 0 2] [--workdir DIR] [--seconds 8]
+
+In one run, on SYNTHETIC slides (never patient data): an 8000 x 8000 tiled pyramidal TIFF at
+0.5 um/px and a small 2220 x 2967 one (the size of the issue's small real slide), a resnet18
+checkpoint with random weights, 2 classes, 224 px, in oncoscope's checkpoint format. Measures:
+
+- ``bare``: the model's forward alone (batch 16, channels-last) at fp32 and at the precision
+  ``--precision auto`` resolves to here;
+- ``e2e``: ``oncoscope slide`` end to end (stride 1, 0.5 um/px, batch 16, ``auto``): tiles over
+  the seconds from opening the slide to every output written;
+- ``data``: the data path alone (tile grid, DataLoader with 0 and 2 workers, no model), and
+  plain OpenSlide ``read_region`` of the same tiles in one process;
+- ``tia``: TIAToolbox 2.1.3's ``PatchPredictor`` through ``benchmarks/tiatoolbox_anchor.py``
+  in ``/work/tia-venv`` when both exist (skipped otherwise);
+- ``memory``: peak resident memory (VmHWM) of a fresh process running ``oncoscope slide`` on a
+  10 000^2 and a 100 000^2 slide with the same tissue (sparse TIFFs: blank tiles are written
+  once pre-compressed, so the large one is ~50 MB on disk and written in seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+TIA_PYTHON = Path("/work/tia-venv/bin/python")
+TIA_SCRIPT = Path(__file__).with_name("tiatoolbox_anchor.py")
+LARGE_WH = (8000, 8000)
+SMALL_WH = (2220, 2967)
+#: Figures measured for the issue on this machine (TIAToolbox data path, plain OpenSlide).
+ISSUE_TIA_DATA = {0: 493.0, 2: 739.0}
+
+
+def make_checkpoint(path: Path) -> Path:
+    """resnet18, random weights, 2 classes, 224 px, as an oncoscope checkpoint."""
+    from oncoscope.models import create_model
+    from oncoscope.train.checkpoint import write_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=2)
+    cfg = model.pretrained_cfg
+    spec = {
+        "model": "resnet18",
+        "model_kwargs": {},
+        "classes": ["normal", "tumour"],
+        "in_chans": 3,
+        "image_size": 224,
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "preprocessing": {"mpp": 0.5},
+    }
+    return write_checkpoint(model, spec, path)
+
+
+def bare_forward(checkpoint: Path, precision: str, seconds: float) -> float:
+    """Patches/s of the model's forward alone on random normalised batches of 16."""
+    from oncoscope.inference.predict_tiles import forward_probabilities
+    from oncoscope.inference.slide_inference import load_classifier
+
+    classifier = load_classifier(checkpoint, torch.device("cpu"))
+    x = torch.randn(16, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(2):
+            forward_probabilities(classifier.model, x, precision)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or done < 48:
+            forward_probabilities(classifier.model, x, precision)
+            done += len(x)
+    return done / (time.perf_counter() - start)
+
+
+def end_to_end(checkpoint: Path, slide: Path, out: Path, workers: int) -> dict[str, Any]:
+    from oncoscope.inference.slide_inference import SlideOptions, infer_slide, load_classifier
+
+    classifier = load_classifier(checkpoint, torch.device("cpu"))
+    options = SlideOptions(
+        mpp=0.5, stride=1.0, batch_size=16, workers=workers, precision="auto", overwrite=True
+    )
+    summary = infer_slide(classifier, slide, out, options).summary
+    assert summary is not None
+    return {k: summary[k] for k in ("tiles", "seconds", "tiles_per_second", "precision")}
+
+
+def data_path(slide: Path, workers: int) -> dict[str, float]:
+    """Tiles/s of the DataLoader over the slide's tissue tiles (no model), from a cold start."""
+    from oncoscope.inference.patches import TileDataset, target_resolution, tile_grid
+    from oncoscope.inference.predict_tiles import tile_loader
+    from oncoscope.io.slides import close_pool, open_slide
+    from oncoscope.pathology.tissue import tissue_mask
+
+    close_pool()
+    start = time.perf_counter()
+    with open_slide(slide) as opened:
+        target, _ = target_resolution(opened, mpp=0.5)
+        thumb, ds = opened.thumbnail(2048)
+        grid = tile_grid(opened.dimensions, target, 224, 1.0, tissue_mask(thumb, ds, mpp=0.5))
+    dataset = TileDataset(slide, grid.positions_level0, 224, target)
+    setup = time.perf_counter() - start
+    count = 0
+    for tiles, _ in tile_loader(dataset, 16, workers, torch.device("cpu")):
+        count += len(tiles)
+    seconds = time.perf_counter() - start
+    return {
+        "tiles": count,
+        "setup_seconds": setup,
+        "tiles_per_second": count / seconds,
+        "streaming_tiles_per_second": count / (seconds - setup),
+    }
+
+
+def openslide_reads(slide: Path) -> float:
+    """Tiles/s of bare ``OpenSlide.read_region`` of 224-px level-0 tiles on a 224 grid."""
+    import openslide
+
+    handle = openslide.OpenSlide(slide)
+    w, h = handle.dimensions
+    positions = [(x, y) for y in range(0, h - 223, 224) for x in range(0, w - 223, 224)]
+    start = time.perf_counter()
+    for x, y in positions[:1000]:
+        handle.read_region((x, y), 0, (224, 224))
+    return min(1000, len(positions)) / (time.perf_counter() - start)
+
+
+def tiatoolbox(slide: Path, workers: int) -> dict[str, Any] | None:
+    """The anchor's JSON line, or None when its venv or script is missing."""
+    if not (TIA_PYTHON.exists() and TIA_SCRIPT.exists()):
+        return None
+    command = [
+        str(TIA_PYTHON),
+        str(TIA_SCRIPT),
+        "--slide",
+        str(slide),
+        "--mpp",
+        "0.5",
+        "--patch",
+        "224",
+        "--batch",
+        "16",
+        "--workers",
+        str(workers),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.strip().startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"tiatoolbox anchor failed: {done.stderr.strip()[-400:]}", file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def write_sparse_slide(path: Path, side: int, tile_px: int = 512) -> None:
+    """A SYNTHETIC pyramidal TIFF (0.25 um/px) of ``side``^2 px: two tissue blobs, blank glass.
+
+    Blank tiles are deflate-compressed once and written as bytes (tifffile), so a 100 000^2
+    slide takes seconds and tens of MB.
+    """
+    import tifffile
+    from shapely.geometry import Point, box
+
+    from oncoscope.pathology.annotations import Annotation
+    from oncoscope.pathology.synthetic import render_region
+
+    regions = [
+        Annotation("tumour", box(1000, 1000, 4000, 4000)),
+        Annotation("stroma", Point(6500, 6500).buffer(2000)),
+    ]
+    blank = zlib.compress(np.full((tile_px, tile_px, 3), 255, np.uint8).tobytes())
+
+    def tiles(level_wh: tuple[int, int], downsample: int) -> Iterator[bytes]:
+        for top in range(0, level_wh[1], tile_px):
+            for left in range(0, level_wh[0], tile_px):
+                x, y, extent = left * downsample, top * downsample, tile_px * downsample
+                window = box(x, y, x + extent, y + extent)
+                if any(r.geometry.intersects(window) for r in regions):
+                    rgb = render_region(regions, (x, y), (tile_px, tile_px), downsample)
+                    yield zlib.compress(rgb.tobytes())
+                else:
+                    yield blank
+
+    px_per_cm = 1e4 / 0.25
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        downsample = 1
+        while True:
+            level_wh = (max(1, side // downsample), max(1, side // downsample))
+            tif.write(
+                tiles(level_wh, downsample),
+                shape=(level_wh[1], level_wh[0], 3),
+                dtype=np.uint8,
+                tile=(tile_px, tile_px),
+                photometric="rgb",
+                compression="zlib",
+                resolution=(px_per_cm / downsample, px_per_cm / downsample),
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if downsample > 1 else 0,
+                metadata=None,
+            )
+            if max(level_wh) <= 1024:
+                break
+            downsample *= 2
+
+
+def memory_child(checkpoint: Path, slide: Path, out: Path) -> dict[str, Any]:
+    result = end_to_end(checkpoint, slide, out, workers=0)
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    return {**result, "peak_rss_mib": round(peak)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="bare,e2e,data,tia,memory")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per bare-forward figure")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(*map(Path, args.memory_child))))
+        return
+    parts = set(args.parts.split(","))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="slide-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    from oncoscope.inference.predict_tiles import resolve_precision
+    from oncoscope.pathology.synthetic import write_synthetic_slide
+
+    auto = resolve_precision("auto", torch.device("cpu"))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, auto = {auto}"
+    )
+    checkpoint = make_checkpoint(work / "resnet18.ckpt")
+    slides = {}
+    for name, size in (("large", LARGE_WH), ("small", SMALL_WH)):
+        slides[name] = work / f"{name}.tif"
+        if not slides[name].exists():
+            write_synthetic_slide(slides[name], size, mpp=0.5, magnification=20)
+    print("\n| measurement | patches/s | ratio |\n|---|---|---|", flush=True)
+
+    def report(row: tuple[str, str, str]) -> None:
+        print(f"| {' | '.join(row)} |", flush=True)
+
+    bare: dict[str, float] = {}
+    if parts & {"bare", "e2e"}:
+        for precision in dict.fromkeys(["fp32", auto]):
+            bare[precision] = bare_forward(checkpoint, precision, args.seconds)
+            report((f"bare resnet18 forward, {precision}", f"{bare[precision]:.1f}", ""))
+    tia: dict[str, float] = {}
+    if "tia" in parts:
+        for name in ("large", "small"):
+            result = tiatoolbox(slides[name], 0)
+            if result is not None:
+                tia[name] = float(result["patches_per_second"])
+                ratio = f"{tia[name] / bare['fp32']:.0%} of bare fp32" if bare else ""
+                report((f"TIAToolbox PatchPredictor, {name} slide", f"{tia[name]:.1f}", ratio))
+    if "e2e" in parts:
+        for name in ("large", "small"):
+            for workers in args.workers:
+                result = end_to_end(checkpoint, slides[name], work / "out", workers)
+                speed = result["tiles_per_second"]
+                ratio = f"{speed / bare[result['precision']]:.0%} of bare {result['precision']}"
+                if name in tia:
+                    ratio += f"; {speed / tia[name]:.2f}x TIAToolbox"
+                label = (
+                    f"oncoscope slide, {name} slide, {workers} workers ({result['tiles']} tiles)"
+                )
+                report((label, f"{speed:.1f}", ratio))
+    if "data" in parts:
+        reads = openslide_reads(slides["large"])
+        report(("OpenSlide read_region 224 px, one process", f"{reads:.0f}", ""))
+        for workers in args.workers:
+            result = data_path(slides["large"], workers)
+            anchor = ISSUE_TIA_DATA.get(workers)
+            for key, what in (
+                ("tiles_per_second", "with"),
+                ("streaming_tiles_per_second", "after"),
+            ):
+                speed = result[key]
+                ratio = f"{speed / anchor:.2f}x TIAToolbox's {anchor:.0f} (issue)" if anchor else ""
+                label = (
+                    f"oncoscope data path, {workers} workers, {what} the "
+                    f"{result['setup_seconds']:.1f} s thumbnail + tissue mask"
+                )
+                report((label, f"{speed:.0f}", ratio))
+    if "memory" in parts:
+        print(
+            "\n| slide (px) | file size | write s | tiles | seconds | peak RSS |\n"
+            "|---|---|---|---|---|---|"
+        )
+        for side in (10_000, 100_000):
+            slide = work / f"sparse-{side}.tif"
+            start = time.perf_counter()
+            write_sparse_slide(slide, side)
+            written = time.perf_counter() - start
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    str(checkpoint),
+                    str(slide),
+                    str(work / "memory-out"),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            print(
+                f"| {side} x {side} | {slide.stat().st_size / 2**20:.0f} MiB | {written:.0f} | "
+                f"{result['tiles']} | {result['seconds']:.1f} | {result['peak_rss_mib']} MiB |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""``oncoscope evaluate`` and ``oncoscope compare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from oncoscope.cli._common import console, user_errors
+
+Resamples = Annotated[
+    int, typer.Option(min=1, help="Bootstrap resamples of patients/slides for the 95% CIs.")
+]
+Seed = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
+Data = Annotated[Path, typer.Option(help="manifest.csv holding the split.")]
+Split = Annotated[str, typer.Option(help="Split to score.")]
+Workers = Annotated[int, typer.Option(min=0, help="Data loader processes.")]
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (RUN/checkpoints/best.ckpt).")],
+    data: Data,
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    split: Split = "test",
+    val_split: Annotated[
+        str, typer.Option(help="Split the operating point is picked on ('none': skip).")
+    ] = "val",
+    resamples: Resamples = 1000,
+    seed: Seed = 0,
+    aggregate: Annotated[
+        str, typer.Option(help="Group score from image probabilities: auto, max or mean.")
+    ] = "auto",
+    positive: Annotated[
+        str | None, typer.Option(help="Positive class of a two-class task (default: second).")
+    ] = None,
+    target_sensitivity: Annotated[
+        float | None,
+        typer.Option(help="Pick the threshold reaching this validation sensitivity (not Youden)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Workers = 0,
+) -> None:
+    """Metrics with 95% CIs (image and patient/slide level), figures and report.html."""
+    from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
+    from oncoscope.evaluate.report import format_estimate
+
+    settings = EvaluationSettings(
+        split=split,
+        val_split=None if val_split.lower() == "none" else val_split,
+        resamples=resamples,
+        seed=seed,
+        aggregation=aggregate,
+        positive=positive,
+        threshold_method="youden" if target_sensitivity is None else "sensitivity",
+        target_sensitivity=target_sensitivity,
+    )
+    with user_errors():
+        result = evaluate_checkpoint(
+            checkpoint, data, out, settings, batch_size=batch_size, num_workers=workers
+        )
+    metrics = result.metrics
+    for level, block in (("image", metrics), ("group", metrics["group_level"])):
+        macro = block["macro"]
+        console.print(
+            f"{level} level: accuracy {format_estimate(macro['accuracy'])}, "
+            f"AUROC {format_estimate(macro['auroc'])}, "
+            f"sensitivity {format_estimate(macro['recall'])}"
+        )
+    console.print(f"metrics: {result.metrics_json}")
+    console.print(f"report:  {result.report_html}")
+
+
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (or checkpoints).")],
+    data: Data,
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    split: Split = "test",
+    reference: Annotated[
+        str | None, typer.Option(help="Model the others are compared with (default: first).")
+    ] = None,
+    resamples: Resamples = 1000,
+    seed: Seed = 0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Workers = 0,
+) -> None:
+    """Models side by side with CIs, and paired-bootstrap differences from a reference."""
+    from oncoscope.evaluate.compare import compare_runs
+
+    with user_errors():
+        result = compare_runs(
+            run_dirs,
+            data,
+            out,
+            split=split,
+            reference=reference,
+            resamples=resamples,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=workers,
+        )
+    console.print(f"models: {', '.join(result.models)} (reference {result.reference})")
+    console.print(f"comparison: {result.comparison_json}, {result.comparison_csv}")
+    console.print(f"report:     {result.report_html}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the main app."""
+    app.command()(evaluate)
+    app.command()(compare)

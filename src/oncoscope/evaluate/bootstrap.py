@@ -1,0 +1,123 @@
+"""Percentile-bootstrap confidence intervals that resample groups (patients, slides), not images.
+
+Images of one patient are not independent, so each resample draws whole groups with replacement
+and keeps all of a drawn group's images. Written here because scikit-learn's ``resample`` and
+SciPy's ``bootstrap`` draw single rows, not groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from oncoscope.errors import InvalidOptionError, OncoscopeError
+
+Key = tuple[str, ...]
+#: Maps row indices to named figures; a name is a path such as ``("macro", "auroc")``.
+Statistic = Callable[[NDArray[np.intp]], Mapping[Key, float | None]]
+
+
+def group_members(groups: Sequence[Any] | NDArray[Any]) -> list[NDArray[np.intp]]:
+    """Row indices of each group, groups in order of first appearance.
+
+    Example:
+        >>> [m.tolist() for m in group_members(["p1", "p2", "p1"])]
+        [[0, 2], [1]]
+    """
+    values = np.asarray(groups).astype(str)
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    return [np.flatnonzero(inverse == code).astype(np.intp) for code in order]
+
+
+def group_resamples(
+    groups: Sequence[Any] | NDArray[Any], n_resamples: int, seed: int
+) -> Iterator[NDArray[np.intp]]:
+    """Yield ``n_resamples`` row-index arrays, each made of whole groups drawn with replacement.
+
+    Each resample draws as many groups as there are (so a patient may appear twice, with all of
+    its images each time); the draws depend only on ``seed``.
+
+    Raises:
+        InvalidOptionError: ``n_resamples`` below 1.
+    """
+    if n_resamples < 1:
+        raise InvalidOptionError(f"resamples must be at least 1, not {n_resamples}")
+    members = group_members(groups)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        drawn = rng.integers(0, len(members), size=len(members))
+        yield np.concatenate([members[g] for g in drawn])
+
+
+def bootstrap(
+    statistic: Statistic,
+    groups: Sequence[Any] | NDArray[Any],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> dict[Key, dict[str, float | None]]:
+    """Point estimate and percentile interval of every figure a statistic returns.
+
+    Args:
+        statistic: maps row indices to named figures (``None`` where undefined).
+        groups: ``(n,)`` the group of each row.
+        n_resamples: number of group resamples.
+        seed: seed of the resampling.
+        confidence: interval coverage (0.95 gives the 2.5th and 97.5th percentiles).
+
+    Returns:
+        ``{name: {"value", "ci_low", "ci_high"}}``. The interval uses the resamples where the
+        figure is defined; it is ``None`` where the point estimate is undefined or no resample
+        defines it.
+
+    Raises:
+        OncoscopeError: no rows.
+        InvalidOptionError: bad ``n_resamples`` or ``confidence``.
+
+    Example:
+        >>> values = np.array([1.0, 1.0, 0.0, 0.0])
+        >>> out = bootstrap(lambda i: {("mean",): float(values[i].mean())}, ["a", "a", "b", "b"],
+        ...                 n_resamples=200, seed=0)
+        >>> out["mean",]["value"], out["mean",]["ci_low"], out["mean",]["ci_high"]
+        (0.5, 0.0, 1.0)
+    """
+    if not 0 < confidence < 1:
+        raise InvalidOptionError(f"confidence must be between 0 and 1, not {confidence}")
+    if len(groups) == 0:
+        raise OncoscopeError("no rows to resample")
+    point = statistic(np.arange(len(groups), dtype=np.intp))
+    draws: dict[Key, list[float]] = {name: [] for name in point}
+    for indices in group_resamples(groups, n_resamples, seed):
+        for name, value in statistic(indices).items():
+            if value is not None and name in draws:
+                draws[name].append(value)
+    tail = (1 - confidence) / 2 * 100
+    result: dict[Key, dict[str, float | None]] = {}
+    for name, value in point.items():
+        low = high = None
+        if value is not None and draws[name]:
+            low, high = (float(v) for v in np.percentile(draws[name], [tail, 100 - tail]))
+        result[name] = {"value": value, "ci_low": low, "ci_high": high}
+    return result
+
+
+def nest(flat: Mapping[Key, Any]) -> dict[str, Any]:
+    """Turn path names back into nested mappings.
+
+    Example:
+        >>> nest({("macro", "f1"): 1, ("classes", "a", "f1"): 2})
+        {'macro': {'f1': 1}, 'classes': {'a': {'f1': 2}}}
+    """
+    nested: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = name
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return nested

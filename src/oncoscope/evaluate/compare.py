@@ -1,0 +1,330 @@
+"""Compare models trained on the same split: metrics side by side with intervals, and each
+model's difference from a reference with a paired bootstrap over the same patients/slides.
+
+One bootstrap draws the groups; every model is scored on the same resampled groups, so the
+interval of a difference reflects how the models differ on the same patients (seed 000 Table I,
+seed 004 Tables 3-4).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.evaluate.bootstrap import bootstrap, nest
+from oncoscope.evaluate.evaluation import group_column_of, scores_of
+from oncoscope.evaluate.metrics import (
+    CLASS_METRICS,
+    MACRO_METRICS,
+    METRIC_NAMES,
+    Scores,
+    classification_metrics,
+    flatten,
+)
+from oncoscope.evaluate.report import (
+    Report,
+    ReportSection,
+    ReportTable,
+    format_estimate,
+    write_report,
+)
+from oncoscope.evaluate.sections import HOW_TO_READ
+from oncoscope.io.atomic import atomic_path
+
+
+@dataclass
+class ComparisonResult:
+    """Where a comparison wrote its outputs, and its content."""
+
+    models: list[str]
+    reference: str
+    comparison_json: Path
+    comparison_csv: Path
+    report_html: Path
+    comparison: dict[str, Any] = field(default_factory=dict)
+
+
+def find_checkpoint(run: str | Path) -> Path:
+    """A run directory's ``checkpoints/best.ckpt`` (else ``last.ckpt``); a checkpoint file is
+    returned as is.
+
+    Raises:
+        OncoscopeError: neither exists.
+    """
+    run = Path(run)
+    if run.is_file():
+        return run
+    for name in ("best.ckpt", "last.ckpt"):
+        if (run / "checkpoints" / name).is_file():
+            return run / "checkpoints" / name
+    raise OncoscopeError("no checkpoints/best.ckpt or last.ckpt: not a training run directory", run)
+
+
+def model_names(runs: list[Path]) -> list[str]:
+    """One unique name per run: the run directory's name, ``#2``, ``#3``... on repeats."""
+    names: list[str] = []
+    for run in runs:
+        base = run.parent.parent.name if run.is_file() else run.name
+        name, count = base, 1
+        while name in names:
+            count += 1
+            name = f"{base}#{count}"
+        names.append(name)
+    return names
+
+
+def compare_predictions(
+    predictions: dict[str, pd.DataFrame],
+    classes: list[str],
+    *,
+    reference: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    group_column: str | None = None,
+) -> dict[str, Any]:
+    """Every model's metrics with intervals and its paired difference from ``reference``.
+
+    Args:
+        predictions: per model, the prediction table of the same rows (``label``,
+            ``prob_<class>``, a group column), as :func:`predict_split` returns.
+        classes: class names, the same for every model.
+        reference: the model to compare with (default: the first).
+        resamples, seed, confidence: of the group bootstrap shared by all models.
+        group_column: the patient/slide column (default: found in the table).
+
+    Returns:
+        ``{"reference", "models": {name: {"macro", "classes", "difference": {"macro",
+        "classes"}}}, "n_images", "n_groups", "settings"}``; a difference estimate has
+        ``value``, ``ci_low``, ``ci_high`` and ``spans_zero`` (the interval contains 0).
+
+    Raises:
+        OncoscopeError: fewer than one model, tables of other rows or labels, unknown reference.
+    """
+    names = list(predictions)
+    if not names:
+        raise OncoscopeError("no models to compare")
+    reference = reference or names[0]
+    if reference not in predictions:
+        raise InvalidOptionError(f"reference '{reference}' is not one of the models {names}")
+    first = predictions[names[0]]
+    for name, frame in predictions.items():
+        if list(frame["path"]) != list(first["path"]) or list(frame["label"]) != list(
+            first["label"]
+        ):
+            raise OncoscopeError(
+                f"model {name} was scored on other images than {names[0]}; compare runs on the "
+                "same manifest and split"
+            )
+    scores: dict[str, Scores] = {
+        name: scores_of(frame, classes) for name, frame in predictions.items()
+    }
+    column = group_column_of(first, group_column)
+    groups = first[column].astype(str).to_numpy() if column else np.arange(len(first)).astype(str)
+
+    def statistic(indices: Any) -> dict[tuple[str, ...], float | None]:
+        figures = {
+            name: flatten(classification_metrics(s.subset(indices))) for name, s in scores.items()
+        }
+        out: dict[tuple[str, ...], float | None] = {}
+        for name, values in figures.items():
+            for key, value in values.items():
+                out[(name, *key)] = value
+                base = figures[reference][key]
+                diff = None if value is None or base is None else value - base
+                out[(name, "difference", *key)] = diff
+        return out
+
+    nested = nest(
+        bootstrap(statistic, groups, n_resamples=resamples, seed=seed, confidence=confidence)
+    )
+    for name in names:
+        diff = nested[name]["difference"]
+        per_class = (e for values in diff["classes"].values() for e in values.values())
+        for estimate in [*diff["macro"].values(), *per_class]:
+            low, high = estimate["ci_low"], estimate["ci_high"]
+            estimate["spans_zero"] = None if low is None or high is None else low <= 0 <= high
+    return {
+        "reference": reference,
+        "classes": classes,
+        "n_images": len(first),
+        "n_groups": len(set(groups)),
+        "models": {name: nested[name] for name in names},
+        "settings": {
+            "resamples": resamples,
+            "seed": seed,
+            "confidence": confidence,
+            "group_column": column,
+            "bootstrap": "paired percentile bootstrap: the same resampled groups for every model",
+        },
+    }
+
+
+def tidy_rows(comparison: dict[str, Any]) -> pd.DataFrame:
+    """One row per model, scope (``macro`` or a class) and metric, with the difference."""
+    rows = []
+    for name, block in comparison["models"].items():
+        for scope, metrics, diffs in [("macro", block["macro"], block["difference"]["macro"])] + [
+            (c, block["classes"][c], block["difference"]["classes"][c]) for c in block["classes"]
+        ]:
+            for metric, estimate in metrics.items():
+                diff = diffs[metric]
+                rows.append(
+                    {
+                        "model": name,
+                        "scope": scope,
+                        "metric": metric,
+                        "value": estimate["value"],
+                        "ci_low": estimate["ci_low"],
+                        "ci_high": estimate["ci_high"],
+                        "reference": comparison["reference"],
+                        "difference": diff["value"],
+                        "difference_ci_low": diff["ci_low"],
+                        "difference_ci_high": diff["ci_high"],
+                        "difference_spans_zero": diff["spans_zero"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _difference_cell(estimate: dict[str, Any]) -> str:
+    if estimate["value"] is None:
+        return "N/A"
+    text = f"{estimate['value']:+.3f}"
+    if estimate["ci_low"] is not None:
+        text += f" ({estimate['ci_low']:+.3f} to {estimate['ci_high']:+.3f})"
+        text += " spans 0" if estimate["spans_zero"] else " *"
+    return text
+
+
+def _scope(block: dict[str, Any], scope: str) -> dict[str, Any]:
+    figures: dict[str, Any] = block["macro"] if scope == "macro" else block["classes"][scope]
+    return figures
+
+
+def comparison_report(comparison: dict[str, Any], facts: dict[str, str]) -> Report:
+    """Tables per scope (macro, each class): models by metrics, then differences."""
+    report = Report("oncoscope model comparison", facts)
+    report.add(
+        ReportSection(
+            "How to read this",
+            note=HOW_TO_READ + " A difference marked * has a 95% interval that excludes zero; "
+            "'spans 0' means the data cannot tell the two models apart on that figure.",
+        )
+    )
+    models = comparison["models"]
+    reference = comparison["reference"]
+    scopes = [("Macro average", "macro", MACRO_METRICS)] + [
+        (f"Class {c}", c, CLASS_METRICS) for c in comparison["classes"]
+    ]
+    for title, scope, metric_names in scopes:
+        columns = ["model", *(METRIC_NAMES[m] for m in metric_names)]
+        values = [
+            [n, *(format_estimate(_scope(models[n], scope)[m]) for m in metric_names)]
+            for n in models
+        ]
+        diffs = [
+            [
+                n,
+                *(
+                    _difference_cell(_scope(models[n]["difference"], scope)[m])
+                    for m in metric_names
+                ),
+            ]
+            for n in models
+            if n != reference
+        ]
+        section = ReportSection(title)
+        section.tables.append(ReportTable(f"{title}: value (95% CI)", columns, values))
+        if diffs:
+            section.tables.append(
+                ReportTable(
+                    f"{title}: difference from {reference} (paired bootstrap, 95% CI)",
+                    columns,
+                    diffs,
+                )
+            )
+        report.add(section)
+    return report
+
+
+def compare_runs(
+    runs: list[Path],
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    split: str = "test",
+    reference: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> ComparisonResult:
+    """Predict ``split`` with each run's best checkpoint and write ``comparison.json``,
+    ``comparison.csv`` (tidy) and ``report.html`` under ``out``.
+
+    Raises:
+        OncoscopeError: a folder that is not a run, runs with other classes, a bad reference.
+    """
+    from oncoscope.train.checkpoint import read_checkpoint
+    from oncoscope.train.predict import predict_split
+
+    runs = [Path(r) for r in runs]
+    names = model_names(runs)
+    if reference is not None and reference not in names:
+        raise InvalidOptionError(f"reference '{reference}' is not one of the models {names}")
+    checkpoints = {name: find_checkpoint(run) for name, run in zip(names, runs, strict=True)}
+    specs = {name: read_checkpoint(path)["spec"] for name, path in checkpoints.items()}
+    classes = [str(c) for c in specs[names[0]]["classes"]]
+    for name, spec in specs.items():
+        if [str(c) for c in spec["classes"]] != classes:
+            raise OncoscopeError(
+                f"classes {spec['classes']} differ from {names[0]}'s {classes}", checkpoints[name]
+            )
+    predictions = {
+        name: predict_split(path, manifest, split, batch_size=batch_size, num_workers=num_workers)
+        for name, path in checkpoints.items()
+    }
+    comparison = compare_predictions(
+        predictions,
+        classes,
+        reference=reference,
+        resamples=resamples,
+        seed=seed,
+        group_column=specs[names[0]].get("group_column"),
+    )
+    comparison = {
+        "data": str(Path(manifest).resolve()),
+        "split": split,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "checkpoints": {name: str(path.resolve()) for name, path in checkpoints.items()},
+        "architectures": {name: spec["model"] for name, spec in specs.items()},
+        **comparison,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison_json, comparison_csv = out / "comparison.json", out / "comparison.csv"
+    with atomic_path(comparison_json) as temporary:
+        temporary.write_text(json.dumps(comparison, indent=2))
+    with atomic_path(comparison_csv) as temporary:
+        tidy_rows(comparison).to_csv(temporary, index=False, float_format="%.6g")
+    facts = {
+        "models": ", ".join(f"{n} ({specs[n]['model']})" for n in names),
+        "reference": comparison["reference"],
+        "data": comparison["data"],
+        "split": f"{split} ({comparison['n_images']} images, {comparison['n_groups']} groups)",
+        "date": comparison["date"],
+        "confidence intervals": f"95% percentile bootstrap, {resamples} paired resamples of "
+        f"groups, seed {seed}",
+    }
+    report_html = write_report(comparison_report(comparison, facts), out / "report.html")
+    return ComparisonResult(
+        names, comparison["reference"], comparison_json, comparison_csv, report_html, comparison
+    )

@@ -1,0 +1,210 @@
+"""Tiles over the tissue of a slide on the output-cell grid, and a Dataset that reads them.
+
+The output grid divides the slide into square cells of one stride step: with a tile of
+``tile_px`` pixels at the target resolution and ``--stride 1/k``, a cell is ``tile_px / k``
+target pixels, and a tile whose top-left corner is cell ``(row, col)`` covers cells
+``row .. row + k - 1`` and ``col .. col + k - 1``. Cells start at the slide's level-0 origin;
+the last row and column may reach past the slide's edge (read as background). A tile is kept
+when at least ``min_tissue`` of it is tissue (area-weighted on the tissue mask).
+
+:class:`TileDataset` reads tiles through :func:`oncoscope.io.slides.pooled_slide`, so each
+DataLoader worker opens the slide once and reuses the handle, and returns ``uint8`` RGB
+``(H, W, 3)`` tensors: normalising on the model's device is cheaper than shipping floats.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from oncoscope.errors import InvalidOptionError
+from oncoscope.io.slides import TOLERANCE, Resolution, Slide, pooled_slide
+from oncoscope.pathology.tissue import TissueMask
+
+#: Mask samples per cell side when measuring a cell's tissue fraction.
+SAMPLES_PER_CELL = 4
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of one slide are, on the output-cell grid.
+
+    Attributes:
+        target: the resolution tiles are read at.
+        tile_px: tile side in pixels at the target resolution (the model's input size).
+        cells_per_tile: ``k``, cells per tile side (``1 / stride``).
+        cell_size_level0: level-0 pixels per cell side.
+        shape_rows_cols: cells of the grid.
+        cells: ``(n, 2) int64`` ``(row, col)`` of each tile's top-left cell.
+    """
+
+    target: Resolution
+    tile_px: int
+    cells_per_tile: int
+    cell_size_level0: float
+    shape_rows_cols: tuple[int, int]
+    cells: np.ndarray[Any, np.dtype[np.int64]]
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    @property
+    def positions_level0(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """``(n, 2)`` level-0 ``(x, y)`` of each tile's top-left corner."""
+        positions: np.ndarray[Any, np.dtype[np.float64]] = (
+            self.cells[:, ::-1].astype(np.float64) * self.cell_size_level0
+        )
+        return positions
+
+
+def target_resolution(
+    slide: Slide,
+    *,
+    mpp: float | None = None,
+    magnification: float | None = None,
+    allow_upsampling: bool = False,
+) -> tuple[Resolution, bool]:
+    """The resolution to read at, and whether it is finer than the scan (upsampled).
+
+    Raises:
+        InvalidOptionError: both or neither of ``mpp`` and ``magnification``, a non-positive
+            value, or a resolution finer than level 0 without ``allow_upsampling``.
+    """
+    if (mpp is None) == (magnification is None):
+        raise InvalidOptionError("give exactly one of --mpp and --magnification")
+    value = mpp if mpp is not None else magnification
+    assert value is not None
+    if value <= 0:
+        raise InvalidOptionError(f"--mpp/--magnification must be positive, got {value}")
+    downsample = mpp / slide.mpp if mpp is not None else slide.magnification / value
+    if downsample >= 1 - TOLERANCE or not allow_upsampling:
+        return slide.resolution(mpp=mpp, magnification=magnification), False
+    upsampled = Resolution(
+        downsample=downsample,
+        mpp=slide.mpp * downsample,
+        magnification=slide.magnification / downsample,
+        level=0,
+    )
+    return upsampled, True
+
+
+def cells_per_tile(stride: float, tile_px: int) -> int:
+    """``k = 1 / stride``, checked to be a whole number dividing the tile side.
+
+    Raises:
+        InvalidOptionError: a stride outside (0, 1], not ``1/k``, or ``k`` not dividing
+            ``tile_px``.
+
+    Example:
+        >>> cells_per_tile(0.5, 224), cells_per_tile(1.0, 224), cells_per_tile(0.25, 224)
+        (2, 1, 4)
+    """
+    if not 0 < stride <= 1:
+        raise InvalidOptionError(f"--stride must be in (0, 1], got {stride}")
+    k = round(1 / stride)
+    if abs(k * stride - 1) > 1e-6 or tile_px % k:
+        raise InvalidOptionError(
+            f"--stride {stride:g} must be 1/k with k dividing the tile size {tile_px} px "
+            "(e.g. 1, 0.5, 0.25)"
+        )
+    return k
+
+
+def tile_grid(
+    slide_wh: tuple[int, int],
+    target: Resolution,
+    tile_px: int,
+    stride: float,
+    tissue: TissueMask,
+    min_tissue: float = 0.05,
+) -> TileGrid:
+    """Tiles over the tissue on the output-cell grid (see the module docstring).
+
+    Args:
+        slide_wh: level-0 size of the slide.
+        target: resolution the tiles are read at.
+        tile_px: tile side at that resolution (the model's input size).
+        stride: step between tiles as a fraction of the tile (1, 0.5, 0.25, ...).
+        tissue: the slide's tissue mask.
+        min_tissue: least share (0..1) of a tile that must be tissue for it to be classified.
+
+    Raises:
+        InvalidOptionError: see :func:`cells_per_tile`; ``min_tissue`` outside [0, 1].
+    """
+    if not 0 <= min_tissue <= 1:
+        raise InvalidOptionError(f"--min-tissue must be in [0, 1], got {min_tissue}")
+    k = cells_per_tile(stride, tile_px)
+    cell0 = tile_px // k * target.downsample
+    rows, cols = math.ceil(slide_wh[1] / cell0), math.ceil(slide_wh[0] / cell0)
+    cell_tissue = _cell_tissue(tissue, slide_wh, cell0, (rows, cols))
+    padded = np.pad(cell_tissue, ((0, k - 1), (0, k - 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k))
+    tile_tissue = windows.mean(axis=(2, 3))
+    keep = (tile_tissue >= min_tissue) & (tile_tissue > 0)
+    cells = np.argwhere(keep).astype(np.int64)
+    return TileGrid(target, tile_px, k, cell0, (rows, cols), cells)
+
+
+def _cell_tissue(
+    tissue: TissueMask, slide_wh: tuple[int, int], cell0: float, shape: tuple[int, int]
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Tissue share of each cell, from the mask sampled at a few points per cell."""
+    s = SAMPLES_PER_CELL
+    axes = []
+    for length, count, size in (
+        (slide_wh[1], shape[0], tissue.mask.shape[0]),
+        (slide_wh[0], shape[1], tissue.mask.shape[1]),
+    ):
+        level0 = (np.arange(count * s) + 0.5) * cell0 / s
+        index = np.minimum((level0 / tissue.downsample).astype(np.int64), size - 1)
+        axes.append((index, level0 < length))
+    (row_index, row_inside), (col_index, col_inside) = axes
+    samples = tissue.mask[np.ix_(row_index, col_index)] & np.outer(row_inside, col_inside)
+    fraction: np.ndarray[Any, np.dtype[np.float64]] = samples.reshape(
+        shape[0], s, shape[1], s
+    ).mean(axis=(1, 3))
+    return fraction
+
+
+class TileDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Tiles of one slide as ``(uint8 (H, W, 3) tensor, tile index)``.
+
+    Args:
+        path: the slide file.
+        positions_level0: ``(n, 2)`` level-0 ``(x, y)`` of the tiles' top-left corners.
+        tile_px: tile side at the target resolution.
+        target: the resolution (see :meth:`oncoscope.io.slides.Slide.resolution`).
+        scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        positions_level0: np.ndarray[Any, Any],
+        tile_px: int,
+        target: Resolution,
+        scan_mpp: float | None = None,
+        scan_magnification: float | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.positions = np.asarray(positions_level0, dtype=np.float64)
+        self.tile_px = tile_px
+        self.target = target
+        self.scan = {"mpp": scan_mpp, "magnification": scan_magnification}
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        slide = pooled_slide(self.path, **self.scan)
+        x, y = self.positions[index]
+        rgb = slide.read_at((float(x), float(y)), (self.tile_px, self.tile_px), self.target)
+        if not rgb.flags.writeable:  # resized reads come from PIL read-only
+            rgb = rgb.copy()
+        return torch.from_numpy(rgb), index

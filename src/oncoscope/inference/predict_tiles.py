@@ -1,0 +1,269 @@
+"""Run a classifier over the tiles of a slide, streamed and batched, into probabilities on disk.
+
+DataLoader workers read and decode tiles (uint8) while the model runs; batches are pinned and
+prefetched, normalised on the model's device into channels-last float tensors, and run under
+autocast at the chosen precision. Probabilities go to a ``(tiles, classes)`` float32 memory map
+by tile index, so the order batches finish in does not matter, and a tile written twice (the
+padding of a distributed sampler) is written with the same values.
+
+Two runners fill it: :func:`predict_tiles` (one process, one device) and
+:func:`predict_tiles_distributed` (Lightning ``trainer.predict`` over ``devices`` with
+Lightning's distributed sampler over tiles, for several GPUs or nodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from numpy.lib.format import open_memmap
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from oncoscope.errors import InvalidOptionError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Tiles re-run at fp32 to measure how often a reduced precision changes the argmax.
+AGREEMENT_TILES = 256
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+OnBatch = Callable[[int], None]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for ``auto|fp32|bf16|fp16`` on a device.
+
+    ``auto``: on CUDA bf16 where supported, else fp16; bf16 on a CPU with native bf16 (AMX or
+    AVX-512-BF16); fp32 elsewhere (emulated bf16 is slower than fp32).
+
+    Raises:
+        InvalidOptionError: an unknown precision.
+    """
+    from oncoscope.train.run import resolve_precision as lightning_precision
+
+    if precision not in PRECISIONS:
+        raise InvalidOptionError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    resolved = lightning_precision("auto", accelerator)
+    return {value: key for key, value in _LIGHTNING_PRECISION.items()}[resolved]
+
+
+def to_model_input(
+    tiles: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """``(B, H, W, 3) uint8`` -> normalised ``(B, 3, H, W)`` float32, channels-last, on device.
+
+    ``mean`` and ``std`` are ``(1, 3, 1, 1)`` on the device, in 0..1 units.
+    """
+    x = tiles.to(device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC memory = channels-last
+    return (x.float().div_(255) - mean) / std
+
+
+def tile_loader(
+    dataset: Dataset[Any], batch_size: int, workers: int, device: torch.device
+) -> DataLoader[Any]:
+    """Batches of tiles in index order; workers persist over the slide and prefetch."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def _stats(spec: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(spec["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(spec["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return mean, std
+
+
+def forward_probabilities(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """Softmax probabilities (float32) of a normalised batch under autocast at ``precision``."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits: torch.Tensor = model(x)
+    return logits.float().softmax(dim=1)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model in eval mode on ``device``, channels-last."""
+    return model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
+
+
+def predict_tiles(
+    model: nn.Module,
+    spec: dict[str, Any],
+    dataset: Dataset[Any],
+    probabilities: np.ndarray[Any, np.dtype[np.float32]],
+    *,
+    batch_size: int = 16,
+    workers: int = 0,
+    device: torch.device | None = None,
+    precision: str = "fp32",
+    on_batch: OnBatch | None = None,
+) -> None:
+    """Fill ``probabilities[index]`` for every tile of ``dataset`` (one process, one device).
+
+    Args:
+        model: the classifier (see :func:`prepare_model`).
+        spec: the checkpoint spec (``mean``, ``std``).
+        dataset: yields ``(uint8 (H, W, 3) tensor, index)``.
+        probabilities: ``(tiles, classes)`` float32, e.g. a memory map.
+        batch_size, workers: DataLoader batch size and worker processes.
+        device: where the model runs (default CPU).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (resolved, see :func:`resolve_precision`).
+        on_batch: called with the number of tiles after each batch.
+    """
+    device = device or torch.device("cpu")
+    mean, std = _stats(spec, device)
+    with torch.inference_mode():
+        for tiles, index in tile_loader(dataset, batch_size, workers, device):
+            probs = forward_probabilities(
+                model, to_model_input(tiles, mean, std, device), precision
+            )
+            probabilities[index.numpy()] = probs.cpu().numpy()
+            if on_batch is not None:
+                on_batch(len(index))
+
+
+def precision_agreement(
+    model: nn.Module,
+    spec: dict[str, Any],
+    dataset: Dataset[Any],
+    probabilities: np.ndarray[Any, Any],
+    *,
+    batch_size: int = 16,
+    device: torch.device | None = None,
+    sample: int = AGREEMENT_TILES,
+) -> dict[str, float | int]:
+    """How a reduced-precision run compares with fp32 on a sample of its tiles.
+
+    ``sample`` tiles spread evenly over the slide are run again at fp32 and compared with
+    their stored ``probabilities``.
+
+    Returns:
+        ``tiles`` compared, ``argmax_agreement`` (0..1), ``max_abs_difference`` and
+        ``mean_abs_difference`` of the probabilities.
+    """
+    device = device or torch.device("cpu")
+    count = len(probabilities)
+    chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
+    subset = torch.utils.data.Subset(dataset, chosen.tolist())
+    reference = np.zeros((len(chosen), probabilities.shape[1]), dtype=np.float32)
+    mean, std = _stats(spec, device)
+    with torch.inference_mode():
+        start = 0
+        for tiles, _ in DataLoader(subset, batch_size=batch_size):
+            x = to_model_input(tiles, mean, std, device)
+            reference[start : start + len(x)] = forward_probabilities(model, x, "fp32").cpu()
+            start += len(x)
+    reduced = np.asarray(probabilities[chosen], dtype=np.float32)
+    difference = np.abs(reduced - reference)
+    return {
+        "tiles": len(chosen),
+        "argmax_agreement": float((reduced.argmax(1) == reference.argmax(1)).mean()),
+        "max_abs_difference": float(difference.max()),
+        "mean_abs_difference": float(difference.mean()),
+    }
+
+
+class _TilePredictor(pl.LightningModule):
+    """``predict_step``: normalise a uint8 batch and return ``(indices, probabilities)``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: nn.Module, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(spec["mean"]).view(1, -1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(spec["std"]).view(1, -1, 1, 1), False)
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        tiles, index = batch
+        x = to_model_input(tiles, self.mean, self.std, self.device)
+        return index, self.model(x).float().softmax(dim=1)
+
+
+class _MemmapWriter(BasePredictionWriter):
+    """Writes each rank's batches into the shared ``.npy`` memory map by tile index."""
+
+    def __init__(self, path: Path, on_batch: OnBatch | None) -> None:
+        super().__init__(write_interval="batch")
+        self.path = path
+        self.on_batch = on_batch
+        self._memmap: np.memmap[Any, np.dtype[np.float32]] | None = None
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._memmap is None:
+            self._memmap = open_memmap(self.path, mode="r+")
+        index, probs = prediction
+        self._memmap[index.cpu().numpy()] = probs.cpu().numpy()
+        if self.on_batch is not None and trainer.is_global_zero:
+            self.on_batch(len(index) * trainer.world_size)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._memmap is not None:
+            self._memmap.flush()
+        self._memmap = None
+        trainer.strategy.barrier()  # every rank's tiles are on disk before rank 0 reads them
+
+
+def predict_tiles_distributed(
+    model: nn.Module,
+    spec: dict[str, Any],
+    dataset: Dataset[Any],
+    probabilities_path: Path,
+    *,
+    devices: int,
+    accelerator: str = "auto",
+    batch_size: int = 16,
+    workers: int = 0,
+    precision: str = "fp32",
+    on_batch: OnBatch | None = None,
+) -> bool:
+    """Fill the ``.npy`` memory map at ``probabilities_path`` through Lightning's predict loop.
+
+    Lightning shards the tiles over ``devices`` (its ``DistributedSampler``, padded by repeating
+    tiles, which the writer writes twice with the same values); the ranks write into the one
+    memory map, so it must be on a file system all of them see.
+
+    Returns:
+        True in the process that should write the outputs (global rank 0).
+    """
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision=_LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=True,
+        callbacks=[_MemmapWriter(probabilities_path, on_batch)],
+    )
+    loader = tile_loader(dataset, batch_size, workers, torch.device("cpu"))
+    module = _TilePredictor(model.to(memory_format=torch.channels_last), spec)  # type: ignore[call-overload]
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    return bool(trainer.is_global_zero)

@@ -1,0 +1,544 @@
+"""Automatic search for the magnification a trained patch classifier works best at (seed 003).
+
+Algorithm 1 of the seed, on a whole-slide image and an oncoscope checkpoint:
+
+1. ``P`` points drawn at random (seeded) in the slide's tissue
+   (:func:`oncoscope.pathology.tissue.tissue_mask` on a thumbnail), placed so that even the
+   largest crop lies inside the slide where the slide is big enough;
+2. at every point and every scale ``s_i`` of the set (a magnification; ``mpp = 10 / s_i`` as in
+   :mod:`oncoscope.io.slides`), an ``eps x eps`` crop centred on the point, read at ``s_i``,
+   where ``eps`` is the model's input size (checkpoint ``image_size``), normalised exactly as in
+   training (:func:`oncoscope.train.data.eval_transform` with the checkpoint's mean and std);
+3. the crop's features ``Phi``: the model's penultimate (pre-logits) features
+   (``forward_head(forward_features(x), pre_logits=True)``, as timm models and oncoscope's own
+   models provide); all crops of one scale go through the model together, in batches;
+4. the distance matrix ``D = X . W / ||W||`` (``N x C``; each column divided by the norm of its
+   own class weight vector), the point's scale ``argmax_i max_c D[i, c]``, and the slide's scale
+   by majority vote (:mod:`oncoscope.inference.scale_curves`, which also names the tie rule).
+
+**Bias.** By default the classifier's bias is left out, as in the seed's formula: the default
+then reproduces Algorithm 1 exactly. ``bias=True`` adds it, ``(x . w + b) / ||w||``, the true
+signed distance to each hyperplane. The bias is constant across scales, so it shifts each
+class's curve by ``b_c / ||w_c||`` without changing its shape; it can only change which class's
+curve is the highest, and so, sometimes, a point's vote.
+
+**Upsampling.** A scale above the slide's scan magnification would be read by enlarging level
+0. It is refused (:class:`oncoscope.errors.InvalidOptionError`) unless ``allow_upsampling``,
+which warns and upsamples level 0 bilinearly.
+
+With annotations (GeoJSON or label mask), each point takes the label of the annotation it lies
+in, and the seed's Table 1 is added: per-class accuracy of the patch-wise classification
+(argmax of the full classifier, bias included) at every scale of the set, beside the votes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.inference.scale_curves import (
+    CURVE_KINDS,
+    CurveKind,
+    classify_curve,
+    hyperplane_distances,
+    majority_vote,
+    point_scale_index,
+    vote_histogram,
+    widen_advice,
+)
+from oncoscope.io.atomic import atomic_path
+from oncoscope.io.slides import TOLERANCE, Resolution, Slide, magnification_to_mpp, open_slide
+from oncoscope.pathology.annotations import Labels, best_label, load_labels
+from oncoscope.pathology.tiling import random_positions
+from oncoscope.pathology.tissue import tissue_mask
+from oncoscope.train.checkpoint import load_model
+from oncoscope.train.data import eval_transform
+
+#: The seed's scale set: x10 to x43, neighbours about 1.2 apart.
+DEFAULT_SCALES: tuple[float, ...] = (10, 12, 14, 17, 20, 25, 30, 35, 43)
+#: Longer side in pixels of the thumbnail the tissue mask is made on.
+THUMBNAIL_PX = 1024
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """One point of the search.
+
+    Attributes:
+        x, y: level-0 pixel coordinates of the point (the centre of its crops).
+        scale: the scale (magnification) of its largest distance (Algorithm 1, line 10).
+        curve: the shape of its distance curves (:func:`classify_curve`).
+        distances: ``(N scales, C classes)`` distance matrix ``D``.
+        predicted: the class the model gives its crop at each scale.
+        label: the annotation the point lies in (None without annotations or outside them).
+    """
+
+    x: int
+    y: int
+    scale: float
+    curve: CurveKind
+    distances: np.ndarray[Any, np.dtype[np.float64]]
+    predicted: tuple[str, ...]
+    label: str | None = None
+
+
+@dataclass
+class ScaleResult:
+    """The outcome of :func:`search_scale`; :meth:`to_json` is the ``scale.json`` record.
+
+    Attributes:
+        winner: the slide's scale (majority vote).
+        histogram: votes per scale of the set.
+        points: every point with its distance matrix.
+        scales: the scale set, increasing.
+        classes: the model's classes (columns of each distance matrix).
+        bias: whether the classifier's bias was added to the distances.
+        widen: :func:`oncoscope.inference.scale_curves.widen_advice`.
+        table: the seed's Table 1 (per-class accuracy at each scale) with annotations, else None.
+        slide, checkpoint: the inputs.
+        slide_magnification, slide_mpp: the slide's scan magnification and microns per pixel.
+        trained_magnification: the magnification the checkpoint says its tiles were made at.
+        crop_px: side of each crop (the model's input size).
+        seed: seed of the point sampling.
+        upsampled: scales read by enlarging level 0 (``allow_upsampling``).
+        warnings: things the user should know (upsampling, few points).
+    """
+
+    winner: float
+    histogram: dict[float, int]
+    points: list[ScalePoint]
+    scales: list[float]
+    classes: list[str]
+    bias: bool
+    widen: dict[str, Any]
+    table: dict[str, Any] | None
+    slide: Path
+    checkpoint: Path
+    slide_magnification: float
+    slide_mpp: float
+    trained_magnification: float | None
+    crop_px: int
+    seed: int
+    upsampled: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def curve_counts(self) -> dict[str, int]:
+        """Points per curve kind."""
+        return {kind: sum(p.curve == kind for p in self.points) for kind in CURVE_KINDS}
+
+    def within(self, scale: float, steps: int = 1) -> float:
+        """Share of points whose scale is within ``steps`` neighbours of ``scale`` in the set."""
+        centre = self.scales.index(scale)
+        near = set(self.scales[max(0, centre - steps) : centre + steps + 1])
+        return sum(p.scale in near for p in self.points) / max(len(self.points), 1)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``scale.json`` record (scales as numbers, histogram keyed by scale text)."""
+        points = []
+        for p in self.points:
+            entry: dict[str, Any] = {
+                "x": p.x,
+                "y": p.y,
+                "scale": _number(p.scale),
+                "curve": p.curve,
+                "distances": [[round(float(v), 6) for v in row] for row in p.distances],
+                "predicted": list(p.predicted),
+            }
+            if self.table is not None:
+                entry["label"] = p.label
+            points.append(entry)
+        return {
+            "slide": str(self.slide),
+            "checkpoint": str(self.checkpoint),
+            "scales": [_number(s) for s in self.scales],
+            "classes": self.classes,
+            "bias": self.bias,
+            "winner": _number(self.winner),
+            "histogram": {f"{s:g}": n for s, n in self.histogram.items()},
+            "curves": self.curve_counts(),
+            "widen": self.widen,
+            "table": self.table,
+            "points": points,
+            "slide_magnification": self.slide_magnification,
+            "slide_mpp": self.slide_mpp,
+            "trained_magnification": self.trained_magnification,
+            "crop_px": self.crop_px,
+            "seed": self.seed,
+            "upsampled_scales": [_number(s) for s in self.upsampled],
+            "warnings": self.warnings,
+        }
+
+
+def search_scale(
+    checkpoint: str | Path,
+    slide_path: str | Path,
+    *,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    points: int = 100,
+    seed: int = 0,
+    bias: bool = False,
+    batch_size: int = 16,
+    allow_upsampling: bool = False,
+    annotations: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScaleResult:
+    """Run Algorithm 1 of seed 003 on one slide (see the module docstring).
+
+    Args:
+        checkpoint: an oncoscope training checkpoint of an RGB patch classifier.
+        slide_path: a slide OpenSlide reads, with mpp or magnification metadata.
+        scales: magnifications to try (at least two, distinct; sorted here).
+        points: number of random points in tissue (``P``).
+        seed: seed of the points.
+        bias: add the classifier's bias (true signed distance; default: the seed's formula).
+        batch_size: crops per forward pass.
+        allow_upsampling: accept scales above the scan's magnification (warns).
+        annotations: GeoJSON or label mask of the slide; adds the per-class accuracy table.
+        progress: called with ``(scales done, scales)`` after each scale.
+
+    Returns:
+        The :class:`ScaleResult`.
+
+    Raises:
+        InvalidOptionError: bad scales, points or batch size; a scale above the scan's
+            magnification without ``allow_upsampling``; crops larger than the slide.
+        OncoscopeError: an unreadable checkpoint or slide, a checkpoint whose input does not fit
+            (not 3-channel, classifier not one linear layer, classes not matching it), a slide
+            without tissue, annotations that label no point with one of the model's classes.
+    """
+    ordered = _check_options(scales, points, batch_size)
+    checkpoint, slide_path = Path(checkpoint), Path(slide_path)
+    model, spec = load_model(checkpoint)
+    weight, head_bias = _linear_head(model, spec, checkpoint)
+    crop_px = int(spec["image_size"])
+    classes = [str(c) for c in spec["classes"]]
+    transform = eval_transform(crop_px, spec["mean"], spec["std"])
+    notes: list[str] = []
+    with open_slide(slide_path) as slide:
+        targets, upsampled = _resolutions(slide, ordered, allow_upsampling)
+        if upsampled:
+            message = (
+                f"x{', x'.join(f'{s:g}' for s in upsampled)} above the scan's "
+                f"x{slide.magnification:g}: crops upsampled from level 0"
+            )
+            warnings.warn(message, stacklevel=2)
+            notes.append(message)
+        largest = crop_px * targets[0].downsample
+        if largest > max(slide.dimensions):
+            raise InvalidOptionError(
+                f"a {crop_px}-px crop at x{ordered[0]:g} spans {largest:.0f} level-0 px, more "
+                f"than the slide ({slide.dimensions[0]} x {slide.dimensions[1]}); drop the "
+                "lowest scales",
+                slide_path,
+            )
+        centres = _sample_points(slide, points, seed, largest)
+        labels = load_labels(annotations, slide.dimensions) if annotations else None
+        point_labels = [_label_at(labels, xy) for xy in centres] if labels else []
+        features_by_scale = []
+        for index, target in enumerate(targets):
+            crops = np.stack([_read_centred(slide, xy, crop_px, target) for xy in centres])
+            features_by_scale.append(_features(model, crops, transform, batch_size))
+            if progress is not None:
+                progress(index + 1, len(targets))
+        slide_magnification, slide_mpp = slide.magnification, slide.mpp
+    features = np.stack(features_by_scale, axis=1)  # (P, N, M)
+    w = weight.T  # (M, C), the seed's W
+    result_points = []
+    for k, (x, y) in enumerate(centres):
+        distances = hyperplane_distances(features[k], w, head_bias if bias else None)
+        logits = features[k] @ w + head_bias
+        result_points.append(
+            ScalePoint(
+                x=int(x),
+                y=int(y),
+                scale=ordered[point_scale_index(distances)],
+                curve=classify_curve(distances),
+                distances=distances,
+                predicted=tuple(classes[i] for i in logits.argmax(axis=1)),
+                label=point_labels[k] if point_labels else None,
+            )
+        )
+    votes = [p.scale for p in result_points]
+    winner = majority_vote(votes, ordered)
+    histogram = vote_histogram(votes, ordered)
+    table = None
+    if annotations is not None:
+        table = accuracy_table(result_points, ordered, classes, histogram, winner, annotations)
+    return ScaleResult(
+        winner=winner,
+        histogram=histogram,
+        points=result_points,
+        scales=ordered,
+        classes=classes,
+        bias=bias,
+        widen=widen_advice([p.curve for p in result_points], ordered),
+        table=table,
+        slide=slide_path,
+        checkpoint=checkpoint,
+        slide_magnification=slide_magnification,
+        slide_mpp=slide_mpp,
+        trained_magnification=_trained_magnification(spec),
+        crop_px=crop_px,
+        seed=seed,
+        upsampled=upsampled,
+        warnings=notes,
+    )
+
+
+def accuracy_table(
+    points: Sequence[ScalePoint],
+    scales: Sequence[float],
+    classes: Sequence[str],
+    histogram: dict[float, int],
+    winner: float,
+    source: str | Path = "annotations",
+) -> dict[str, Any]:
+    """The seed's Table 1: per-class accuracy of the points' crops at each scale.
+
+    A class's accuracy at a scale is the share of the points labelled with it whose crop at
+    that scale the model assigns to it (its recall); ``mean`` averages the classes present.
+
+    Returns:
+        ``{"classes", "points", "unmatched_points", "rows": [{"scale", "votes", "accuracy":
+        {class: share}, "mean"}], "best_scale", "winner"}``; ``best_scale`` has the highest
+        mean (the lower magnification on a tie).
+
+    Raises:
+        OncoscopeError: no point carries a label among ``classes``.
+    """
+    labelled = [p for p in points if p.label in classes]
+    if not labelled:
+        found = sorted({p.label for p in points if p.label is not None})
+        raise OncoscopeError(
+            f"no point lies in an annotation of the model's classes {list(classes)} "
+            f"(labels at the points: {found or 'none'})",
+            source,
+        )
+    present = [c for c in classes if any(p.label == c for p in labelled)]
+    rows = []
+    for i, scale in enumerate(scales):
+        accuracy = {
+            c: float(np.mean([p.predicted[i] == c for p in labelled if p.label == c]))
+            for c in present
+        }
+        rows.append(
+            {
+                "scale": _number(scale),
+                "votes": histogram.get(scale, 0),
+                "accuracy": accuracy,
+                "mean": float(np.mean(list(accuracy.values()))),
+            }
+        )
+    best_index = max(range(len(rows)), key=lambda i: (rows[i]["mean"], -scales[i]))
+    return {
+        "classes": present,
+        "points": {c: sum(p.label == c for p in labelled) for c in present},
+        "unmatched_points": len(points) - len(labelled),
+        "rows": rows,
+        "best_scale": _number(scales[best_index]),
+        "winner": _number(winner),
+    }
+
+
+def write_scale_outputs(result: ScaleResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``scale.json``, ``scale_histogram.png`` and ``scale_curves.png`` (atomically).
+
+    Returns:
+        ``{"json": ..., "histogram": ..., "curves": ...}`` paths.
+    """
+    from oncoscope.inference.scale_figures import plot_curves, plot_histogram
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "scale.json",
+        "histogram": out / "scale_histogram.png",
+        "curves": out / "scale_curves.png",
+    }
+    with atomic_path(paths["json"]) as temporary:
+        temporary.write_text(json.dumps(result.to_json(), indent=1))
+    plot_histogram(result, paths["histogram"])
+    plot_curves(result, paths["curves"])
+    return paths
+
+
+def parse_scales(text: str) -> list[float]:
+    """Scales from ``"10,12,14"`` (magnifications, comma-separated; an ``x`` prefix is allowed).
+
+    Raises:
+        InvalidOptionError: a value that is not a number.
+
+    Example:
+        >>> parse_scales("10, x12.5,20")
+        [10.0, 12.5, 20.0]
+    """
+    values = []
+    for part in text.split(","):
+        item = part.strip().lower().removeprefix("x")
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise InvalidOptionError(
+                f"--scales: '{part.strip()}' is not a magnification (give e.g. 10,12,14,17,20)"
+            ) from None
+    return values
+
+
+def _check_options(scales: Sequence[float], points: int, batch_size: int) -> list[float]:
+    ordered = sorted(float(s) for s in scales)
+    if len(ordered) < 2:
+        raise InvalidOptionError(f"--scales needs at least two magnifications, got {ordered}")
+    if any(not math.isfinite(s) or s <= 0 for s in ordered):
+        raise InvalidOptionError(f"--scales must be positive magnifications, got {ordered}")
+    if len(set(ordered)) != len(ordered):
+        raise InvalidOptionError(f"--scales repeats a magnification: {ordered}")
+    if points < 1:
+        raise InvalidOptionError(f"--points must be at least 1, got {points}")
+    if batch_size < 1:
+        raise InvalidOptionError(f"--batch-size must be at least 1, got {batch_size}")
+    return ordered
+
+
+def _linear_head(
+    model: nn.Module, spec: dict[str, Any], path: Path
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """``(C, M)`` weight and ``(C,)`` bias of the model's last linear layer, checked."""
+    if int(spec.get("in_chans", 3)) != 3:
+        raise OncoscopeError(
+            f"the model takes {spec.get('in_chans')}-channel images (a CT model?); slides are "
+            "RGB: use a checkpoint trained on slide tiles",
+            path,
+        )
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    if not isinstance(head, nn.Linear) or not hasattr(model, "forward_head"):
+        raise OncoscopeError(
+            "the model's classifier is not one linear layer after pre-logits features; the "
+            "scale search needs its separating hyperplanes",
+            path,
+        )
+    classes = list(spec["classes"])
+    if head.out_features != len(classes) or len(classes) < 2:
+        raise OncoscopeError(
+            f"the classifier has {head.out_features} outputs but the checkpoint names "
+            f"{len(classes)} classes {classes}",
+            path,
+        )
+    weight = head.weight.detach().double().numpy()
+    bias = (
+        head.bias.detach().double().numpy()
+        if head.bias is not None
+        else np.zeros(head.out_features, dtype=np.float64)
+    )
+    return weight, bias
+
+
+def _resolutions(
+    slide: Slide, scales: Sequence[float], allow_upsampling: bool
+) -> tuple[list[Resolution], list[float]]:
+    """How each scale is read; scales above the scan's magnification only when allowed."""
+    above = [s for s in scales if s > slide.magnification * (1 + TOLERANCE)]
+    if above and not allow_upsampling:
+        raise InvalidOptionError(
+            f"x{', x'.join(f'{s:g}' for s in above)} is above the slide's scan magnification "
+            f"x{slide.magnification:g} and would need upsampling; drop it from --scales or pass "
+            "--allow-upsampling",
+            slide.path,
+        )
+    targets = []
+    for scale in scales:
+        if scale in above:
+            downsample = slide.magnification / scale
+            targets.append(
+                Resolution(
+                    downsample=downsample,
+                    mpp=slide.mpp * downsample,
+                    magnification=scale,
+                    level=0,
+                )
+            )
+        else:
+            targets.append(slide.resolution(mpp=magnification_to_mpp(scale)))
+    return targets, above
+
+
+def _sample_points(slide: Slide, count: int, seed: int, extent_px: float) -> list[tuple[int, int]]:
+    """``count`` level-0 points drawn uniformly in tissue, boxes of ``extent_px`` kept inside."""
+    thumbnail, downsample = slide.thumbnail(THUMBNAIL_PX)
+    tissue = tissue_mask(thumbnail, downsample, mpp=slide.mpp)
+    if not tissue.mask.any():
+        raise OncoscopeError(
+            "no tissue found in the slide; the scale search needs tissue", slide.path
+        )
+    extent = min(extent_px, *slide.dimensions)
+    corners = random_positions(
+        tissue.mask,
+        downsample,
+        slide.dimensions,
+        (extent, extent),
+        count,
+        np.random.default_rng(seed),
+    )
+    return [(round(x + extent / 2), round(y + extent / 2)) for x, y in corners.tolist()]
+
+
+def _read_centred(
+    slide: Slide, centre_xy: tuple[int, int], crop_px: int, target: Resolution
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """``(crop_px, crop_px, 3) uint8`` crop centred on a level-0 point, at a resolution."""
+    half = crop_px * target.downsample / 2
+    return slide.read_at((centre_xy[0] - half, centre_xy[1] - half), (crop_px, crop_px), target)
+
+
+def _features(
+    model: nn.Module,
+    crops: np.ndarray[Any, np.dtype[np.uint8]],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """``(P, M)`` pre-logits features of ``(P, H, W, 3) uint8`` crops."""
+    out = []
+    forward_features: Any = getattr(model, "forward_features")  # noqa: B009 - checked earlier
+    forward_head: Any = getattr(model, "forward_head")  # noqa: B009
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            batch = torch.from_numpy(crops[start : start + batch_size]).permute(0, 3, 1, 2)
+            images = transform(batch).contiguous(memory_format=torch.channels_last)
+            pre_logits = forward_head(forward_features(images), pre_logits=True)
+            out.append(pre_logits.double().flatten(1).numpy())
+    return np.concatenate(out)
+
+
+def _label_at(labels: Labels, centre_xy: tuple[int, int]) -> str | None:
+    """The annotation label at a level-0 point (of the pixel it lies in)."""
+    x, y = centre_xy
+    label, _ = best_label(labels.coverage((x - 0.5, y - 0.5), (1.0, 1.0)))
+    return label
+
+
+def _trained_magnification(spec: dict[str, Any]) -> float | None:
+    """The magnification the checkpoint's tiles were made at, from its preprocessing record."""
+    preprocessing = spec.get("preprocessing") or {}
+    try:
+        if preprocessing.get("magnification") is not None:
+            return float(preprocessing["magnification"])
+        if preprocessing.get("mpp") is not None:
+            return round(10.0 / float(preprocessing["mpp"]), 6)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def _number(value: float) -> float | int:
+    """``20.0 -> 20`` for JSON; other values unchanged."""
+    return int(value) if float(value).is_integer() else float(value)

@@ -1,0 +1,523 @@
+"""Whole-slide inference: a patch classifier over the tissue of slides, into probability maps.
+
+For each slide (seed 003, Fig. 3): tiles at the model's input size and the chosen resolution
+over the tissue, stepped by ``stride`` of a tile; each tile's class probabilities averaged into
+every output cell it covers (:mod:`oncoscope.inference.accumulate`); the argmax per cell is the
+coarse segmentation. Outputs in ``OUT/<slide stem>/``:
+
+- ``probabilities.npy`` float32 ``(rows, cols, classes)`` over the cell grid, NaN = not computed;
+- ``probabilities.tif`` pyramidal float32 TIFF whose resolution overlays it on level 0;
+- ``heatmap.png`` (a class's probability, or the max, over the thumbnail), ``segmentation.png``;
+- ``regions.geojson`` class regions in level-0 pixels (QuPath annotations);
+- ``summary.json`` (see :func:`infer_slide`) and, last, ``status.json`` (resume).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from PIL import Image
+from torch import nn
+
+from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
+from oncoscope.inference import heatmaps, outputs
+from oncoscope.inference.accumulate import ProbabilityAccumulator
+from oncoscope.inference.patches import TileDataset, TileGrid, target_resolution, tile_grid
+from oncoscope.inference.predict_tiles import (
+    precision_agreement,
+    predict_tiles,
+    predict_tiles_distributed,
+    prepare_model,
+    resolve_precision,
+)
+from oncoscope.inference.scale_search import DEFAULT_SCALES, search_scale, write_scale_outputs
+from oncoscope.inference.status import is_done, write_status
+from oncoscope.io.atomic import atomic_path
+from oncoscope.io.slides import Slide, open_slide
+from oncoscope.pathology.tissue import tissue_mask
+from oncoscope.train.checkpoint import load_model
+
+#: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
+DEFAULT_MAGNIFICATION = 20.0
+#: Longer side (px) of the thumbnail used for the tissue mask and the figures.
+THUMBNAIL_PX = 2048
+#: Longer side (px) of the slide in the PNG figures.
+FIGURE_PX = 1024
+#: Tiles accumulated into the map at once.
+ACCUMULATE_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class SlideOptions:
+    """How slides are classified (see ``oncoscope slide --help``).
+
+    Attributes:
+        magnification, mpp: resolution of the tiles (at most one; neither: the checkpoint's
+            training resolution if it records one, else x20).
+        stride: tile step as a fraction of the tile (1, 0.5, 0.25, ...).
+        batch_size, workers: DataLoader batch size and reader processes.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        min_tissue: least tissue share of a tile for it to be classified.
+        allow_upsampling: allow a resolution finer than the scan's (warned).
+        devices: run through Lightning's ``trainer.predict`` on this many devices (None: the
+            plain single-device loop).
+        accelerator: Lightning accelerator with ``devices``.
+        heatmap_class: class shown in ``heatmap.png`` (default: a tumour-like name, else max).
+        scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
+        overwrite: redo slides already done.
+        auto_scale: find the resolution first with the scale search of seed 003
+            (:func:`oncoscope.inference.scale_search.search_scale`) over ``scales`` (those above
+            the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
+            random tissue points, and classify at its winner.
+    """
+
+    magnification: float | None = None
+    mpp: float | None = None
+    stride: float = 0.5
+    batch_size: int = 16
+    workers: int = 0
+    precision: str = "auto"
+    min_tissue: float = 0.05
+    allow_upsampling: bool = False
+    devices: int | None = None
+    accelerator: str = "auto"
+    heatmap_class: str | None = None
+    scan_mpp: float | None = None
+    scan_magnification: float | None = None
+    overwrite: bool = False
+    auto_scale: bool = False
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    scale_points: int = 100
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A checked checkpoint: the model (eval, channels-last, on ``device``) and its spec."""
+
+    model: nn.Module
+    spec: dict[str, Any]
+    path: Path
+    device: torch.device
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in the model's output order."""
+        return [str(c) for c in self.spec["classes"]]
+
+
+@dataclass
+class SlideOutcome:
+    """What became of one slide: its folder, its summary (None when skipped), warnings."""
+
+    slide: Path
+    folder: Path
+    summary: dict[str, Any] | None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchReport:
+    """All slides of a run: outcomes of the good ones, ``(path, message)`` of the bad ones."""
+
+    outcomes: list[SlideOutcome] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> Classifier:
+    """Load a checkpoint and check it can classify RGB slide tiles.
+
+    Raises:
+        OncoscopeError: see :func:`oncoscope.train.checkpoint.load_model`; a model that does
+            not take 3-channel input, has fewer than two classes, or no square input size.
+    """
+    path = Path(checkpoint)
+    model, spec = load_model(path)
+    if int(spec.get("in_chans", 0)) != 3:
+        raise OncoscopeError(
+            f"the model takes {spec.get('in_chans')}-channel input; slides are RGB (3 channels)",
+            path,
+        )
+    if len(spec.get("classes", [])) < 2:
+        raise OncoscopeError("the model has fewer than two classes", path)
+    size = spec.get("image_size")
+    if not isinstance(size, int) or size < 8:
+        raise OncoscopeError(f"the model's input size {size!r} is not a square side >= 8", path)
+    if len(spec.get("mean", [])) != 3 or len(spec.get("std", [])) != 3:
+        raise OncoscopeError("the checkpoint's mean/std are not three RGB values", path)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return Classifier(prepare_model(model, device), spec, path, device)
+
+
+def resolution_options(
+    options: SlideOptions, spec: dict[str, Any]
+) -> tuple[float | None, float | None]:
+    """``(mpp, magnification)`` to read at: the options', else the checkpoint's, else x20."""
+    if options.mpp is not None and options.magnification is not None:
+        raise InvalidOptionError("give --mpp or --magnification, not both")
+    if options.mpp is not None or options.magnification is not None:
+        return options.mpp, options.magnification
+    made_with = spec.get("preprocessing") or {}
+    for key in ("mpp", "magnification"):
+        value = made_with.get(key)
+        if isinstance(value, int | float) and value > 0:
+            return (float(value), None) if key == "mpp" else (None, float(value))
+    return None, DEFAULT_MAGNIFICATION
+
+
+def infer_slide(
+    classifier: Classifier,
+    slide_path: str | Path,
+    out: str | Path,
+    options: SlideOptions,
+    *,
+    annotations: str | Path | None = None,
+    on_tiles: Callable[[int, int], None] | None = None,
+) -> SlideOutcome:
+    """Classify one slide into ``out/<slide stem>/`` (see the module docstring).
+
+    ``summary.json`` holds ``slide``, ``checkpoint``, ``class_names``, ``colors``,
+    ``classes: {name: {area_mm2, fraction}}`` (fraction of the whole slide's area), ``tiles``,
+    ``seconds`` (opening the slide to outputs written), ``tiles_per_second``,
+    ``magnification``, ``mpp``, ``tile_size_px``, ``stride``, ``precision``, ``grid``
+    (``origin_level0_xy``, ``cell_size_level0_px``, ``shape_rows_cols``),
+    ``slide_dimensions_level0``, ``slide_mpp``, ``heatmap_class``; ``precision_agreement``
+    under a reduced precision; ``annotations`` scores when annotations are given.
+
+    Args:
+        on_tiles: called with ``(tiles done, tiles in the slide)`` as batches finish.
+
+    Raises:
+        OncoscopeError: an unreadable slide, no tissue, a resolution the slide cannot give,
+            bad annotations or options.
+    """
+    slide_path = Path(slide_path)
+    folder = Path(out) / slide_path.stem
+    if not options.overwrite and is_done(folder):
+        return SlideOutcome(slide_path, folder, None)
+    started = time.perf_counter()
+    notes: list[str] = []
+    scale_search = None
+    if options.auto_scale:
+        options, scale_search = _auto_scale(classifier, slide_path, folder, options, notes)
+    with open_slide(
+        slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
+    ) as s:
+        grid, thumbnail, thumb_downsample = _plan(classifier, s, options, notes)
+        work = folder / ".work"
+        shutil.rmtree(work, ignore_errors=True)
+        precision, agreement = _classify(classifier, s, grid, work, options, on_tiles)
+        if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
+            return SlideOutcome(slide_path, folder, None, notes)
+        map_path = folder / "probabilities.npy"
+        accumulator = ProbabilityAccumulator(
+            work, grid.shape_rows_cols, len(classifier.class_names)
+        )
+        tile_probs = np.load(work / "tiles.npy", mmap_mode="r")
+        for start in range(0, len(grid), ACCUMULATE_CHUNK):
+            chunk = slice(start, start + ACCUMULATE_CHUNK)
+            accumulator.add(grid.cells[chunk], grid.cells_per_tile, tile_probs[chunk])
+        with atomic_path(map_path) as temporary:
+            mean = open_memmap(temporary, mode="w+", dtype=np.float32, shape=accumulator.sums.shape)
+            accumulator.mean(out=mean)
+            mean.flush()
+            del mean
+        del tile_probs, accumulator
+        summary = _write_outputs(
+            classifier, s, grid, folder, thumbnail, thumb_downsample, options, annotations
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    summary.update(
+        tiles=len(grid),
+        seconds=seconds,
+        tiles_per_second=len(grid) / seconds if seconds > 0 else None,
+        precision=precision,
+    )
+    if agreement is not None:
+        summary["precision_agreement"] = agreement
+    if scale_search is not None:
+        summary["scale_search"] = scale_search
+    with atomic_path(folder / "summary.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
+    write_status(folder, {"slide": str(slide_path), "checkpoint": str(classifier.path)})
+    return SlideOutcome(slide_path, folder, summary, notes)
+
+
+def _auto_scale(
+    classifier: Classifier,
+    slide_path: Path,
+    folder: Path,
+    options: SlideOptions,
+    notes: list[str],
+) -> tuple[SlideOptions, dict[str, Any]]:
+    """Options at the scale search's winning magnification, and what the search found.
+
+    The search's ``scale.json`` and figures are written into ``folder``.
+
+    Raises:
+        InvalidOptionError: ``--auto-scale`` with ``--mpp``/``--magnification``, or fewer
+            than two scales the slide can deliver.
+    """
+    if options.mpp is not None or options.magnification is not None:
+        raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
+    scales = sorted(options.scales)
+    if not options.allow_upsampling:
+        with open_slide(
+            slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
+        ) as slide:
+            scan = slide.magnification
+        kept = [s for s in scales if s <= scan * (1 + 1e-6)]
+        if len(kept) < len(scales):
+            dropped = ", ".join(f"x{s:g}" for s in scales if s not in kept)
+            notes.append(f"scale search: {dropped} above the scan's x{scan:g}, not tried")
+        scales = kept
+    if len(scales) < 2:
+        raise InvalidOptionError(
+            "--auto-scale needs at least two scales the slide can deliver "
+            "(add lower --scales or --allow-upsampling)",
+            slide_path,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # upsampling is already a note
+        result = search_scale(
+            classifier.path,
+            slide_path,
+            scales=scales,
+            points=options.scale_points,
+            batch_size=options.batch_size,
+            allow_upsampling=options.allow_upsampling,
+        )
+    write_scale_outputs(result, folder)
+    notes.append(f"scale search chose x{result.winner:g}")
+    found = {"winner": result.winner, "scales": scales, "scale_json": "scale.json"}
+    return replace(options, magnification=float(result.winner), mpp=None), found
+
+
+def _plan(
+    classifier: Classifier, slide: Slide, options: SlideOptions, notes: list[str]
+) -> tuple[TileGrid, np.ndarray[Any, Any], float]:
+    mpp, magnification = resolution_options(options, classifier.spec)
+    try:
+        target, upsampled = target_resolution(
+            slide, mpp=mpp, magnification=magnification, allow_upsampling=options.allow_upsampling
+        )
+    except InvalidOptionError as error:
+        hint = "; or pass --allow-upsampling" if "finer than" in error.message else ""
+        raise InvalidOptionError(error.message + hint, slide.path) from None
+    if upsampled:
+        notes.append(
+            f"upsampling: x{target.magnification:.3g} ({target.mpp:.4g} um/px) is finer than the "
+            f"scan (x{slide.magnification:g}, {slide.mpp:.4g} um/px); tiles are interpolated"
+        )
+    thumbnail, thumb_downsample = slide.thumbnail(THUMBNAIL_PX)
+    tissue = tissue_mask(thumbnail, thumb_downsample, mpp=slide.mpp)
+    if not tissue.mask.any():
+        raise NoTissueError("no tissue found (blank slide?)", slide.path)
+    size = int(classifier.spec["image_size"])
+    grid = tile_grid(slide.dimensions, target, size, options.stride, tissue, options.min_tissue)
+    if len(grid) == 0:
+        raise NoTissueError(
+            f"no tile has at least {options.min_tissue:.0%} tissue; lower --min-tissue", slide.path
+        )
+    return grid, thumbnail, thumb_downsample
+
+
+def _classify(
+    classifier: Classifier,
+    slide: Slide,
+    grid: TileGrid,
+    work: Path,
+    options: SlideOptions,
+    on_tiles: Callable[[int, int], None] | None,
+) -> tuple[str | None, dict[str, float | int] | None]:
+    """Tile probabilities into ``work/tiles.npy``; ``(precision, agreement)``; None off rank 0."""
+    device = classifier.device if options.devices is None else torch.device("cpu")
+    if options.devices is not None and options.accelerator in ("gpu", "cuda", "auto"):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(options.precision, device)
+    dataset = TileDataset(
+        slide.path,
+        grid.positions_level0,
+        grid.tile_px,
+        grid.target,
+        options.scan_mpp,
+        options.scan_magnification,
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "tiles.npy"
+    shape = (len(grid), len(classifier.class_names))
+    probabilities = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    done = [0]
+
+    def advance(count: int) -> None:
+        done[0] += count
+        if on_tiles is not None:
+            on_tiles(min(done[0], len(grid)), len(grid))
+
+    run: dict[str, Any] = {
+        "batch_size": options.batch_size,
+        "workers": options.workers,
+        "precision": precision,
+        "on_batch": advance,
+    }
+    if options.devices is None:
+        predict_tiles(
+            classifier.model, classifier.spec, dataset, probabilities, device=device, **run
+        )
+        probabilities.flush()
+    else:
+        probabilities.flush()
+        del probabilities
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            rank_zero = predict_tiles_distributed(
+                classifier.model, classifier.spec, dataset, path,
+                devices=options.devices, accelerator=options.accelerator, **run,
+            )  # fmt: skip
+        if not rank_zero:
+            return None, None
+        probabilities = np.load(path, mmap_mode="r")
+    agreement = None
+    if precision != "fp32":
+        agreement = precision_agreement(
+            classifier.model.to(classifier.device),
+            classifier.spec,
+            dataset,
+            probabilities,
+            batch_size=options.batch_size,
+            device=classifier.device,
+        )
+    del probabilities
+    return precision, agreement
+
+
+def _write_outputs(
+    classifier: Classifier,
+    slide: Slide,
+    grid: TileGrid,
+    folder: Path,
+    thumbnail: np.ndarray[Any, Any],
+    thumb_downsample: float,
+    options: SlideOptions,
+    annotations: str | Path | None,
+) -> dict[str, Any]:
+    names = classifier.class_names
+    probabilities = np.load(folder / "probabilities.npy")
+    classes_map = outputs.class_map(probabilities)
+    cell0 = grid.cell_size_level0
+    outputs.write_probability_tiff(probabilities, folder / "probabilities.tif", cell0, slide.mpp)
+    colors = heatmaps.class_colors(names)
+    shown = heatmaps.heatmap_class(names, options.heatmap_class)
+    if shown is not None and shown not in names:
+        raise InvalidOptionError(f"--heatmap-class '{shown}' is not one of {', '.join(names)}")
+    values = (
+        probabilities[..., names.index(shown)]
+        if shown
+        else np.nanmax(np.where(np.isnan(probabilities), -np.inf, probabilities), axis=-1)
+    )
+    values = np.where(np.isinf(values), np.nan, values)
+    factor = max(1, -(-max(thumbnail.shape[:2]) // FIGURE_PX))  # ceil
+    thumbnail = np.asarray(Image.fromarray(thumbnail).reduce(factor))
+    thumb_downsample *= factor
+    thumb_shape = thumbnail.shape[:2]
+    heatmaps.write_heatmap(
+        heatmaps.sample_cells(values, thumb_shape, thumb_downsample, cell0),
+        thumbnail,
+        folder / "heatmap.png",
+        f"P({shown})" if shown else "max class probability",
+    )
+    heatmaps.write_segmentation(
+        heatmaps.sample_cells(classes_map, thumb_shape, thumb_downsample, cell0),
+        names,
+        colors,
+        folder / "segmentation.png",
+    )
+    regions = outputs.class_regions(classes_map, names, cell0, slide.dimensions)
+    outputs.write_regions(regions, folder / "regions.geojson")
+    areas = outputs.cell_areas_um2(grid.shape_rows_cols, cell0, slide.dimensions, slide.mpp)
+    slide_area_um2 = slide.dimensions[0] * slide.dimensions[1] * slide.mpp**2
+    summary: dict[str, Any] = {
+        "slide": str(slide.path),
+        "checkpoint": str(classifier.path),
+        "class_names": names,
+        "colors": colors,
+        "classes": outputs.class_areas(classes_map, names, areas, slide_area_um2),
+        "magnification": grid.target.magnification,
+        "mpp": grid.target.mpp,
+        "tile_size_px": grid.tile_px,
+        "stride": 1 / grid.cells_per_tile,
+        "min_tissue": options.min_tissue,
+        "heatmap_class": shown,
+        "grid": {
+            "origin_level0_xy": [0, 0],
+            "cell_size_level0_px": cell0,
+            "shape_rows_cols": list(grid.shape_rows_cols),
+        },
+        "slide_dimensions_level0": list(slide.dimensions),
+        "slide_mpp": slide.mpp,
+    }
+    if annotations is not None:
+        truth, truth_names = outputs.truth_map(
+            annotations, slide.dimensions, grid.shape_rows_cols, cell0
+        )
+        summary["annotations"] = {
+            "file": str(annotations),
+            **outputs.annotation_scores(classes_map, names, truth, truth_names),
+        }
+    return summary
+
+
+def infer_slides(
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    options: SlideOptions,
+    *,
+    annotations: str | Path | None = None,
+    on_slide: Callable[[Path, int], None] | None = None,
+    on_tiles: Callable[[int, int], None] | None = None,
+) -> BatchReport:
+    """Classify many slides; a bad slide is recorded in ``failures`` and the others go on.
+
+    Args:
+        inputs: slide files or folders of slides.
+        annotations: one file (one slide) or a folder of ``<slide stem>.geojson`` / ``.png``.
+        on_slide: called with ``(slide, slides in the run)`` before each slide.
+        on_tiles: see :func:`infer_slide`.
+
+    Raises:
+        OncoscopeError: a bad checkpoint or options, or no slides (per-slide errors are
+            reported, not raised).
+    """
+    from oncoscope.pathology.tile import find_slides
+
+    jobs = find_slides(inputs, annotations)
+    classifier = load_classifier(checkpoint)
+    report = BatchReport()
+    for job in jobs:
+        if on_slide is not None:
+            on_slide(job.path, len(jobs))
+        try:
+            report.outcomes.append(
+                infer_slide(
+                    classifier,
+                    job.path,
+                    out,
+                    options,
+                    annotations=job.annotations,
+                    on_tiles=on_tiles,
+                )
+            )
+        except OncoscopeError as error:
+            report.failures.append((str(job.path), error.message))
+    return report
