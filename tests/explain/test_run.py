@@ -80,10 +80,8 @@ def test_explain_cli_from_a_manifest_split(tmp_path, checkpoint):
     assert result.exit_code == 2 and "no layer 'nope'" in result.output
 
 
-def test_threshold_is_chosen_on_val_and_applied_to_test(tmp_path, checkpoint):
-    # val: lesion 250 on 125 -> map 1.0 on 0.5: any threshold in (0.5, 1] is perfect; the
-    # first step reaching the best Dice is 0.501. test: lesion 250 on 200 -> map 0.8 around it.
-    data = tmp_path / "data"
+def lesion_manifest(data: Path) -> Path:
+    """val: lesion 250 on 125; test: lesion 250 on 200; lesion masks and full-liver masks."""
     rows = []
     for split, background in (("val", 125), ("test", 200)):
         slice_png(data / f"{split}.png", background, 250)
@@ -97,6 +95,13 @@ def test_threshold_is_chosen_on_val_and_applied_to_test(tmp_path, checkpoint):
              "lesion_mask": f"{split}-lesions.png", "liver_mask": f"{split}-liver.png"}
         )  # fmt: skip
     pd.DataFrame(rows).to_csv(data / "manifest.csv", index=False)
+    return data / "manifest.csv"
+
+
+def test_threshold_is_chosen_on_val_and_applied_to_test(tmp_path, checkpoint):
+    # val: lesion 250 on 125 -> map 1.0 on 0.5: any threshold in (0.5, 1] is perfect; the
+    # first step reaching the best Dice is 0.501. test: lesion 250 on 200 -> map 0.8 around it.
+    data = lesion_manifest(tmp_path / "data").parent
     result = score_localization(checkpoint, data / "manifest.csv", "test", out_dir=tmp_path / "loc")
     assert result["threshold"] == pytest.approx(0.501)
     metrics = result["metrics"]
@@ -116,3 +121,25 @@ def test_threshold_is_chosen_on_val_and_applied_to_test(tmp_path, checkpoint):
     assert all(Path(f).is_file() for f in result["figures"])
     saved = json.loads((tmp_path / "loc" / "localization.json").read_text())
     assert saved["threshold"] == pytest.approx(0.501)
+
+
+def test_evaluate_localization_adds_the_scores_to_metrics_and_report(tmp_path, checkpoint):
+    manifest = lesion_manifest(tmp_path / "data")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("evaluate", str(checkpoint), "--data", str(manifest), "--out", str(out)),
+            *("--resamples", "20", "--localization"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    located = json.loads((out / "metrics.json").read_text())["localization"]
+    assert located["method"] == "gradcam"
+    assert located["threshold"] == pytest.approx(0.501)  # chosen on val, as above
+    assert located["metrics"]["pointing_game"] == 1.0
+    assert located["metrics"]["dice"] == pytest.approx(32 / 271)
+    page = (out / "report.html").read_text()
+    assert "Weak localisation (gradcam)" in page
+    assert "Lesion hit rate by size" in page
+    assert (out / "localization" / "localization.json").is_file()

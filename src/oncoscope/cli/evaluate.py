@@ -40,6 +40,16 @@ def evaluate(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Workers = 0,
+    localization: Annotated[
+        bool,
+        typer.Option(
+            "--localization",
+            help="Also score weak localisation of the CAM against the manifest's lesion masks.",
+        ),
+    ] = False,
+    cam_method: Annotated[
+        str, typer.Option(help="CAM method of --localization (gradcam, gradcam++, cam, ...).")
+    ] = "gradcam",
 ) -> None:
     """Metrics with 95% CIs (image and patient/slide level), figures and report.html."""
     from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
@@ -57,7 +67,13 @@ def evaluate(
     )
     with user_errors():
         result = evaluate_checkpoint(
-            checkpoint, data, out, settings, batch_size=batch_size, num_workers=workers
+            checkpoint,
+            data,
+            out,
+            settings,
+            batch_size=batch_size,
+            num_workers=workers,
+            localization=cam_method if localization else None,
         )
     metrics = result.metrics
     for level, block in (("image", metrics), ("group", metrics["group_level"])):
@@ -66,6 +82,13 @@ def evaluate(
             f"{level} level: accuracy {format_estimate(macro['accuracy'])}, "
             f"AUROC {format_estimate(macro['auroc'])}, "
             f"sensitivity {format_estimate(macro['recall'])}"
+        )
+    if "localization" in metrics:
+        located = metrics["localization"]["metrics"]
+        console.print(
+            f"localisation ({cam_method}): pointing game {located['pointing_game']:.3f} "
+            f"(random point in the liver {located['pointing_game_random_liver']:.3f}), "
+            f"PxAP {located['pxap']:.3f}"
         )
     console.print(f"metrics: {result.metrics_json}")
     console.print(f"report:  {result.report_html}")

@@ -30,7 +30,12 @@ from oncoscope.evaluate.plots import (
     plot_training_curves,
 )
 from oncoscope.evaluate.report import Report, ReportFigure, ReportSection, write_report
-from oncoscope.evaluate.sections import HOW_TO_READ, confusion_table, metrics_table
+from oncoscope.evaluate.sections import (
+    HOW_TO_READ,
+    confusion_table,
+    localization_section,
+    metrics_table,
+)
 from oncoscope.io.atomic import atomic_path
 
 #: Columns that may name the group of an image, in order of preference.
@@ -394,12 +399,19 @@ def evaluate_checkpoint(
     *,
     batch_size: int = 32,
     num_workers: int = 0,
+    localization: str | None = None,
 ) -> EvaluationResult:
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
     ``predictions.csv``, ``group_predictions.csv`` and ``figures/*.png`` under ``out``.
 
+    With ``localization`` (a CAM method, e.g. ``gradcam``), the weak localisation of seed 000 is
+    scored too (:func:`oncoscope.explain.score.score_localization`, threshold chosen on the
+    validation split) into ``out/localization/``, under ``localization`` in ``metrics.json``
+    and as a section of the report; the manifest needs ``lesion_mask`` (``ct prepare``).
+
     Raises:
-        OncoscopeError: a bad checkpoint, manifest or option; an empty split.
+        OncoscopeError: a bad checkpoint, manifest or option; an empty split; with
+            ``localization``, a manifest without masks or lesions.
     """
     from oncoscope.train.checkpoint import read_checkpoint
     from oncoscope.train.predict import predict_split
@@ -449,10 +461,31 @@ def evaluate_checkpoint(
     group_rows.insert(2, "pred", [classes[i] for i in grouped.scores.predictions()])
     with atomic_path(out / "group_predictions.csv") as temporary:
         group_rows.to_csv(temporary, index=False, float_format="%.6g")
+    located = None
+    if localization is not None:
+        from oncoscope.explain.score import score_localization
+
+        located = score_localization(
+            checkpoint,
+            manifest,
+            settings.split,
+            val_split=settings.val_split or "val",
+            method=localization,
+            out_dir=out / "localization",
+            batch_size=batch_size,
+        )
+        metrics["localization"] = {
+            "method": localization,
+            "threshold": located["threshold"],
+            "metrics": located["metrics"],
+            "by_size": located["by_size"],
+        }
     metrics_json = out / "metrics.json"
     with atomic_path(metrics_json) as temporary:
         temporary.write_text(json.dumps(metrics, indent=2))
     report = build_report(metrics, figures, training)
+    if located is not None:
+        report.add(localization_section(localization or "", located))
     report_html = write_report(report, out / "report.html")
     paths = [f.path for f in figures if f.path] + (
         [training.path] if training and training.path else []

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from oncoscope.evaluate.metrics import CLASS_METRICS, MACRO_METRICS, METRIC_NAMES
-from oncoscope.evaluate.report import ReportTable, format_estimate
+from oncoscope.evaluate.report import ReportFigure, ReportSection, ReportTable, format_estimate
 
 HOW_TO_READ = (
     "How to read this report. Each figure is followed by its 95% confidence interval in "
@@ -59,4 +60,50 @@ def confusion_table(confusion: dict[str, Any], caption: str) -> ReportTable:
         ["", *(f"predicted {label}" for label in labels), "total"],
         rows,
         "Counts, with the fraction of the true class (row) in brackets.",
+    )
+
+
+#: How the weak-localisation figures are read (seed 000: lesions from image-level labels).
+LOCALIZATION_NOTE = (
+    "The model was trained on image-level labels only (tumour / no tumour); these figures ask "
+    "whether its class-activation map also points at the lesion. Pointing game: share of tumour "
+    "slices whose map maximum lies inside a true lesion, beside the chance of a random point "
+    "(in the image, in the liver). PxAP: pixel average precision of the map against the lesion "
+    "masks (Choe et al., CVPR 2020). Dice and IoU: overlap of the map thresholded at the value "
+    "chosen on the validation split. Hit rate: share of true lesions the thresholded map touches, "
+    "by largest diameter."
+)
+
+
+def localization_section(method: str, located: dict[str, Any]) -> ReportSection:
+    """The report section of :func:`oncoscope.explain.score.score_localization`'s result."""
+    m = located["metrics"]
+
+    def share(value: Any) -> str:
+        return "N/A" if value is None else f"{float(value):.3f}"
+
+    summary = {
+        "Pointing game": f"{share(m['pointing_game'])} (random point: image "
+        f"{share(m['pointing_game_random_image'])}, "
+        f"liver {share(m['pointing_game_random_liver'])})",
+        "PxAP": share(m["pxap"]),
+        "Dice / IoU at threshold": f"{share(m['dice'])} / {share(m['iou'])} "
+        f"(threshold {float(located['threshold']):.3f}, chosen on validation)",
+        "Lesion hit rate": share(m["lesion_hit_rate"]),
+        "Scored": f"{m['images']} tumour slices, {m['lesions']} lesions",
+    }
+    rows = [
+        [row["size_bin"], row["lesions"], row["hits"], share(row["hit_rate"])]
+        for row in located["by_size"]
+    ]
+    table = ReportTable("Lesion hit rate by size", ["size", "lesions", "hits", "hit rate"], rows)
+    figures = [
+        ReportFigure(Path(path).stem.replace("_", " "), Path(path)) for path in located["figures"]
+    ]
+    return ReportSection(
+        f"Weak localisation ({method})",
+        summary=summary,
+        tables=[table],
+        figures=figures,
+        note=LOCALIZATION_NOTE,
     )
