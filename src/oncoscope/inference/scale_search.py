@@ -61,7 +61,7 @@ from oncoscope.io.slides import TOLERANCE, Resolution, Slide, magnification_to_m
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
 from oncoscope.pathology.tiling import random_positions
 from oncoscope.pathology.tissue import tissue_mask
-from oncoscope.train.checkpoint import load_model
+from oncoscope.train.checkpoint import input_magnification, load_model
 from oncoscope.train.data import eval_transform
 
 #: The seed's scale set: x10 to x43, neighbours about 1.2 apart.
@@ -287,7 +287,7 @@ def search_scale(
         checkpoint=checkpoint,
         slide_magnification=slide_magnification,
         slide_mpp=slide_mpp,
-        trained_magnification=_trained_magnification(spec),
+        trained_magnification=input_magnification(spec),
         crop_px=crop_px,
         seed=seed,
         upsampled=upsampled,
@@ -524,19 +524,6 @@ def _label_at(labels: Labels, centre_xy: tuple[int, int]) -> str | None:
     x, y = centre_xy
     label, _ = best_label(labels.coverage((x - 0.5, y - 0.5), (1.0, 1.0)))
     return label
-
-
-def _trained_magnification(spec: dict[str, Any]) -> float | None:
-    """The magnification the checkpoint's tiles were made at, from its preprocessing record."""
-    preprocessing = spec.get("preprocessing") or {}
-    try:
-        if preprocessing.get("magnification") is not None:
-            return float(preprocessing["magnification"])
-        if preprocessing.get("mpp") is not None:
-            return round(10.0 / float(preprocessing["mpp"]), 6)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return None
 
 
 def _number(value: float) -> float | int:

@@ -45,7 +45,7 @@ from oncoscope.inference.status import is_done, write_status
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
 from oncoscope.pathology.tissue import tissue_mask
-from oncoscope.train.checkpoint import load_model
+from oncoscope.train.checkpoint import input_magnification, load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
 DEFAULT_MAGNIFICATION = 20.0
@@ -161,16 +161,15 @@ def load_classifier(checkpoint: str | Path, device: torch.device | None = None) 
 def resolution_options(
     options: SlideOptions, spec: dict[str, Any]
 ) -> tuple[float | None, float | None]:
-    """``(mpp, magnification)`` to read at: the options', else the checkpoint's, else x20."""
+    """``(mpp, magnification)`` to read at: the options', else the magnification the model saw
+    in training (:func:`oncoscope.train.checkpoint.input_magnification`), else x20."""
     if options.mpp is not None and options.magnification is not None:
         raise InvalidOptionError("give --mpp or --magnification, not both")
     if options.mpp is not None or options.magnification is not None:
         return options.mpp, options.magnification
-    made_with = spec.get("preprocessing") or {}
-    for key in ("mpp", "magnification"):
-        value = made_with.get(key)
-        if isinstance(value, int | float) and value > 0:
-            return (float(value), None) if key == "mpp" else (None, float(value))
+    magnification = input_magnification(spec)
+    if magnification is not None:
+        return None, magnification
     return None, DEFAULT_MAGNIFICATION
 
 

@@ -88,3 +88,32 @@ def write_checkpoint(model: nn.Module, spec: dict[str, Any], path: str | Path) -
             temporary,
         )
     return path
+
+
+def input_magnification(spec: dict[str, Any]) -> float | None:
+    """The magnification of what the model sees, from the checkpoint's preprocessing record.
+
+    Tiles made at magnification ``m`` (or ``mpp``) with ``size`` pixels and resized to the
+    model's ``image_size`` reach the model at ``m * image_size / size``: a 256-px tile at x10
+    given to a 224-px model is seen at x8.75. ``None`` when the record has no resolution.
+
+    Example:
+        >>> input_magnification({"image_size": 224, "preprocessing": {"mpp": 1.0, "size": 256}})
+        8.75
+        >>> input_magnification({"image_size": 224, "preprocessing": {"magnification": 20}})
+        20.0
+    """
+    made_with = spec.get("preprocessing") or {}
+    try:
+        if made_with.get("magnification") is not None:
+            magnification = float(made_with["magnification"])
+        elif made_with.get("mpp") is not None:
+            magnification = 10.0 / float(made_with["mpp"])
+        else:
+            return None
+        size, image_size = made_with.get("size"), spec.get("image_size")
+        if size and image_size:
+            magnification *= float(image_size) / float(size)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return round(magnification, 6) if magnification > 0 else None
