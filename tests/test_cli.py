@@ -185,6 +185,43 @@ def test_demo_runs_end_to_end_and_learns_better_than_chance(tmp_path):
     )
     assert tiles["slide"].nunique() == 1  # one held-out slide, never seen in training
     assert (tiles["pred"] == tiles["label"]).mean() >= 0.8  # chance is 1/3
+    check_demo_analysis(tmp_path / "demo", result.output)
+
+
+def check_demo_analysis(demo: Path, output: str) -> None:
+    """The reports, maps and segments the demo ends with, and the viewer finding them."""
+
+    from fastapi.testclient import TestClient
+
+    from oncoscope.viewer.app import create_app
+
+    assert f"oncoscope view {demo}" in output
+    manifest = pd.read_csv(demo / "ct" / "manifest.csv", dtype={"patient_id": str})
+    test_rows = manifest[manifest["split"] == "test"]
+    metrics = json.loads((demo / "evaluation" / "ct" / "metrics.json").read_text())
+    assert metrics["n_images"] == len(test_rows)
+    auroc = metrics["macro"]["auroc"]
+    assert auroc["ci_low"] <= auroc["value"] <= auroc["ci_high"]
+    located = metrics["localization"]["metrics"]
+    assert located["images"] == int((test_rows["lesion_count"] > 0).sum())
+    page = (demo / "evaluation" / "ct" / "report.html").read_text()
+    assert "Weak localisation" in page and "data:image/png;base64," in page
+    assert (demo / "evaluation" / "wsi" / "report.html").is_file()
+    explained = pd.read_csv(demo / "explain" / "explain.csv")
+    assert len(explained) == len(test_rows)
+    assert all((demo / "explain" / rel).is_file() for rel in explained["overlay_png"])
+    for found in (demo / "couinaud").glob("*/couinaud.json"):
+        lesions = json.loads(found.read_text())["lesions"]
+        assert lesions and all(lesion["segment"] for lesion in lesions)
+    summaries = list((demo / "wsi" / "inference").glob("*/summary.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert summary["tiles"] > 0 and set(summary["classes"]) >= {"tumour", "stroma", "normal"}
+    scale = json.loads((summaries[0].parent / "scale.json").read_text())
+    assert sum(scale["histogram"].values()) == len(scale["points"]) == 30
+    index = TestClient(create_app(demo)).get("/api/index").json()
+    assert any(entry["inference"] for entry in index["slides"])
+    assert index["ct_patients"] and index["explains"]
 
 
 def test_train_models_and_manifest_commands(tmp_path):

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from shapely.affinity import scale
 
+from oncoscope.ct.couinaud import couinaud, save_couinaud
 from oncoscope.ct.phantom import write_cohort
 from oncoscope.ct.prepare import PrepareOptions, PrepareReport, prepare_dataset
 from oncoscope.ct.preprocess import (
@@ -26,6 +28,11 @@ from oncoscope.ct.preprocess import (
     save_chain,
 )
 from oncoscope.ct.window import PRESETS
+from oncoscope.errors import OncoscopeError
+from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
+from oncoscope.explain.run import explain_images, manifest_images
+from oncoscope.inference.scale_search import search_scale, write_scale_outputs
+from oncoscope.inference.slide_inference import SlideOptions, infer_slides
 from oncoscope.pathology.annotations import Annotation, write_geojson
 from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
 from oncoscope.pathology.tile import TileOptions, TileReport, tile_slides
@@ -57,6 +64,23 @@ class DemoResult:
     wsi: WsiDemoResult
     training: TrainingOutcome | None = None
     tile_training: TrainingOutcome | None = None
+    analysis: AnalysisOutcome | None = None
+
+
+@dataclass
+class AnalysisOutcome:
+    """What the demo made of its trained models: reports, maps, segments."""
+
+    ct_report: Path
+    tile_report: Path
+    explain_csv: Path | None
+    couinaud: list[Path]
+    slide_folder: Path
+    localization: dict[str, Any]
+
+
+#: Magnifications the demo's scale search tries around the tiles' x10 (the model sees x8.75).
+DEMO_SCALES = (5.0, 6.25, 7.5, 8.75, 10.0, 12.5, 15.0, 20.0)
 
 
 @dataclass
@@ -119,7 +143,75 @@ def run_demo(
         result.tile_training = _train_and_score(
             wsi.tiles.out_dir / "manifest.csv", out / "wsi" / "run", seed, workers
         )
+        result.analysis = _analyse(out, result, seed, say)
     return result
+
+
+def _analyse(
+    out: Path, result: DemoResult, seed: int, say: Callable[[str], None]
+) -> AnalysisOutcome:
+    """Evaluate both models, explain the CT test slices, place the test patients' lesions in
+    Couinaud segments, and classify the held-out slide with a scale search beside it."""
+    assert result.training is not None and result.tile_training is not None
+    ct_checkpoint = result.training.run.best_checkpoint
+    tile_checkpoint = result.tile_training.run.best_checkpoint
+    ct_manifest = out / "ct" / "manifest.csv"
+    tile_manifest = result.wsi.tiles.out_dir / "manifest.csv"
+    say("evaluate: metrics with patient-bootstrap CIs and weak localisation (Grad-CAM)")
+    ct_eval = evaluate_checkpoint(
+        ct_checkpoint,
+        ct_manifest,
+        out / "evaluation" / "ct",
+        EvaluationSettings(seed=seed),
+        localization="gradcam",
+    )
+    say("evaluate: the tile classifier on the held-out slide")
+    tile_eval = evaluate_checkpoint(
+        tile_checkpoint, tile_manifest, out / "evaluation" / "wsi", EvaluationSettings(seed=seed)
+    )
+    say("explain: Grad-CAM of every test slice")
+    paths, keys, labels = manifest_images(ct_manifest, "test")
+    explained = explain_images(
+        ct_checkpoint, paths, out / "explain", method="gradcam", keys=keys, labels=labels
+    )
+    say("ct couinaud: the test patients' lesions in Couinaud segments")
+    frame = pd.read_csv(ct_manifest, dtype={"patient_id": str})
+    segments = []
+    for pid in sorted(set(frame.loc[frame["split"] == "test", "patient_id"])):
+        segmentation = result.phantoms / f"segmentation-{pid}.nii.gz"
+        found = couinaud(
+            result.phantoms / f"volume-{pid}.nii.gz",
+            segmentation,
+            landmarks_path=result.phantoms / f"phantom-{pid}.json",
+        )
+        if found.lesions:
+            written = save_couinaud(found, segmentation, out / "couinaud" / f"patient-{pid}")
+            segments.append(written["json"])
+    tiles = pd.read_csv(tile_manifest)
+    test_slide = Path(str(tiles.loc[tiles["split"] == "test", "source"].iloc[0]))
+    say(f"slide: patch-wise classification of the held-out slide {test_slide.name}")
+    inference = out / "wsi" / "inference"
+    report = infer_slides(
+        tile_checkpoint,
+        [test_slide],
+        inference,
+        SlideOptions(stride=0.5),
+        annotations=test_slide.with_suffix(".geojson"),
+    )
+    if report.failures:
+        raise OncoscopeError(f"slide inference failed: {report.failures[0][1]}", test_slide)
+    folder = inference / test_slide.stem
+    say("scale: the magnification search of seed 003 on the held-out slide")
+    searched = search_scale(tile_checkpoint, test_slide, scales=DEMO_SCALES, points=30, seed=seed)
+    write_scale_outputs(searched, folder)
+    return AnalysisOutcome(
+        ct_eval.report_html,
+        tile_eval.report_html,
+        explained.csv,
+        segments,
+        folder,
+        ct_eval.metrics.get("localization", {}),
+    )
 
 
 def _train_and_score(manifest: Path, run_dir: Path, seed: int, workers: int) -> TrainingOutcome:

@@ -144,4 +144,20 @@ def demo(
     console.print(f"synthetic slide (not patient data): {wsi.slide} with {wsi.annotations}")
     console.print(f"slide tiles:          {wsi.tiles.manifest} ({len(wsi.tiles.rows)}: {labels})")
     console.print(f"tile grid overlay:    {wsi.overlay}")
+    analysis = result.analysis
+    if analysis is not None:
+        console.print(
+            f"evaluation report:    {analysis.ct_report} (slices), {analysis.tile_report}"
+        )
+        located = analysis.localization.get("metrics")
+        if located:
+            console.print(
+                f"weak localisation:    Grad-CAM pointing game {located['pointing_game']:.3f} "
+                f"(random point in the liver {located['pointing_game_random_liver']:.3f}), "
+                f"PxAP {located['pxap']:.3f}"
+            )
+        console.print(f"Grad-CAM maps:        {analysis.explain_csv}")
+        for path in analysis.couinaud:
+            console.print(f"Couinaud segments:    {path}")
+        console.print(f"slide heatmap:        {analysis.slide_folder} (with scale.json)")
     console.print(f"look at it all:       oncoscope view {out}")
