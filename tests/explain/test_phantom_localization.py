@@ -10,7 +10,7 @@ Grad-CAM at the stride-8 stage (``stage=-3``, ``layer2``) is scored by ``score_l
 on the test pairs, its threshold chosen on the val pairs.
 
 Measured on 2 shared CPU cores (15 pairs, 24x96x96 at 200 mm field of view, 20 epochs; 9/3/3
-pairs train/val/test; ``SEED`` changed by hand for seeds 1 and 2), about 2 min alone (6-7 min
+pairs train/val/test; ``SEED`` changed by hand for seeds 1 and 2), 80-110 s alone (6-7 min
 with three runs at once):
 
 ==== ====== ============= ============ ============ ===== =====
