@@ -26,13 +26,19 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from PIL import Image
 from torch import nn
 
 from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
 from oncoscope.inference import heatmaps, outputs
 from oncoscope.inference.accumulate import ProbabilityAccumulator
-from oncoscope.inference.patches import TileDataset, TileGrid, target_resolution, tile_grid
+from oncoscope.inference.patches import (
+    SAMPLES_PER_CELL,
+    TileDataset,
+    TileGrid,
+    cells_per_tile,
+    target_resolution,
+    tile_grid,
+)
 from oncoscope.inference.predict_tiles import (
     precision_agreement,
     predict_tiles,
@@ -48,9 +54,11 @@ from oncoscope.train.checkpoint import load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
 DEFAULT_MAGNIFICATION = 20.0
-#: Longer side (px) of the thumbnail used for the tissue mask and the figures.
+#: Most pixels (longer side) of the slide image the tissue mask is made on.
 THUMBNAIL_PX = 2048
-#: Longer side (px) of the slide in the PNG figures.
+#: Coarsest pixels (um) of that image: 1.25x, as tissue detection usually runs at.
+MASK_MPP = 8.0
+#: Most pixels (longer side) of the slide in the PNG figures.
 FIGURE_PX = 1024
 #: Tiles accumulated into the map at once.
 ACCUMULATE_CHUNK = 8192
@@ -201,7 +209,7 @@ def infer_slide(
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as s:
-        grid, thumbnail, thumb_downsample = _plan(classifier, s, options, notes)
+        grid = _plan(classifier, s, options, notes)
         work = folder / ".work"
         shutil.rmtree(work, ignore_errors=True)
         precision, agreement = _classify(classifier, s, grid, work, options, on_tiles)
@@ -221,9 +229,7 @@ def infer_slide(
             mean.flush()
             del mean
         del tile_probs, accumulator
-        summary = _write_outputs(
-            classifier, s, grid, folder, thumbnail, thumb_downsample, options, annotations
-        )
+        summary = _write_outputs(classifier, s, grid, folder, options, annotations)
     shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - started
     summary.update(
@@ -242,7 +248,9 @@ def infer_slide(
 
 def _plan(
     classifier: Classifier, slide: Slide, options: SlideOptions, notes: list[str]
-) -> tuple[TileGrid, np.ndarray[Any, Any], float]:
+) -> TileGrid:
+    """The tile grid over the tissue (mask on a pyramid level at most :data:`MASK_MPP` um,
+    or finer where the cells are small)."""
     mpp, magnification = resolution_options(options, classifier.spec)
     try:
         target, upsampled = target_resolution(
@@ -256,17 +264,19 @@ def _plan(
             f"upsampling: x{target.magnification:.3g} ({target.mpp:.4g} um/px) is finer than the "
             f"scan (x{slide.magnification:g}, {slide.mpp:.4g} um/px); tiles are interpolated"
         )
-    thumbnail, thumb_downsample = slide.thumbnail(THUMBNAIL_PX)
-    tissue = tissue_mask(thumbnail, thumb_downsample, mpp=slide.mpp)
+    size = int(classifier.spec["image_size"])
+    cell_um = size // cells_per_tile(options.stride, size) * target.mpp
+    mask_mpp = min(MASK_MPP, cell_um / SAMPLES_PER_CELL)
+    image, downsample = slide.overview(THUMBNAIL_PX, mpp=mask_mpp)
+    tissue = tissue_mask(image, downsample, mpp=slide.mpp)
     if not tissue.mask.any():
         raise NoTissueError("no tissue found (blank slide?)", slide.path)
-    size = int(classifier.spec["image_size"])
     grid = tile_grid(slide.dimensions, target, size, options.stride, tissue, options.min_tissue)
     if len(grid) == 0:
         raise NoTissueError(
             f"no tile has at least {options.min_tissue:.0%} tissue; lower --min-tissue", slide.path
         )
-    return grid, thumbnail, thumb_downsample
+    return grid
 
 
 def _classify(
@@ -317,6 +327,7 @@ def _classify(
         del probabilities
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*infer the batch indices.*")
             rank_zero = predict_tiles_distributed(
                 classifier.model, classifier.spec, dataset, path,
                 devices=options.devices, accelerator=options.accelerator, **run,
@@ -343,8 +354,6 @@ def _write_outputs(
     slide: Slide,
     grid: TileGrid,
     folder: Path,
-    thumbnail: np.ndarray[Any, Any],
-    thumb_downsample: float,
     options: SlideOptions,
     annotations: str | Path | None,
 ) -> dict[str, Any]:
@@ -363,9 +372,7 @@ def _write_outputs(
         else np.nanmax(np.where(np.isnan(probabilities), -np.inf, probabilities), axis=-1)
     )
     values = np.where(np.isinf(values), np.nan, values)
-    factor = max(1, -(-max(thumbnail.shape[:2]) // FIGURE_PX))  # ceil
-    thumbnail = np.asarray(Image.fromarray(thumbnail).reduce(factor))
-    thumb_downsample *= factor
+    thumbnail, thumb_downsample = slide.overview(FIGURE_PX)
     thumb_shape = thumbnail.shape[:2]
     heatmaps.write_heatmap(
         heatmaps.sample_cells(values, thumb_shape, thumb_downsample, cell0),
