@@ -188,6 +188,8 @@ def infer_slide(
     ``summary.json`` holds ``slide``, ``checkpoint``, ``class_names``, ``colors``,
     ``classes: {name: {area_mm2, fraction}}`` (fraction of the whole slide's area), ``tiles``,
     ``seconds`` (opening the slide to outputs written), ``tiles_per_second``,
+    ``phase_seconds`` (``tissue_and_grid``: opening, tissue mask, tile grid; ``tiles``: reading
+    and classifying the tiles; ``map``: averaging into the cell map; ``outputs``: the files),
     ``magnification``, ``mpp``, ``tile_size_px``, ``stride``, ``precision``, ``grid``
     (``origin_level0_xy``, ``cell_size_level0_px``, ``shape_rows_cols``),
     ``slide_dimensions_level0``, ``slide_mpp``, ``heatmap_class``; ``precision_agreement``
@@ -205,14 +207,21 @@ def infer_slide(
     if not options.overwrite and is_done(folder):
         return SlideOutcome(slide_path, folder, None)
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase_done(name: str) -> None:
+        phases[name] = time.perf_counter() - started - sum(phases.values())
+
     notes: list[str] = []
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as s:
         grid = _plan(classifier, s, options, notes)
+        phase_done("tissue_and_grid")
         work = folder / ".work"
         shutil.rmtree(work, ignore_errors=True)
         precision, agreement = _classify(classifier, s, grid, work, options, on_tiles)
+        phase_done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
             return SlideOutcome(slide_path, folder, None, notes)
         map_path = folder / "probabilities.npy"
@@ -229,13 +238,16 @@ def infer_slide(
             mean.flush()
             del mean
         del tile_probs, accumulator
+        phase_done("map")
         summary = _write_outputs(classifier, s, grid, folder, options, annotations)
     shutil.rmtree(work, ignore_errors=True)
+    phase_done("outputs")
     seconds = time.perf_counter() - started
     summary.update(
         tiles=len(grid),
         seconds=seconds,
         tiles_per_second=len(grid) / seconds if seconds > 0 else None,
+        phase_seconds=phases,
         precision=precision,
     )
     if agreement is not None:
