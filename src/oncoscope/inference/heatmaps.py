@@ -118,7 +118,7 @@ def write_segmentation(
     left, top = image.width + 2 * _MARGIN, _title_height(font)
     for row, name in enumerate(class_names):
         y = top + row * (swatch + _MARGIN // 2)
-        draw.rectangle([left, y, left + swatch - 1, y + swatch - 1], fill=colors[name])
+        draw.rectangle((left, y, left + swatch - 1, y + swatch - 1), fill=colors[name])
         draw.text((left + swatch + _MARGIN, y + swatch // 2), name, fill="black", font=font,
                   anchor="lm")  # fmt: skip
     return _save(canvas, path)
@@ -137,7 +137,10 @@ def _title_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
 
 
 def _canvas(
-    image: Image.Image, title: str, right_px: int, font: ImageFont.FreeTypeFont | ImageFont.ImageFont
+    image: Image.Image,
+    title: str,
+    right_px: int,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
 ) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     """A white canvas with ``image`` under a centred title and ``right_px`` free at its right."""
     top = _title_height(font)

@@ -217,9 +217,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         for slot, (x, y) in enumerate(self.positions[indices].tolist()):
             slide.read_at((x, y), size, self.target, out[slot])
 
-    def batches(
-        self, batch_size: int, indices: np.ndarray[Any, Any] | None = None
-    ) -> TileBatches:
+    def batches(self, batch_size: int, indices: np.ndarray[Any, Any] | None = None) -> TileBatches:
         """These tiles (or those at ``indices``, in that order) in batches of ``batch_size``."""
         return TileBatches(self, batch_size, indices)
 

@@ -166,7 +166,7 @@ def precision_agreement(
     count = len(probabilities)
     chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
     subset = (
-        dataset.batches(batch_size, chosen)
+        DataLoader(dataset.batches(batch_size, chosen), batch_size=None)
         if isinstance(dataset, TileDataset)
         else DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()), batch_size=batch_size)
     )

@@ -338,7 +338,9 @@ class Slide:
         ]
         if not fits:
             return self.thumbnail(max_size_px)
-        fine = [fit for fit in fits if mpp is not None and self.mpp * fit[1] <= mpp * (1 + TOLERANCE)]
+        fine = [
+            fit for fit in fits if mpp is not None and self.mpp * fit[1] <= mpp * (1 + TOLERANCE)
+        ]
         level, downsample = fine[-1] if fine else fits[0]
         size = (max(1, math.floor(w / downsample)), max(1, math.floor(h / downsample)))
         target = Resolution(
@@ -477,7 +479,7 @@ def _flatten_array(
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
     """:func:`_flatten` on a ``(rows, cols, 4)`` array, into ``out`` or a new writable array."""
     if out is None:
-        out = np.empty(rgba.shape[:2] + (3,), dtype=np.uint8)
+        out = np.empty((*rgba.shape[:2], 3), dtype=np.uint8)
     alpha = rgba[..., 3]
     if alpha.min() == 255:
         np.copyto(out, rgba[..., :3])
