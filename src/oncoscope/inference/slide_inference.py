@@ -54,8 +54,9 @@ from oncoscope.train.checkpoint import load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
 DEFAULT_MAGNIFICATION = 20.0
-#: Most pixels (longer side) of the slide image the tissue mask is made on.
-THUMBNAIL_PX = 2048
+#: Most pixels (longer side) of the slide image the tissue mask is made on: bounds the
+#: mask's memory (~20 bytes per pixel while it is made) whatever the slide's size.
+MASK_MAX_PX = 1024
 #: Coarsest pixels (um) of that image: 1.25x, as tissue detection usually runs at.
 MASK_MPP = 8.0
 #: Most pixels (longer side) of the slide in the PNG figures.
@@ -279,7 +280,7 @@ def _plan(
     size = int(classifier.spec["image_size"])
     cell_um = size // cells_per_tile(options.stride, size) * target.mpp
     mask_mpp = min(MASK_MPP, cell_um / SAMPLES_PER_CELL)
-    image, downsample = slide.overview(THUMBNAIL_PX, mpp=mask_mpp)
+    image, downsample = slide.overview(MASK_MAX_PX, mpp=mask_mpp)
     tissue = tissue_mask(image, downsample, mpp=slide.mpp)
     if not tissue.mask.any():
         raise NoTissueError("no tissue found (blank slide?)", slide.path)
