@@ -217,7 +217,7 @@ def infer_slide(
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as s:
-        grid = _plan(classifier, s, options, notes)
+        grid = plan_tiles(classifier.spec, s, options, notes)
         phase_done("tissue_and_grid")
         work = folder / ".work"
         shutil.rmtree(work, ignore_errors=True)
@@ -259,12 +259,21 @@ def infer_slide(
     return SlideOutcome(slide_path, folder, summary, notes)
 
 
-def _plan(
-    classifier: Classifier, slide: Slide, options: SlideOptions, notes: list[str]
+def plan_tiles(
+    spec: dict[str, Any], slide: Slide, options: SlideOptions, notes: list[str] | None = None
 ) -> TileGrid:
-    """The tile grid over the tissue (mask on a pyramid level at most :data:`MASK_MPP` um,
-    or finer where the cells are small)."""
-    mpp, magnification = resolution_options(options, classifier.spec)
+    """The tile grid over the tissue for a checkpoint's ``spec`` (its ``image_size``, and its
+    resolution when the options give none); a note is added to ``notes`` when upsampling.
+
+    The tissue mask is made on a pyramid level of at most :data:`MASK_MPP` um per pixel (finer
+    where the cells are small), at most :data:`MASK_MAX_PX` pixels.
+
+    Raises:
+        InvalidOptionError: a resolution the slide cannot give, a bad stride or min tissue.
+        NoTissueError: no tissue, or no tile with enough of it.
+    """
+    notes = notes if notes is not None else []
+    mpp, magnification = resolution_options(options, spec)
     try:
         target, upsampled = target_resolution(
             slide, mpp=mpp, magnification=magnification, allow_upsampling=options.allow_upsampling
@@ -277,7 +286,7 @@ def _plan(
             f"upsampling: x{target.magnification:.3g} ({target.mpp:.4g} um/px) is finer than the "
             f"scan (x{slide.magnification:g}, {slide.mpp:.4g} um/px); tiles are interpolated"
         )
-    size = int(classifier.spec["image_size"])
+    size = int(spec["image_size"])
     cell_um = size // cells_per_tile(options.stride, size) * target.mpp
     mask_mpp = min(MASK_MPP, cell_um / SAMPLES_PER_CELL)
     image, downsample = slide.overview(MASK_MAX_PX, mpp=mask_mpp)

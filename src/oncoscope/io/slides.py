@@ -277,7 +277,7 @@ class Slide:
         except openslide.OpenSlideError as error:
             raise CorruptFileError(f"cannot read region: {error}", self.path) from None
         if (read_w, read_h) == (width, height) and not dx and not dy:
-            return _flatten_array(np.asarray(region), self.properties, out)  # no PIL round trip
+            return _region_rgb(region, self.properties, out)
         rgb = _flatten(region, self.properties)
         box = (dx, dy, dx + width * scale, dy + height * scale)
         rgb = rgb.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
@@ -470,6 +470,25 @@ def _flatten(region: Image.Image, props: dict[str, str]) -> Image.Image:
     background = Image.new("RGB", region.size, colour)
     background.paste(region, mask=region.split()[3])
     return background
+
+
+def _region_rgb(
+    region: Image.Image,
+    props: dict[str, str],
+    out: np.ndarray[Any, np.dtype[np.uint8]] | None = None,
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """An RGBA region from OpenSlide as RGB over the background, into ``out`` or a new array.
+
+    An opaque region (the usual case) is converted by Pillow, ~4x faster than slicing the
+    channels in NumPy; a region with transparent pixels is blended by :func:`_flatten_array`.
+    """
+    if region.getchannel("A").getextrema()[0] != 255:
+        return _flatten_array(np.asarray(region), props, out)
+    rgb = region.convert("RGB")
+    if out is None:
+        return np.array(rgb)
+    out[...] = np.asarray(rgb)
+    return out
 
 
 def _flatten_array(
