@@ -482,7 +482,7 @@ def _region_rgb(
     An opaque region (the usual case) is converted by Pillow, ~4x faster than slicing the
     channels in NumPy; a region with transparent pixels is blended by :func:`_flatten_array`.
     """
-    if region.getchannel("A").getextrema()[0] != 255:
+    if region.getchannel("A").getextrema()[0] != 255:  # type: ignore[no-untyped-call]
         return _flatten_array(np.asarray(region), props, out)
     rgb = region.convert("RGB")
     if out is None:
