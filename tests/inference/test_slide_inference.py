@@ -238,9 +238,9 @@ def test_batches_hold_exactly_the_tiles_read_one_by_one(
             np.testing.assert_array_equal(tiles, truth)
             np.testing.assert_array_equal(dataset[5][0].numpy(), truth[5])
             chosen = np.array([9, 2, len(grid) - 1])
-            tiles, index = dataset.batches(16, chosen)[0]
+            some_tiles, index = dataset.batches(16, chosen)[0]
             np.testing.assert_array_equal(index.numpy(), chosen)
-            np.testing.assert_array_equal(tiles.numpy(), truth[chosen])
+            np.testing.assert_array_equal(some_tiles.numpy(), truth[chosen])
             with pytest.raises(IndexError):
                 batches[len(batches)]
 
