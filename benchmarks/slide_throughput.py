@@ -1,9 +1,9 @@
 """Throughput and memory of ``oncoscope slide`` beside the bare model and TIAToolbox's anchor.
 
-Run by hand, never in the test suite (about 3-5 minutes on 2 cores):
+Run by hand, never in the test suite (about 5-10 minutes on 2 cores):
 
     .venv/bin/python benchmarks/slide_throughput.py [--parts bare,e2e,data,tia,memory]
-        [--workers 0 2] [--workdir DIR] [--seconds 8]
+        [--workers 0 2] [--workdir DIR] [--seconds 8] [--repeats 2]
 
 In one run, on SYNTHETIC slides (never patient data): an 8000 x 8000 tiled pyramidal TIFF at
 0.5 um/px and a small 2220 x 2967 one (the size of the issue's small real slide), a resnet18
@@ -12,9 +12,16 @@ checkpoint with random weights, 2 classes, 224 px, in oncoscope's checkpoint for
 - ``bare``: the model's forward alone (batch 16, channels-last) at fp32 and at the precision
   ``--precision auto`` resolves to here;
 - ``e2e``: ``oncoscope slide`` end to end (stride 1, 0.5 um/px, batch 16, ``auto``): tiles over
-  the seconds from opening the slide to every output written;
-- ``data``: the data path alone (tile grid, DataLoader with 0 and 2 workers, no model), and
-  plain OpenSlide ``read_region`` of the same tiles in one process;
+  the seconds from opening the slide to every output written, each run followed at once by a
+  bare forward of the same precision, measured before and after it (the ratio to the faster
+  of the two is what counts on a shared machine; the best of ``--repeats`` runs is kept), and
+  its ``phase_seconds`` (tissue mask + grid, tiles, map,
+  outputs) beside the time the model alone needs for its tiles;
+- ``data``: the data path alone (tile grid as ``oncoscope slide`` makes it, then the
+  DataLoader with 0 and 2 workers, no model), each run between two runs of plain OpenSlide
+  ``read_region`` of the same tissue tiles in one process (ratio to the faster); that ratio
+  times the issue's 917 read_region/s (this machine, idle) is set against TIAToolbox's
+  493 / 739 patches/s;
 - ``tia``: TIAToolbox 2.1.3's ``PatchPredictor`` through ``benchmarks/tiatoolbox_anchor.py``
   in ``/work/tia-venv`` when both exist (skipped otherwise);
 - ``memory``: peak resident memory (VmHWM) of a fresh process running ``oncoscope slide`` on a
@@ -46,6 +53,7 @@ LARGE_WH = (8000, 8000)
 SMALL_WH = (2220, 2967)
 #: Figures measured for the issue on this machine (TIAToolbox data path, plain OpenSlide).
 ISSUE_TIA_DATA = {0: 493.0, 2: 739.0}
+ISSUE_OPENSLIDE = 917.0
 
 
 def make_checkpoint(path: Path) -> Path:
@@ -95,24 +103,33 @@ def end_to_end(checkpoint: Path, slide: Path, out: Path, workers: int) -> dict[s
     )
     summary = infer_slide(classifier, slide, out, options).summary
     assert summary is not None
-    return {k: summary[k] for k in ("tiles", "seconds", "tiles_per_second", "precision")}
+    keys = ("tiles", "seconds", "tiles_per_second", "precision", "phase_seconds")
+    return {k: summary[k] for k in keys}
+
+
+def plan_tiles(slide: Path) -> tuple[Any, float]:
+    """The slide's tile grid as ``oncoscope slide`` makes it (stride 1, 0.5 um/px, 224 px),
+    and the seconds it took (opening, tissue mask, grid)."""
+    from oncoscope.inference.slide_inference import SlideOptions
+    from oncoscope.inference.slide_inference import plan_tiles as plan
+    from oncoscope.io.slides import open_slide
+
+    start = time.perf_counter()
+    with open_slide(slide) as opened:
+        grid = plan({"image_size": 224}, opened, SlideOptions(mpp=0.5, stride=1.0))
+    return grid, time.perf_counter() - start
 
 
 def data_path(slide: Path, workers: int) -> dict[str, float]:
     """Tiles/s of the DataLoader over the slide's tissue tiles (no model), from a cold start."""
-    from oncoscope.inference.patches import TileDataset, target_resolution, tile_grid
+    from oncoscope.inference.patches import TileDataset
     from oncoscope.inference.predict_tiles import tile_loader
-    from oncoscope.io.slides import close_pool, open_slide
-    from oncoscope.pathology.tissue import tissue_mask
+    from oncoscope.io.slides import close_pool
 
     close_pool()
     start = time.perf_counter()
-    with open_slide(slide) as opened:
-        target, _ = target_resolution(opened, mpp=0.5)
-        thumb, ds = opened.thumbnail(2048)
-        grid = tile_grid(opened.dimensions, target, 224, 1.0, tissue_mask(thumb, ds, mpp=0.5))
-    dataset = TileDataset(slide, grid.positions_level0, 224, target)
-    setup = time.perf_counter() - start
+    grid, setup = plan_tiles(slide)
+    dataset = TileDataset(slide, grid.positions_level0, 224, grid.target)
     count = 0
     for tiles, _ in tile_loader(dataset, 16, workers, torch.device("cpu")):
         count += len(tiles)
@@ -125,17 +142,22 @@ def data_path(slide: Path, workers: int) -> dict[str, float]:
     }
 
 
-def openslide_reads(slide: Path) -> float:
-    """Tiles/s of bare ``OpenSlide.read_region`` of 224-px level-0 tiles on a 224 grid."""
+def openslide_reads(slide: Path, positions: Any = None) -> float:
+    """Tiles/s of bare ``OpenSlide.read_region`` of 224-px level-0 tiles, fresh handle.
+
+    ``positions``: level-0 ``(x, y)`` (default: the whole 224 grid, at most 1000 tiles).
+    """
     import openslide
 
     handle = openslide.OpenSlide(slide)
-    w, h = handle.dimensions
-    positions = [(x, y) for y in range(0, h - 223, 224) for x in range(0, w - 223, 224)]
+    if positions is None:
+        w, h = handle.dimensions
+        positions = [(x, y) for y in range(0, h - 223, 224) for x in range(0, w - 223, 224)]
+        positions = positions[:1000]
     start = time.perf_counter()
-    for x, y in positions[:1000]:
-        handle.read_region((x, y), 0, (224, 224))
-    return min(1000, len(positions)) / (time.perf_counter() - start)
+    for x, y in positions:
+        handle.read_region((int(x), int(y)), 0, (224, 224))
+    return len(positions) / (time.perf_counter() - start)
 
 
 def tiatoolbox(slide: Path, workers: int) -> dict[str, Any] | None:
@@ -229,6 +251,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--seconds", type=float, default=8.0, help="per bare-forward figure")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs per e2e/data figure; the best ratio is kept"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -269,35 +294,83 @@ def main() -> None:
                 tia[name] = float(result["patches_per_second"])
                 ratio = f"{tia[name] / bare['fp32']:.0%} of bare fp32" if bare else ""
                 report((f"TIAToolbox PatchPredictor, {name} slide", f"{tia[name]:.1f}", ratio))
+    phases: list[str] = []
     if "e2e" in parts:
         for name in ("large", "small"):
             for workers in args.workers:
-                result = end_to_end(checkpoint, slides[name], work / "out", workers)
+                # each run between two bare forwards; the faster one is the reference (on a
+                # shared machine the load changes from one minute to the next)
+                best: tuple[float, dict[str, Any], float] | None = None
+                before = bare_forward(checkpoint, auto, args.seconds)
+                for _ in range(args.repeats):
+                    result = end_to_end(checkpoint, slides[name], work / "out", workers)
+                    after = bare_forward(checkpoint, result["precision"], args.seconds)
+                    near, before = max(before, after), after
+                    ratio = result["tiles_per_second"] / near
+                    if best is None or ratio > best[0]:
+                        best = (ratio, result, near)
+                assert best is not None
+                ratio, result, near = best
                 speed = result["tiles_per_second"]
-                ratio = f"{speed / bare[result['precision']]:.0%} of bare {result['precision']}"
+                text = f"{ratio:.0%} of bare {result['precision']} ({near:.1f}, best beside it)"
                 if name in tia:
-                    ratio += f"; {speed / tia[name]:.2f}x TIAToolbox"
+                    text += f"; {speed / tia[name]:.2f}x TIAToolbox"
                 label = (
                     f"oncoscope slide, {name} slide, {workers} workers ({result['tiles']} tiles)"
                 )
-                report((label, f"{speed:.1f}", ratio))
-    if "data" in parts:
-        reads = openslide_reads(slides["large"])
-        report(("OpenSlide read_region 224 px, one process", f"{reads:.0f}", ""))
-        for workers in args.workers:
-            result = data_path(slides["large"], workers)
-            anchor = ISSUE_TIA_DATA.get(workers)
-            for key, what in (
-                ("tiles_per_second", "with"),
-                ("streaming_tiles_per_second", "after"),
-            ):
-                speed = result[key]
-                ratio = f"{speed / anchor:.2f}x TIAToolbox's {anchor:.0f} (issue)" if anchor else ""
-                label = (
-                    f"oncoscope data path, {workers} workers, {what} the "
-                    f"{result['setup_seconds']:.1f} s thumbnail + tissue mask"
+                report((label, f"{speed:.1f}", text))
+                model = result["tiles"] / near
+                phases.append(
+                    f"| {name} | {workers} | {result['seconds']:.2f} | "
+                    + " | ".join(f"{v:.3f}" for v in result["phase_seconds"].values())
+                    + f" | {model:.2f} |"
                 )
-                report((label, f"{speed:.0f}", ratio))
+    if "data" in parts:
+        grid, _ = plan_tiles(slides["large"])
+        positions = grid.positions_level0.astype(int).tolist()
+        reads = 0.0
+        for workers in args.workers:
+            best_data: tuple[float, dict[str, float], float] | None = None
+            before = openslide_reads(slides["large"], positions)
+            for _ in range(args.repeats):
+                result = data_path(slides["large"], workers)
+                after = openslide_reads(slides["large"], positions)
+                plain, before = max(before, after), after
+                ratio = result["streaming_tiles_per_second"] / plain
+                reads = max(reads, plain)
+                if best_data is None or ratio > best_data[0]:
+                    best_data = (ratio, result, plain)
+            assert best_data is not None
+            ratio, result, plain = best_data
+            anchor = ISSUE_TIA_DATA.get(workers)
+            implied = ratio * ISSUE_OPENSLIDE
+            versus = f"; x {ISSUE_OPENSLIDE:.0f} = {implied:.0f}" if anchor else ""
+            versus += f" = {implied / anchor:.2f}x TIAToolbox's {anchor:.0f}" if anchor else ""
+            label = (
+                f"oncoscope data path, {workers} workers, after the "
+                f"{result['setup_seconds']:.2f} s tissue mask + grid"
+            )
+            report(
+                (
+                    label,
+                    f"{result['streaming_tiles_per_second']:.0f}",
+                    f"{ratio:.2f}x read_region ({plain:.0f}, best beside it){versus}",
+                )
+            )
+            report(
+                (
+                    f"oncoscope data path, {workers} workers, with the tissue mask + grid",
+                    f"{result['tiles_per_second']:.0f}",
+                    f"{result['tiles_per_second'] / plain:.2f}x read_region",
+                )
+            )
+        report((f"OpenSlide read_region 224 px, same {len(positions)} tiles", f"{reads:.0f}", ""))
+    if phases:
+        print(
+            "\n| slide | workers | seconds | tissue + grid | tiles | map | outputs |"
+            " model alone (tiles / bare) |\n|---|---|---|---|---|---|---|---|"
+        )
+        print("\n".join(phases), flush=True)
     if "memory" in parts:
         print(
             "\n| slide (px) | file size | write s | tiles | seconds | peak RSS |\n"
@@ -306,7 +379,8 @@ def main() -> None:
         for side in (10_000, 100_000):
             slide = work / f"sparse-{side}.tif"
             start = time.perf_counter()
-            write_sparse_slide(slide, side)
+            if not slide.exists():  # a --workdir keeps the slides of an earlier run
+                write_sparse_slide(slide, side)
             written = time.perf_counter() - start
             child = subprocess.run(
                 [

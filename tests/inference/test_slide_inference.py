@@ -210,3 +210,44 @@ def test_upsampling_when_allowed_is_warned(
     outcome = infer_slide(load_classifier(colour_checkpoint), small_slide, tmp_path, options)
     assert outcome.summary is not None and outcome.summary["magnification"] == pytest.approx(60)
     assert any("upsampling" in w for w in outcome.warnings)
+
+
+def test_batches_hold_exactly_the_tiles_read_one_by_one(
+    generic_slide: SyntheticSlide,
+) -> None:
+    with open_slide(generic_slide.path) as slide:
+        for magnification in (10, 15):  # a pyramid level as it is; a resampled read
+            target, _ = target_resolution(slide, magnification=magnification)
+            thumb, ds = slide.thumbnail(1024)
+            grid = tile_grid(
+                slide.dimensions, target, 32, 0.5, tissue_mask(thumb, ds, mpp=slide.mpp)
+            )
+            dataset = TileDataset(generic_slide.path, grid.positions_level0, 32, target)
+            # the truth: each tile read on its own through the public reader
+            truth = np.stack(
+                [
+                    slide.read((float(x), float(y)), (32, 32), magnification=magnification)
+                    for x, y in grid.positions_level0
+                ]
+            )
+            batches = dataset.batches(7)
+            assert len(batches) == -(-len(grid) // 7)
+            tiles = torch.cat([batches[i][0] for i in range(len(batches))]).numpy()
+            indices = torch.cat([batches[i][1] for i in range(len(batches))]).numpy()
+            np.testing.assert_array_equal(indices, np.arange(len(grid)))
+            np.testing.assert_array_equal(tiles, truth)
+            np.testing.assert_array_equal(dataset[5][0].numpy(), truth[5])
+            chosen = np.array([9, 2, len(grid) - 1])
+            some_tiles, index = dataset.batches(16, chosen)[0]
+            np.testing.assert_array_equal(index.numpy(), chosen)
+            np.testing.assert_array_equal(some_tiles.numpy(), truth[chosen])
+            with pytest.raises(IndexError):
+                batches[len(batches)]
+
+
+def test_summary_splits_the_seconds_into_phases(result: tuple[Path, dict[str, Any]]) -> None:
+    _, summary = result
+    phases = summary["phase_seconds"]
+    assert list(phases) == ["tissue_and_grid", "tiles", "map", "outputs"]
+    assert all(value >= 0 for value in phases.values())
+    assert sum(phases.values()) == pytest.approx(summary["seconds"], rel=0.02, abs=0.05)

@@ -148,3 +148,41 @@ def test_thumbnail_read_in_bands_equals_one_read(generic_slide, monkeypatch):
         banded, same = slide.thumbnail(600)
     assert whole.shape == (450, 600, 3) and downsample == same
     assert np.abs(whole.astype(int) - banded).mean() < 1.0
+
+
+def _level_rgb(path: object, level: int) -> np.ndarray:
+    """A whole pyramid level read by OpenSlide itself, flattened over white (the truth)."""
+    handle = openslide.OpenSlide(path)  # type: ignore[arg-type]
+    rgba = np.asarray(handle.read_region((0, 0), level, handle.level_dimensions[level]))
+    handle.close()
+    return rgba[..., :3].copy()
+
+
+def test_overview_reads_the_level_that_fits_without_resampling(generic_slide) -> None:  # type: ignore[no-untyped-def]
+    # levels of the 4096 x 3072 slide at 0.25 um/px: 4096 (1x), 2048 (2x), 1024 (4x), 512 (8x)
+    with open_slide(generic_slide.path) as slide:
+        image, downsample = slide.overview(1500)  # finest level at most 1500 px: 1024 (4x)
+        assert downsample == 4 and image.shape == (768, 1024, 3)
+        np.testing.assert_array_equal(image, _level_rgb(generic_slide.path, 2))
+        # coarsest level with pixels at most 1.5 um: 4x (1 um); 8x (2 um) is too coarse
+        image, downsample = slide.overview(4096, mpp=1.5)
+        assert downsample == 4 and image.shape == (768, 1024, 3)
+        # pixels finer than any fitting level asks for: the finest that fits
+        image, downsample = slide.overview(600, mpp=0.1)
+        assert downsample == 8
+        np.testing.assert_array_equal(image, _level_rgb(generic_slide.path, 3))
+        # no level small enough: a resampled thumbnail of that size
+        image, downsample = slide.overview(256)
+        assert max(image.shape[:2]) == 256 and downsample == pytest.approx(16)
+
+
+def test_read_into_a_given_array_gives_the_same_pixels(generic_slide) -> None:  # type: ignore[no-untyped-def]
+    with open_slide(generic_slide.path) as slide:
+        for magnification in (40, 15):  # a level read as it is, and a resampled one
+            target = slide.resolution(magnification=magnification)
+            expected = slide.read_at((1000.5, 900.0), (48, 40), target)
+            out = np.zeros((2, 40, 48, 3), np.uint8)
+            returned = slide.read_at((1000.5, 900.0), (48, 40), target, out[1])
+            assert returned.base is out or returned is out[1] or np.shares_memory(returned, out)
+            np.testing.assert_array_equal(out[1], expected)
+            assert not out[0].any()

@@ -1,7 +1,9 @@
 """PNG figures of a probability map: a heatmap over the slide thumbnail and the class map.
 
 The map is drawn cell by cell (nearest-neighbour sampling at each thumbnail pixel), never
-smoothed, so what is shown is what was computed.
+smoothed, so what is shown is what was computed. The figures are composed with Pillow (colour
+maps from matplotlib): a figure per slide costs milliseconds, where a matplotlib figure costs
+~0.3 s, a large share of a small slide's run.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import to_hex, to_rgb
-from matplotlib.patches import Patch
+from PIL import Image, ImageDraw, ImageFont
 
 from oncoscope.io.atomic import atomic_path
+
+#: Opacity of the heatmap over the thumbnail.
+HEATMAP_ALPHA = 0.55
+#: Font size (px) of titles and legends.
+FONT_PX = 14
+_MARGIN = 8
 
 #: Class names (lower case, any part) taken as the class a heatmap shows by default.
 TUMOUR_WORDS = ("tumour", "tumor", "cancer", "carcinoma", "malignan", "tum")
@@ -31,7 +36,7 @@ def class_colors(class_names: Sequence[str]) -> dict[str, str]:
         >>> class_colors(["a", "b"])
         {'a': '#1f77b4', 'b': '#ff7f0e'}
     """
-    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    cmap = colormaps["tab10" if len(class_names) <= 10 else "tab20"]
     return {name: to_hex(cmap(i % cmap.N)) for i, name in enumerate(class_names)}
 
 
@@ -70,20 +75,30 @@ def write_heatmap(
     path: str | Path,
     title: str,
 ) -> Path:
-    """Probabilities (0..1, NaN = not computed) at thumbnail size over the thumbnail."""
-    figure, axes = _figure(thumbnail.shape)
-    axes.imshow(thumbnail, interpolation="nearest")
-    image = axes.imshow(
-        np.ma.masked_invalid(values),
-        cmap="inferno",
-        vmin=0,
-        vmax=1,
-        alpha=0.55,
-        interpolation="nearest",
-    )
-    figure.colorbar(image, ax=axes, fraction=0.035, pad=0.01, label=title)
-    axes.set_title(title)
-    return _save(figure, path)
+    """Probabilities (0..1, NaN = not computed) at thumbnail size over the thumbnail.
+
+    The ``inferno`` colours are blended over the thumbnail at :data:`HEATMAP_ALPHA` where the
+    map is computed; a colour bar labelled ``title`` is drawn at the right.
+    """
+    lut = (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
+    computed = np.isfinite(values)
+    levels = np.round(np.clip(np.where(computed, values, 0), 0, 1) * 255).astype(np.intp)
+    weight = np.where(computed, HEATMAP_ALPHA, 0.0).astype(np.float32)[..., None]
+    blended = thumbnail[..., :3].astype(np.float32) * (1 - weight) + lut[levels] * weight
+    image = Image.fromarray(np.round(blended).astype(np.uint8))
+    font = _font()
+    bar_h = max(32, image.height * 3 // 4)
+    bar = Image.fromarray(np.round(lut[::-1]).astype(np.uint8)[:, None, :]).resize((16, bar_h))
+    labels = ("1.0", "0.5", "0.0")
+    bar_w = 16 + _MARGIN + max(int(_draw_width(font, label)) for label in labels)
+    canvas, draw = _canvas(image, title, bar_w + 3 * _MARGIN, font)
+    left, top = image.width + 2 * _MARGIN, _title_height(font) + (image.height - bar_h) // 2
+    canvas.paste(bar, (left, top))
+    for fraction, label in zip((0.0, 0.5, 1.0), labels, strict=True):
+        y = top + round(fraction * (bar_h - 1))
+        draw.line([(left + 16, y), (left + 20, y)], fill="black")
+        draw.text((left + 16 + _MARGIN, y), label, fill="black", font=font, anchor="lm")
+    return _save(canvas, path)
 
 
 def write_segmentation(
@@ -94,32 +109,50 @@ def write_segmentation(
 ) -> Path:
     """The class map at thumbnail size, coloured by class (white: not classified), with legend."""
     palette = np.array([to_rgb(colors[n]) for n in class_names] + [(1.0, 1.0, 1.0)])
-    rgb = palette[np.where(classes_map >= 0, classes_map, len(class_names))]
-    figure, axes = _figure(classes_map.shape)
-    axes.imshow(rgb, interpolation="nearest")
-    axes.legend(
-        handles=[Patch(color=colors[n], label=n) for n in class_names],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-    )
-    axes.set_title("segmentation (argmax per cell)")
-    return _save(figure, path)
+    palette = np.round(palette * 255).astype(np.uint8)
+    image = Image.fromarray(palette[np.where(classes_map >= 0, classes_map, len(class_names))])
+    font = _font()
+    swatch = FONT_PX
+    legend_w = swatch + _MARGIN + max(int(_draw_width(font, n)) for n in class_names)
+    canvas, draw = _canvas(image, "segmentation (argmax per cell)", legend_w + 3 * _MARGIN, font)
+    left, top = image.width + 2 * _MARGIN, _title_height(font)
+    for row, name in enumerate(class_names):
+        y = top + row * (swatch + _MARGIN // 2)
+        draw.rectangle((left, y, left + swatch - 1, y + swatch - 1), fill=colors[name])
+        draw.text((left + swatch + _MARGIN, y + swatch // 2), name, fill="black", font=font,
+                  anchor="lm")  # fmt: skip
+    return _save(canvas, path)
 
 
-def _figure(shape: tuple[int, ...]) -> tuple[Any, Any]:
-    rows, cols = shape[:2]
-    width = 10.0
-    figure, axes = plt.subplots(figsize=(width, max(2.0, width * rows / cols * 0.8)), dpi=100)
-    axes.set_axis_off()
-    return figure, axes
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=FONT_PX)
 
 
-def _save(figure: Any, path: str | Path) -> Path:
+def _draw_width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> float:
+    return ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)
+
+
+def _title_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
+    return FONT_PX + 2 * _MARGIN
+
+
+def _canvas(
+    image: Image.Image,
+    title: str,
+    right_px: int,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """A white canvas with ``image`` under a centred title and ``right_px`` free at its right."""
+    top = _title_height(font)
+    canvas = Image.new("RGB", (image.width + right_px, image.height + top), "white")
+    canvas.paste(image, (0, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((image.width // 2, top // 2), title, fill="black", font=font, anchor="mm")
+    return canvas, draw
+
+
+def _save(image: Image.Image, path: str | Path) -> Path:
     path = Path(path)
-    try:
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format="png", bbox_inches="tight")
-    finally:
-        plt.close(figure)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG", compress_level=1)
     return path

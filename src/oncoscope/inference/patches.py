@@ -175,6 +175,8 @@ def _cell_tissue(
 class TileDataset(Dataset[tuple[torch.Tensor, int]]):
     """Tiles of one slide as ``(uint8 (H, W, 3) tensor, tile index)``.
 
+    For streaming, :meth:`batches` gives the same tiles a whole batch per item.
+
     Args:
         path: the slide file.
         positions_level0: ``(n, 2)`` level-0 ``(x, y)`` of the tiles' top-left corners.
@@ -202,9 +204,51 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         return len(self.positions)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        tile = torch.empty((1, self.tile_px, self.tile_px, 3), dtype=torch.uint8)
+        self.read_into(np.array([index]), tile.numpy())
+        return tile[0], index
+
+    def read_into(
+        self, indices: np.ndarray[Any, Any], out: np.ndarray[Any, np.dtype[np.uint8]]
+    ) -> None:
+        """Read the tiles at ``indices`` into ``out`` (``(len(indices), H, W, 3) uint8``)."""
         slide = pooled_slide(self.path, **self.scan)
-        x, y = self.positions[index]
-        rgb = slide.read_at((float(x), float(y)), (self.tile_px, self.tile_px), self.target)
-        if not rgb.flags.writeable:  # resized reads come from PIL read-only
-            rgb = rgb.copy()
-        return torch.from_numpy(rgb), index
+        size = (self.tile_px, self.tile_px)
+        for slot, (x, y) in enumerate(self.positions[indices].tolist()):
+            slide.read_at((x, y), size, self.target, out[slot])
+
+    def batches(self, batch_size: int, indices: np.ndarray[Any, Any] | None = None) -> TileBatches:
+        """These tiles (or those at ``indices``, in that order) in batches of ``batch_size``."""
+        return TileBatches(self, batch_size, indices)
+
+
+class TileBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Whole batches of a :class:`TileDataset`: ``(uint8 (b, H, W, 3), int64 (b,) indices)``.
+
+    Each tile is read straight into its slot of the batch tensor, so a batch costs one copy of
+    its pixels after decoding (no per-tile arrays, no collate); load it with
+    ``DataLoader(batch_size=None)``. Batches are consecutive tiles in the given order; the last
+    one may be smaller.
+    """
+
+    def __init__(
+        self, tiles: TileDataset, batch_size: int, indices: np.ndarray[Any, Any] | None = None
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidOptionError(f"--batch-size must be at least 1, got {batch_size}")
+        self.tiles = tiles
+        self.batch_size = batch_size
+        self.indices = np.arange(len(tiles)) if indices is None else np.asarray(indices)
+        self.indices = self.indices.astype(np.int64)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= item < len(self):
+            raise IndexError(item)
+        chosen = self.indices[item * self.batch_size : (item + 1) * self.batch_size]
+        side = self.tiles.tile_px
+        batch = torch.empty((len(chosen), side, side, 3), dtype=torch.uint8)
+        self.tiles.read_into(chosen, batch.numpy())
+        return batch, torch.from_numpy(chosen.copy())

@@ -25,7 +25,9 @@ from numpy.lib.format import open_memmap
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from oncoscope.doctor import cpu_has_native_bf16
 from oncoscope.errors import InvalidOptionError
+from oncoscope.inference.patches import TileDataset
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Tiles re-run at fp32 to measure how often a reduced precision changes the argmax.
@@ -45,15 +47,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     Raises:
         InvalidOptionError: an unknown precision.
     """
-    from oncoscope.train.run import resolve_precision as lightning_precision
-
     if precision not in PRECISIONS:
         raise InvalidOptionError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
-    resolved = lightning_precision("auto", accelerator)
-    return {value: key for key, value in _LIGHTNING_PRECISION.items()}[resolved]
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def to_model_input(
@@ -70,14 +70,20 @@ def to_model_input(
 def tile_loader(
     dataset: Dataset[Any], batch_size: int, workers: int, device: torch.device
 ) -> DataLoader[Any]:
-    """Batches of tiles in index order; workers persist over the slide and prefetch."""
+    """Batches of tiles in index order, read and decoded by ``workers`` processes.
+
+    A :class:`~oncoscope.inference.patches.TileDataset` is read a whole batch per item
+    (:class:`~oncoscope.inference.patches.TileBatches`: no per-tile collate); any other
+    dataset of ``(tile, index)`` is batched by the DataLoader. Each worker keeps 4 batches in
+    flight.
+    """
+    batched = dataset.batches(batch_size) if isinstance(dataset, TileDataset) else None
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
+        batched if batched is not None else dataset,
+        batch_size=None if batched is not None else batch_size,
         shuffle=False,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
 
@@ -159,12 +165,16 @@ def precision_agreement(
     device = device or torch.device("cpu")
     count = len(probabilities)
     chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
-    subset = torch.utils.data.Subset(dataset, chosen.tolist())
+    subset = (
+        DataLoader(dataset.batches(batch_size, chosen), batch_size=None)
+        if isinstance(dataset, TileDataset)
+        else DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()), batch_size=batch_size)
+    )
     reference = np.zeros((len(chosen), probabilities.shape[1]), dtype=np.float32)
     mean, std = _stats(spec, device)
     with torch.inference_mode():
         start = 0
-        for tiles, _ in DataLoader(subset, batch_size=batch_size):
+        for tiles, _ in subset:
             x = to_model_input(tiles, mean, std, device)
             reference[start : start + len(x)] = forward_probabilities(model, x, "fp32").cpu()
             start += len(x)

@@ -26,13 +26,19 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from PIL import Image
 from torch import nn
 
 from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
 from oncoscope.inference import heatmaps, outputs
 from oncoscope.inference.accumulate import ProbabilityAccumulator
-from oncoscope.inference.patches import TileDataset, TileGrid, target_resolution, tile_grid
+from oncoscope.inference.patches import (
+    SAMPLES_PER_CELL,
+    TileDataset,
+    TileGrid,
+    cells_per_tile,
+    target_resolution,
+    tile_grid,
+)
 from oncoscope.inference.predict_tiles import (
     precision_agreement,
     predict_tiles,
@@ -49,9 +55,12 @@ from oncoscope.train.checkpoint import input_magnification, load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
 DEFAULT_MAGNIFICATION = 20.0
-#: Longer side (px) of the thumbnail used for the tissue mask and the figures.
-THUMBNAIL_PX = 2048
-#: Longer side (px) of the slide in the PNG figures.
+#: Most pixels (longer side) of the slide image the tissue mask is made on: bounds the
+#: mask's memory (~20 bytes per pixel while it is made) whatever the slide's size.
+MASK_MAX_PX = 1024
+#: Coarsest pixels (um) of that image: 1.25x, as tissue detection usually runs at.
+MASK_MPP = 8.0
+#: Most pixels (longer side) of the slide in the PNG figures.
 FIGURE_PX = 1024
 #: Tiles accumulated into the map at once.
 ACCUMULATE_CHUNK = 8192
@@ -187,6 +196,8 @@ def infer_slide(
     ``summary.json`` holds ``slide``, ``checkpoint``, ``class_names``, ``colors``,
     ``classes: {name: {area_mm2, fraction}}`` (fraction of the whole slide's area), ``tiles``,
     ``seconds`` (opening the slide to outputs written), ``tiles_per_second``,
+    ``phase_seconds`` (``tissue_and_grid``: opening, tissue mask, tile grid; ``tiles``: reading
+    and classifying the tiles; ``map``: averaging into the cell map; ``outputs``: the files),
     ``magnification``, ``mpp``, ``tile_size_px``, ``stride``, ``precision``, ``grid``
     (``origin_level0_xy``, ``cell_size_level0_px``, ``shape_rows_cols``),
     ``slide_dimensions_level0``, ``slide_mpp``, ``heatmap_class``; ``precision_agreement``
@@ -204,17 +215,25 @@ def infer_slide(
     if not options.overwrite and is_done(folder):
         return SlideOutcome(slide_path, folder, None)
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase_done(name: str) -> None:
+        phases[name] = time.perf_counter() - started - sum(phases.values())
+
     notes: list[str] = []
     scale_search = None
     if options.auto_scale:
         options, scale_search = _auto_scale(classifier, slide_path, folder, options, notes)
+        phase_done("scale_search")
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as s:
-        grid, thumbnail, thumb_downsample = _plan(classifier, s, options, notes)
+        grid = plan_tiles(classifier.spec, s, options, notes)
+        phase_done("tissue_and_grid")
         work = folder / ".work"
         shutil.rmtree(work, ignore_errors=True)
         precision, agreement = _classify(classifier, s, grid, work, options, on_tiles)
+        phase_done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
             return SlideOutcome(slide_path, folder, None, notes)
         map_path = folder / "probabilities.npy"
@@ -231,15 +250,16 @@ def infer_slide(
             mean.flush()
             del mean
         del tile_probs, accumulator
-        summary = _write_outputs(
-            classifier, s, grid, folder, thumbnail, thumb_downsample, options, annotations
-        )
+        phase_done("map")
+        summary = _write_outputs(classifier, s, grid, folder, options, annotations)
     shutil.rmtree(work, ignore_errors=True)
+    phase_done("outputs")
     seconds = time.perf_counter() - started
     summary.update(
         tiles=len(grid),
         seconds=seconds,
         tiles_per_second=len(grid) / seconds if seconds > 0 else None,
+        phase_seconds=phases,
         precision=precision,
     )
     if agreement is not None:
@@ -302,10 +322,21 @@ def _auto_scale(
     return replace(options, magnification=float(result.winner), mpp=None), found
 
 
-def _plan(
-    classifier: Classifier, slide: Slide, options: SlideOptions, notes: list[str]
-) -> tuple[TileGrid, np.ndarray[Any, Any], float]:
-    mpp, magnification = resolution_options(options, classifier.spec)
+def plan_tiles(
+    spec: dict[str, Any], slide: Slide, options: SlideOptions, notes: list[str] | None = None
+) -> TileGrid:
+    """The tile grid over the tissue for a checkpoint's ``spec`` (its ``image_size``, and its
+    resolution when the options give none); a note is added to ``notes`` when upsampling.
+
+    The tissue mask is made on a pyramid level of at most :data:`MASK_MPP` um per pixel (finer
+    where the cells are small), at most :data:`MASK_MAX_PX` pixels.
+
+    Raises:
+        InvalidOptionError: a resolution the slide cannot give, a bad stride or min tissue.
+        NoTissueError: no tissue, or no tile with enough of it.
+    """
+    notes = notes if notes is not None else []
+    mpp, magnification = resolution_options(options, spec)
     try:
         target, upsampled = target_resolution(
             slide, mpp=mpp, magnification=magnification, allow_upsampling=options.allow_upsampling
@@ -318,17 +349,19 @@ def _plan(
             f"upsampling: x{target.magnification:.3g} ({target.mpp:.4g} um/px) is finer than the "
             f"scan (x{slide.magnification:g}, {slide.mpp:.4g} um/px); tiles are interpolated"
         )
-    thumbnail, thumb_downsample = slide.thumbnail(THUMBNAIL_PX)
-    tissue = tissue_mask(thumbnail, thumb_downsample, mpp=slide.mpp)
+    size = int(spec["image_size"])
+    cell_um = size // cells_per_tile(options.stride, size) * target.mpp
+    mask_mpp = min(MASK_MPP, cell_um / SAMPLES_PER_CELL)
+    image, downsample = slide.overview(MASK_MAX_PX, mpp=mask_mpp)
+    tissue = tissue_mask(image, downsample, mpp=slide.mpp)
     if not tissue.mask.any():
         raise NoTissueError("no tissue found (blank slide?)", slide.path)
-    size = int(classifier.spec["image_size"])
     grid = tile_grid(slide.dimensions, target, size, options.stride, tissue, options.min_tissue)
     if len(grid) == 0:
         raise NoTissueError(
             f"no tile has at least {options.min_tissue:.0%} tissue; lower --min-tissue", slide.path
         )
-    return grid, thumbnail, thumb_downsample
+    return grid
 
 
 def _classify(
@@ -379,6 +412,7 @@ def _classify(
         del probabilities
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*infer the batch indices.*")
             rank_zero = predict_tiles_distributed(
                 classifier.model, classifier.spec, dataset, path,
                 devices=options.devices, accelerator=options.accelerator, **run,
@@ -405,8 +439,6 @@ def _write_outputs(
     slide: Slide,
     grid: TileGrid,
     folder: Path,
-    thumbnail: np.ndarray[Any, Any],
-    thumb_downsample: float,
     options: SlideOptions,
     annotations: str | Path | None,
 ) -> dict[str, Any]:
@@ -425,9 +457,7 @@ def _write_outputs(
         else np.nanmax(np.where(np.isnan(probabilities), -np.inf, probabilities), axis=-1)
     )
     values = np.where(np.isinf(values), np.nan, values)
-    factor = max(1, -(-max(thumbnail.shape[:2]) // FIGURE_PX))  # ceil
-    thumbnail = np.asarray(Image.fromarray(thumbnail).reduce(factor))
-    thumb_downsample *= factor
+    thumbnail, thumb_downsample = slide.overview(FIGURE_PX)
     thumb_shape = thumbnail.shape[:2]
     heatmaps.write_heatmap(
         heatmaps.sample_cells(values, thumb_shape, thumb_downsample, cell0),
