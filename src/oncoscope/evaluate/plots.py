@@ -49,7 +49,8 @@ def plot_roc(scores: Scores, path: Path, *, title: str, positive: int = 1) -> Pa
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
     ax.set(title=title, xlabel="1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
-    ax.legend(loc="lower right", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
+        ax.legend(loc="lower right", fontsize="small")
     return _save(figure, path)
 
 
@@ -62,7 +63,8 @@ def plot_precision_recall(scores: Scores, path: Path, *, title: str, positive: i
             scores.labels == index, scores.probabilities[:, index], name=name, ax=ax
         )
     ax.set(title=title, xlabel="recall (sensitivity)", ylabel="precision (PPV)", ylim=(0, 1.02))
-    ax.legend(loc="lower left", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
+        ax.legend(loc="lower left", fontsize="small")
     return _save(figure, path)
 
 
@@ -101,7 +103,8 @@ def plot_calibration(
             ref_line=index == positive or len(scores.classes) > 2,
         )
     ax.set(title=title, xlabel="mean predicted probability", ylabel="observed fraction")
-    ax.legend(loc="upper left", fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
+        ax.legend(loc="upper left", fontsize="small")
     return _save(figure, path)
 
 
@@ -122,5 +125,6 @@ def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
             if column in history and history[column].notna().any():
                 ax.plot(epochs, history[column], style, markersize=3, label=split)
         ax.set(title=f"{label} per epoch", xlabel="epoch", ylabel=label)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
+            ax.legend(fontsize="small")
     return _save(figure, path)
