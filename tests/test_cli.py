@@ -206,6 +206,7 @@ def check_demo_analysis(demo: Path, output: str) -> None:
     assert located["images"] == int((test_rows["lesion_count"] > 0).sum())
     page = (demo / "evaluation" / "ct" / "report.html").read_text()
     assert "Weak localisation" in page and "data:image/png;base64," in page
+    assert "Couinaud segments" in page
     assert (demo / "evaluation" / "wsi" / "report.html").is_file()
     explained = pd.read_csv(demo / "explain" / "explain.csv")
     assert len(explained) == len(test_rows)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from shapely.affinity import scale
 
-from oncoscope.ct.couinaud import couinaud, save_couinaud
+from oncoscope.ct.couinaud import CouinaudResult, couinaud, save_couinaud
 from oncoscope.ct.phantom import write_cohort
 from oncoscope.ct.prepare import PrepareOptions, PrepareReport, prepare_dataset
 from oncoscope.ct.preprocess import (
@@ -30,6 +30,7 @@ from oncoscope.ct.preprocess import (
 from oncoscope.ct.window import PRESETS
 from oncoscope.errors import OncoscopeError
 from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
+from oncoscope.evaluate.report import ReportFigure, ReportSection, ReportTable
 from oncoscope.explain.run import explain_images, manifest_images
 from oncoscope.inference.scale_search import search_scale, write_scale_outputs
 from oncoscope.inference.slide_inference import SlideOptions, infer_slides
@@ -157,26 +158,10 @@ def _analyse(
     tile_checkpoint = result.tile_training.run.best_checkpoint
     ct_manifest = out / "ct" / "manifest.csv"
     tile_manifest = result.wsi.tiles.out_dir / "manifest.csv"
-    say("evaluate: metrics with patient-bootstrap CIs and weak localisation (Grad-CAM)")
-    ct_eval = evaluate_checkpoint(
-        ct_checkpoint,
-        ct_manifest,
-        out / "evaluation" / "ct",
-        EvaluationSettings(seed=seed),
-        localization="gradcam",
-    )
-    say("evaluate: the tile classifier on the held-out slide")
-    tile_eval = evaluate_checkpoint(
-        tile_checkpoint, tile_manifest, out / "evaluation" / "wsi", EvaluationSettings(seed=seed)
-    )
-    say("explain: Grad-CAM of every test slice")
-    paths, keys, labels = manifest_images(ct_manifest, "test")
-    explained = explain_images(
-        ct_checkpoint, paths, out / "explain", method="gradcam", keys=keys, labels=labels
-    )
     say("ct couinaud: the test patients' lesions in Couinaud segments")
     frame = pd.read_csv(ct_manifest, dtype={"patient_id": str})
-    segments = []
+    segments: list[Path] = []
+    found_segments: list[tuple[str, CouinaudResult, Path]] = []
     for pid in sorted(set(frame.loc[frame["split"] == "test", "patient_id"])):
         segmentation = result.phantoms / f"segmentation-{pid}.nii.gz"
         found = couinaud(
@@ -187,6 +172,25 @@ def _analyse(
         if found.lesions:
             written = save_couinaud(found, segmentation, out / "couinaud" / f"patient-{pid}")
             segments.append(written["json"])
+            found_segments.append((pid, found, written["figure"]))
+    say("evaluate: metrics with patient-bootstrap CIs and weak localisation (Grad-CAM)")
+    ct_eval = evaluate_checkpoint(
+        ct_checkpoint,
+        ct_manifest,
+        out / "evaluation" / "ct",
+        EvaluationSettings(seed=seed),
+        localization="gradcam",
+        sections=[couinaud_section(found_segments)],
+    )
+    say("evaluate: the tile classifier on the held-out slide")
+    tile_eval = evaluate_checkpoint(
+        tile_checkpoint, tile_manifest, out / "evaluation" / "wsi", EvaluationSettings(seed=seed)
+    )
+    say("explain: Grad-CAM of every test slice")
+    paths, keys, labels = manifest_images(ct_manifest, "test")
+    explained = explain_images(
+        ct_checkpoint, paths, out / "explain", method="gradcam", keys=keys, labels=labels
+    )
     tiles = pd.read_csv(tile_manifest)
     test_slide = Path(str(tiles.loc[tiles["split"] == "test", "source"].iloc[0]))
     say(f"slide: patch-wise classification of the held-out slide {test_slide.name}")
@@ -256,3 +260,35 @@ def run_wsi_demo(out_dir: str | Path, *, seed: int = 0) -> WsiDemoResult:
     report = tile_slides(slides, out / "tiles", options, annotations=out / "slides")
     overlay = out / "tiles" / "synthetic-1" / "overlay.png"
     return WsiDemoResult(slides[0], out / "slides" / "synthetic-1.geojson", report, overlay)
+
+
+def couinaud_section(found: list[tuple[str, CouinaudResult, Path]]) -> ReportSection:
+    """A report section listing each test patient's lesions with their Couinaud segment."""
+    rows = [
+        [
+            f"patient {pid}, lesion {lesion.lesion_id}",
+            lesion.segment,
+            f"{lesion.max_diameter_mm:.1f}",
+            f"{lesion.volume_ml:.2f}",
+            ", ".join(f"{name} {share:.0%}" for name, share in lesion.fractions.items()),
+            result.landmarks.method,
+        ]
+        for pid, result, _ in found
+        for lesion in result.lesions
+    ]
+    table = ReportTable(
+        "Lesions of the test patients",
+        ["lesion", "segment", "max diameter (mm)", "volume (ml)", "voxels per segment", "planes"],
+        rows,
+    )
+    figures = [ReportFigure(f"Couinaud segments, patient {pid}", path) for pid, _, path in found]
+    return ReportSection(
+        "Couinaud segments",
+        paragraphs=[
+            "Each lesion (connected tumour component of the reference segmentation) is placed in "
+            "the Couinaud segment holding most of its voxels; the planes run through the IVC "
+            "axis, the hepatic veins and the portal bifurcation (landmarks from the phantom)."
+        ],
+        tables=[table],
+        figures=figures,
+    )

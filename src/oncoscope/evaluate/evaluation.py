@@ -8,6 +8,7 @@ and group level, a validation-picked operating point, figures, ``metrics.json`` 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -400,6 +401,7 @@ def evaluate_checkpoint(
     batch_size: int = 32,
     num_workers: int = 0,
     localization: str | None = None,
+    sections: Sequence[ReportSection] = (),
 ) -> EvaluationResult:
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
     ``predictions.csv``, ``group_predictions.csv`` and ``figures/*.png`` under ``out``.
@@ -408,6 +410,8 @@ def evaluate_checkpoint(
     scored too (:func:`oncoscope.explain.score.score_localization`, threshold chosen on the
     validation split) into ``out/localization/``, under ``localization`` in ``metrics.json``
     and as a section of the report; the manifest needs ``lesion_mask`` (``ct prepare``).
+    ``sections`` are appended to the report as they are (e.g. the Couinaud segments of the
+    test patients' lesions).
 
     Raises:
         OncoscopeError: a bad checkpoint, manifest or option; an empty split; with
@@ -486,6 +490,8 @@ def evaluate_checkpoint(
     report = build_report(metrics, figures, training)
     if located is not None:
         report.add(localization_section(localization or "", located))
+    for section in sections:
+        report.add(section)
     report_html = write_report(report, out / "report.html")
     paths = [f.path for f in figures if f.path] + (
         [training.path] if training and training.path else []
