@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +15,15 @@ from oncoscope.errors import OncoscopeError
 console = Console(soft_wrap=True)  # paths are printed whole, never wrapped
 error_console = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
+
+#: ``--mpp-of-scan``: the scan's microns per pixel, for slides whose files lack it.
+ScanMpp = Annotated[
+    float | None, typer.Option(help="Microns per pixel of the scan, for slides lacking it.")
+]
+#: ``--magnification-of-scan``: the scan's objective power, for slides whose files lack it.
+ScanMagnification = Annotated[
+    float | None, typer.Option(help="Objective power of the scan, for slides lacking it.")
+]
 
 
 @contextmanager

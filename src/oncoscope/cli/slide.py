@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from oncoscope.cli._common import (
+    ScanMagnification,
+    ScanMpp,
     console,
     error_console,
     exit_on_failures,
@@ -83,12 +85,8 @@ def slide(
         str, typer.Option(help="Lightning accelerator with --devices.")
     ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Redo slides already done.")] = False,
-    mpp_of_scan: Annotated[
-        float | None, typer.Option(help="Microns per pixel of the scan, for slides lacking it.")
-    ] = None,
-    magnification_of_scan: Annotated[
-        float | None, typer.Option(help="Objective power of the scan, for slides lacking it.")
-    ] = None,
+    mpp_of_scan: ScanMpp = None,
+    magnification_of_scan: ScanMagnification = None,
 ) -> None:
     """Classify slides patch by patch: probability maps, heatmap, segmentation, QuPath regions.
 

@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from oncoscope.cli._common import (
+    ScanMagnification,
+    ScanMpp,
     console,
     error_console,
     exit_on_failures,
@@ -90,12 +92,8 @@ def wsi_tile(
     seed: Annotated[int, typer.Option(help="Seed of the split and the random tiles.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Slides tiled in parallel.")] = 1,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad slide.")] = False,
-    mpp_of_scan: Annotated[
-        float | None, typer.Option(help="Microns per pixel of the scan, for slides lacking it.")
-    ] = None,
-    magnification_of_scan: Annotated[
-        float | None, typer.Option(help="Objective power of the scan, for slides lacking it.")
-    ] = None,
+    mpp_of_scan: ScanMpp = None,
+    magnification_of_scan: ScanMagnification = None,
     stain_normalize: Annotated[
         Path | None, typer.Option(help="Reference tile (PNG) to stain-normalise tiles to.")
     ] = None,
