@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -95,3 +98,35 @@ def test_auto_scale_with_a_magnification_is_refused(
     assert code == 2
     assert "not both" in output
     assert not (tmp_path / small_slide.stem / "summary.json").exists()
+
+
+def test_two_processes_through_lightning_ddp_give_the_single_process_maps(
+    small_slide: Path, colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    """``--devices 2 --accelerator cpu``: Lightning starts a second process (gloo) and shards
+    the tiles; over two slides, every map equals the one-process map and only rank 0 speaks."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(small_slide, slides / "a.tif")
+    write_synthetic_slide(slides / "b.tif", (1024, 1280))
+    common = [str(colour_checkpoint), str(slides), "--magnification", "10", "--precision", "fp32"]
+    code, output = _run(*common, "--out", tmp_path / "one")
+    assert code == 0, output
+    command = [sys.executable, "-m", "oncoscope", "slide", *common, "--out", str(tmp_path / "two")]
+    done = subprocess.run(
+        [*command, "--devices", "2", "--accelerator", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MEMBER: 2/2" in done.stderr + done.stdout  # two processes really ran
+    assert "already done" not in done.stdout
+    for name in ("a", "b"):
+        assert f"{name}.tif:" in done.stdout
+        single = np.load(tmp_path / "one" / name / "probabilities.npy")
+        distributed = np.load(tmp_path / "two" / name / "probabilities.npy")
+        np.testing.assert_array_equal(np.isnan(distributed), np.isnan(single))
+        np.testing.assert_allclose(distributed, single, rtol=1e-5, atol=1e-6)
+        assert not (tmp_path / "two" / name / ".work").exists()

@@ -142,6 +142,8 @@ def slide(
         )
         progress.update(overall, completed=started[0])
     for outcome in report.outcomes:
+        if not outcome.rank_zero:  # the other processes of a distributed run say nothing
+            continue
         for note in outcome.warnings:
             error_console.print(f"warning: {outcome.slide}: {note}", markup=False, highlight=False)
         if outcome.summary is None:

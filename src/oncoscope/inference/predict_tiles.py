@@ -207,13 +207,24 @@ class _TilePredictor(pl.LightningModule):
 
 
 class _MemmapWriter(BasePredictionWriter):
-    """Writes each rank's batches into the shared ``.npy`` memory map by tile index."""
+    """Writes each rank's batches into the shared ``.npy`` memory map by tile index.
 
-    def __init__(self, path: Path, on_batch: OnBatch | None) -> None:
+    Rank 0 creates the file when prediction starts and the other ranks wait for it (a
+    barrier), so no rank can replace the file another one is already writing into.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, int], on_batch: OnBatch | None) -> None:
         super().__init__(write_interval="batch")
         self.path = path
+        self.shape = shape
         self.on_batch = on_batch
         self._memmap: np.memmap[Any, np.dtype[np.float32]] | None = None
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape).flush()
+        trainer.strategy.barrier()
 
     def write_on_batch_end(
         self,
@@ -244,6 +255,7 @@ def predict_tiles_distributed(
     spec: dict[str, Any],
     dataset: Dataset[Any],
     probabilities_path: Path,
+    shape: tuple[int, int],
     *,
     devices: int,
     accelerator: str = "auto",
@@ -252,11 +264,12 @@ def predict_tiles_distributed(
     precision: str = "fp32",
     on_batch: OnBatch | None = None,
 ) -> bool:
-    """Fill the ``.npy`` memory map at ``probabilities_path`` through Lightning's predict loop.
+    """Write the float32 ``.npy`` memory map of ``shape`` ``(tiles, classes)`` at
+    ``probabilities_path`` through Lightning's predict loop.
 
     Lightning shards the tiles over ``devices`` (its ``DistributedSampler``, padded by repeating
-    tiles, which the writer writes twice with the same values); the ranks write into the one
-    memory map, so it must be on a file system all of them see.
+    tiles, which the writer writes twice with the same values); rank 0 creates the file and all
+    ranks write into it, so it must be on a file system all of them see.
 
     Returns:
         True in the process that should write the outputs (global rank 0).
@@ -271,7 +284,7 @@ def predict_tiles_distributed(
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=True,
-        callbacks=[_MemmapWriter(probabilities_path, on_batch)],
+        callbacks=[_MemmapWriter(probabilities_path, shape, on_batch)],
     )
     loader = tile_loader(dataset, batch_size, workers, torch.device("cpu"))
     module = _TilePredictor(model.to(memory_format=torch.channels_last), spec)  # type: ignore[call-overload]

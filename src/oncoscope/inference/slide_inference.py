@@ -50,6 +50,7 @@ from oncoscope.inference.scale_search import DEFAULT_SCALES, search_scale, write
 from oncoscope.inference.status import is_done, write_status
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
+from oncoscope.models.batchnorm_folding import fold_batch_norms
 from oncoscope.pathology.tissue import tissue_mask
 from oncoscope.train.checkpoint import input_magnification, load_model
 
@@ -126,12 +127,14 @@ class Classifier:
 
 @dataclass
 class SlideOutcome:
-    """What became of one slide: its folder, its summary (None when skipped), warnings."""
+    """What became of one slide: its folder, its summary (None when skipped, or in a process
+    other than rank 0 of a distributed run: ``rank_zero`` False), warnings."""
 
     slide: Path
     folder: Path
     summary: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
+    rank_zero: bool = True
 
 
 @dataclass
@@ -144,6 +147,10 @@ class BatchReport:
 
 def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> Classifier:
     """Load a checkpoint and check it can classify RGB slide tiles.
+
+    The model is prepared for inference: eval mode, channels-last on ``device``, and each
+    BatchNorm that follows a convolution folded into it where that gives the same logits
+    (:func:`oncoscope.models.batchnorm_folding.fold_batch_norms`).
 
     Raises:
         OncoscopeError: see :func:`oncoscope.train.checkpoint.load_model`; a model that does
@@ -164,7 +171,10 @@ def load_classifier(checkpoint: str | Path, device: torch.device | None = None) 
     if len(spec.get("mean", [])) != 3 or len(spec.get("std", [])) != 3:
         raise OncoscopeError("the checkpoint's mean/std are not three RGB values", path)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return Classifier(prepare_model(model, device), spec, path, device)
+    example = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(0))
+    example = example.to(device, memory_format=torch.channels_last)
+    folded = fold_batch_norms(prepare_model(model, device), example)
+    return Classifier(prepare_model(folded, device), spec, path, device)
 
 
 def resolution_options(
@@ -231,11 +241,10 @@ def infer_slide(
         grid = plan_tiles(classifier.spec, s, options, notes)
         phase_done("tissue_and_grid")
         work = folder / ".work"
-        shutil.rmtree(work, ignore_errors=True)
         precision, agreement = _classify(classifier, s, grid, work, options, on_tiles)
         phase_done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
-            return SlideOutcome(slide_path, folder, None, notes)
+            return SlideOutcome(slide_path, folder, None, notes, rank_zero=False)
         map_path = folder / "probabilities.npy"
         accumulator = ProbabilityAccumulator(
             work, grid.shape_rows_cols, len(classifier.class_names)
@@ -385,10 +394,8 @@ def _classify(
         options.scan_mpp,
         options.scan_magnification,
     )
-    work.mkdir(parents=True, exist_ok=True)
     path = work / "tiles.npy"
     shape = (len(grid), len(classifier.class_names))
-    probabilities = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     done = [0]
 
     def advance(count: int) -> None:
@@ -403,18 +410,19 @@ def _classify(
         "on_batch": advance,
     }
     if options.devices is None:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        probabilities = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
         predict_tiles(
             classifier.model, classifier.spec, dataset, probabilities, device=device, **run
         )
         probabilities.flush()
     else:
-        probabilities.flush()
-        del probabilities
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*infer the batch indices.*")
             rank_zero = predict_tiles_distributed(
-                classifier.model, classifier.spec, dataset, path,
+                classifier.model, classifier.spec, dataset, path, shape,
                 devices=options.devices, accelerator=options.accelerator, **run,
             )  # fmt: skip
         if not rank_zero:
