@@ -130,3 +130,12 @@ def test_two_processes_through_lightning_ddp_give_the_single_process_maps(
         np.testing.assert_array_equal(np.isnan(distributed), np.isnan(single))
         np.testing.assert_allclose(distributed, single, rtol=1e-5, atol=1e-6)
         assert not (tmp_path / "two" / name / ".work").exists()
+
+
+def test_num_nodes_without_devices_is_refused(
+    small_slide: Path, colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    code, output = _run(colour_checkpoint, small_slide, "--out", tmp_path, "--num-nodes", "2")
+    assert code == 2
+    assert "--num-nodes needs --devices" in output
+    assert not any(tmp_path.iterdir())

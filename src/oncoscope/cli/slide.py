@@ -84,6 +84,12 @@ def slide(
     accelerator: Annotated[
         str, typer.Option(help="Lightning accelerator with --devices.")
     ] = "auto",
+    num_nodes: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Nodes with --devices (Lightning's cluster environment, e.g. SLURM)."
+        ),
+    ] = 1,
     overwrite: Annotated[bool, typer.Option(help="Redo slides already done.")] = False,
     mpp_of_scan: ScanMpp = None,
     magnification_of_scan: ScanMagnification = None,
@@ -112,6 +118,7 @@ def slide(
         allow_upsampling=allow_upsampling,
         devices=devices,
         accelerator=accelerator,
+        num_nodes=num_nodes,
         heatmap_class=heatmap_class,
         scan_mpp=mpp_of_scan,
         scan_magnification=magnification_of_scan,

@@ -259,6 +259,7 @@ def predict_tiles_distributed(
     *,
     devices: int,
     accelerator: str = "auto",
+    num_nodes: int = 1,
     batch_size: int = 16,
     workers: int = 0,
     precision: str = "fp32",
@@ -277,7 +278,8 @@ def predict_tiles_distributed(
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        num_nodes=num_nodes,
+        strategy="ddp" if devices * num_nodes > 1 else "auto",
         precision=_LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,

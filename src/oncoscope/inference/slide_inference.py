@@ -82,6 +82,8 @@ class SlideOptions:
         devices: run through Lightning's ``trainer.predict`` on this many devices (None: the
             plain single-device loop).
         accelerator: Lightning accelerator with ``devices``.
+        num_nodes: nodes with ``devices`` (each runs the same command; Lightning's cluster
+            environment tells the ranks apart).
         heatmap_class: class shown in ``heatmap.png`` (default: a tumour-like name, else max).
         scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
         overwrite: redo slides already done.
@@ -101,6 +103,7 @@ class SlideOptions:
     allow_upsampling: bool = False
     devices: int | None = None
     accelerator: str = "auto"
+    num_nodes: int = 1
     heatmap_class: str | None = None
     scan_mpp: float | None = None
     scan_magnification: float | None = None
@@ -423,7 +426,8 @@ def _classify(
             warnings.filterwarnings("ignore", ".*infer the batch indices.*")
             rank_zero = predict_tiles_distributed(
                 classifier.model, classifier.spec, dataset, path, shape,
-                devices=options.devices, accelerator=options.accelerator, **run,
+                devices=options.devices, accelerator=options.accelerator,
+                num_nodes=options.num_nodes, **run,
             )  # fmt: skip
         if not rank_zero:
             return None, None
@@ -538,6 +542,8 @@ def infer_slides(
     """
     from oncoscope.pathology.tile import find_slides
 
+    if options.num_nodes > 1 and options.devices is None:
+        raise InvalidOptionError("--num-nodes needs --devices (devices per node)")
     jobs = find_slides(inputs, annotations)
     classifier = load_classifier(checkpoint)
     report = BatchReport()
