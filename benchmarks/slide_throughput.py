@@ -77,19 +77,28 @@ def make_checkpoint(path: Path) -> Path:
     return write_checkpoint(model, spec, path)
 
 
-def bare_forward(checkpoint: Path, precision: str, seconds: float) -> float:
-    """Patches/s of the model's forward alone on random normalised batches of 16."""
-    from oncoscope.inference.predict_tiles import forward_probabilities
-    from oncoscope.inference.slide_inference import load_classifier
+def bare_forward(checkpoint: Path, precision: str, seconds: float, eager: bool = False) -> float:
+    """Patches/s of the model's forward alone on random normalised batches of 16.
 
-    classifier = load_classifier(checkpoint, torch.device("cpu"))
+    The model as ``oncoscope slide`` runs it (``load_classifier``: BatchNorm folded,
+    channels-last), or with ``eager`` as the checkpoint holds it (channels-last, unfolded).
+    """
+    from oncoscope.inference.predict_tiles import forward_probabilities, prepare_model
+    from oncoscope.inference.slide_inference import load_classifier
+    from oncoscope.train.checkpoint import load_model
+
+    device = torch.device("cpu")
+    if eager:
+        model = prepare_model(load_model(checkpoint)[0], device)
+    else:
+        model = load_classifier(checkpoint, device).model
     x = torch.randn(16, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         for _ in range(2):
-            forward_probabilities(classifier.model, x, precision)
+            forward_probabilities(model, x, precision)
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds or done < 48:
-            forward_probabilities(classifier.model, x, precision)
+            forward_probabilities(model, x, precision)
             done += len(x)
     return done / (time.perf_counter() - start)
 
@@ -160,8 +169,9 @@ def openslide_reads(slide: Path, positions: Any = None) -> float:
     return len(positions) / (time.perf_counter() - start)
 
 
-def tiatoolbox(slide: Path, workers: int) -> dict[str, Any] | None:
-    """The anchor's JSON line, or None when its venv or script is missing."""
+def tiatoolbox(slide: Path, workers: int, data_only: bool = False) -> dict[str, Any] | None:
+    """The anchor's JSON line (end to end, or its data path alone), or None when its venv or
+    script is missing."""
     if not (TIA_PYTHON.exists() and TIA_SCRIPT.exists()):
         return None
     command = [
@@ -177,6 +187,7 @@ def tiatoolbox(slide: Path, workers: int) -> dict[str, Any] | None:
         "16",
         "--workers",
         str(workers),
+        *(["--data-only"] if data_only else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.strip().startswith("{")]
@@ -284,8 +295,16 @@ def main() -> None:
     bare: dict[str, float] = {}
     if parts & {"bare", "e2e"}:
         for precision in dict.fromkeys(["fp32", auto]):
+            eager = bare_forward(checkpoint, precision, args.seconds, eager=True)
+            report((f"bare resnet18 forward, {precision}, eager (unfolded)", f"{eager:.1f}", ""))
             bare[precision] = bare_forward(checkpoint, precision, args.seconds)
-            report((f"bare resnet18 forward, {precision}", f"{bare[precision]:.1f}", ""))
+            report(
+                (
+                    f"bare resnet18 forward, {precision}, BatchNorm folded",
+                    f"{bare[precision]:.1f}",
+                    f"{bare[precision] / eager:.2f}x eager",
+                )
+            )
     tia: dict[str, float] = {}
     if "tia" in parts:
         for name in ("large", "small"):
@@ -342,10 +361,41 @@ def main() -> None:
                     best_data = (ratio, result, plain)
             assert best_data is not None
             ratio, result, plain = best_data
-            anchor = ISSUE_TIA_DATA.get(workers)
-            implied = ratio * ISSUE_OPENSLIDE
-            versus = f"; x {ISSUE_OPENSLIDE:.0f} = {implied:.0f}" if anchor else ""
-            versus += f" = {implied / anchor:.2f}x TIAToolbox's {anchor:.0f}" if anchor else ""
+            streaming = result["streaming_tiles_per_second"]
+            tia_data = tiatoolbox(slides["large"], workers, data_only=True)
+            with_setup = ""
+            if tia_data is not None:  # measured now, on the same slide
+                anchor = float(tia_data["patches_per_second"])
+                tia_streaming = tia_data["patches"] / (
+                    tia_data["seconds"] - tia_data["setup_seconds"]
+                )
+                versus = f"; {streaming / tia_streaming:.2f}x TIAToolbox's {tia_streaming:.0f}"
+                speed = result["tiles_per_second"]
+                with_setup = f"; {speed / anchor:.2f}x TIAToolbox's {anchor:.0f}"
+                report(
+                    (
+                        f"TIAToolbox data path, {workers} workers, after its "
+                        f"{tia_data['setup_seconds']:.2f} s tissue mask + dataset",
+                        f"{tia_streaming:.0f}",
+                        f"{tia_data['patches']} patches",
+                    )
+                )
+                report(
+                    (
+                        f"TIAToolbox data path, {workers} workers, with its tissue mask",
+                        f"{anchor:.0f}",
+                        "",
+                    )
+                )
+            elif workers in ISSUE_TIA_DATA:  # the issue's figures, scaled by read_region
+                anchor = ISSUE_TIA_DATA[workers]
+                implied = ratio * ISSUE_OPENSLIDE
+                versus = (
+                    f"; x {ISSUE_OPENSLIDE:.0f} = {implied:.0f} = {implied / anchor:.2f}x "
+                    f"TIAToolbox's {anchor:.0f}"
+                )
+            else:
+                versus = ""
             label = (
                 f"oncoscope data path, {workers} workers, after the "
                 f"{result['setup_seconds']:.2f} s tissue mask + grid"
@@ -353,7 +403,7 @@ def main() -> None:
             report(
                 (
                     label,
-                    f"{result['streaming_tiles_per_second']:.0f}",
+                    f"{streaming:.0f}",
                     f"{ratio:.2f}x read_region ({plain:.0f}, best beside it){versus}",
                 )
             )
@@ -361,7 +411,7 @@ def main() -> None:
                 (
                     f"oncoscope data path, {workers} workers, with the tissue mask + grid",
                     f"{result['tiles_per_second']:.0f}",
-                    f"{result['tiles_per_second'] / plain:.2f}x read_region",
+                    f"{result['tiles_per_second'] / plain:.2f}x read_region{with_setup}",
                 )
             )
         report((f"OpenSlide read_region 224 px, same {len(positions)} tiles", f"{reads:.0f}", ""))
