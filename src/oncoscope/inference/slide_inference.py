@@ -87,7 +87,8 @@ class SlideOptions:
         auto_scale: find the resolution first with the scale search of seed 003
             (:func:`oncoscope.inference.scale_search.search_scale`) over ``scales`` (those above
             the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
-            random tissue points, and classify at its winner.
+            random tissue points, with the same scan overrides and the same reads as the
+            classification, and classify at its winner.
     """
 
     magnification: float | None = None
@@ -281,7 +282,9 @@ def _auto_scale(
 ) -> tuple[SlideOptions, dict[str, Any]]:
     """Options at the scale search's winning magnification, and what the search found.
 
-    The search's ``scale.json`` and figures are written into ``folder``.
+    The search opens the slide with the options' scan overrides and reads each scale as
+    :func:`plan_tiles` reads a magnification; scales finer than the scan are left out (with a
+    note) unless ``allow_upsampling``. Its ``scale.json`` and figures go into ``folder``.
 
     Raises:
         InvalidOptionError: ``--auto-scale`` with ``--mpp``/``--magnification``, or fewer
