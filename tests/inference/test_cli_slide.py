@@ -7,13 +7,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.io.slides import Resolution, Slide
 from oncoscope.pathology.synthetic import write_synthetic_slide
+
+from .conftest import TILE_PX
 
 OUTPUTS = (
     "probabilities.npy",
@@ -139,3 +144,65 @@ def test_num_nodes_without_devices_is_refused(
     assert code == 2
     assert "--num-nodes needs --devices" in output
     assert not any(tmp_path.iterdir())
+
+
+def test_auto_scale_searches_at_the_resolution_it_then_classifies_at(
+    colour_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mpp and objective power disagree, as on many Aperio scans: 0.2527 um/px at x40. A
+    # magnification M is read with downsample 40 / M (10 / M / 0.2527 would be 1 % finer).
+    slide = write_synthetic_slide(
+        tmp_path / "scan.svs", (1536, 1152), mpp=0.2527, magnification=40.0, vendor="aperio"
+    ).path
+    reads: list[Resolution] = []
+    read_at = Slide.read_at
+
+    def spy(
+        self: Slide,
+        location_xy: tuple[float, float],
+        size_wh: tuple[int, int],
+        target: Resolution,
+        out: np.ndarray[Any, Any] | None = None,
+    ) -> np.ndarray[Any, Any]:
+        if tuple(size_wh) == (TILE_PX, TILE_PX):  # crops and tiles, not the overviews
+            reads.append(target)
+        return read_at(self, location_xy, size_wh, target, out)
+
+    monkeypatch.setattr(Slide, "read_at", spy)
+    scales, points = [7, 13, 17, 27], 6  # none within 2 % of a pyramid level (1, 2, 4, 8)
+    out = tmp_path / "out"
+    code, output = _run(
+        colour_checkpoint, slide, "--out", out, "--auto-scale", "--stride", "1",
+        "--scales", ",".join(map(str, scales)), "--scale-points", str(points),
+    )  # fmt: skip
+    assert code == 0, output
+    search, tiles = reads[: points * len(scales)], reads[points * len(scales) :]
+    for i, scale in enumerate(scales):  # the search reads scale by scale
+        for target in search[i * points : (i + 1) * points]:
+            assert target.downsample == pytest.approx(40 / scale)
+            assert target.mpp == pytest.approx(0.2527 * 40 / scale)
+    winner = json.loads((out / "scan" / "scale.json").read_text())["winner"]
+    searched = {t for t in search if t.magnification == pytest.approx(winner)}
+    assert len(searched) == 1 and tiles and set(tiles) == searched
+    summary = json.loads((out / "scan" / "summary.json").read_text())
+    assert summary["mpp"] == pytest.approx(0.2527 * 40 / winner)
+
+
+def test_auto_scale_keeps_the_scan_overrides(
+    small_slide: Path, colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.tif"  # level 0 only, no resolution tags, no objective power
+    tifffile.imwrite(
+        bare, tifffile.imread(small_slide), tile=(256, 256), photometric="rgb", metadata=None
+    )
+    code, output = _run(
+        colour_checkpoint, bare, "--out", tmp_path / "out", "--auto-scale", "--stride", "1",
+        "--scales", "10,20,40", "--scale-points", "4", "--mpp-of-scan", "0.25",
+    )  # fmt: skip
+    assert code == 0, output
+    search = json.loads((tmp_path / "out" / "bare" / "scale.json").read_text())
+    summary = json.loads((tmp_path / "out" / "bare" / "summary.json").read_text())
+    assert search["slide_mpp"] == summary["slide_mpp"] == 0.25
+    assert search["scales"] == [10, 20, 40]  # x40 is the scan's own, not dropped
+    assert summary["mpp"] == pytest.approx(10 / search["winner"])
+    assert np.load(tmp_path / "out" / "bare" / "probabilities.npy").shape[-1] == 4

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from shapely.geometry import Point, Polygon
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
-from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.errors import InvalidOptionError, MissingMetadataError, OncoscopeError
 from oncoscope.inference.scale_search import search_scale, write_scale_outputs
 from oncoscope.io.slides import open_slide
 from oncoscope.models import create_model
@@ -222,3 +223,48 @@ def test_write_outputs_round_trips_the_points(inputs, tmp_path: Path) -> None:
     for p, entry in zip(result.points, record["points"], strict=True):
         assert (entry["x"], entry["y"], entry["scale"]) == (p.x, p.y, p.scale)
         assert np.array(entry["distances"]) == pytest.approx(p.distances, abs=1e-5)
+
+
+def _without_metadata(source: Path, path: Path) -> Path:
+    """The slide's level 0 as a tiled TIFF with neither resolution tags nor objective power."""
+    image = tifffile.imread(source)
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", metadata=None)
+    return path
+
+
+def test_scan_overrides_stand_in_for_missing_metadata(inputs, tmp_path: Path) -> None:
+    bare = _without_metadata(inputs["slide"], tmp_path / "bare.tif")
+    with pytest.raises(MissingMetadataError, match="--mpp-of-scan"):
+        search_scale(inputs["checkpoint"], bare, scales=SCALES, points=2)
+    result = search_scale(inputs["checkpoint"], bare, scales=SCALES, points=4, scan_mpp=0.25)
+    assert (result.slide_mpp, result.slide_magnification) == (0.25, 40)
+    assert result.upsampled == []  # x40 is the scan's own resolution, given by the override
+
+
+def test_scan_magnification_override_replaces_a_wrong_one(inputs) -> None:
+    # The file says x40. Told that the scan is x20, the search reads x10 with downsample 2:
+    # the pixels the file's own x20 gives. Same largest crop (64 level-0 px), same points.
+    told = search_scale(
+        inputs["checkpoint"], inputs["slide"], scales=[10, 20], points=6, seed=4,
+        scan_magnification=20,
+    )  # fmt: skip
+    stated = search_scale(inputs["checkpoint"], inputs["slide"], scales=[20, 40], points=6, seed=4)
+    assert told.slide_magnification == 20 and stated.slide_magnification == 40
+    for a, b in zip(told.points, stated.points, strict=True):
+        assert (a.x, a.y) == (b.x, b.y)
+        assert a.distances == pytest.approx(b.distances, abs=1e-9)
+
+
+def test_cli_takes_the_scan_overrides(inputs, tmp_path: Path) -> None:
+    bare = _without_metadata(inputs["slide"], tmp_path / "bare.tif")
+    out = tmp_path / "out"
+    args = ["scale", str(inputs["checkpoint"]), str(bare), "--out", str(out)]
+    args += ["--scales", "10,20,40", "--points", "3"]
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code == 2 and "--mpp-of-scan" in missing.output
+    run = CliRunner().invoke(app, [*args, "--mpp-of-scan", "0.25"])
+    assert run.exit_code == 0, run.output
+    record = json.loads((out / "scale.json").read_text())
+    assert (record["slide_mpp"], record["slide_magnification"]) == (0.25, 40)
+    run = CliRunner().invoke(app, [*args, "--magnification-of-scan", "20"])
+    assert run.exit_code == 2 and "x40 is above the slide's scan magnification x20" in run.output

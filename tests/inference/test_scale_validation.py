@@ -15,6 +15,12 @@ the search must put most points within one step of the known answer:
 Why the middle class: read off its scale, a middle-sized nucleus drifts towards a neighbour's
 size and the margins shrink on both sides (an interior peak); the smallest and largest classes
 keep growing more "themselves" towards the ends (the seed's monotonic curves).
+
+The vote lands one step LOW (x17, x25) and that is Algorithm 1 on this classifier, not the
+reads: its distance to the middle class's hyperplane peaks at about 0.8 of the training
+magnification even on crops rendered directly at each scale (no resampling), and a slide drawn
+at x20 votes x17 too (README, ``oncoscope scale``, "Why the vote lands one step low"). Hence
+"within one step", not "at". The points voting x43 on the x40 slide lie at the tissue's edge.
 """
 
 from __future__ import annotations

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from oncoscope.cli._common import console, error_console, progress_bar, user_errors
+from oncoscope.cli._common import (
+    ScanMagnification,
+    ScanMpp,
+    console,
+    error_console,
+    progress_bar,
+    user_errors,
+)
 
 DEFAULT_SCALES_TEXT = "10,12,14,17,20,25,30,35,43"
 
@@ -41,6 +48,8 @@ def scale(
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 16,
+    mpp_of_scan: ScanMpp = None,
+    magnification_of_scan: ScanMagnification = None,
 ) -> None:
     """Find the magnification a classifier works best at on a slide (seed 003, Algorithm 1).
 
@@ -63,6 +72,8 @@ def scale(
                 batch_size=batch_size,
                 allow_upsampling=allow_upsampling,
                 annotations=annotations,
+                scan_mpp=mpp_of_scan,
+                scan_magnification=magnification_of_scan,
                 progress=lambda done, _total: bar.update(task, completed=done),
             )
         paths = write_scale_outputs(result, out)

@@ -2,13 +2,16 @@
 
 Algorithm 1 of the seed, on a whole-slide image and an oncoscope checkpoint:
 
-1. ``P`` points drawn at random (seeded) in the slide's tissue
-   (:func:`oncoscope.pathology.tissue.tissue_mask` on a thumbnail), placed so that even the
+1. ``P`` points drawn at random (seeded) in the slide's tissue (the mask slide inference
+   uses, :func:`oncoscope.inference.slide_tissue.slide_tissue`), placed so that even the
    largest crop lies inside the slide where the slide is big enough;
-2. at every point and every scale ``s_i`` of the set (a magnification; ``mpp = 10 / s_i`` as in
-   :mod:`oncoscope.io.slides`), an ``eps x eps`` crop centred on the point, read at ``s_i``,
-   where ``eps`` is the model's input size (checkpoint ``image_size``), normalised exactly as in
-   training (:func:`oncoscope.train.data.eval_transform` with the checkpoint's mean and std);
+2. at every point and every scale ``s_i`` of the set (a magnification), an ``eps x eps`` crop
+   centred on the point, read at ``s_i`` exactly as ``oncoscope slide --magnification s_i``
+   reads its tiles (:func:`oncoscope.inference.patches.target_resolution`: downsample = the
+   scan's objective power / ``s_i``, so a slide of 0.2527 um/px at x40 is read at x20 with
+   downsample 2, not 0.5 / 0.2527), where ``eps`` is the model's input size (checkpoint
+   ``image_size``), normalised exactly as in training
+   (:func:`oncoscope.train.data.eval_transform` with the checkpoint's mean and std);
 3. the crop's features ``Phi``: the model's penultimate (pre-logits) features
    (``forward_head(forward_features(x), pre_logits=True)``, as timm models and oncoscope's own
    models provide); all crops of one scale go through the model together, in batches;
@@ -21,6 +24,10 @@ then reproduces Algorithm 1 exactly. ``bias=True`` adds it, ``(x . w + b) / ||w|
 signed distance to each hyperplane. The bias is constant across scales, so it shifts each
 class's curve by ``b_c / ||w_c||`` without changing its shape; it can only change which class's
 curve is the highest, and so, sometimes, a point's vote.
+
+**Scan overrides.** ``scan_mpp`` and ``scan_magnification`` replace the slide's own mpp and
+objective power (``--mpp-of-scan``, ``--magnification-of-scan``), as in ``wsi tile`` and
+``slide``: for slides without that metadata, or with wrong metadata.
 
 **Upsampling.** A scale above the slide's scan magnification would be read by enlarging level
 0. It is refused (:class:`oncoscope.errors.InvalidOptionError`) unless ``allow_upsampling``,
@@ -46,6 +53,7 @@ import torch
 from torch import nn
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.inference.patches import target_resolution
 from oncoscope.inference.scale_curves import (
     CURVE_KINDS,
     CurveKind,
@@ -56,18 +64,16 @@ from oncoscope.inference.scale_curves import (
     vote_histogram,
     widen_advice,
 )
+from oncoscope.inference.slide_tissue import slide_tissue
 from oncoscope.io.atomic import atomic_path
-from oncoscope.io.slides import TOLERANCE, Resolution, Slide, magnification_to_mpp, open_slide
+from oncoscope.io.slides import Resolution, Slide, open_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
 from oncoscope.pathology.tiling import random_positions
-from oncoscope.pathology.tissue import tissue_mask
 from oncoscope.train.checkpoint import input_magnification, load_model
 from oncoscope.train.data import eval_transform
 
 #: The seed's scale set: x10 to x43, neighbours about 1.2 apart.
 DEFAULT_SCALES: tuple[float, ...] = (10, 12, 14, 17, 20, 25, 30, 35, 43)
-#: Longer side in pixels of the thumbnail the tissue mask is made on.
-THUMBNAIL_PX = 1024
 
 
 @dataclass(frozen=True)
@@ -190,13 +196,16 @@ def search_scale(
     batch_size: int = 16,
     allow_upsampling: bool = False,
     annotations: str | Path | None = None,
+    scan_mpp: float | None = None,
+    scan_magnification: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScaleResult:
     """Run Algorithm 1 of seed 003 on one slide (see the module docstring).
 
     Args:
         checkpoint: an oncoscope training checkpoint of an RGB patch classifier.
-        slide_path: a slide OpenSlide reads, with mpp or magnification metadata.
+        slide_path: a slide OpenSlide reads, with mpp or magnification metadata (or given
+            by ``scan_mpp`` / ``scan_magnification``).
         scales: magnifications to try (at least two, distinct; sorted here).
         points: number of random points in tissue (``P``).
         seed: seed of the points.
@@ -204,6 +213,8 @@ def search_scale(
         batch_size: crops per forward pass.
         allow_upsampling: accept scales above the scan's magnification (warns).
         annotations: GeoJSON or label mask of the slide; adds the per-class accuracy table.
+        scan_mpp: microns per level-0 pixel of the scan, replacing the slide's own.
+        scan_magnification: objective power of the scan, replacing the slide's own.
         progress: called with ``(scales done, scales)`` after each scale.
 
     Returns:
@@ -212,9 +223,11 @@ def search_scale(
     Raises:
         InvalidOptionError: bad scales, points or batch size; a scale above the scan's
             magnification without ``allow_upsampling``; crops larger than the slide.
-        OncoscopeError: an unreadable checkpoint or slide, a checkpoint whose input does not fit
+        OncoscopeError: an unreadable checkpoint or slide, a slide with neither mpp nor
+            magnification (in the file or given), a checkpoint whose input does not fit
             (not 3-channel, classifier not one linear layer, classes not matching it), a slide
-            without tissue, annotations that label no point with one of the model's classes.
+            without tissue (:class:`oncoscope.errors.NoTissueError`), annotations that label no
+            point with one of the model's classes.
     """
     ordered = _check_options(scales, points, batch_size)
     checkpoint, slide_path = Path(checkpoint), Path(slide_path)
@@ -224,8 +237,15 @@ def search_scale(
     classes = [str(c) for c in spec["classes"]]
     transform = eval_transform(crop_px, spec["mean"], spec["std"])
     notes: list[str] = []
-    with open_slide(slide_path) as slide:
-        targets, upsampled = _resolutions(slide, ordered, allow_upsampling)
+    with open_slide(slide_path, mpp=scan_mpp, magnification=scan_magnification) as slide:
+        targets, upsampled = read_resolutions(slide, ordered)
+        if upsampled and not allow_upsampling:
+            raise InvalidOptionError(
+                f"x{', x'.join(f'{s:g}' for s in upsampled)} is above the slide's scan "
+                f"magnification x{slide.magnification:g} and would need upsampling; drop it "
+                "from --scales or pass --allow-upsampling",
+                slide.path,
+            )
         if upsampled:
             message = (
                 f"x{', x'.join(f'{s:g}' for s in upsampled)} above the scan's "
@@ -443,47 +463,38 @@ def _linear_head(
     return weight, bias
 
 
-def _resolutions(
-    slide: Slide, scales: Sequence[float], allow_upsampling: bool
-) -> tuple[list[Resolution], list[float]]:
-    """How each scale is read; scales above the scan's magnification only when allowed."""
-    above = [s for s in scales if s > slide.magnification * (1 + TOLERANCE)]
-    if above and not allow_upsampling:
-        raise InvalidOptionError(
-            f"x{', x'.join(f'{s:g}' for s in above)} is above the slide's scan magnification "
-            f"x{slide.magnification:g} and would need upsampling; drop it from --scales or pass "
-            "--allow-upsampling",
-            slide.path,
-        )
-    targets = []
-    for scale in scales:
-        if scale in above:
-            downsample = slide.magnification / scale
-            targets.append(
-                Resolution(
-                    downsample=downsample,
-                    mpp=slide.mpp * downsample,
-                    magnification=scale,
-                    level=0,
-                )
-            )
-        else:
-            targets.append(slide.resolution(mpp=magnification_to_mpp(scale)))
-    return targets, above
+def read_resolutions(slide: Slide, scales: Sequence[float]) -> tuple[list[Resolution], list[float]]:
+    """How each scale is read, exactly as ``oncoscope slide --magnification`` reads it.
+
+    Each scale goes through :func:`oncoscope.inference.patches.target_resolution` as a
+    magnification (downsample = the scan's objective power / scale, snapped to a pyramid level
+    within 2 %), so the scale search and the classification at its winner read the same pixels
+    even where the slide's mpp and objective power disagree.
+
+    Args:
+        slide: the open slide (with any scan overrides applied).
+        scales: magnifications.
+
+    Returns:
+        ``(resolutions, upsampled)``: one :class:`~oncoscope.io.slides.Resolution` per scale, in
+        order, and the scales finer than the scan (read by enlarging level 0).
+    """
+    resolved = [target_resolution(slide, magnification=s, allow_upsampling=True) for s in scales]
+    upsampled = [s for s, (_, finer) in zip(scales, resolved, strict=True) if finer]
+    return [target for target, _ in resolved], upsampled
 
 
 def _sample_points(slide: Slide, count: int, seed: int, extent_px: float) -> list[tuple[int, int]]:
-    """``count`` level-0 points drawn uniformly in tissue, boxes of ``extent_px`` kept inside."""
-    thumbnail, downsample = slide.thumbnail(THUMBNAIL_PX)
-    tissue = tissue_mask(thumbnail, downsample, mpp=slide.mpp)
-    if not tissue.mask.any():
-        raise OncoscopeError(
-            "no tissue found in the slide; the scale search needs tissue", slide.path
-        )
+    """``count`` level-0 points drawn uniformly in tissue, boxes of ``extent_px`` kept inside.
+
+    Raises:
+        NoTissueError: the slide has no tissue.
+    """
+    tissue = slide_tissue(slide)
     extent = min(extent_px, *slide.dimensions)
     corners = random_positions(
         tissue.mask,
-        downsample,
+        tissue.downsample,
         slide.dimensions,
         (extent, extent),
         count,

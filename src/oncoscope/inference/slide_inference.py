@@ -46,21 +46,21 @@ from oncoscope.inference.predict_tiles import (
     prepare_model,
     resolve_precision,
 )
-from oncoscope.inference.scale_search import DEFAULT_SCALES, search_scale, write_scale_outputs
+from oncoscope.inference.scale_search import (
+    DEFAULT_SCALES,
+    read_resolutions,
+    search_scale,
+    write_scale_outputs,
+)
+from oncoscope.inference.slide_tissue import MASK_MPP, slide_tissue
 from oncoscope.inference.status import is_done, write_status
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
 from oncoscope.models.batchnorm_folding import fold_batch_norms
-from oncoscope.pathology.tissue import tissue_mask
 from oncoscope.train.checkpoint import input_magnification, load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
 DEFAULT_MAGNIFICATION = 20.0
-#: Most pixels (longer side) of the slide image the tissue mask is made on: bounds the
-#: mask's memory (~20 bytes per pixel while it is made) whatever the slide's size.
-MASK_MAX_PX = 1024
-#: Coarsest pixels (um) of that image: 1.25x, as tissue detection usually runs at.
-MASK_MPP = 8.0
 #: Most pixels (longer side) of the slide in the PNG figures.
 FIGURE_PX = 1024
 #: Tiles accumulated into the map at once.
@@ -90,7 +90,8 @@ class SlideOptions:
         auto_scale: find the resolution first with the scale search of seed 003
             (:func:`oncoscope.inference.scale_search.search_scale`) over ``scales`` (those above
             the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
-            random tissue points, and classify at its winner.
+            random tissue points, with the same scan overrides and the same reads as the
+            classification, and classify at its winner.
     """
 
     magnification: float | None = None
@@ -293,7 +294,9 @@ def _auto_scale(
 ) -> tuple[SlideOptions, dict[str, Any]]:
     """Options at the scale search's winning magnification, and what the search found.
 
-    The search's ``scale.json`` and figures are written into ``folder``.
+    The search opens the slide with the options' scan overrides and reads each scale as
+    :func:`plan_tiles` reads a magnification; scales finer than the scan are left out (with a
+    note) unless ``allow_upsampling``. Its ``scale.json`` and figures go into ``folder``.
 
     Raises:
         InvalidOptionError: ``--auto-scale`` with ``--mpp``/``--magnification``, or fewer
@@ -307,11 +310,11 @@ def _auto_scale(
             slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
         ) as slide:
             scan = slide.magnification
-        kept = [s for s in scales if s <= scan * (1 + 1e-6)]
-        if len(kept) < len(scales):
-            dropped = ", ".join(f"x{s:g}" for s in scales if s not in kept)
+            _, above = read_resolutions(slide, scales)
+        if above:
+            dropped = ", ".join(f"x{s:g}" for s in above)
             notes.append(f"scale search: {dropped} above the scan's x{scan:g}, not tried")
-        scales = kept
+        scales = [s for s in scales if s not in above]
     if len(scales) < 2:
         raise InvalidOptionError(
             "--auto-scale needs at least two scales the slide can deliver "
@@ -327,6 +330,8 @@ def _auto_scale(
             points=options.scale_points,
             batch_size=options.batch_size,
             allow_upsampling=options.allow_upsampling,
+            scan_mpp=options.scan_mpp,
+            scan_magnification=options.scan_magnification,
         )
     write_scale_outputs(result, folder)
     notes.append(f"scale search chose x{result.winner:g}")
@@ -340,8 +345,10 @@ def plan_tiles(
     """The tile grid over the tissue for a checkpoint's ``spec`` (its ``image_size``, and its
     resolution when the options give none); a note is added to ``notes`` when upsampling.
 
-    The tissue mask is made on a pyramid level of at most :data:`MASK_MPP` um per pixel (finer
-    where the cells are small), at most :data:`MASK_MAX_PX` pixels.
+    The tissue mask is :func:`oncoscope.inference.slide_tissue.slide_tissue` (the scale
+    search's too), on a pyramid level of at most
+    :data:`~oncoscope.inference.slide_tissue.MASK_MPP` um per pixel, finer where the cells are
+    small.
 
     Raises:
         InvalidOptionError: a resolution the slide cannot give, a bad stride or min tissue.
@@ -363,11 +370,7 @@ def plan_tiles(
         )
     size = int(spec["image_size"])
     cell_um = size // cells_per_tile(options.stride, size) * target.mpp
-    mask_mpp = min(MASK_MPP, cell_um / SAMPLES_PER_CELL)
-    image, downsample = slide.overview(MASK_MAX_PX, mpp=mask_mpp)
-    tissue = tissue_mask(image, downsample, mpp=slide.mpp)
-    if not tissue.mask.any():
-        raise NoTissueError("no tissue found (blank slide?)", slide.path)
+    tissue = slide_tissue(slide, mpp=min(MASK_MPP, cell_um / SAMPLES_PER_CELL))
     grid = tile_grid(slide.dimensions, target, size, options.stride, tissue, options.min_tissue)
     if len(grid) == 0:
         raise NoTissueError(
