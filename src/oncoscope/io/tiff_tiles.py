@@ -13,9 +13,11 @@ A read it cannot serve exactly as OpenSlide's ``read_region`` returns False and 
 reads through OpenSlide instead: levels of other layouts (strips, planar, not 8-bit RGB,
 JPEG 2000 and other compressions), a page whose size is not OpenSlide's level size, missing
 tiles, level coordinates that are not whole level pixels (OpenSlide then interpolates), tiles
-past the end of the file, JPEG data without its end marker, or a decoding error. So a
-truncated or corrupt tile still ends in OpenSlide's error. JPEG data garbled in its middle
-that libjpeg decodes with only a warning is returned as decoded (OpenSlide would refuse it).
+past the end of the file, JPEG data that does not end with its end-of-image marker, or a
+decoding error. So a tile that is cut short, zeroed or has a broken header still ends in
+OpenSlide's error. Not caught: JPEG data garbled inside its entropy-coded part but still ending
+in the marker, which libjpeg decodes with only a warning (imagecodecs does not report
+warnings); it is returned as decoded where OpenSlide, which treats warnings as errors, fails.
 
 Hand-written because OpenSlide converts every ``read_region`` through cairo to premultiplied
 ARGB and then to an RGBA image (3-6x the cost of the copy here), and tifffile/zarr slicing of a
@@ -269,8 +271,8 @@ def _decode(page: tifffile.TiffPage, data: bytes, index: int) -> _Array | None:
     """One tile's RGB pixels decoded as OpenSlide decodes them, or None on any failure."""
     try:
         if page.compression == _JPEG:
-            if not (data.startswith(b"\xff\xd8") and data.rstrip(b"\x00").endswith(b"\xff\xd9")):
-                return None  # truncated: libjpeg only warns, OpenSlide fails
+            if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+                return None  # cut short or padded: libjpeg may only warn, OpenSlide may fail
             # OpenSlide sets the JPEG colour space from the photometric tag (Aperio's RGB JPEG)
             space = "YCBCR" if page.photometric == _YCBCR else "RGB"
             pixels = imagecodecs.jpeg8_decode(
