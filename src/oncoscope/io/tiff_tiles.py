@@ -19,9 +19,10 @@ OpenSlide's error. Not caught: JPEG data garbled inside its entropy-coded part b
 in the marker, which libjpeg decodes with only a warning (imagecodecs does not report
 warnings); it is returned as decoded where OpenSlide, which treats warnings as errors, fails.
 
-Hand-written because OpenSlide converts every ``read_region`` through cairo to premultiplied
-ARGB and then to an RGBA image (3-6x the cost of the copy here), and tifffile/zarr slicing of a
-level keeps no decoded tiles, so neighbouring reads decode the same tile again.
+Hand-written because OpenSlide composites every ``read_region`` through cairo into premultiplied
+ARGB that becomes an RGBA image per call (224-px reads here are about 4x faster, see
+``benchmarks/slide_throughput.py``), and tifffile/zarr slicing of a level keeps no decoded
+tiles, so neighbouring reads would decode the same tile again.
 """
 
 from __future__ import annotations
@@ -188,10 +189,13 @@ class TiledTiff:
             levels = _levels(tif, vendor, level_dimensions, level_downsamples)
         except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, TypeError):
             levels = []  # tags tifffile cannot make sense of: all reads through OpenSlide
-        if not any(levels):
-            tif.close()
-            return None
-        return cls(path, tif, levels, background, cache)
+        if any(levels):
+            try:
+                return cls(path, tif, levels, background, cache)
+            except OSError:
+                pass
+        tif.close()
+        return None
 
     def serves(self, level: int) -> bool:
         """Whether reads of this OpenSlide level come from here (else from OpenSlide)."""
