@@ -12,10 +12,16 @@ Coordinates are level-0 pixels ``(x, y)`` of a region's top-left corner, measure
 corner of OpenSlide's ``bounds-x/bounds-y`` rectangle when the slide has one (as QuPath shows
 them); sizes are ``(width, height)``; arrays are ``(rows, cols, 3) uint8`` RGB.
 
+Levels stored as tiled TIFF pages (generic TIFF and Aperio SVS) are read straight from their
+tiles by :class:`oncoscope.io.tiff_tiles.TiledTiff` into the output array, with the same pixels
+as OpenSlide's ``read_region`` and several times faster for patch-sized reads; everything else,
+and any read it cannot serve exactly, goes through OpenSlide.
+
 Open slides are kept in a small per-process pool (:func:`pooled_slide`) sharing one OpenSlide
-tile cache of fixed size, so handles are reopened per worker process (they cannot be pickled)
-and memory does not grow with the number of slides. The resampling between a pyramid level and
-the target resolution is written here because OpenSlide reads only whole levels.
+tile cache and one cache of decoded TIFF tiles, each of fixed size, so handles are reopened per
+worker process (they cannot be pickled) and memory does not grow with the number of slides. The
+resampling between a pyramid level and the target resolution is written here because OpenSlide
+reads only whole levels.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ from oncoscope.errors import (
     MissingMetadataError,
     UnsupportedFormatError,
 )
+from oncoscope.io.tiff_tiles import DecodedTileCache, TiledTiff, parse_background
 
 #: ``mpp = MPP_AT_1X / magnification``: x40 = 0.25 um/px, x20 = 0.5, x10 = 1.
 MPP_AT_1X = 10.0
 #: Relative tolerance when matching a downsample to 1 or to a pyramid level.
 TOLERANCE = 0.02
-#: Bytes of OpenSlide's tile cache shared by all slides of a process.
+#: Bytes of OpenSlide's tile cache shared by all pooled slides of a process, and (apart) of
+#: the decoded TIFF tiles they share (:class:`~oncoscope.io.tiff_tiles.DecodedTileCache`).
 CACHE_BYTES = 64 * 1024 * 1024
 #: Pixels of a pyramid level read at once when making a thumbnail.
 BAND_PIXELS = 16 * 1024 * 1024
@@ -89,6 +97,9 @@ class Resolution:
 
 class Slide:
     """A whole-slide image read through OpenSlide (SVS, NDPI, MRXS, generic tiled TIFF, ...).
+
+    Levels of generic TIFF and Aperio slides stored as tiled TIFF pages are read from their
+    tiles directly (:attr:`tiff_tiles`), with OpenSlide's pixels; other reads go to OpenSlide.
 
     Args:
         path: the slide file.
@@ -151,6 +162,17 @@ class Slide:
         self.magnification: float = (
             file_magnification if file_magnification is not None else mpp_to_magnification(file_mpp)
         )
+        #: Direct reader of the slide's tiled TIFF levels, or None (all reads via OpenSlide).
+        self.tiff_tiles: TiledTiff | None = None
+        if isinstance(handle, openslide.OpenSlide) and (bx, by) == (0, 0):
+            self.tiff_tiles = TiledTiff.open(
+                self.path,
+                vendor=self.vendor,
+                level_dimensions=self.level_dimensions,
+                level_downsamples=self.level_downsamples,
+                background=parse_background(_background(props)),
+                cache=DecodedTileCache(CACHE_BYTES),
+            )
 
     def __repr__(self) -> str:
         w, h = self.dimensions
@@ -166,17 +188,24 @@ class Slide:
         self.close()
 
     def close(self) -> None:
-        """Release the OpenSlide handle."""
+        """Release the OpenSlide handle and the TIFF file."""
         self._handle.close()
+        if self.tiff_tiles is not None:
+            self.tiff_tiles.close()
 
     @property
     def handle(self) -> openslide.AbstractSlide:
         """The OpenSlide object read from (e.g. for ``openslide.deepzoom.DeepZoomGenerator``)."""
         return self._handle
 
-    def set_cache(self, cache: openslide.OpenSlideCache) -> None:
-        """Share an OpenSlide tile cache (bytes fixed at its creation) with other slides."""
+    def set_cache(
+        self, cache: openslide.OpenSlideCache, tiles: DecodedTileCache | None = None
+    ) -> None:
+        """Share an OpenSlide tile cache (bytes fixed at its creation) with other slides, and
+        the cache of decoded TIFF tiles when ``tiles`` is given."""
         self._handle.set_cache(cache)
+        if tiles is not None and self.tiff_tiles is not None:
+            self.tiff_tiles.cache = tiles
 
     def resolution(
         self, *, mpp: float | None = None, magnification: float | None = None
@@ -277,19 +306,41 @@ class Slide:
         dx, dy = (x0 - x_int) / level_downsample, (y0 - y_int) / level_downsample
         read_w = math.ceil(dx + width * scale)
         read_h = math.ceil(dy + height * scale)
-        try:
-            region = self._handle.read_region((x_int, y_int), target.level, (read_w, read_h))
-        except openslide.OpenSlideError as error:
-            raise CorruptFileError(f"cannot read region: {error}", self.path) from None
         if (read_w, read_h) == (width, height) and not dx and not dy:
+            if out is None:
+                out = np.empty((height, width, 3), dtype=np.uint8)
+            if self._read_tiles((x_int, y_int), target.level, out):
+                return out
+            region = self._read_region((x_int, y_int), target.level, (read_w, read_h))
             return _region_rgb(region, self.properties, out)
-        rgb = _flatten(region, self.properties)
+        window = np.empty((read_h, read_w, 3), dtype=np.uint8)
+        if self._read_tiles((x_int, y_int), target.level, window):
+            rgb = Image.fromarray(window)
+        else:
+            region = self._read_region((x_int, y_int), target.level, (read_w, read_h))
+            rgb = _flatten(region, self.properties)
         box = (dx, dy, dx + width * scale, dy + height * scale)
         rgb = rgb.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
         if out is None:
             return np.asarray(rgb, dtype=np.uint8)
         out[...] = np.asarray(rgb, dtype=np.uint8)
         return out
+
+    def _read_tiles(
+        self, location_xy: tuple[int, int], level: int, out: np.ndarray[Any, np.dtype[np.uint8]]
+    ) -> bool:
+        """Read a level window straight from the TIFF tiles into ``out``; False if not served."""
+        return self.tiff_tiles is not None and self.tiff_tiles.read(location_xy, level, out)
+
+    def _read_region(
+        self, location_xy: tuple[int, int], level: int, size_wh: tuple[int, int]
+    ) -> Image.Image:
+        """OpenSlide's RGBA ``read_region``; its errors as :class:`CorruptFileError`."""
+        try:
+            region: Image.Image = self._handle.read_region(location_xy, level, size_wh)
+        except openslide.OpenSlideError as error:
+            raise CorruptFileError(f"cannot read region: {error}", self.path) from None
+        return region
 
     def thumbnail(
         self, max_size_px: int = 2048
@@ -384,6 +435,7 @@ def open_slide(
 
 _POOL: OrderedDict[tuple[str, float | None, float | None], Slide] = OrderedDict()
 _CACHE: list[openslide.OpenSlideCache] = []
+_TILE_CACHE: list[DecodedTileCache] = []
 
 
 def pooled_slide(
@@ -391,8 +443,9 @@ def pooled_slide(
 ) -> Slide:
     """A slide from this process's pool of at most :data:`POOL_SIZE` open slides.
 
-    All pooled slides share one OpenSlide tile cache of :data:`CACHE_BYTES`; the least
-    recently used slide is closed when the pool is full. Do not close a pooled slide.
+    All pooled slides share one OpenSlide tile cache of :data:`CACHE_BYTES` and one cache of
+    decoded TIFF tiles of as many bytes; the least recently used slide is closed when the pool
+    is full. Do not close a pooled slide.
     """
     key = (str(Path(path).resolve()), mpp, magnification)
     if key in _POOL:
@@ -401,7 +454,8 @@ def pooled_slide(
     slide = Slide(path, mpp=mpp, magnification=magnification)
     if not _CACHE:
         _CACHE.append(openslide.OpenSlideCache(CACHE_BYTES))
-    slide.set_cache(_CACHE[0])
+        _TILE_CACHE.append(DecodedTileCache(CACHE_BYTES))
+    slide.set_cache(_CACHE[0], _TILE_CACHE[0])
     _POOL[key] = slide
     while len(_POOL) > POOL_SIZE:
         _POOL.popitem(last=False)[1].close()
@@ -469,9 +523,14 @@ def _positive_float(text: str | None) -> float | None:
     return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
+def _background(props: dict[str, str]) -> str:
+    """The slide's background colour as ``"rrggbb"`` (white unless the slide says otherwise)."""
+    return props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+
+
 def _flatten(region: Image.Image, props: dict[str, str]) -> Image.Image:
     """RGBA from OpenSlide (transparent outside the scan) -> RGB over the background colour."""
-    colour = "#" + props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+    colour = "#" + _background(props)
     background = Image.new("RGB", region.size, colour)
     background.paste(region, mask=region.split()[3])
     return background
@@ -508,7 +567,7 @@ def _flatten_array(
     if alpha.min() == 255:
         np.copyto(out, rgba[..., :3])
         return out
-    colour = props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+    colour = _background(props)
     background = np.array([int(colour[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
     weight = alpha[..., None].astype(np.float32) / 255
     blended = rgba[..., :3] * weight + background * (1 - weight)
