@@ -54,6 +54,8 @@ SMALL_WH = (2220, 2967)
 #: Figures measured for the issue on this machine (TIAToolbox data path, plain OpenSlide).
 ISSUE_TIA_DATA = {0: 493.0, 2: 739.0}
 ISSUE_OPENSLIDE = 917.0
+#: ``phase_seconds`` of ``oncoscope slide``, in the order they happen.
+PHASES = ("tissue_and_grid", "tiles", "precision_agreement", "map", "outputs")
 
 
 def make_checkpoint(path: Path) -> Path:
@@ -103,12 +105,20 @@ def bare_forward(checkpoint: Path, precision: str, seconds: float, eager: bool =
     return done / (time.perf_counter() - start)
 
 
-def end_to_end(checkpoint: Path, slide: Path, out: Path, workers: int) -> dict[str, Any]:
+def end_to_end(
+    checkpoint: Path, slide: Path, out: Path, workers: int, agreement_tiles: int | None = None
+) -> dict[str, Any]:
     from oncoscope.inference.slide_inference import SlideOptions, infer_slide, load_classifier
 
     classifier = load_classifier(checkpoint, torch.device("cpu"))
     options = SlideOptions(
-        mpp=0.5, stride=1.0, batch_size=16, workers=workers, precision="auto", overwrite=True
+        mpp=0.5,
+        stride=1.0,
+        batch_size=16,
+        workers=workers,
+        precision="auto",
+        overwrite=True,
+        agreement_tiles=agreement_tiles,
     )
     summary = infer_slide(classifier, slide, out, options).summary
     assert summary is not None
@@ -265,6 +275,12 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs per e2e/data figure; the best ratio is kept"
     )
+    parser.add_argument(
+        "--agreement-tiles",
+        type=int,
+        default=None,
+        help="oncoscope slide's fp32 check under bf16 (default: its own default; 0: off)",
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -322,7 +338,9 @@ def main() -> None:
                 best: tuple[float, dict[str, Any], float] | None = None
                 before = bare_forward(checkpoint, auto, args.seconds)
                 for _ in range(args.repeats):
-                    result = end_to_end(checkpoint, slides[name], work / "out", workers)
+                    result = end_to_end(
+                        checkpoint, slides[name], work / "out", workers, args.agreement_tiles
+                    )
                     after = bare_forward(checkpoint, result["precision"], args.seconds)
                     near, before = max(before, after), after
                     ratio = result["tiles_per_second"] / near
@@ -339,9 +357,10 @@ def main() -> None:
                 )
                 report((label, f"{speed:.1f}", text))
                 model = result["tiles"] / near
+                spent = result["phase_seconds"]
                 phases.append(
                     f"| {name} | {workers} | {result['seconds']:.2f} | "
-                    + " | ".join(f"{v:.3f}" for v in result["phase_seconds"].values())
+                    + " | ".join(f"{spent.get(key, 0.0):.3f}" for key in PHASES)
                     + f" | {model:.2f} |"
                 )
     if "data" in parts:
@@ -417,8 +436,11 @@ def main() -> None:
         report((f"OpenSlide read_region 224 px, same {len(positions)} tiles", f"{reads:.0f}", ""))
     if phases:
         print(
-            "\n| slide | workers | seconds | tissue + grid | tiles | map | outputs |"
-            " model alone (tiles / bare) |\n|---|---|---|---|---|---|---|---|"
+            "\n| slide | workers | seconds | "
+            + " | ".join(PHASES)
+            + " | model alone (tiles / bare) |\n|---|---|---|"
+            + "---|" * len(PHASES)
+            + "---|"
         )
         print("\n".join(phases), flush=True)
     if "memory" in parts:

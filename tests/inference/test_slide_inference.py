@@ -184,7 +184,20 @@ def test_reduced_precision_writes_its_agreement(
     ).summary
     assert summary is not None and summary["precision"] == "bf16"
     assert summary["precision_agreement"]["argmax_agreement"] >= 0.995
-    assert summary["precision_agreement"]["tiles"] == min(256, summary["tiles"])
+    # 1% of the tiles, at least 16
+    assert 16 < summary["tiles"] < 1600
+    assert summary["precision_agreement"]["tiles"] == 16
+    assert summary["phase_seconds"]["precision_agreement"] > 0
+
+    larger = replace(options, agreement_tiles=40, overwrite=True)
+    summary = infer_slide(load_classifier(colour_checkpoint), small_slide, tmp_path, larger).summary
+    assert summary is not None and summary["precision_agreement"]["tiles"] == 40
+
+    off = replace(options, agreement_tiles=0, overwrite=True)
+    summary = infer_slide(load_classifier(colour_checkpoint), small_slide, tmp_path, off).summary
+    assert summary is not None and summary["precision"] == "bf16"
+    assert "precision_agreement" not in summary
+    assert "precision_agreement" not in summary["phase_seconds"]
 
 
 def test_bad_inputs_give_clear_errors(

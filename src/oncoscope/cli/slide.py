@@ -90,6 +90,14 @@ def slide(
             min=1, help="Nodes with --devices (Lightning's cluster environment, e.g. SLURM)."
         ),
     ] = 1,
+    agreement_tiles: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Tiles re-run at fp32 under bf16/fp16 to measure the argmax agreement "
+            "(default: 1% of the tiles, 16 to 256; 0: no check).",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Redo slides already done.")] = False,
     mpp_of_scan: ScanMpp = None,
     magnification_of_scan: ScanMagnification = None,
@@ -119,6 +127,7 @@ def slide(
         devices=devices,
         accelerator=accelerator,
         num_nodes=num_nodes,
+        agreement_tiles=agreement_tiles,
         heatmap_class=heatmap_class,
         scan_mpp=mpp_of_scan,
         scan_magnification=magnification_of_scan,

@@ -40,6 +40,7 @@ from oncoscope.inference.patches import (
     tile_grid,
 )
 from oncoscope.inference.predict_tiles import (
+    agreement_sample,
     precision_agreement,
     predict_tiles,
     predict_tiles_distributed,
@@ -82,6 +83,9 @@ class SlideOptions:
         devices: run through Lightning's ``trainer.predict`` on this many devices (None: the
             plain single-device loop).
         accelerator: Lightning accelerator with ``devices``.
+        agreement_tiles: tiles re-run at fp32 under a reduced precision to measure the
+            argmax agreement (0: none; None: 1% of the tiles, 16 to 256; see
+            :func:`oncoscope.inference.predict_tiles.agreement_sample`).
         num_nodes: nodes with ``devices`` (each runs the same command; Lightning's cluster
             environment tells the ranks apart).
         heatmap_class: class shown in ``heatmap.png`` (default: a tumour-like name, else max).
@@ -105,6 +109,7 @@ class SlideOptions:
     devices: int | None = None
     accelerator: str = "auto"
     num_nodes: int = 1
+    agreement_tiles: int | None = None
     heatmap_class: str | None = None
     scan_mpp: float | None = None
     scan_magnification: float | None = None
@@ -211,11 +216,14 @@ def infer_slide(
     ``classes: {name: {area_mm2, fraction}}`` (fraction of the whole slide's area), ``tiles``,
     ``seconds`` (opening the slide to outputs written), ``tiles_per_second``,
     ``phase_seconds`` (``tissue_and_grid``: opening, tissue mask, tile grid; ``tiles``: reading
-    and classifying the tiles; ``map``: averaging into the cell map; ``outputs``: the files),
+    and classifying the tiles; ``precision_agreement``: the fp32 re-run of a sample of tiles,
+    under a reduced precision; ``map``: averaging into the cell map; ``outputs``: the files;
+    ``scale_search`` first with ``auto_scale``),
     ``magnification``, ``mpp``, ``tile_size_px``, ``stride``, ``precision``, ``grid``
     (``origin_level0_xy``, ``cell_size_level0_px``, ``shape_rows_cols``),
     ``slide_dimensions_level0``, ``slide_mpp``, ``heatmap_class``; ``precision_agreement``
-    under a reduced precision; ``annotations`` scores when annotations are given.
+    under a reduced precision (see :func:`oncoscope.inference.predict_tiles.precision_agreement`;
+    absent with ``agreement_tiles=0``); ``annotations`` scores when annotations are given.
 
     Args:
         on_tiles: called with ``(tiles done, tiles in the slide)`` as batches finish.
@@ -245,10 +253,23 @@ def infer_slide(
         grid = plan_tiles(classifier.spec, s, options, notes)
         phase_done("tissue_and_grid")
         work = folder / ".work"
-        precision, agreement = _classify(classifier, s, grid, work, options, on_tiles)
+        precision, dataset = _classify(classifier, s, grid, work, options, on_tiles)
         phase_done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
             return SlideOutcome(slide_path, folder, None, notes, rank_zero=False)
+        agreement = None
+        checked = agreement_sample(len(grid), options.agreement_tiles)
+        if precision != "fp32" and checked > 0:
+            agreement = precision_agreement(
+                classifier.model.to(classifier.device),
+                classifier.spec,
+                dataset,
+                np.load(work / "tiles.npy", mmap_mode="r"),
+                batch_size=options.batch_size,
+                device=classifier.device,
+                sample=checked,
+            )
+            phase_done("precision_agreement")
         map_path = folder / "probabilities.npy"
         accumulator = ProbabilityAccumulator(
             work, grid.shape_rows_cols, len(classifier.class_names)
@@ -386,8 +407,9 @@ def _classify(
     work: Path,
     options: SlideOptions,
     on_tiles: Callable[[int, int], None] | None,
-) -> tuple[str | None, dict[str, float | int] | None]:
-    """Tile probabilities into ``work/tiles.npy``; ``(precision, agreement)``; None off rank 0."""
+) -> tuple[str | None, TileDataset]:
+    """Tile probabilities into ``work/tiles.npy``; ``(precision, the tiles' dataset)``, the
+    precision None off rank 0."""
     device = classifier.device if options.devices is None else torch.device("cpu")
     if options.devices is not None and options.accelerator in ("gpu", "cuda", "auto"):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -423,6 +445,7 @@ def _classify(
             classifier.model, classifier.spec, dataset, probabilities, device=device, **run
         )
         probabilities.flush()
+        del probabilities
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -433,20 +456,8 @@ def _classify(
                 num_nodes=options.num_nodes, **run,
             )  # fmt: skip
         if not rank_zero:
-            return None, None
-        probabilities = np.load(path, mmap_mode="r")
-    agreement = None
-    if precision != "fp32":
-        agreement = precision_agreement(
-            classifier.model.to(classifier.device),
-            classifier.spec,
-            dataset,
-            probabilities,
-            batch_size=options.batch_size,
-            device=classifier.device,
-        )
-    del probabilities
-    return precision, agreement
+            return None, dataset
+    return precision, dataset
 
 
 def _write_outputs(
