@@ -99,16 +99,20 @@ def test_tile_reads_equal_openslide_on_the_shared_fixture_slides(generic_slide, 
                     np.testing.assert_array_equal(out, expected)
 
 
-def _random_pyramid(path: Path, compression: str) -> np.ndarray:
-    """A 2-level tiled TIFF of random pixels (exact codecs), level 0 returned."""
-    rng = np.random.default_rng(7)
-    level0 = rng.integers(0, 256, (600, 900, 3), dtype=np.uint8)
+def _random_pyramid(
+    path: Path, compression: str, photometric: str = "rgb", seed: int = 7
+) -> np.ndarray:
+    """A 2-level tiled TIFF of random pixels (exact codecs; RGB, or grey with
+    ``photometric="minisblack"``), level 0 returned."""
+    rng = np.random.default_rng(seed)
+    shape = (600, 900, 3) if photometric == "rgb" else (600, 900)
+    level0 = rng.integers(0, 256, shape, dtype=np.uint8)
     with tifffile.TiffWriter(path) as tif:
         for index, image in enumerate((level0, level0[::2, ::2])):
             tif.write(
                 np.ascontiguousarray(image),
                 tile=(TILE, TILE),
-                photometric="rgb",
+                photometric=photometric,
                 compression=compression,
                 subfiletype=1 if index else 0,
                 metadata=None,
@@ -145,18 +149,7 @@ class _Spy:
 def test_a_file_it_cannot_serve_is_read_by_openslide(tmp_path, odd_slides):
     # greyscale pages: OpenSlide reads them through libtiff as grey RGB, the tile path does not
     path = tmp_path / "grey.tif"
-    rng = np.random.default_rng(3)
-    level0 = rng.integers(0, 256, (600, 900), dtype=np.uint8)
-    with tifffile.TiffWriter(path) as tif:
-        for index, image in enumerate((level0, level0[::2, ::2])):
-            tif.write(
-                np.ascontiguousarray(image),
-                tile=(TILE, TILE),
-                photometric="minisblack",
-                compression="zlib",
-                subfiletype=1 if index else 0,
-                metadata=None,
-            )
+    level0 = _random_pyramid(path, "zlib", photometric="minisblack", seed=3)
     with Slide(path, mpp=0.5) as slide:
         assert slide.vendor == "generic-tiff" and slide.tiff_tiles is None
         spy = slide.handle.read_region = _Spy(slide.handle)
