@@ -5,6 +5,13 @@ their size, stride and padding, the pooling type (max or average) and size, the 
 (sigmoid, tanh, ReLU, leaky ReLU), dropout, the number of convolution blocks and of fully
 connected layers. The softmax the primer puts at the output is applied by the loss
 (cross-entropy on logits) and by the prediction code, as is usual in PyTorch.
+
+``global_pool`` swaps the flatten for a head that keeps location (Oquab et al., CVPR 2015;
+Zhou et al., CVPR 2016): the fully connected layers run at every position of the last feature
+map (as 1x1 convolutions), giving a map of class scores that is pooled over positions (``max``,
+``avg``, or ``lse``, log-sum-exp). The class map is then exactly what the classifier scored,
+so ``explain --method cam`` reads where the decision came from, and a lesion's evidence stays
+within the receptive field of the conv blocks.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from torch import nn
 
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh"]
 Pooling = Literal["max", "avg"]
+GlobalPool = Literal["", "max", "avg", "lse"]
+#: Sharpness of log-sum-exp pooling: ``(1/r) log mean exp(r s)``, near ``max`` for large ``r``.
+LSE_SHARPNESS = 5.0
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -43,10 +53,13 @@ class SimpleCNN(nn.Module):
         hidden: widths of the fully connected layers before the output layer.
         dropout: dropout probability before each fully connected layer.
         batch_norm: add batch normalisation after each convolution.
+        global_pool: ``""`` (flatten, the primer's network), or ``"max"``, ``"avg"``, ``"lse"``:
+            the fully connected layers run at every position and their class scores are
+            pooled over positions (see the module docstring).
 
     Raises:
-        ValueError: an unknown activation or pooling, or an input that the blocks shrink to
-            nothing.
+        ValueError: an unknown activation, pooling or global pooling, or an input that the
+            blocks shrink to nothing.
     """
 
     def __init__(
@@ -65,8 +78,11 @@ class SimpleCNN(nn.Module):
         hidden: Sequence[int] = (128,),
         dropout: float = 0.5,
         batch_norm: bool = True,
+        global_pool: GlobalPool = "",
     ) -> None:
         super().__init__()
+        if global_pool not in ("", "max", "avg", "lse"):
+            raise ValueError(f"global_pool must be '', 'max', 'avg' or 'lse', got {global_pool!r}")
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
@@ -95,12 +111,26 @@ class SimpleCNN(nn.Module):
         self.features.train()
         if 0 in shape:
             raise ValueError(f"input_size {input_size} shrinks to nothing through the conv blocks")
-        layers: list[nn.Module] = [nn.Flatten()]
-        width_in = int(shape[1] * shape[2] * shape[3])
+        self.global_pool = global_pool
+        positionwise: list[nn.Module] = []  # hidden layers at every position (global_pool)
+        layers: list[nn.Module] = [] if global_pool else [nn.Flatten()]
+        width_in = int(shape[1]) if global_pool else int(shape[1] * shape[2] * shape[3])
         for width in hidden:
-            layers += [nn.Dropout(dropout), nn.Linear(width_in, width), _ACTIVATIONS[activation]()]
+            if global_pool:
+                positionwise += [
+                    nn.Dropout(dropout),
+                    nn.Conv2d(width_in, width, 1),
+                    _ACTIVATIONS[activation](),
+                ]
+            else:
+                layers += [
+                    nn.Dropout(dropout),
+                    nn.Linear(width_in, width),
+                    _ACTIVATIONS[activation](),
+                ]
             width_in = width
         layers += [nn.Dropout(dropout), nn.Linear(width_in, num_classes)]
+        self.positionwise = nn.Sequential(*positionwise)
         self.classifier = nn.Sequential(*layers)
         self.num_classes = num_classes
         self.feature_info = [
@@ -121,15 +151,26 @@ class SimpleCNN(nn.Module):
         }
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last conv block's feature map."""
-        out: torch.Tensor = self.features(x)
+        """The last conv block's feature map (through the position-wise hidden layers when
+        ``global_pool`` is set): ``(B, C, h, w)``."""
+        out: torch.Tensor = self.positionwise(self.features(x))
         return out
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Flatten and fully connected layers (all but the last with ``pre_logits``)."""
-        head = self.classifier[:-1] if pre_logits else self.classifier
-        out: torch.Tensor = head(features)
-        return out
+        """Class logits ``(B, K)`` from the feature map.
+
+        Flatten and fully connected layers; with ``global_pool``, the class scores of every
+        position ``(B, h, w, K)`` pooled over positions. ``pre_logits``: the features the output
+        layer reads (with ``global_pool``, the feature map pooled the same way), ``(B, C)``.
+        """
+        if not self.global_pool:
+            head = self.classifier[:-1] if pre_logits else self.classifier
+            out: torch.Tensor = head(features)
+            return out
+        if pre_logits:
+            return _pool(features.flatten(2), self.global_pool)
+        scores = self.classifier(features.permute(0, 2, 3, 1))  # (B, h, w, K)
+        return _pool(scores.flatten(1, 2).transpose(1, 2), self.global_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, input_size, input_size)`` -> ``(B, num_classes)`` logits."""
@@ -138,6 +179,17 @@ class SimpleCNN(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The output layer."""
         return self.classifier[-1]
+
+
+def _pool(values: torch.Tensor, how: str) -> torch.Tensor:
+    """``(B, K, N)`` -> ``(B, K)``: max, mean or log-sum-exp over the last axis."""
+    if how == "max":
+        return values.amax(dim=-1)
+    if how == "avg":
+        return values.mean(dim=-1)
+    r = LSE_SHARPNESS
+    count = torch.log(torch.tensor(float(values.shape[-1]), device=values.device))
+    return (torch.logsumexp(r * values, dim=-1) - count) / r
 
 
 def _block_end(index: int, batch_norm: bool) -> int:
