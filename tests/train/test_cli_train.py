@@ -51,3 +51,17 @@ def test_every_model_folder_is_checked_before_the_first_model_trains(tmp_path):
     (line,) = _errors(result.output)
     assert line.startswith(f"error: {out / 'test_resnet'}: ") and "notes.txt" in line
     assert not (out / "simple_cnn").exists()
+
+
+def test_check_images_finds_an_unreadable_image_the_sample_misses(tmp_path, monkeypatch):
+    import oncoscope.train.data as training_data
+    from tests.train.test_data import truncate
+
+    manifest = write_patches(tmp_path / "p", {"train": 8, "val": 4})
+    bad = truncate(tmp_path / "p" / "train_006.png")
+    monkeypatch.setattr(training_data, "DECODE_SAMPLE", 0)
+    result = runner.invoke(app, _args(manifest, tmp_path / "run", "--check-images"))
+    assert result.exit_code == 2
+    (line,) = _errors(result.output)
+    assert line.startswith(f"error: {bad}: cannot decode image")
+    assert not (tmp_path / "run").exists()
