@@ -223,7 +223,7 @@ def _train_and_score(manifest: Path, run_dir: Path, seed: int, workers: int) -> 
         recipe="quick",
         overrides={"data": manifest, "out": run_dir, "seed": seed, "num_workers": workers},
     )
-    run = train_run(config, progress_bar=False)
+    run = train_run(config, overwrite=True, progress_bar=False)  # a demo rerun replaces its own
     predictions = predict_split(run.best_checkpoint, manifest, "test")
     correct = predictions["pred"] == predictions["label"]
     per_class = [

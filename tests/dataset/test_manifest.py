@@ -28,6 +28,10 @@ def test_round_trip_resolves_paths_against_the_manifest_folder(tmp_path):
         ("path,label,split\nx.png,tumour,train\n", r"missing columns \['group'\]"),
         ("path,group,label,split\n", "no rows"),
         ("path,group,label,split\nx.png,1,tumour,training\n", r"\['training'\]"),
+        # an empty cell: the row is named by its line in the file
+        ("path,group,label,split\nx.png,1,tumour,train\n,2,tumour,val\n", r"empty path.*line 3"),
+        ("path,group,label,split\nx.png,1,,train\n", r"empty label.*line 2"),
+        ("path,group,label,split\nx.png,1,tumour,\ny.png,1,tumour,\n", r"empty split.*lines 2, 3"),
     ],
 )
 def test_bad_manifests_are_named_and_explained(tmp_path, text, message):

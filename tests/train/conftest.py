@@ -37,3 +37,27 @@ def write_patches(
 @pytest.fixture(scope="session")
 def patches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_patches(tmp_path_factory.mktemp("patches"), {"train": 32, "val": 12, "test": 12})
+
+
+def write_flipped_patches(folder: Path) -> Path:
+    """Patches whose val labels are the opposite of what train teaches.
+
+    The better the model fits the training split, the worse its validation loss: the first
+    epoch is the best one and every later one is worse, whatever the numerics.
+    """
+    manifest = write_patches(folder, {"train": 16, "val": 8})
+    with manifest.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["split"] == "val":
+            row["label"] = LABELS[1 - LABELS.index(row["label"])]
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def flipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_flipped_patches(tmp_path_factory.mktemp("flipped"))

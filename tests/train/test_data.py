@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from oncoscope.errors import ManifestError
+import oncoscope.train.data as training_data
+from oncoscope.errors import CorruptFileError, ManifestError
 from oncoscope.train.data import EpochSampler, load_training_data
 from tests.train.conftest import write_patches
 
@@ -47,6 +48,11 @@ def _no_val(rows):
     return [r for r in rows if r["split"] != "val"]
 
 
+def _slide_in_two_splits(rows):
+    next(r for r in rows if r["split"] == "val")["slide"] = "train-1"
+    return rows
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -54,6 +60,7 @@ def _no_val(rows):
         (_unknown_label, r"\['carcinoma'\] appear in val/test but never in train"),
         (_one_class, "one class only"),
         (_no_val, "the val split is empty"),
+        (_slide_in_two_splits, r"slide train-1 is in both train and val"),
     ],
 )
 def test_bad_manifests_stop_before_training(tmp_path, change, message):
@@ -123,7 +130,32 @@ def test_tiles_stored_in_hdf5_or_zarr_train_like_png_files(generic_slide, tmp_pa
         )
     manifest = pd.read_csv(tmp_path / "h" / "manifest.csv")
     manifest.loc[1::3, "split"] = "val"
+    manifest.loc[1::3, "group"] = "held-out"  # one slide's tiles may not span train and val
     manifest.loc[::2, "label"] = "other"
     manifest.to_csv(tmp_path / "h" / "manifest.csv", index=False)
     data = load_training_data(tmp_path / "h" / "manifest.csv")
     assert (data.in_chans, data.image_size) == (3, 64)
+
+
+def truncate(image: Path) -> Path:
+    """Cut a PNG in half: its header still reads, its pixels do not decode."""
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    return image
+
+
+def test_a_truncated_image_is_found_before_training(tmp_path):
+    manifest = write_patches(tmp_path, {"train": 8, "val": 4})
+    bad = truncate(tmp_path / "val_002.png")
+    with pytest.raises(CorruptFileError, match="cannot decode image") as caught:
+        load_training_data(manifest)
+    assert str(caught.value).startswith(str(bad))
+
+
+def test_check_images_decodes_every_image_not_only_a_sample(tmp_path, monkeypatch):
+    manifest = write_patches(tmp_path, {"train": 8, "val": 4})
+    monkeypatch.setattr(training_data, "DECODE_SAMPLE", 0)  # the sample misses every image
+    bad = [truncate(tmp_path / "train_005.png"), truncate(tmp_path / "val_001.png")]
+    with pytest.raises(CorruptFileError, match=r"cannot decode image.*1 more") as caught:
+        load_training_data(manifest, check_images=True)
+    assert str(caught.value).startswith(str(bad[0]))

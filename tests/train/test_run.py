@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import csv
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from oncoscope.errors import OncoscopeError
+import oncoscope.train.data as training_data
+from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
 from oncoscope.train.checkpoint import load_model, read_checkpoint
 from oncoscope.train.config import resolve_config
 from oncoscope.train.predict import predict_split
@@ -71,6 +74,110 @@ def test_resume_refuses_another_model_or_a_missing_checkpoint(patches, tmp_path)
     train(_config(patches, tmp_path / "run", epochs=1), progress_bar=False)
     with pytest.raises(OncoscopeError, match="checkpoint is for model simple_cnn"):
         train(_config(patches, tmp_path / "run", model="resnet18"), resume=True, progress_bar=False)
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _epoch(checkpoint: Path) -> int:
+    return int(torch.load(checkpoint, weights_only=True, map_location="cpu")["epoch"])
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_last_checkpoint_holds_the_last_epoch_and_best_the_lowest_val_loss(flipped, tmp_path):
+    run = tmp_path / "run"
+    train(_config(flipped, run, epochs=3, batch_size=8), progress_bar=False)
+    losses = [float(row["val_loss"]) for row in _history(run)]
+    best = losses.index(min(losses))
+    assert best < 2  # the flipped val labels make the last epoch worse than the best one
+    assert _epoch(run / "checkpoints" / "last.ckpt") == 2
+    assert _epoch(run / "checkpoints" / "best.ckpt") == best
+
+
+def test_a_moved_run_keeps_its_best_checkpoint_when_resumed(flipped, tmp_path):
+    train(_config(flipped, tmp_path / "a", epochs=2, batch_size=8), progress_bar=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")  # moved, not copied: nothing may point back to it
+    result = train(
+        _config(flipped, tmp_path / "b", epochs=3, batch_size=8), resume=True, progress_bar=False
+    )
+    losses = [float(row["val_loss"]) for row in _history(tmp_path / "b")]
+    best = losses.index(min(losses))
+    assert best < 2 and len(losses) == 3
+    assert result.best_checkpoint == tmp_path / "b" / "checkpoints" / "best.ckpt"
+    assert _epoch(result.best_checkpoint) == best
+    assert result.best_val_loss == pytest.approx(min(losses), rel=1e-5)
+    assert _epoch(tmp_path / "b" / "checkpoints" / "last.ckpt") == 2
+
+
+def test_a_copied_run_resumes_without_touching_the_original(flipped, tmp_path):
+    train(_config(flipped, tmp_path / "a", epochs=2, batch_size=8), progress_bar=False)
+    original = _files(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    train(_config(flipped, tmp_path / "b", epochs=3, batch_size=8), resume=True, progress_bar=False)
+    assert _files(tmp_path / "a") == original
+    assert _epoch(tmp_path / "b" / "checkpoints" / "best.ckpt") == _epoch(
+        tmp_path / "a" / "checkpoints" / "best.ckpt"
+    )
+
+
+def test_a_used_run_folder_is_refused_unless_resumed_or_overwritten(patches, tmp_path):
+    run = tmp_path / "run"
+    train(_config(patches, run, epochs=1), progress_bar=False)
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.csv",
+        "run.json",
+        "tensorboard",
+    ]
+    first = _files(run)
+    with pytest.raises(OncoscopeError, match=r"not empty.*--resume.*--overwrite") as caught:
+        train(_config(patches, run, epochs=2, lr=0.01), progress_bar=False)
+    assert str(caught.value).startswith(f"{run}: ")
+    assert _files(run) == first
+    with pytest.raises(InvalidOptionError, match=r"--resume.*--overwrite"):
+        train(_config(patches, run, epochs=2), resume=True, overwrite=True, progress_bar=False)
+    train(_config(patches, run, epochs=2, lr=0.01), overwrite=True, progress_bar=False)
+    assert [row["epoch"] for row in _history(run)] == ["0", "1"]
+    assert "lr: 0.01" in (run / "config.yaml").read_text()
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # not merged
+    assert _epoch(run / "checkpoints" / "last.ckpt") == 1
+
+
+def test_overwrite_replaces_a_run_and_nothing_else(patches, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    for overwrite in (False, True):
+        with pytest.raises(OncoscopeError, match=r"notes\.txt") as caught:
+            train(_config(patches, folder, epochs=1), overwrite=overwrite, progress_bar=False)
+        assert str(caught.value).startswith(f"{folder}: ")
+        assert _files(folder) == {folder / "notes.txt": b"keep"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train(_config(patches, empty, epochs=1), progress_bar=False)  # an empty folder is fine
+    assert (empty / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_that_fails_mid_epoch_is_named_in_one_line(tmp_path, monkeypatch, workers):
+    from tests.train.conftest import write_patches
+    from tests.train.test_data import truncate
+
+    manifest = write_patches(tmp_path / "p", {"train": 8, "val": 4})
+    monkeypatch.setattr(training_data, "DECODE_SAMPLE", 0)  # the checks miss it
+    bad = truncate(tmp_path / "p" / "train_003.png")
+    with pytest.raises(CorruptFileError) as caught:
+        train(_config(manifest, tmp_path / "run", num_workers=workers), progress_bar=False)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: cannot decode image") and "--check-images" in message
+    assert "\n" not in message
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):

@@ -47,11 +47,18 @@ def train(
     workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run already in RUN (a new run needs it empty).")
+    ] = False,
+    check_images: Annotated[
+        bool, typer.Option(help="Decode every image before training, not only a sample.")
+    ] = False,
 ) -> None:
     """Train a classifier on a manifest; the best checkpoint is RUN/checkpoints/best.ckpt."""
     from oncoscope.errors import InvalidOptionError
     from oncoscope.models import check_model_name
     from oncoscope.train.config import resolve_config
+    from oncoscope.train.run import check_run_folder
     from oncoscope.train.run import train as run_training
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -82,7 +89,8 @@ def train(
         if len(set(names)) != len(names):
             raise InvalidOptionError(f"a model is named twice in --model {first.model}")
         configs = []
-        for name in names:  # every name and option is checked before any training starts
+        replacing = []
+        for name in names:  # every name, option and run folder is checked before any training
             check_model_name(name)
             run_out = first.out / name if len(names) > 1 else first.out
             configs.append(
@@ -92,8 +100,13 @@ def train(
                     overrides={**flags, "model": name, "out": run_out},
                 )
             )
-        for name, resolved in zip(names, configs, strict=True):
-            result = run_training(resolved, resume=resume)
+            replacing.append(bool(check_run_folder(run_out, resume=resume, overwrite=overwrite)))
+        for name, resolved, replaces in zip(names, configs, replacing, strict=True):
+            if replaces:
+                console.print(f"replacing the run in {resolved.out} (--overwrite)")
+            result = run_training(
+                resolved, resume=resume, overwrite=overwrite, check_images=check_images
+            )
             loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
             console.print(
                 f"{name}: {result.epochs_run} epochs in {result.seconds:.0f} s "

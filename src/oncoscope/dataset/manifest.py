@@ -68,7 +68,8 @@ def read_manifest(path: str | Path, *, required: Sequence[str] = REQUIRED_COLUMN
         The rows, with ``path`` made absolute (resolved against the manifest's folder).
 
     Raises:
-        ManifestError: missing file, missing columns, empty, or split values other than
+        ManifestError: missing file, missing columns, empty, an empty ``path``, ``label`` or
+            ``split`` cell (named by its line in the file), or split values other than
             train/val/test.
     """
     path = Path(path)
@@ -83,6 +84,18 @@ def read_manifest(path: str | Path, *, required: Sequence[str] = REQUIRED_COLUMN
         raise ManifestError(f"missing columns {missing}; a manifest needs {list(required)}", path)
     if frame.empty:
         raise ManifestError("manifest has no rows", path)
+    for column in ("path", "label", "split"):
+        if column not in frame.columns or column not in required:
+            continue
+        blank = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if blank.any():
+            lines = [int(i) + 2 for i in frame.index[blank]]  # line 1 is the header
+            shown = ", ".join(str(n) for n in lines[:5]) + (", ..." if len(lines) > 5 else "")
+            raise ManifestError(
+                f"empty {column} on line{'s' if len(lines) > 1 else ''} {shown}; "
+                f"every row needs a {column}",
+                path,
+            )
     if "split" in frame.columns:
         bad = sorted(set(frame["split"].astype(str)) - set(SPLITS))
         if bad:

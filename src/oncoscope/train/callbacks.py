@@ -1,15 +1,18 @@
-"""Lightning callbacks of a training run: per-batch reseeding and the epoch history file."""
+"""Lightning callbacks of a training run: per-batch reseeding, the epoch history file, and
+checkpoints that keep their best-model tracking when the run folder moves."""
 
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from oncoscope.io.atomic import atomic_path
 from oncoscope.train.data import mix_seed
@@ -79,3 +82,46 @@ class EpochHistory(Callback):
             writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, whose saved state follows a moved or copied run folder.
+
+    Lightning restores ``best_model_score``, ``best_k_models`` and the other tracking state only
+    when the checkpoint folder is the one it was saved from; in a moved or copied run it drops
+    them, and the first epoch after a resume then replaces ``best.ckpt`` whatever its loss.
+    Here the saved paths that lie in the old checkpoint folder are rebased onto the new one
+    before Lightning reads them, so the best epoch stays the best and nothing points back into
+    the old folder. The state key is plain ``ModelCheckpoint``'s, so runs saved by it resume too.
+    """
+
+    @property
+    def state_key(self) -> str:
+        """The key ``ModelCheckpoint`` with these settings stores its state under."""
+        key = super().state_key
+        return ModelCheckpoint.__qualname__ + key.removeprefix(type(self).__qualname__)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the tracking state, its paths moved into this run's checkpoint folder."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and os.path.normpath(saved) != os.path.normpath(self.dirpath):
+            state_dict = _rebased(state_dict, Path(saved), Path(self.dirpath))
+            state_dict["dirpath"] = self.dirpath
+        super().load_state_dict(state_dict)
+
+
+def _rebased(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """A copy of a ``ModelCheckpoint`` state with the paths in ``old`` moved into ``new``."""
+
+    def move(path: Any) -> Any:
+        if isinstance(path, str) and path and Path(path).parent == old:
+            return str(new / Path(path).name)
+        return path
+
+    moved = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in moved:
+            moved[key] = move(moved[key])
+    if isinstance(moved.get("best_k_models"), dict):
+        moved["best_k_models"] = {move(k): v for k, v in moved["best_k_models"].items()}
+    return moved

@@ -3,8 +3,12 @@
 The manifest needs ``path, label, split``; a group column (``group``, ``patient_id`` or
 ``slide``) is carried for grouped metrics. Every check runs before training starts, and a bad
 manifest stops with one line naming it: missing image files, a class-less or one-class training
-split, an empty training or validation split, labels in val/test that training never saw, image
-files of mixed channel counts, or images of different sizes without ``--image-size``.
+split, an empty training or validation split, labels in val/test that training never saw, a
+group (patient or slide) in more than one split, image files of mixed channel counts, or images
+of different sizes without ``--image-size``. Every image's header is read; the pixels of
+:data:`DECODE_SAMPLE` images spread over the manifest are decoded (all of them with
+``check_images``), so a truncated or garbled file stops the run before it starts. One the
+sample missed stops the run when it is reached, with one line naming it.
 
 Training randomness depends only on ``(seed, epoch, index)``: the sampler's order comes from a
 generator seeded by ``(seed, epoch)`` and each image's augmentation from one seeded by
@@ -34,6 +38,11 @@ from oncoscope.errors import CorruptFileError, ManifestError
 GROUP_COLUMNS = ("group", "patient_id", "slide")
 #: Manifest columns that describe how the images were made; stored in the checkpoint.
 PREPROCESSING_COLUMNS = ("window", "mpp", "magnification", "row_mm", "col_mm", "size")
+#: Images whose pixels are decoded before training (spread evenly over the manifest); every
+#: image's header is read regardless. ``check_images`` decodes them all.
+DECODE_SAMPLE = 64
+#: PIL's errors for a file it cannot decode.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
 @dataclass
@@ -70,15 +79,20 @@ class TrainingData:
         return [int(c) for c in np.bincount(targets, minlength=len(self.classes))]
 
 
-def load_training_data(manifest: str | Path, image_size: int | None = None) -> TrainingData:
+def load_training_data(
+    manifest: str | Path, image_size: int | None = None, *, check_images: bool = False
+) -> TrainingData:
     """Read and check a manifest for training (see module docstring for the checks).
 
     Args:
         manifest: the ``manifest.csv``.
         image_size: resize side in pixels; None requires all images to share one size.
+        check_images: decode every image, not only a sample of :data:`DECODE_SAMPLE`.
 
     Raises:
         ManifestError: any failed check, naming the manifest and the problem.
+        CorruptFileError: an image whose header or pixels cannot be read, naming it (and
+            how many more failed, with ``check_images``).
     """
     path = Path(manifest)
     frame = read_manifest(path, required=("path", "label", "split"))
@@ -98,6 +112,9 @@ def load_training_data(manifest: str | Path, image_size: int | None = None) -> T
     unseen = sorted(set(frame.loc[frame["split"] != "train", "label"]) - set(classes))
     if unseen:
         raise ManifestError(f"labels {unseen} appear in val/test but never in train", path)
+    group = next((c for c in GROUP_COLUMNS if c in frame.columns), None)
+    if group is not None:
+        _check_groups_stay_in_one_split(frame, group, path)
     modes: dict[int, str] = {}
     sizes: dict[tuple[int, int], str] = {}
     for image_path in frame["path"]:
@@ -105,8 +122,9 @@ def load_training_data(manifest: str | Path, image_size: int | None = None) -> T
             with open_image(image_path) as image:
                 modes.setdefault(_channels(image.mode), image_path)
                 sizes.setdefault(image.size, image_path)
-        except OSError as error:
+        except DECODE_ERRORS as error:
             raise CorruptFileError(f"cannot read image ({error})", image_path) from None
+    _decode(list(frame["path"]), everything=check_images)
     if len(modes) > 1:
         (a, file_a), (b, file_b) = list(modes.items())[:2]
         raise ManifestError(
@@ -124,13 +142,54 @@ def load_training_data(manifest: str | Path, image_size: int | None = None) -> T
         if width != height:
             raise ManifestError(f"images are {width}x{height}; pass --image-size", path)
         image_size = width
-    group = next((c for c in GROUP_COLUMNS if c in frame.columns), None)
     preprocessing = {
         c: _plain(frame[c].iloc[0]) for c in PREPROCESSING_COLUMNS if c in frame.columns
     }
     return TrainingData(
         frame, classes, next(iter(modes)), image_size, group, preprocessing, path.resolve()
     )
+
+
+def _check_groups_stay_in_one_split(frame: pd.DataFrame, group: str, path: Path) -> None:
+    """Refuse a group (patient, slide) whose images lie in more than one split."""
+    named = frame.dropna(subset=[group])
+    splits = named.groupby(named[group].astype(str))["split"].unique()
+    spanning = splits[splits.map(len) > 1]
+    if spanning.empty:
+        return
+    name = spanning.index[0]
+    where = " and ".join(s for s in ("train", "val", "test") if s in set(spanning.iloc[0]))
+    more = f" ({len(spanning) - 1} more {group}s too)" if len(spanning) > 1 else ""
+    raise ManifestError(
+        f"{group} {name} is in both {where}{more}; all images of one {group} belong in one "
+        "split, else validation scores what training has seen",
+        path,
+    )
+
+
+def _decode(paths: list[str], *, everything: bool) -> None:
+    """Decode the pixels of every image, or of :data:`DECODE_SAMPLE` spread over ``paths``.
+
+    Raises:
+        CorruptFileError: the first image that does not decode, with the count of the others.
+    """
+    if everything:
+        chosen = paths
+    else:
+        count = min(DECODE_SAMPLE, len(paths))
+        spread = np.unique(np.linspace(0, len(paths) - 1, count).round().astype(int))
+        chosen = [paths[i] for i in spread]
+    failures: list[tuple[str, Exception]] = []
+    for image_path in chosen:
+        try:
+            with open_image(image_path) as image:
+                image.load()
+        except DECODE_ERRORS as error:
+            failures.append((image_path, error))
+    if failures:
+        first, reason = failures[0]
+        more = f"; {len(failures) - 1} more image(s) do not decode" if len(failures) > 1 else ""
+        raise CorruptFileError(f"cannot decode image ({reason}){more}", first)
 
 
 def mix_seed(*parts: int) -> int:
@@ -209,8 +268,11 @@ class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = item if isinstance(item, tuple) else (item, None)
-        with open_image(self.paths[index]) as image:
-            pixels = image.convert("L" if self.in_chans == 1 else "RGB")
+        try:
+            with open_image(self.paths[index]) as image:
+                pixels = image.convert("L" if self.in_chans == 1 else "RGB")
+        except DECODE_ERRORS as error:  # one the checks before training did not decode
+            raise CorruptFileError(f"cannot decode image ({error})", self.paths[index]) from None
         tensor = v2.functional.pil_to_tensor(pixels)
         if self.augment is not None and epoch is not None:
             with torch.random.fork_rng(devices=[]):

@@ -1,13 +1,17 @@
 """A training run: checks, model, Lightning Trainer, run directory, resume.
 
 ``RUN_DIR`` receives ``config.yaml`` (the resolved configuration), ``checkpoints/best.ckpt``
-(lowest validation loss) and ``checkpoints/last.ckpt``, ``metrics.csv`` (one row per epoch),
-``tensorboard/`` logs and ``run.json`` (summary). ``resume=True`` continues from ``last.ckpt``.
+(lowest validation loss) and ``checkpoints/last.ckpt`` (the end of the latest epoch),
+``metrics.csv`` (one row per epoch), ``tensorboard/`` logs and ``run.json`` (summary): the
+entries of :data:`RUN_CONTENTS`. A new run needs an empty or missing ``RUN_DIR``;
+``resume=True`` continues the run there from ``last.ckpt`` (also in a run folder that was moved
+or copied), ``overwrite=True`` replaces it (see :func:`check_run_folder`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +19,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from oncoscope import __version__
 from oncoscope.doctor import cpu_has_native_bf16
-from oncoscope.errors import OncoscopeError
+from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.models import check_model_name, create_model
-from oncoscope.train.callbacks import BatchReseed, EpochHistory
+from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
 from oncoscope.train.checkpoint import read_checkpoint
 from oncoscope.train.config import TrainConfig
 from oncoscope.train.data import (
@@ -33,6 +36,11 @@ from oncoscope.train.data import (
     load_training_data,
 )
 from oncoscope.train.module import Classifier
+
+#: What a training run writes into its folder; ``overwrite`` removes these and nothing else.
+RUN_CONTENTS = ("checkpoints", "config.yaml", "metrics.csv", "run.json", "tensorboard")
+#: The prefix of the temporary names outputs are written under (see ``oncoscope.io.atomic``).
+PARTIAL_PREFIX = ".partial-"
 
 
 @dataclass
@@ -120,18 +128,86 @@ def build_module(config: TrainConfig, data: TrainingData) -> Classifier:
     return Classifier(model, spec, optim)
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress_bar: bool = True) -> RunResult:
-    """Train one model as configured; see the module docstring for the run directory.
+def check_run_folder(
+    run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
+) -> list[Path]:
+    """Check that a run may start in ``run_dir``; return what ``overwrite`` would remove.
+
+    A new run needs a missing or empty folder. ``resume`` continues the run in it (whatever
+    else the folder holds). ``overwrite`` replaces a run: it removes the entries of
+    :data:`RUN_CONTENTS`, and refuses a folder that holds anything else, which is not a
+    training run's to replace. Nothing is removed here.
+
+    Returns:
+        The entries of an earlier run that :func:`train` removes before it starts (empty when
+        there is nothing to replace).
 
     Raises:
-        OncoscopeError: a bad manifest or options (before any training), a missing or
-            mismatching checkpoint to resume from.
+        InvalidOptionError: ``resume`` and ``overwrite`` together.
+        OncoscopeError: ``run_dir`` is a file; a folder that is not empty, without ``resume``
+            or ``overwrite``; ``overwrite`` of a folder holding other files than a run's.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise InvalidOptionError(
+            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
+        )
+    if not run_dir.exists():
+        return []
+    if not run_dir.is_dir():
+        raise OncoscopeError("is a file, not a run folder; choose another --out", run_dir)
+    entries = sorted(run_dir.iterdir())
+    if resume or not entries:
+        return []
+    others = [
+        e.name
+        for e in entries
+        if e.name not in RUN_CONTENTS and not e.name.startswith(PARTIAL_PREFIX)
+    ]
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OncoscopeError(
+            f"is not empty and holds files that are not a training run's ({shown}); "
+            "choose another --out",
+            run_dir,
+        )
+    if not overwrite:
+        raise OncoscopeError(
+            "is not empty: a training run is there; pass --resume to continue it or "
+            "--overwrite to replace it (or choose another --out)",
+            run_dir,
+        )
+    return entries
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    check_images: bool = False,
+    progress_bar: bool = True,
+) -> RunResult:
+    """Train one model as configured; see the module docstring for the run directory.
+
+    Args:
+        config: the resolved configuration.
+        resume: continue the run in ``config.out`` from its ``last.ckpt``.
+        overwrite: replace the run in ``config.out`` (removed once every check has passed).
+        check_images: decode every image before training, not only a sample.
+        progress_bar: show Lightning's progress bar.
+
+    Raises:
+        OncoscopeError: a bad manifest or options, a run folder in use (see
+            :func:`check_run_folder`), a missing or mismatching checkpoint to resume from
+            (all before any training); an image that does not decode during training.
     """
     started = time.perf_counter()
     run_dir = Path(config.out)
     last = run_dir / "checkpoints" / "last.ckpt"
+    replaced = check_run_folder(run_dir, resume=resume, overwrite=overwrite)
     check_model_name(config.model)
-    data = load_training_data(config.data, config.image_size)
+    data = load_training_data(config.data, config.image_size, check_images=check_images)
     if resume:
         _check_resumable(last, config, data)
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -147,17 +223,30 @@ def train(config: TrainConfig, *, resume: bool = False, progress_bar: bool = Tru
         num_workers=config.num_workers,
         seed=config.seed,
     )
+    for entry in replaced:  # every check has passed: the earlier run goes, whole
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.yaml") as temporary:
         temporary.write_text(config.to_yaml())
     precision = resolve_precision(config.precision, config.accelerator)
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor="val_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
+        enable_version_counter=False,
+    )
+    # Lightning's `save_last` writes last.ckpt only in an epoch that also wrote best.ckpt;
+    # a checkpoint without a monitor is written at the end of every epoch.
+    latest = RunCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         enable_version_counter=False,
     )
     trainer = pl.Trainer(
@@ -168,7 +257,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress_bar: bool = Tru
         num_nodes=config.num_nodes,
         precision=precision,  # type: ignore[arg-type]
         deterministic=True,
-        callbacks=[checkpoint, BatchReseed(config.seed), EpochHistory(run_dir / "metrics.csv")],
+        callbacks=[
+            checkpoint,  # before `latest`, so last.ckpt holds this epoch's best-model state
+            latest,
+            BatchReseed(config.seed),
+            EpochHistory(run_dir / "metrics.csv"),
+        ],
         logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
         default_root_dir=run_dir,
         num_sanity_val_steps=0,
@@ -177,9 +271,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress_bar: bool = Tru
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
     )
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=last if resume else None, weights_only=True
-    )
+    try:
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=last if resume else None, weights_only=True
+        )
+    except CorruptFileError as error:
+        raise _unreadable_image(error) from None
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     score = checkpoint.best_model_score
     result = RunResult(
@@ -206,6 +303,22 @@ def train(config: TrainConfig, *, resume: bool = False, progress_bar: bool = Tru
     with atomic_path(run_dir / "run.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
     return result
+
+
+def _unreadable_image(error: CorruptFileError) -> CorruptFileError:
+    """One line for an image that failed to decode during training, with the way to find all.
+
+    A data loader worker's error reaches this process as the worker's whole traceback; its
+    last line is the error itself.
+    """
+    message, path = error.message, error.path
+    if path is None and "\n" in message:
+        lines = [line for line in message.splitlines() if line.strip()]
+        name = f"{type(error).__module__}.{type(error).__qualname__}: "
+        message = lines[-1].removeprefix(name) if lines else message
+    return CorruptFileError(
+        f"{message}; --check-images finds every unreadable image before training starts", path
+    )
 
 
 def _check_resumable(last: Path, config: TrainConfig, data: TrainingData) -> None:
