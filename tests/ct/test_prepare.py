@@ -230,3 +230,61 @@ def test_a_dicom_series_volume_pairs_with_a_nifti_mask(tmp_path):
             np.asarray(Image.open(tmp_path / "dicom-out" / a["path"])),
             np.asarray(Image.open(tmp_path / "nifti-out" / b["path"])),
         )
+
+
+# Issue 17, item 14: an RGB or complex volume is one bad patient, not the end of the batch.
+def test_rgb_and_complex_volumes_are_reported_and_the_other_patients_written(lits_dir, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for pid in (0, 1, 2):
+        for stem in ("volume", "segmentation"):
+            shutil.copy(lits_dir / f"{stem}-{pid}.nii.gz", inputs / f"{stem}-{pid}.nii.gz")
+    ct = nib.load(lits_dir / "volume-3.nii.gz")
+    hu = np.asanyarray(ct.dataobj)
+    rgb = np.zeros(hu.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, ct.affine), inputs / "volume-3.nii.gz")
+    nib.save(nib.Nifti1Image(hu.astype(np.complex64), ct.affine), inputs / "volume-4.nii.gz")
+    for pid in (3, 4):
+        shutil.copy(lits_dir / "segmentation-3.nii.gz", inputs / f"segmentation-{pid}.nii.gz")
+    options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=2)
+    report = prepare_dataset(inputs, tmp_path / "out", options, workers=2)
+    failed = {Path(path).name: message for path, message in report.failures}
+    assert set(failed) == {"volume-3.nii.gz", "volume-4.nii.gz"}
+    assert "RGB" in failed["volume-3.nii.gz"] and "complex" in failed["volume-4.nii.gz"]
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype={"patient_id": str})
+    assert sorted(manifest["patient_id"].unique()) == ["0", "1", "2"]
+    written = sorted(p.name for p in (tmp_path / "out" / "slices").iterdir())
+    assert written == ["patient-0", "patient-1", "patient-2"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == written
+
+
+# Issue 17, item 9: a volume without a voxel size is refused unless the user gives it.
+def test_ct_prepare_refuses_zero_pixdim_unless_spacing_mm_is_given(phantom, tmp_path):
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+    from oncoscope.ct.phantom import write_lits_pair
+
+    inputs = tmp_path / "in"
+    write_lits_pair(phantom, inputs, 0)
+    for stem in ("volume-0", "segmentation-0"):
+        image = nib.load(inputs / f"{stem}.nii.gz")
+        stripped = nib.Nifti1Image(np.asanyarray(image.dataobj), None)
+        stripped.header["pixdim"][1:4] = 0.0
+        stripped.header.set_qform(None, code=0)
+        stripped.header.set_sform(None, code=0)
+        nib.save(stripped, inputs / f"{stem}.nii.gz")
+    runner = CliRunner()
+    base = ["ct", "prepare", str(inputs), "--split", "1:0:0"]
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2
+    assert f"error: {inputs / 'volume-0.nii.gz'}: voxel spacing" in refused.output
+    assert "--spacing-mm" in refused.output
+    assert not (tmp_path / "refused" / "manifest.csv").exists()
+    spacing = ",".join(str(s) for s in phantom.spacing_mm)
+    given = runner.invoke(app, [*base, "--out", str(tmp_path / "given"), "--spacing-mm", spacing])
+    assert given.exit_code == 0, given.output
+    manifest = pd.read_csv(tmp_path / "given" / "manifest.csv")
+    assert manifest["slice_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[0])
+    assert manifest["row_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[1])
+    assert manifest["col_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[2])

@@ -25,6 +25,16 @@ ScanMagnification = Annotated[
     float | None, typer.Option(help="Objective power of the scan, for slides lacking it.")
 ]
 
+#: ``--spacing-mm``: voxel size for CT files whose own is zero, negative or NaN.
+SpacingMm = Annotated[
+    str | None,
+    typer.Option(
+        "--spacing-mm",
+        help="D,H,W voxel size in mm (slice, row, column) for files whose spacing is zero, "
+        "negative or NaN; files with a valid spacing keep theirs.",
+    ),
+]
+
 
 @contextmanager
 def user_errors() -> Iterator[None]:

@@ -68,6 +68,8 @@ class PrepareOptions:
         size_px: resize slices to ``size_px`` x ``size_px``; None keeps the volume's size.
         volume_prefix: file-name prefix of volumes (LiTS: ``volume-``).
         mask_prefix: file-name prefix of masks (LiTS: ``segmentation-``).
+        spacing_mm: voxel size ``(D, H, W)`` in mm for files whose own is zero, negative or NaN;
+            None refuses such files.
     """
 
     windows: tuple[HUWindow, ...]
@@ -79,6 +81,7 @@ class PrepareOptions:
     size_px: int | None = None
     volume_prefix: str = "volume-"
     mask_prefix: str = "segmentation-"
+    spacing_mm: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,8 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
         raise InvalidVolumeError(
             f"no {options.mask_prefix}{case.patient_id}.nii[.gz] mask beside it", case.volume
         )
-    volume = read_volume(case.volume)
-    mask = read_label_mask(case.mask, max_label=2)
+    volume = read_volume(case.volume, spacing_mm=options.spacing_mm)
+    mask = read_label_mask(case.mask, max_label=2, spacing_mm=options.spacing_mm)
     check_same_grid(volume, mask)
     if not (mask.array >= 1).any():
         raise InvalidVolumeError("mask holds no liver or tumour voxels (labels 1, 2)", case.mask)
