@@ -53,6 +53,10 @@ class MixedSeriesError(OncoscopeError):
     """A DICOM folder that holds more than one series."""
 
 
+class OutputWriteError(OncoscopeError):
+    """An output that cannot be written: disk full, quota exceeded, read-only or forbidden."""
+
+
 class InvalidOptionError(OncoscopeError):
     """An option value that is out of range or malformed."""
 

@@ -288,3 +288,69 @@ def test_ct_prepare_refuses_zero_pixdim_unless_spacing_mm_is_given(phantom, tmp_
     assert manifest["slice_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[0])
     assert manifest["row_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[1])
     assert manifest["col_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[2])
+
+
+# Issue 17, item 13 (CT part): a full disk is one line naming the file, nothing half-written,
+# and the batch stops with the patients not done listed.
+def test_a_full_disk_stops_ct_prepare_cleanly_naming_the_file(lits_dir, tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image as PILImage
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+
+    out = tmp_path / "out"
+    real_save = PILImage.Image.save
+    budget = {"files": 0}
+
+    def save_until_full(self, fp, *args, **kwargs):
+        if "patient-2" in str(fp):  # the disk fills up during patient 2, mid-file
+            Path(fp).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget["files"] += 1
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(PILImage.Image, "save", save_until_full)
+    result = CliRunner().invoke(app, ["ct", "prepare", str(lits_dir), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
+    errors = [line.strip() for line in result.output.splitlines() if "error:" in line]
+    full = [line for line in errors if "No space" in line and "not done" not in line]
+    assert len(full) == 1 and full[0].startswith(f"error: {out / 'slices' / 'patient-2'}/slice-")
+    not_done = sorted(line for line in errors if "not done" in line)
+    assert [Path(line.split(": ")[1]).name for line in not_done] == [
+        "volume-3.nii.gz",
+        "volume-4.nii.gz",
+    ]
+    assert budget["files"] > 0
+    # nothing half-written: no partial folders or files, patients 0 and 1 complete
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".partial")]
+    assert leftovers == []
+    assert sorted(p.name for p in (out / "slices").iterdir()) == ["patient-0", "patient-1"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["patient-0", "patient-1"]
+    for folder in (out / "slices").iterdir():
+        for png in folder.iterdir():
+            PILImage.open(png).verify()
+
+
+def test_a_full_disk_in_another_command_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import nibabel
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+
+    def full(image, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(nibabel, "save", full)
+    out = tmp_path / "ph"
+    args = ["ct", "phantom", "--patients", "1", "--slices", "8", "--size", "32", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}/")
+    assert lines[0].endswith(": No space left on device")
+    assert not [p for p in out.rglob("*") if p.is_file()]

@@ -59,7 +59,7 @@ def ct_prepare(
     from oncoscope.dataset.split import parse_ratio
     from oncoscope.io.volumes import parse_spacing_mm
 
-    with user_errors():
+    with user_errors(out=out):
         options = PrepareOptions(
             windows=parse_windows(window),
             small_mm=small_mm,
@@ -128,7 +128,7 @@ def ct_preprocess(
     from oncoscope.errors import InvalidOptionError
     from oncoscope.io.volumes import parse_spacing_mm
 
-    with user_errors():
+    with user_errors(out=out):
         if noise not in NOISE_KINDS:
             raise InvalidOptionError(f"--noise '{noise}' is not one of {', '.join(NOISE_KINDS)}")
         hu_window = parse_window(window)
@@ -166,7 +166,7 @@ def ct_phantom(
     """Write a SYNTHETIC LiTS-style cohort (volume-N / segmentation-N); never patient data."""
     from oncoscope.ct.phantom import write_cohort
 
-    with user_errors():
+    with user_errors(out=out):
         pairs = write_cohort(out, patients, shape=(slices, size, size), seed=seed)
     console.print(f"wrote {len(pairs)} synthetic phantom pairs to {out}")
 
@@ -195,7 +195,7 @@ def ct_couinaud(
     from oncoscope.ct.couinaud import couinaud, parse_vessel_labels, save_couinaud
     from oncoscope.io.volumes import parse_spacing_mm
 
-    with user_errors():
+    with user_errors(out=out):
         vessels = parse_vessel_labels(vessel_labels) if vessel_labels else None
         result = couinaud(
             volume,
