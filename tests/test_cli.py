@@ -388,3 +388,55 @@ def test_a_path_with_markup_characters_still_gets_its_failure_list(lits_dir, tmp
     text = result.output.replace("\n", "")
     assert f"{out / 'manifest.csv'}" in text  # the folder that exists, brackets included
     assert f"error: {inputs / 'volume-9.nii.gz'}: " in result.output
+
+
+# Issue 17, item 11: outputs name their inputs so that the viewer finds them from anywhere,
+# and in a folder moved as a whole.
+def test_the_viewer_finds_the_volume_of_a_ct_prepare_run_from_elsewhere_and_when_moved(
+    lits_dir, tmp_path, monkeypatch
+):
+    from oncoscope.viewer.scan import scan
+
+    project = tmp_path / "project"
+    (project / "ph").mkdir(parents=True)
+    for stem in ("volume-0", "segmentation-0", "volume-1", "segmentation-1", "volume-2"):
+        shutil.copy(lits_dir / f"{stem}.nii.gz", project / "ph" / f"{stem}.nii.gz")
+    shutil.copy(lits_dir / "segmentation-2.nii.gz", project / "ph" / "segmentation-2.nii.gz")
+    monkeypatch.chdir(project)  # relative paths, as a user types them
+    result = runner.invoke(app, ["ct", "prepare", "ph", "--out", "out", "--split", "1:1:1"])
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    found = {p.patient_id: p.volume for p in scan(project / "out").ct_patients}
+    assert found == {pid: (project / "ph" / f"volume-{pid}.nii.gz") for pid in "012"}
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    found = {p.patient_id: p.volume for p in scan(moved / "out").ct_patients}
+    assert found == {pid: (moved / "ph" / f"volume-{pid}.nii.gz") for pid in "012"}
+
+
+def test_the_viewer_finds_the_slide_of_a_slide_run_from_elsewhere_and_when_moved(
+    tmp_path, monkeypatch
+):
+    from oncoscope.pathology.synthetic import write_synthetic_slide
+    from oncoscope.viewer.scan import scan
+    from tests.inference.conftest import write_colour_checkpoint
+
+    project = tmp_path / "project"
+    project.mkdir()
+    write_colour_checkpoint(project / "colour.ckpt")
+    write_synthetic_slide(project / "big.tif", (1536, 1152))
+    monkeypatch.chdir(project)
+    args = ["slide", "colour.ckpt", "big.tif", "--out", "maps", "--magnification", "10"]
+    result = runner.invoke(app, [*args, "--stride", "1"])
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    [entry] = [e for e in scan(project / "maps").slides if e.summary is not None]
+    assert entry.slide_path == project / "big.tif"
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    [entry] = [e for e in scan(moved / "maps").slides if e.summary is not None]
+    assert entry.slide_path == moved / "big.tif"

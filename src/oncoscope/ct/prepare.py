@@ -15,6 +15,7 @@ others still written, unless ``strict``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -209,9 +210,8 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
                 writing = out_dir / "masks" / folder_name / lesion_name
                 ids = _resize_mask(lesion_ids.slice(item.slice_index), options)
                 Image.fromarray(ids).save(masks / lesion_name)
-                rows.append(
-                    _row(case, item, folder_name, name, options, volume.spacing_mm, volume.shape)
-                )
+                geometry = (volume.spacing_mm, volume.shape, out_dir)
+                rows.append(_row(case, item, folder_name, name, options, *geometry))
     except OSError as error:  # a full disk...: the partial folders are gone (atomic_path)
         reason = error.strerror or str(error)
         raise OutputWriteError(f"cannot write ({reason})", writing) from error
@@ -244,9 +244,15 @@ def _row(
     options: PrepareOptions,
     spacing_mm: tuple[float, float, float],
     shape: tuple[int, int, int],
+    out_dir: Path,
 ) -> dict[str, Any]:
-    """The manifest row of one written slice (``split`` filled in later)."""
+    """The manifest row of one written slice (``split`` filled in later).
+
+    ``source`` is the volume's absolute path, ``source_relative`` its path relative to the
+    manifest's folder (for a moved folder); a reader takes the first that exists.
+    """
     slice_mm, row_mm, col_mm = spacing_mm
+    source_relative = os.path.relpath(case.volume.absolute(), out_dir.absolute())
     if options.size_px is not None:
         row_mm = row_mm * shape[1] / options.size_px
         col_mm = col_mm * shape[2] / options.size_px
@@ -266,9 +272,10 @@ def _row(
         "col_mm": col_mm,
         "slice_mm": slice_mm,
         "window": ",".join(w.name for w in options.windows),
-        "source": str(case.volume),
+        "source": str(case.volume.absolute()),
         "lesion_mask": f"masks/{folder_name}/{name.replace('.png', '-lesions.png')}",
         "liver_mask": f"masks/{folder_name}/{name.replace('.png', '-liver.png')}",
+        "source_relative": source_relative,
     }
 
 
