@@ -302,3 +302,141 @@ def test_any_timm_name_trains_at_a_given_image_size(tmp_path):
         224,
         ["adenoma", "well differentiated"],
     )
+
+
+# Issue 17, item 12: a bad --out is refused before any work, in one line, by every command.
+OUT_COMMANDS = {
+    "ct prepare": ["ct", "prepare", "{inputs}"],
+    "ct preprocess": ["ct", "preprocess", "{inputs}/volume-0.nii.gz"],
+    "ct phantom": ["ct", "phantom", "--patients", "1"],
+    "ct couinaud": ["ct", "couinaud", "{inputs}/volume-0.nii.gz", "{inputs}/segmentation-0.nii.gz"],
+    "wsi tile": ["wsi", "tile", "{inputs}/a.tif"],
+    "slide": ["slide", "{inputs}/best.ckpt", "{inputs}/a.tif"],
+    "train": ["train", "--data", "{inputs}/manifest.csv", "--model", "simple_cnn"],
+    "evaluate": ["evaluate", "{inputs}/best.ckpt", "--data", "{inputs}/manifest.csv"],
+    "explain": ["explain", "{inputs}/best.ckpt", "{inputs}/a.png"],
+    "compare": ["compare", "{inputs}/run", "--data", "{inputs}/manifest.csv"],
+    "scale": ["scale", "{inputs}/best.ckpt", "{inputs}/a.tif"],
+}
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder nobody may write in: a read-only mode, or (for root, whom modes do not stop)
+    sysfs, which refuses new files to everyone."""
+    import os
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    if os.access("/sys", os.W_OK) and Path("/sys/kernel").is_dir():
+        return Path("/sys")
+    pytest.skip("no folder that refuses writes to root here")
+
+
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+@pytest.mark.parametrize("problem", ["a file", "under a file", "not writable"])
+def test_a_bad_out_is_one_line_before_any_work(tmp_path, command, problem):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "note.txt").write_text("the user's file")
+    if problem == "a file":
+        out, expected = inputs / "note.txt", "--out is an existing file"
+    elif problem == "under a file":
+        out, expected = inputs / "note.txt" / "out", "note.txt is a file"
+    else:
+        out, expected = _unwritable_folder(tmp_path) / "out", "--out is not writable"
+    before = sorted(p.name for p in inputs.iterdir())
+    args = [a.replace("{inputs}", str(inputs)) for a in OUT_COMMANDS[command]]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [line for line in lines if line.startswith(f"error: {out}: ")], lines
+    assert len(lines) == 1 and expected in lines[0]
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in inputs.iterdir()) == before
+    assert (inputs / "note.txt").read_text() == "the user's file"
+
+
+# Issue 17, item 19: user text reaches the console as typed (no markup, no emoji codes).
+def test_options_and_paths_print_as_typed(lits_dir, tmp_path):
+    split = runner.invoke(app, ["ct", "prepare", str(lits_dir), "--out", "x", "--split", "1:-1:1"])
+    assert split.exit_code == 2 and "split '1:-1:1' is not" in split.output
+    missing = tmp_path / "ph:+1:"
+    result = runner.invoke(app, ["ct", "prepare", str(missing), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and f"error: {missing}: is not a folder" in result.output
+    out = tmp_path / "ph:-1:[b]bold[/b]"
+    phantom = ["ct", "phantom", "--patients", "1", "--slices", "8", "--size", "32"]
+    result = runner.invoke(app, [*phantom, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"to {out}" in result.output.replace("\n", "")
+
+
+def test_a_path_with_markup_characters_still_gets_its_failure_list(lits_dir, tmp_path):
+    inputs = tmp_path / "in[/]:+1:"  # "[/]" closes rich markup; "/" makes it two folders
+    inputs.mkdir(parents=True)
+    for pid in (0, 1, 2):
+        for stem in ("volume", "segmentation"):
+            shutil.copy(lits_dir / f"{stem}-{pid}.nii.gz", inputs / f"{stem}-{pid}.nii.gz")
+    (inputs / "volume-9.nii.gz").write_bytes(b"\x1f\x8b broken")
+    (inputs / "segmentation-9.nii.gz").write_bytes(b"\x1f\x8b broken")
+    out = tmp_path / "run[/]out[train]"
+    result = runner.invoke(app, ["ct", "prepare", str(inputs), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a MarkupError
+    text = result.output.replace("\n", "")
+    assert f"{out / 'manifest.csv'}" in text  # the folder that exists, brackets included
+    assert f"error: {inputs / 'volume-9.nii.gz'}: " in result.output
+
+
+# Issue 17, item 11: outputs name their inputs so that the viewer finds them from anywhere,
+# and in a folder moved as a whole.
+def test_the_viewer_finds_the_volume_of_a_ct_prepare_run_from_elsewhere_and_when_moved(
+    lits_dir, tmp_path, monkeypatch
+):
+    from oncoscope.viewer.scan import scan
+
+    project = tmp_path / "project"
+    (project / "ph").mkdir(parents=True)
+    for stem in ("volume-0", "segmentation-0", "volume-1", "segmentation-1", "volume-2"):
+        shutil.copy(lits_dir / f"{stem}.nii.gz", project / "ph" / f"{stem}.nii.gz")
+    shutil.copy(lits_dir / "segmentation-2.nii.gz", project / "ph" / "segmentation-2.nii.gz")
+    monkeypatch.chdir(project)  # relative paths, as a user types them
+    result = runner.invoke(app, ["ct", "prepare", "ph", "--out", "out", "--split", "1:1:1"])
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    found = {p.patient_id: p.volume for p in scan(project / "out").ct_patients}
+    assert found == {pid: (project / "ph" / f"volume-{pid}.nii.gz") for pid in "012"}
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    found = {p.patient_id: p.volume for p in scan(moved / "out").ct_patients}
+    assert found == {pid: (moved / "ph" / f"volume-{pid}.nii.gz") for pid in "012"}
+
+
+def test_the_viewer_finds_the_slide_of_a_slide_run_from_elsewhere_and_when_moved(
+    tmp_path, monkeypatch
+):
+    from oncoscope.pathology.synthetic import write_synthetic_slide
+    from oncoscope.viewer.scan import scan
+    from tests.inference.conftest import write_colour_checkpoint
+
+    project = tmp_path / "project"
+    project.mkdir()
+    write_colour_checkpoint(project / "colour.ckpt")
+    write_synthetic_slide(project / "big.tif", (1536, 1152))
+    monkeypatch.chdir(project)
+    args = ["slide", "colour.ckpt", "big.tif", "--out", "maps", "--magnification", "10"]
+    result = runner.invoke(app, [*args, "--stride", "1"])
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    [entry] = [e for e in scan(project / "maps").slides if e.summary is not None]
+    assert entry.slide_path == project / "big.tif"
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    [entry] = [e for e in scan(moved / "maps").slides if e.summary is not None]
+    assert entry.slide_path == moved / "big.tif"

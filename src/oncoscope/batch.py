@@ -43,8 +43,12 @@ def run_guarded(
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
         futures = {pool.submit(_guarded, job, item): item for item in items}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:  # a caller that stops early (a full disk) starts no more jobs
+            for future in futures:
+                future.cancel()
 
 
 def _guarded(job: Callable[[Item], Result], item: Item) -> Result | OncoscopeError:

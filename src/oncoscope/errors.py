@@ -45,8 +45,16 @@ class InvalidVolumeError(OncoscopeError):
     """A volume or mask that reads but cannot be used: empty, mismatched, bad labels."""
 
 
+class UnevenSlicesError(InvalidVolumeError):
+    """A DICOM series whose slices are not evenly spaced: a gap, a duplicate, uneven steps."""
+
+
 class MixedSeriesError(OncoscopeError):
     """A DICOM folder that holds more than one series."""
+
+
+class OutputWriteError(OncoscopeError):
+    """An output that cannot be written: disk full, quota exceeded, read-only or forbidden."""
 
 
 class InvalidOptionError(OncoscopeError):

@@ -230,3 +230,127 @@ def test_a_dicom_series_volume_pairs_with_a_nifti_mask(tmp_path):
             np.asarray(Image.open(tmp_path / "dicom-out" / a["path"])),
             np.asarray(Image.open(tmp_path / "nifti-out" / b["path"])),
         )
+
+
+# Issue 17, item 14: an RGB or complex volume is one bad patient, not the end of the batch.
+def test_rgb_and_complex_volumes_are_reported_and_the_other_patients_written(lits_dir, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for pid in (0, 1, 2):
+        for stem in ("volume", "segmentation"):
+            shutil.copy(lits_dir / f"{stem}-{pid}.nii.gz", inputs / f"{stem}-{pid}.nii.gz")
+    ct = nib.load(lits_dir / "volume-3.nii.gz")
+    hu = np.asanyarray(ct.dataobj)
+    rgb = np.zeros(hu.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, ct.affine), inputs / "volume-3.nii.gz")
+    nib.save(nib.Nifti1Image(hu.astype(np.complex64), ct.affine), inputs / "volume-4.nii.gz")
+    for pid in (3, 4):
+        shutil.copy(lits_dir / "segmentation-3.nii.gz", inputs / f"segmentation-{pid}.nii.gz")
+    options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=2)
+    report = prepare_dataset(inputs, tmp_path / "out", options, workers=2)
+    failed = {Path(path).name: message for path, message in report.failures}
+    assert set(failed) == {"volume-3.nii.gz", "volume-4.nii.gz"}
+    assert "RGB" in failed["volume-3.nii.gz"] and "complex" in failed["volume-4.nii.gz"]
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype={"patient_id": str})
+    assert sorted(manifest["patient_id"].unique()) == ["0", "1", "2"]
+    written = sorted(p.name for p in (tmp_path / "out" / "slices").iterdir())
+    assert written == ["patient-0", "patient-1", "patient-2"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == written
+
+
+# Issue 17, item 9: a volume without a voxel size is refused unless the user gives it.
+def test_ct_prepare_refuses_zero_pixdim_unless_spacing_mm_is_given(phantom, tmp_path):
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+    from oncoscope.ct.phantom import write_lits_pair
+
+    inputs = tmp_path / "in"
+    write_lits_pair(phantom, inputs, 0)
+    for stem in ("volume-0", "segmentation-0"):
+        image = nib.load(inputs / f"{stem}.nii.gz")
+        stripped = nib.Nifti1Image(np.asanyarray(image.dataobj), None)
+        stripped.header["pixdim"][1:4] = 0.0
+        stripped.header.set_qform(None, code=0)
+        stripped.header.set_sform(None, code=0)
+        nib.save(stripped, inputs / f"{stem}.nii.gz")
+    runner = CliRunner()
+    base = ["ct", "prepare", str(inputs), "--split", "1:0:0"]
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2
+    assert f"error: {inputs / 'volume-0.nii.gz'}: voxel spacing" in refused.output
+    assert "--spacing-mm" in refused.output
+    assert not (tmp_path / "refused" / "manifest.csv").exists()
+    spacing = ",".join(str(s) for s in phantom.spacing_mm)
+    given = runner.invoke(app, [*base, "--out", str(tmp_path / "given"), "--spacing-mm", spacing])
+    assert given.exit_code == 0, given.output
+    manifest = pd.read_csv(tmp_path / "given" / "manifest.csv")
+    assert manifest["slice_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[0])
+    assert manifest["row_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[1])
+    assert manifest["col_mm"].iloc[0] == pytest.approx(phantom.spacing_mm[2])
+
+
+# Issue 17, item 13 (CT part): a full disk is one line naming the file, nothing half-written,
+# and the batch stops with the patients not done listed.
+def test_a_full_disk_stops_ct_prepare_cleanly_naming_the_file(lits_dir, tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image as PILImage
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+
+    out = tmp_path / "out"
+    real_save = PILImage.Image.save
+    budget = {"files": 0}
+
+    def save_until_full(self, fp, *args, **kwargs):
+        if "patient-2" in str(fp):  # the disk fills up during patient 2, mid-file
+            Path(fp).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget["files"] += 1
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(PILImage.Image, "save", save_until_full)
+    result = CliRunner().invoke(app, ["ct", "prepare", str(lits_dir), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback
+    errors = [line.strip() for line in result.output.splitlines() if "error:" in line]
+    full = [line for line in errors if "No space" in line and "not done" not in line]
+    assert len(full) == 1 and full[0].startswith(f"error: {out / 'slices' / 'patient-2'}/slice-")
+    not_done = sorted(line for line in errors if "not done" in line)
+    assert [Path(line.split(": ")[1]).name for line in not_done] == [
+        "volume-3.nii.gz",
+        "volume-4.nii.gz",
+    ]
+    assert budget["files"] > 0
+    # nothing half-written: no partial folders or files, patients 0 and 1 complete
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".partial")]
+    assert leftovers == []
+    assert sorted(p.name for p in (out / "slices").iterdir()) == ["patient-0", "patient-1"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["patient-0", "patient-1"]
+    for folder in (out / "slices").iterdir():
+        for png in folder.iterdir():
+            PILImage.open(png).verify()
+
+
+def test_a_full_disk_in_another_command_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import nibabel
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+
+    def full(image, filename, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(nibabel, "save", full)
+    out = tmp_path / "ph"
+    args = ["ct", "phantom", "--patients", "1", "--slices", "8", "--size", "32", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}/")
+    assert lines[0].endswith(": No space left on device")
+    assert not [p for p in out.rglob("*") if p.is_file()]

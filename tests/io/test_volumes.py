@@ -211,3 +211,87 @@ def test_mask_on_another_grid_is_refused_with_the_mask_named(tmp_path, lits_dir)
     nib.save(nib.Nifti1Image(cropped, image.affine), tmp_path / "cropped.nii.gz")
     with pytest.raises(InvalidVolumeError, match=r"cropped.nii.gz.*shape"):
         check_same_grid(volume, read_label_mask(tmp_path / "cropped.nii.gz"))
+
+
+# Issue 17, item 8: a series with a missing or doubled slice is not stacked as if even.
+@pytest.mark.parametrize(
+    ("z_positions", "message"),
+    [
+        ([0.0, 2.5, 5.0, 10.0, 12.5, 15.0], r"missing slice between z=5 and z=10 mm"),
+        ([0.0, 2.5, 5.0, 5.0, 7.5, 10.0], r"two slices at z=5 mm"),
+        ([0.0, 2.5, 5.0, 6.0, 8.5, 11.0], r"uneven slice spacing between z=5 and z=6 mm"),
+    ],
+)
+def test_a_dicom_series_with_a_gap_or_a_duplicate_is_refused_naming_it(
+    tmp_path, z_positions, message
+):
+    from oncoscope.errors import UnevenSlicesError
+
+    _dicom_series(tmp_path / "series", z_positions, generate_uid())
+    with pytest.raises(UnevenSlicesError, match=message) as caught:
+        read_volume(tmp_path / "series")
+    assert str(caught.value).startswith(f"{tmp_path / 'series'}: ")
+
+
+def test_a_tilted_dicom_series_is_checked_along_its_slice_normal(tmp_path):
+    # Slices stepping 2 mm along a normal tilted 30 degrees about x, one missing: z alone
+    # would step unevenly only by chance; the positions along the normal give the gap.
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    folder = tmp_path / "tilted"
+    folder.mkdir()
+    angle = np.deg2rad(30.0)
+    row, col = np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(angle), np.sin(angle)])
+    normal = np.cross(row, col)
+    series = generate_uid()
+    for i, step in enumerate([0, 1, 2, 4, 5]):
+        ds = template.copy()
+        ds.ImageOrientationPatient = [*row, *col]
+        ds.ImagePositionPatient = list(normal * 2.0 * step + np.array([-50.0, -60.0, 10.0]))
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"{i}.dcm")
+    with pytest.raises(InvalidVolumeError, match=r"missing slice between z=.* \(4 mm apart, 2 mm"):
+        read_volume(folder)
+
+
+# Issue 17, item 9: a NIfTI without a usable voxel size is refused, not read as 1 mm.
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("nan")])
+def test_a_nifti_with_zero_negative_or_nan_pixdim_is_refused_unless_spacing_is_given(tmp_path, bad):
+    from oncoscope.errors import MissingMetadataError
+
+    image = nib.Nifti1Image(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), None)
+    image.header["pixdim"][1:4] = [0.7, 0.8, bad]  # i, j, k; k is the slice axis
+    image.header.set_qform(None, code=0)
+    image.header.set_sform(None, code=0)
+    path = tmp_path / "nospacing.nii.gz"
+    nib.save(image, path)
+    with pytest.raises(MissingMetadataError, match=r"nospacing\.nii\.gz: .*--spacing-mm"):
+        read_volume(path)
+    with pytest.raises(MissingMetadataError, match="--spacing-mm"):
+        read_label_mask(path)
+    volume = read_volume(path, spacing_mm=(3.0, 0.8, 0.7))
+    assert volume.spacing_mm == pytest.approx((3.0, 0.8, 0.7))
+    assert volume.shape == (6, 5, 4)
+    mask = read_label_mask(path, spacing_mm=(3.0, 0.8, 0.7))
+    check_same_grid(volume, mask)
+
+
+def test_a_spacing_override_does_not_replace_a_valid_spacing(tmp_path):
+    path = tmp_path / "ok.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), np.diag([0.7, 0.8, 2.5, 1.0])), path)
+    assert read_volume(path, spacing_mm=(9.0, 9.0, 9.0)).spacing_mm == pytest.approx(
+        (2.5, 0.8, 0.7)
+    )
+
+
+# Issue 17, item 14: RGB and complex voxels are bad input, not a crash or a silent cast.
+def test_rgb_and_complex_volumes_are_refused_with_the_file_named(tmp_path):
+    rgb = np.zeros((4, 5, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    complex_values = np.full((4, 5, 6), 100 + 50j, dtype=np.complex64)
+    nib.save(nib.Nifti1Image(complex_values, np.eye(4)), tmp_path / "complex.nii.gz")
+    for name, kind in (("rgb.nii.gz", "RGB"), ("complex.nii.gz", "complex64")):
+        with pytest.raises(InvalidVolumeError, match=rf"{name}: voxel type {kind}"):
+            read_volume(tmp_path / name)
+        with pytest.raises(InvalidVolumeError, match=rf"{name}: .*{kind}"):
+            read_label_mask(tmp_path / name)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from oncoscope import __version__
@@ -107,14 +108,14 @@ def demo(
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
-    with user_errors():
+    with user_errors(out=out):
         result = run_demo(
             out,
             n_patients=patients,
             seed=seed,
             workers=workers,
             train=train,
-            step=lambda text: console.print(f"[bold]•[/bold] {text}"),
+            step=lambda text: console.print(f"[bold]•[/bold] {escape(text)}", markup=True),
         )
     print_split_table(result.prepare.split_table())
     chain = result.chain

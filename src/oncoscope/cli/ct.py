@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from oncoscope.cli._common import (
+    SpacingMm,
     console,
     exit_on_failures,
     progress_bar,
@@ -50,13 +51,15 @@ def ct_prepare(
     strict: Annotated[bool, typer.Option(help="Stop at the first bad volume.")] = False,
     volume_prefix: Annotated[str, typer.Option(help="File-name prefix of volumes.")] = "volume-",
     mask_prefix: Annotated[str, typer.Option(help="File-name prefix of masks.")] = "segmentation-",
+    spacing_mm: SpacingMm = None,
 ) -> None:
     """Labelled transverse slices (PNG) and a patient-split manifest.csv from LiTS-style volumes."""
     from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
     from oncoscope.ct.window import parse_windows
     from oncoscope.dataset.split import parse_ratio
+    from oncoscope.io.volumes import parse_spacing_mm
 
-    with user_errors():
+    with user_errors(out=out):
         options = PrepareOptions(
             windows=parse_windows(window),
             small_mm=small_mm,
@@ -67,6 +70,7 @@ def ct_prepare(
             size_px=size,
             volume_prefix=volume_prefix,
             mask_prefix=mask_prefix,
+            spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
         )
         with progress_bar() as progress:
             task = progress.add_task("volumes", total=None)
@@ -110,25 +114,31 @@ def ct_preprocess(
     ] = 0.0,
     median_size: Annotated[int, typer.Option(min=1, help="Median filter window, odd pixels.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of noise and EM.")] = 0,
+    spacing_mm: SpacingMm = None,
 ) -> None:
     """Seed-001 chain on one slice: resize, noise, median denoise, EM liver ROI, mask; a panel."""
     from oncoscope.ct.denoise import NOISE_KINDS, NoiseKind
     from oncoscope.ct.preprocess import (
         ChainOptions,
-        load_reference_liver,
-        load_slice,
+        load_slice_with_reference,
         run_chain,
         save_chain,
     )
     from oncoscope.ct.window import parse_window
     from oncoscope.errors import InvalidOptionError
+    from oncoscope.io.volumes import parse_spacing_mm
 
-    with user_errors():
+    with user_errors(out=out):
         if noise not in NOISE_KINDS:
             raise InvalidOptionError(f"--noise '{noise}' is not one of {', '.join(NOISE_KINDS)}")
         hu_window = parse_window(window)
-        hu, pixel_mm, index, description = load_slice(source, slice_index, hu_window)
-        reference = load_reference_liver(mask, index) if mask is not None else None
+        hu, pixel_mm, _, description, reference = load_slice_with_reference(
+            source,
+            slice_index,
+            hu_window,
+            mask,
+            spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
+        )
         options = ChainOptions(
             size_px=size,
             noise=cast(NoiseKind, noise),
@@ -156,7 +166,7 @@ def ct_phantom(
     """Write a SYNTHETIC LiTS-style cohort (volume-N / segmentation-N); never patient data."""
     from oncoscope.ct.phantom import write_cohort
 
-    with user_errors():
+    with user_errors(out=out):
         pairs = write_cohort(out, patients, shape=(slices, size, size), seed=seed)
     console.print(f"wrote {len(pairs)} synthetic phantom pairs to {out}")
 
@@ -179,13 +189,21 @@ def ct_couinaud(
             "portal_vein=5 (or right_/middle_/left_hepatic_vein=...)."
         ),
     ] = None,
+    spacing_mm: SpacingMm = None,
 ) -> None:
     """Couinaud segment (I-VIII, IVa/IVb) of every lesion, by planes through the liver's vessels."""
     from oncoscope.ct.couinaud import couinaud, parse_vessel_labels, save_couinaud
+    from oncoscope.io.volumes import parse_spacing_mm
 
-    with user_errors():
+    with user_errors(out=out):
         vessels = parse_vessel_labels(vessel_labels) if vessel_labels else None
-        result = couinaud(volume, segmentation, landmarks_path=landmarks, vessel_labels=vessels)
+        result = couinaud(
+            volume,
+            segmentation,
+            landmarks_path=landmarks,
+            vessel_labels=vessels,
+            spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
+        )
         paths = save_couinaud(result, segmentation, out)
     table = Table(title=f"Couinaud segments ({result.landmarks.method})")
     for column in ("lesion", "segment", "diameter mm", "volume ml", "fractions"):

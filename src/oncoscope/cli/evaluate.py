@@ -65,7 +65,7 @@ def evaluate(
         threshold_method="youden" if target_sensitivity is None else "sensitivity",
         target_sensitivity=target_sensitivity,
     )
-    with user_errors():
+    with user_errors(out=out):
         result = evaluate_checkpoint(
             checkpoint,
             data,
@@ -110,7 +110,7 @@ def compare(
     """Models side by side with CIs, and paired-bootstrap differences from a reference."""
     from oncoscope.evaluate.compare import compare_runs
 
-    with user_errors():
+    with user_errors(out=out):
         result = compare_runs(
             run_dirs,
             data,

@@ -38,7 +38,7 @@ def explain(
     from oncoscope.explain.cam import METHODS
     from oncoscope.explain.run import explain_images, manifest_images
 
-    with user_errors():
+    with user_errors(out=out):
         if method not in METHODS:
             raise InvalidOptionError(
                 f"unknown --method '{method}'; use one of {', '.join(METHODS)}"

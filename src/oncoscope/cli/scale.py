@@ -57,7 +57,7 @@ def scale(
     """
     from oncoscope.inference.scale_search import parse_scales, search_scale, write_scale_outputs
 
-    with user_errors():
+    with user_errors(out=out):
         chosen = parse_scales(scales)
         with progress_bar() as bar, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # printed below from result.warnings
@@ -86,7 +86,7 @@ def scale(
         if result.trained_magnification is not None
         else ""
     )
-    console.print(f"[bold]scale: x{result.winner:g}[/bold]{trained}", highlight=False)
+    console.print(f"[bold]scale: x{result.winner:g}[/bold]{trained}", markup=True, highlight=False)
     counts = ", ".join(f"{kind} {n}" for kind, n in result.curve_counts().items())
     console.print(f"curves: {counts}", highlight=False)
     if result.widen["message"]:

@@ -110,7 +110,7 @@ def slide(
     from oncoscope.inference.scale_search import parse_scales
     from oncoscope.inference.slide_inference import SlideOptions, infer_slides
 
-    with user_errors():
+    with user_errors(out=out):
         scale_set = tuple(parse_scales(scales))
     options = SlideOptions(
         auto_scale=auto_scale,

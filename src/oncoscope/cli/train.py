@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from oncoscope.cli._common import console, user_errors
+from oncoscope.cli._common import check_out_dir, console, user_errors
 
 
 def train(
@@ -85,6 +85,7 @@ def train(
         first = resolve_config(
             recipe=recipe, config_file=config, overrides={**flags, "model": model}
         )
+        check_out_dir(first.out)
         names = [n.strip() for n in first.model.split(",") if n.strip()]
         if len(set(names)) != len(names):
             raise InvalidOptionError(f"a model is named twice in --model {first.model}")

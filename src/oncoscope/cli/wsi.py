@@ -104,7 +104,7 @@ def wsi_tile(
     from oncoscope.pathology.tile import TileFormat, TileOptions, tile_slides
     from oncoscope.pathology.tiling import EdgePolicy
 
-    with user_errors():
+    with user_errors(out=out):
         options = TileOptions(
             size_px=size,
             magnification=magnification,

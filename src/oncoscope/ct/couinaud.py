@@ -582,6 +582,7 @@ def couinaud(
     *,
     landmarks_path: str | Path | None = None,
     vessel_labels: Mapping[str, int] | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
 ) -> CouinaudResult:
     """Couinaud segments of a liver and its lesions from a CT volume and its segmentation.
 
@@ -592,6 +593,8 @@ def couinaud(
         landmarks_path: a landmarks JSON (see :func:`read_landmarks`); excludes
             ``vessel_labels``.
         vessel_labels: vessel name to label value (see :func:`parse_vessel_labels`).
+        spacing_mm: voxel size ``(D, H, W)`` in mm for files whose own is zero, negative or
+            NaN (see :func:`oncoscope.io.volumes.read_volume`).
 
     Returns:
         The :class:`CouinaudResult`. Without landmarks or vessel labels the landmarks are
@@ -605,8 +608,8 @@ def couinaud(
     """
     if landmarks_path is not None and vessel_labels:
         raise InvalidOptionError("give landmarks (a JSON file) or vessel labels, not both")
-    volume = read_volume(volume_path)
-    mask = read_label_mask(segmentation_path)
+    volume = read_volume(volume_path, spacing_mm=spacing_mm)
+    mask = read_label_mask(segmentation_path, spacing_mm=spacing_mm)
     check_same_grid(volume, mask)
     labels = np.asarray(mask.array)
     vessel_values = set((vessel_labels or {}).values())

@@ -15,6 +15,7 @@ others still written, unless ``strict``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from oncoscope.ct.slices import TUMOUR, TUMOUR_LABEL, label_slices, select_slice
 from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
 from oncoscope.dataset.split import SPLITS, split_counts, split_groups
-from oncoscope.errors import InvalidVolumeError, OncoscopeError
+from oncoscope.errors import InvalidVolumeError, OncoscopeError, OutputWriteError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.volumes import (
     ITK_SUFFIXES,
@@ -68,6 +69,8 @@ class PrepareOptions:
         size_px: resize slices to ``size_px`` x ``size_px``; None keeps the volume's size.
         volume_prefix: file-name prefix of volumes (LiTS: ``volume-``).
         mask_prefix: file-name prefix of masks (LiTS: ``segmentation-``).
+        spacing_mm: voxel size ``(D, H, W)`` in mm for files whose own is zero, negative or NaN;
+            None refuses such files.
     """
 
     windows: tuple[HUWindow, ...]
@@ -79,6 +82,7 @@ class PrepareOptions:
     size_px: int | None = None
     volume_prefix: str = "volume-"
     mask_prefix: str = "segmentation-"
+    spacing_mm: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,63 +175,46 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
         raise InvalidVolumeError(
             f"no {options.mask_prefix}{case.patient_id}.nii[.gz] mask beside it", case.volume
         )
-    volume = read_volume(case.volume)
-    mask = read_label_mask(case.mask, max_label=2)
+    volume = read_volume(case.volume, spacing_mm=options.spacing_mm)
+    mask = read_label_mask(case.mask, max_label=2, spacing_mm=options.spacing_mm)
     check_same_grid(volume, mask)
     if not (mask.array >= 1).any():
         raise InvalidVolumeError("mask holds no liver or tumour voxels (labels 1, 2)", case.mask)
-    slice_mm, row_mm, col_mm = volume.spacing_mm
     labels, lesions = label_slices(mask.array, volume.spacing_mm, small_mm=options.small_mm)
     chosen = select_slices(
         labels, healthy_per_patient=options.healthy_per_patient, only_small=options.only_small
     )
     folder_name = f"patient-{case.patient_id}"
     rows: list[dict[str, Any]] = []
-    out_row_mm, out_col_mm = row_mm, col_mm
-    if options.size_px is not None:
-        out_row_mm = row_mm * volume.shape[1] / options.size_px
-        out_col_mm = col_mm * volume.shape[2] / options.size_px
-    window_name = ",".join(w.name for w in options.windows)
     lesion_ids = _LesionIds(mask.array == TUMOUR_LABEL)
-    with (
-        atomic_path(out_dir / "slices" / folder_name) as temporary,
-        atomic_path(out_dir / "masks" / folder_name) as masks,
-    ):
-        temporary.mkdir(parents=True)
-        masks.mkdir(parents=True)
-        for item in chosen:
-            name = f"slice-{item.slice_index:04d}.png"
-            Image.fromarray(_render(volume.array[item.slice_index], options)).save(temporary / name)
-            lesion_name, liver_name = (
-                name.replace(".png", "-lesions.png"),
-                name.replace(".png", "-liver.png"),
-            )
-            liver = (mask.array[item.slice_index] >= 1).astype(np.uint8) * 255
-            Image.fromarray(_resize_mask(liver, options)).save(masks / liver_name)
-            ids = _resize_mask(lesion_ids.slice(item.slice_index), options)
-            Image.fromarray(ids).save(masks / lesion_name)
-            rows.append(
-                {
-                    "path": f"slices/{folder_name}/{name}",
-                    "patient_id": case.patient_id,
-                    "slice_index": item.slice_index,
-                    "label": item.label,
-                    "split": "",
-                    "lesion_count": item.lesion_count,
-                    "max_lesion_mm": round(item.max_lesion_mm, 3),
-                    "liver_fraction": round(item.liver_fraction, 6),
-                    "group": case.patient_id,
-                    "max_section_mm": round(item.max_section_mm, 3),
-                    "all_small": item.all_small,
-                    "row_mm": out_row_mm,
-                    "col_mm": out_col_mm,
-                    "slice_mm": slice_mm,
-                    "window": window_name,
-                    "source": str(case.volume),
-                    "lesion_mask": f"masks/{folder_name}/{lesion_name}",
-                    "liver_mask": f"masks/{folder_name}/{liver_name}",
-                }
-            )
+    writing = out_dir / "slices" / folder_name  # the file being written, named if writing fails
+    try:
+        with (
+            atomic_path(out_dir / "slices" / folder_name) as temporary,
+            atomic_path(out_dir / "masks" / folder_name) as masks,
+        ):
+            temporary.mkdir(parents=True)
+            masks.mkdir(parents=True)
+            for item in chosen:
+                name = f"slice-{item.slice_index:04d}.png"
+                lesion_name, liver_name = (
+                    name.replace(".png", "-lesions.png"),
+                    name.replace(".png", "-liver.png"),
+                )
+                writing = out_dir / "slices" / folder_name / name
+                image = _render(volume.array[item.slice_index], options)
+                Image.fromarray(image).save(temporary / name)
+                writing = out_dir / "masks" / folder_name / liver_name
+                liver = (mask.array[item.slice_index] >= 1).astype(np.uint8) * 255
+                Image.fromarray(_resize_mask(liver, options)).save(masks / liver_name)
+                writing = out_dir / "masks" / folder_name / lesion_name
+                ids = _resize_mask(lesion_ids.slice(item.slice_index), options)
+                Image.fromarray(ids).save(masks / lesion_name)
+                geometry = (volume.spacing_mm, volume.shape, out_dir)
+                rows.append(_row(case, item, folder_name, name, options, *geometry))
+    except OSError as error:  # a full disk...: the partial folders are gone (atomic_path)
+        reason = error.strerror or str(error)
+        raise OutputWriteError(f"cannot write ({reason})", writing) from error
     lesion_rows = [
         {
             "patient_id": case.patient_id,
@@ -247,6 +234,49 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
     else:
         stratum = "large"
     return PatientResult(case.patient_id, rows, lesion_rows, stratum)
+
+
+def _row(
+    case: Case,
+    item: Any,
+    folder_name: str,
+    name: str,
+    options: PrepareOptions,
+    spacing_mm: tuple[float, float, float],
+    shape: tuple[int, int, int],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """The manifest row of one written slice (``split`` filled in later).
+
+    ``source`` is the volume's absolute path, ``source_relative`` its path relative to the
+    manifest's folder (for a moved folder); a reader takes the first that exists.
+    """
+    slice_mm, row_mm, col_mm = spacing_mm
+    source_relative = os.path.relpath(case.volume.absolute(), out_dir.absolute())
+    if options.size_px is not None:
+        row_mm = row_mm * shape[1] / options.size_px
+        col_mm = col_mm * shape[2] / options.size_px
+    return {
+        "path": f"slices/{folder_name}/{name}",
+        "patient_id": case.patient_id,
+        "slice_index": item.slice_index,
+        "label": item.label,
+        "split": "",
+        "lesion_count": item.lesion_count,
+        "max_lesion_mm": round(item.max_lesion_mm, 3),
+        "liver_fraction": round(item.liver_fraction, 6),
+        "group": case.patient_id,
+        "max_section_mm": round(item.max_section_mm, 3),
+        "all_small": item.all_small,
+        "row_mm": row_mm,
+        "col_mm": col_mm,
+        "slice_mm": slice_mm,
+        "window": ",".join(w.name for w in options.windows),
+        "source": str(case.volume.absolute()),
+        "lesion_mask": f"masks/{folder_name}/{name.replace('.png', '-lesions.png')}",
+        "liver_mask": f"masks/{folder_name}/{name.replace('.png', '-liver.png')}",
+        "source_relative": source_relative,
+    }
 
 
 def prepare_dataset(
@@ -275,6 +305,9 @@ def prepare_dataset(
     Raises:
         OncoscopeError: the folder holds no volume, too few patients for the split, or (with
             ``strict``) the first bad patient.
+        OutputWriteError: the manifest, ``lesions.csv`` or ``prepare.json`` cannot be written
+            (a patient that cannot be written is a failure, and stops the batch: the remaining
+            patients are reported as not done).
     """
     out = Path(out_dir)
     cases, problems = find_cases(
@@ -287,13 +320,21 @@ def prepare_dataset(
     results: list[PatientResult] = []
     failures = list(problems)
     job = partial(prepare_case, out_dir=out, options=options)
+    finished: set[str] = set()
     for case, outcome in run_guarded(job, cases, workers):
+        finished.add(case.patient_id)
         if isinstance(outcome, OncoscopeError):
             if strict:
                 raise outcome
             failures.append((str(outcome.path or case.volume), outcome.message))
             if on_case_done:
                 on_case_done(case.patient_id, str(outcome), len(cases))
+            if isinstance(outcome, OutputWriteError):  # a full disk: the others would fail too
+                stop = f"not done: the batch stopped when writing {outcome.path} failed"
+                failures.extend(
+                    (str(c.volume), stop) for c in cases if c.patient_id not in finished
+                )
+                break
         else:
             results.append(outcome)
             if on_case_done:
@@ -302,6 +343,26 @@ def prepare_dataset(
     if not results:
         return report
     results.sort(key=lambda r: _natural(r.patient_id))
+    try:
+        _write_tables(report, results, out, folder, options)
+    except OncoscopeError as error:
+        if strict or not failures:
+            raise
+        # after failures (a full disk, too few patients left for the split) the tables are one
+        # more failure, so that every failure is still reported
+        report.manifest, report.rows, report.splits = None, [], {}
+        report.failures.append((str(error.path or out), error.message))
+    return report
+
+
+def _write_tables(
+    report: PrepareReport,
+    results: list[PatientResult],
+    out: Path,
+    folder: str | Path,
+    options: PrepareOptions,
+) -> None:
+    """Split the patients, write ``manifest.csv``, ``lesions.csv`` and ``prepare.json``."""
     report.splits = split_groups(
         {r.patient_id: r.stratum for r in results}, options.ratio, seed=options.seed
     )
@@ -309,10 +370,6 @@ def prepare_dataset(
         for row in result.rows:
             row["split"] = report.splits[result.patient_id]
             report.rows.append(row)
-    report.manifest = write_manifest(report.rows, out / "manifest.csv", CT_COLUMNS)
-    write_manifest(
-        [lesion for r in results for lesion in r.lesions], out / "lesions.csv", LESION_COLUMNS
-    )
     record = {
         "oncoscope_version": __version__,
         "input": str(Path(folder).resolve()),
@@ -325,11 +382,24 @@ def prepare_dataset(
             for r in results
         },
         "split_table": report.split_table(),
-        "failures": [{"path": p, "error": m} for p, m in failures],
+        "failures": [{"path": p, "error": m} for p, m in report.failures],
     }
-    with atomic_path(out / "prepare.json") as temporary:
-        temporary.write_text(json.dumps(record, indent=2))
-    return report
+    written: list[Path] = []
+    writing = out / "manifest.csv"
+    try:
+        manifest = write_manifest(report.rows, writing, CT_COLUMNS)
+        written.append(writing)
+        writing = out / "lesions.csv"
+        write_manifest([x for r in results for x in r.lesions], writing, LESION_COLUMNS)
+        written.append(writing)
+        writing = out / "prepare.json"
+        with atomic_path(writing) as temporary:
+            temporary.write_text(json.dumps(record, indent=2))
+    except OSError as error:
+        for path in written:  # no table without the others
+            path.unlink(missing_ok=True)
+        raise OutputWriteError(f"cannot write ({error.strerror or error})", writing) from error
+    report.manifest = manifest
 
 
 def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:

@@ -22,7 +22,7 @@ from oncoscope.ct.window import HUWindow, apply_window, from_uint8, to_uint8
 from oncoscope.dataset.images import IMAGE_SUFFIXES
 from oncoscope.errors import CorruptFileError, InvalidOptionError, UnsupportedFormatError
 from oncoscope.io.atomic import atomic_path
-from oncoscope.io.volumes import read_label_mask, read_volume
+from oncoscope.io.volumes import Volume, check_same_grid, read_label_mask, read_volume
 
 STEP_TITLES = {
     "input": "input",
@@ -132,12 +132,23 @@ def run_chain(
 
 
 def load_slice(
-    path: str | Path, slice_index: int | None, window: HUWindow
+    path: str | Path,
+    slice_index: int | None,
+    window: HUWindow,
+    *,
+    spacing_mm: tuple[float, float, float] | None = None,
 ) -> tuple[npt.NDArray[np.float32], tuple[float, float], int | None, str]:
     """Load one HU slice from a volume (NIfTI, DICOM) or from an 8-bit windowed image.
 
     An 8-bit image (such as ``ct prepare`` writes) is mapped back to HU through ``window``;
     its pixel size is unknown and taken as 1 mm.
+
+    Args:
+        path: a volume or an 8-bit image.
+        slice_index: the slice of a volume (None: the middle one); ignored for an image.
+        window: the HU window an 8-bit image was made with.
+        spacing_mm: voxel size ``(D, H, W)`` in mm for a volume whose own is zero, negative or
+            NaN.
 
     Returns:
         ``(hu, pixel_mm, slice_index, description)``; ``slice_index`` is None for an image.
@@ -145,7 +156,80 @@ def load_slice(
     Raises:
         InvalidOptionError: ``slice_index`` outside the volume.
         CorruptFileError: an image file that cannot be decoded.
+        OncoscopeError: every error of :func:`oncoscope.io.volumes.read_volume`.
     """
+    hu, pixel_mm, index, description, _ = _load(path, slice_index, window, spacing_mm)
+    return hu, pixel_mm, index, description
+
+
+def load_slice_with_reference(
+    path: str | Path,
+    slice_index: int | None,
+    window: HUWindow,
+    mask_path: str | Path | None,
+    *,
+    spacing_mm: tuple[float, float, float] | None = None,
+) -> tuple[
+    npt.NDArray[np.float32], tuple[float, float], int | None, str, npt.NDArray[np.bool_] | None
+]:
+    """:func:`load_slice` plus the reference liver of the same slice from a segmentation.
+
+    The segmentation must lie on the volume's voxel grid (same shape and affine, as in
+    ``ct prepare``), so that its slice is the same anatomy.
+
+    Returns:
+        ``(hu, pixel_mm, slice_index, description, reference)``; ``reference`` is the
+        ``(H, W)`` liver (label >= 1) of the slice, None without ``mask_path``.
+
+    Raises:
+        InvalidVolumeError: the segmentation's shape or affine differs from the volume's.
+        UnsupportedFormatError: a segmentation given with an image input.
+        OncoscopeError: every error of :func:`load_slice` and
+            :func:`oncoscope.io.volumes.read_label_mask`.
+    """
+    hu, pixel_mm, index, description, volume = _load(path, slice_index, window, spacing_mm)
+    if mask_path is None:
+        return hu, pixel_mm, index, description, None
+    reference = load_reference_liver(mask_path, index, volume=volume, spacing_mm=spacing_mm)
+    return hu, pixel_mm, index, description, reference
+
+
+def load_reference_liver(
+    path: str | Path,
+    slice_index: int | None,
+    *,
+    volume: Volume | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+) -> npt.NDArray[np.bool_]:
+    """The liver (label >= 1) of one slice of a LiTS segmentation, for scoring the ROI.
+
+    Args:
+        path: the segmentation.
+        slice_index: the slice (None: the input was an image, which has no segmentation).
+        volume: the volume the slice was taken from; the segmentation must be on its grid.
+        spacing_mm: voxel size ``(D, H, W)`` in mm for a file whose own is invalid.
+
+    Raises:
+        InvalidVolumeError: the segmentation is not on ``volume``'s grid.
+        UnsupportedFormatError: ``slice_index`` is None.
+        InvalidOptionError: the slice is outside the segmentation.
+    """
+    if slice_index is None:
+        raise UnsupportedFormatError("a reference mask needs a volume input, not an image", path)
+    mask = read_label_mask(path, max_label=2, spacing_mm=spacing_mm)
+    if volume is not None:
+        check_same_grid(volume, mask)
+    if not 0 <= slice_index < mask.shape[0]:
+        raise InvalidOptionError(f"slice {slice_index} is outside the mask", path)
+    return np.asarray(mask.array[slice_index] >= 1, dtype=bool)
+
+
+def _load(
+    path: str | Path,
+    slice_index: int | None,
+    window: HUWindow,
+    spacing_mm: tuple[float, float, float] | None,
+) -> tuple[npt.NDArray[np.float32], tuple[float, float], int | None, str, Volume | None]:
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         try:
@@ -153,25 +237,16 @@ def load_slice(
                 pixels = np.asarray(handle.convert("L"))
         except OSError as error:
             raise CorruptFileError(f"cannot read image ({error})", path) from None
-        return from_uint8(pixels, window), (1.0, 1.0), None, f"{path} (8-bit, {window.name})"
-    volume = read_volume(path)
+        hu = from_uint8(pixels, window)
+        return hu, (1.0, 1.0), None, f"{path} (8-bit, {window.name})", None
+    volume = read_volume(path, spacing_mm=spacing_mm)
     depth = volume.shape[0]
     index = depth // 2 if slice_index is None else slice_index
     if not 0 <= index < depth:
         raise InvalidOptionError(f"--slice {index} is outside 0..{depth - 1}", path)
     _, row_mm, col_mm = volume.spacing_mm
     hu = np.asarray(volume.array[index], dtype=np.float32)
-    return hu, (row_mm, col_mm), index, f"{path} slice {index}"
-
-
-def load_reference_liver(path: str | Path, slice_index: int | None) -> npt.NDArray[np.bool_]:
-    """The liver (label >= 1) of one slice of a LiTS segmentation, for scoring the ROI."""
-    if slice_index is None:
-        raise UnsupportedFormatError("a reference mask needs a volume input, not an image", path)
-    mask = read_label_mask(path, max_label=2)
-    if not 0 <= slice_index < mask.shape[0]:
-        raise InvalidOptionError(f"slice {slice_index} is outside the mask", path)
-    return np.asarray(mask.array[slice_index] >= 1, dtype=bool)
+    return hu, (row_mm, col_mm), index, f"{path} slice {index}", volume
 
 
 def save_chain(result: ChainResult, out_dir: str | Path) -> Path:

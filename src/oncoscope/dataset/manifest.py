@@ -40,6 +40,7 @@ CT_COLUMNS = (
     "source",
     "lesion_mask",
     "liver_mask",
+    "source_relative",
 )
 
 

@@ -15,6 +15,7 @@ coarse segmentation. Outputs in ``OUT/<slide stem>/``:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -302,7 +303,9 @@ def infer_slide(
         summary["scale_search"] = scale_search
     with atomic_path(folder / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
-    write_status(folder, {"slide": str(slide_path), "checkpoint": str(classifier.path)})
+    write_status(
+        folder, {"slide": str(Path(slide_path).absolute()), "checkpoint": str(classifier.path)}
+    )
     return SlideOutcome(slide_path, folder, summary, notes)
 
 
@@ -502,7 +505,8 @@ def _write_outputs(
     areas = outputs.cell_areas_um2(grid.shape_rows_cols, cell0, slide.dimensions, slide.mpp)
     slide_area_um2 = slide.dimensions[0] * slide.dimensions[1] * slide.mpp**2
     summary: dict[str, Any] = {
-        "slide": str(slide.path),
+        "slide": str(Path(slide.path).absolute()),
+        "slide_relative": os.path.relpath(Path(slide.path).absolute(), folder.absolute()),
         "checkpoint": str(classifier.path),
         "class_names": names,
         "colors": colors,

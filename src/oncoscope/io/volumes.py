@@ -20,6 +20,7 @@ with flipped or permuted axes gives the same array.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ import numpy.typing as npt
 
 from oncoscope.errors import (
     CorruptFileError,
+    InvalidOptionError,
     InvalidVolumeError,
     MissingMetadataError,
     MixedSeriesError,
     OncoscopeError,
+    UnevenSlicesError,
     UnsupportedFormatError,
 )
 
@@ -84,13 +87,21 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
+def read_volume(
+    path: str | Path,
+    *,
+    series_uid: str | None = None,
+    spacing_mm: tuple[float, float, float] | None = None,
+) -> Volume:
     """Read a CT volume in Hounsfield units, in the canonical ``(D, H, W)`` layout.
 
     Args:
         path: a NIfTI file (``.nii``, ``.nii.gz``), a folder holding one DICOM series, a single
             DICOM file, or an MHA/NRRD file.
         series_uid: for a DICOM folder holding several series, the SeriesInstanceUID to read.
+        spacing_mm: voxel size ``(D, H, W)`` in mm (slice, row, column spacing) to use when the
+            file's own spacing is zero, negative or NaN (NIfTI ``pixdim``, ITK spacing); a file
+            with a valid spacing keeps its own.
 
     Returns:
         A :class:`Volume` with float32 HU values (rescale slope and intercept applied).
@@ -100,8 +111,12 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
         UnsupportedFormatError: not a format oncoscope reads, or a folder with no DICOM series.
         MixedSeriesError: a DICOM folder with several series and no ``series_uid``.
         CorruptFileError: the file cannot be decoded.
-        InvalidVolumeError: the volume is empty, not 3-D, or holds non-finite values.
-        MissingMetadataError: the voxel spacing is zero or missing.
+        InvalidVolumeError: the volume is empty, not 3-D, holds non-finite values, or its voxels
+            are not real numbers (RGB, complex).
+        MissingMetadataError: the voxel spacing is zero, negative or NaN and no ``spacing_mm``
+            was given.
+        UnevenSlicesError: a DICOM series with a missing slice, two slices at one position, or
+            uneven slice spacing along the slice normal.
 
     Example:
         >>> import nibabel as nib, numpy as np, tempfile, pathlib
@@ -111,19 +126,31 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
         (6, 5, 4)
     """
     path = Path(path)
-    data, affine_ras = _read_raw(path, series_uid=series_uid)
+    data, affine_ras, spacing_valid = _read_raw(path, series_uid=series_uid)
+    if np.asarray(data).dtype.kind not in "iufb":
+        raise InvalidVolumeError(
+            f"voxel type {_dtype_name(data)} is not greyscale CT; expected integer or real "
+            "Hounsfield units (not RGB or complex)",
+            path,
+        )
     array = np.asarray(data, dtype=np.float32)
     if not np.isfinite(array).all():
         raise InvalidVolumeError("volume holds NaN or infinite values", path)
-    return _canonical(array, affine_ras, path)
+    return _canonical(array, affine_ras, path, _spacing_override(spacing_valid, spacing_mm, path))
 
 
-def read_label_mask(path: str | Path, *, max_label: int = 255) -> Volume:
+def read_label_mask(
+    path: str | Path,
+    *,
+    max_label: int = 255,
+    spacing_mm: tuple[float, float, float] | None = None,
+) -> Volume:
     """Read a label mask (e.g. a LiTS segmentation) in the canonical ``(D, H, W)`` layout.
 
     Args:
         path: as for :func:`read_volume`.
         max_label: the largest label value allowed (LiTS: 2).
+        spacing_mm: as for :func:`read_volume`: used only when the file's spacing is invalid.
 
     Returns:
         A :class:`Volume` with uint8 labels.
@@ -133,7 +160,7 @@ def read_label_mask(path: str | Path, *, max_label: int = 255) -> Volume:
             plus every error of :func:`read_volume`.
     """
     path = Path(path)
-    data, affine_ras = _read_raw(path, series_uid=None)
+    data, affine_ras, spacing_valid = _read_raw(path, series_uid=None)
     values = np.asarray(data)
     if values.dtype.kind == "f":
         if not np.isfinite(values).all():
@@ -143,12 +170,37 @@ def read_label_mask(path: str | Path, *, max_label: int = 255) -> Volume:
                 "label mask holds non-integer values; expected integer labels", path
             )
     elif values.dtype.kind not in "iub":
-        raise InvalidVolumeError(f"label mask has dtype {values.dtype}; expected integers", path)
+        raise InvalidVolumeError(
+            f"label mask has voxel type {_dtype_name(values)}; expected integers", path
+        )
     low, high = float(values.min()), float(values.max())
     if low < 0 or high > max_label:
         found = sorted({int(v) for v in np.unique(values)})[:10]
         raise InvalidVolumeError(f"label values {found} outside 0..{max_label}", path)
-    return _canonical(values.astype(np.uint8), affine_ras, path)
+    override = _spacing_override(spacing_valid, spacing_mm, path)
+    return _canonical(values.astype(np.uint8), affine_ras, path, override)
+
+
+def parse_spacing_mm(text: str) -> tuple[float, float, float]:
+    """Parse ``--spacing-mm``: ``"D,H,W"`` (slice, row, column spacing in mm) into a tuple.
+
+    Raises:
+        InvalidOptionError: not three positive finite numbers.
+
+    Example:
+        >>> parse_spacing_mm("2.5,0.8,0.8")
+        (2.5, 0.8, 0.8)
+    """
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InvalidOptionError(
+            f"--spacing-mm '{text}' is not three positive numbers D,H,W (slice, row, column "
+            "spacing in mm), e.g. 2.5,0.8,0.8"
+        )
+    return values[0], values[1], values[2]
 
 
 def check_same_grid(volume: Volume, mask: Volume, *, tolerance_mm: float = 1e-3) -> None:
@@ -204,9 +256,16 @@ def to_ras_ijk(
 
 
 def _canonical(
-    data_ijk: npt.NDArray[np.generic], affine_ras: npt.NDArray[np.float64], path: Path
+    data_ijk: npt.NDArray[np.generic],
+    affine_ras: npt.NDArray[np.float64],
+    path: Path,
+    spacing_mm: tuple[float, float, float] | None = None,
 ) -> Volume:
-    """Reorient an ``(I, J, K)`` array with its RAS affine to the ``(D, H, W)`` layout."""
+    """Reorient an ``(I, J, K)`` array with its RAS affine to the ``(D, H, W)`` layout.
+
+    ``spacing_mm``, when given, replaces the voxel size ``(D, H, W)`` of the result (the affine's
+    directions and origin are kept).
+    """
     if data_ijk.ndim == 4 and data_ijk.shape[3] == 1:
         data_ijk = data_ijk[..., 0]
     if data_ijk.ndim != 3:
@@ -233,13 +292,45 @@ def _canonical(
             [0.0, 0.0, 0.0, 1.0],
         ]
     )
-    return Volume(array=dhw, affine=affine_canonical @ ras_from_dhw, source=path)
+    affine_dhw = affine_canonical @ ras_from_dhw
+    if spacing_mm is not None:
+        columns = affine_dhw[:3, :3]
+        affine_dhw[:3, :3] = columns / np.linalg.norm(columns, axis=0) * np.asarray(spacing_mm)
+    return Volume(array=dhw, affine=affine_dhw, source=path)
+
+
+def _spacing_override(
+    spacing_valid: bool, spacing_mm: tuple[float, float, float] | None, path: Path
+) -> tuple[float, float, float] | None:
+    """The spacing to impose: None for a file with a valid spacing, else the user's."""
+    if spacing_valid:
+        return None
+    if spacing_mm is None:
+        raise MissingMetadataError(
+            "voxel spacing is zero, negative or NaN in the file; pass the spacing with "
+            "--spacing-mm D,H,W (slice, row, column spacing in mm)",
+            path,
+        )
+    if len(spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing_mm):
+        raise MissingMetadataError(
+            f"--spacing-mm {spacing_mm} must be three positive numbers (mm)", path
+        )
+    return (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
+
+
+def _dtype_name(data: Any) -> str:
+    dtype = np.asarray(data).dtype
+    return "RGB" if dtype.names else str(dtype)
 
 
 def _read_raw(
     path: Path, *, series_uid: str | None
-) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
-    """Read ``(array in file index order (I, J, K), RAS affine)`` from any supported source."""
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
+    """Read ``(array in file index order (I, J, K), RAS affine, spacing valid)``.
+
+    When the file's voxel spacing is zero, negative or NaN, the affine has unit spacing along
+    its (valid) directions and the flag is False.
+    """
     if not path.exists():
         raise OncoscopeError("does not exist", path)
     if path.is_dir():
@@ -251,16 +342,34 @@ def _read_raw(
     raise UnsupportedFormatError("not a NIfTI (.nii, .nii.gz), DICOM, MHA or NRRD file", path)
 
 
-def _read_nifti(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+def _read_nifti(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
     try:
         image: Any = nib.load(path)
         # get_fdata applies scl_slope/scl_inter; float32 halves the memory of float64.
         scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
         raw = np.asanyarray(image.dataobj)
+        if raw.dtype.kind not in "iufb":
+            return raw, np.asarray(image.affine, dtype=np.float64), True  # refused by the caller
         data = image.get_fdata(dtype=np.float32) if scaled else raw
+        # nibabel silently reads a zero pixdim as 1 mm and a negative one as its absolute value:
+        # look at the header as stored.
+        with nib.openers.ImageOpener(str(path)) as opener:
+            stored = type(image.header).from_fileobj(opener, check=False)
     except Exception as error:  # nibabel raises many types for a damaged file
         raise CorruptFileError(f"cannot read NIfTI ({_reason(error)})", path) from error
-    return data, np.asarray(image.affine, dtype=np.float64)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if int(stored["sform_code"]) > 0:
+        return data, affine, True  # the sform matrix holds the spacing; checked when reoriented
+    pixdim = np.asarray(stored["pixdim"][1:4], dtype=np.float64)
+    if np.isfinite(pixdim).all() and (pixdim > 0).all():
+        return data, affine, True
+    directions = affine[:3, :3]
+    norms = np.linalg.norm(directions, axis=0)
+    if not np.isfinite(norms).all() or (norms <= 0).any():
+        affine = np.diag([-1.0, 1.0, 1.0, 1.0])  # nibabel's orientation without a qform or sform
+    else:
+        affine[:3, :3] = directions / norms
+    return data, affine, False
 
 
 def _has_dicom_preamble(path: Path) -> bool:
@@ -269,7 +378,7 @@ def _has_dicom_preamble(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _read_itk_file(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+def _read_itk_file(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
     import SimpleITK as sitk
 
     try:
@@ -281,7 +390,7 @@ def _read_itk_file(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.
 
 def _read_dicom_series(
     folder: Path, series_uid: str | None
-) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -303,6 +412,7 @@ def _read_dicom_series(
     elif series_uid not in series:
         raise MixedSeriesError(f"no series {series_uid} in folder (found {series})", folder)
     files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    check_even_slices(files, folder)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -311,8 +421,11 @@ def _read_dicom_series(
     return _from_sitk(image, folder)
 
 
-def _from_sitk(image: Any, path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
-    """Array in (I, J, K) order and RAS affine of a SimpleITK image (ITK world is LPS)."""
+def _from_sitk(
+    image: Any, path: Path
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
+    """Array in (I, J, K) order, RAS affine and spacing validity of a SimpleITK image (ITK world
+    is LPS)."""
     import SimpleITK as sitk
 
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -332,12 +445,73 @@ def _from_sitk(image: Any, path: Path) -> tuple[npt.NDArray[np.generic], npt.NDA
         spacing = image.GetSpacing()
         origin = image.GetOrigin()
         direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    valid = all(math.isfinite(s) and s > 0 for s in spacing)
     affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction @ np.diag(spacing)
+    affine_lps[:3, :3] = direction @ np.diag(spacing if valid else (1.0, 1.0, 1.0))
     affine_lps[:3, 3] = origin
-    if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise MissingMetadataError(f"voxel spacing {spacing} is missing or zero", path)
-    return np.ascontiguousarray(data.transpose(2, 1, 0)), _LPS_TO_RAS @ affine_lps
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), _LPS_TO_RAS @ affine_lps, valid
+
+
+def check_even_slices(files: Sequence[str | Path], folder: str | Path) -> None:
+    """Check that the slices of a DICOM series are evenly spaced along the slice normal.
+
+    Each file's position along the normal (the cross product of the two ImageOrientationPatient
+    directions) is its ImagePositionPatient projected on it. Two steps differ when they differ
+    by more than 1% of the median step or 0.01 mm, whichever is larger. A series whose files
+    lack these tags is not checked.
+
+    Args:
+        files: the series' files.
+        folder: the series folder, named in the error.
+
+    Raises:
+        UnevenSlicesError: two slices at one position, a missing slice, or uneven spacing; the
+            message gives the positions in mm along the normal (``z`` for a transverse series).
+    """
+    import pydicom
+
+    if len(files) < 3:
+        return
+    positions: list[float] = []
+    normal: npt.NDArray[np.float64] | None = None
+    for name in files:
+        try:
+            header = pydicom.dcmread(
+                name,
+                stop_before_pixels=True,
+                specific_tags=["ImagePositionPatient", "ImageOrientationPatient"],
+            )
+            position = np.asarray(header.ImagePositionPatient, dtype=np.float64)
+            orientation = np.asarray(header.ImageOrientationPatient, dtype=np.float64)
+        except (AttributeError, ValueError, TypeError, OSError, pydicom.errors.InvalidDicomError):
+            return  # no geometry to check: the reader decides
+        if position.shape != (3,) or orientation.shape != (6,):
+            return
+        if normal is None:
+            normal = np.cross(orientation[:3], orientation[3:])
+            normal /= np.linalg.norm(normal) or 1.0
+        positions.append(float(position @ normal))
+    ordered = np.sort(np.asarray(positions))
+    steps = np.diff(ordered)
+    step = float(np.median(steps))
+    tolerance = max(0.01, 0.01 * step)
+    for i, gap in enumerate(steps):
+        if gap <= tolerance:
+            raise UnevenSlicesError(
+                f"two slices at z={float(ordered[i]):.4g} mm along the slice normal; "
+                "remove the duplicate",
+                folder,
+            )
+    for i, gap in enumerate(steps):
+        low, high = float(ordered[i]), float(ordered[i + 1])
+        if abs(gap - step) > tolerance:
+            what = "missing slice" if gap > step else "uneven slice spacing"
+            raise UnevenSlicesError(
+                f"{what} between z={low:.4g} and z={high:.4g} mm along the slice normal "
+                f"({gap:.4g} mm apart, {step:.4g} mm elsewhere); the slices cannot be stacked "
+                "at even spacing",
+                folder,
+            )
 
 
 def _reason(error: BaseException) -> str:

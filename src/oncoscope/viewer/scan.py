@@ -212,6 +212,9 @@ def _add_inference(catalog: Catalog, summaries: list[Path], rel: Any) -> None:
             if isinstance(slide_ref, str)
             else None
         )
+        relative = summary.get("slide_relative")  # relative to the summary: a moved folder
+        if slide is None and isinstance(relative, str):
+            slide = resolve_reference(relative, folder, folder)
         name = Path(str(slide_ref)).stem if isinstance(slide_ref, str) else folder.name
         catalog.slides.append(SlideEntry(rel(folder), name, slide, folder, summary))
 
@@ -271,7 +274,11 @@ def _add_ct_manifest(
             for record in group.sort_values("slice_index").to_dict("records")
         ]
         volume = _find_volume(
-            str(rows[0].get("source", "")), manifest.parent, catalog.root, by_name
+            str(rows[0].get("source", "")),
+            manifest.parent,
+            catalog.root,
+            by_name,
+            relative=str(rows[0].get("source_relative", "")),
         )
         mask = _mask_beside(volume) if volume is not None else None
         catalog.ct_patients.append(
@@ -282,10 +289,16 @@ def _add_ct_manifest(
 
 
 def _find_volume(
-    source: str, near: Path, root: Path, by_name: dict[str, list[Path]]
+    source: str, near: Path, root: Path, by_name: dict[str, list[Path]], *, relative: str = ""
 ) -> Path | None:
+    """The manifest's volume: ``source`` (absolute) if it exists, else ``source_relative``
+    (relative to the manifest, for a moved folder), else older relative forms and the name."""
     if not source:
         return None
+    if Path(source).is_absolute() and Path(source).exists():
+        return Path(source).resolve()
+    if relative and (near / relative).exists():
+        return (near / relative).resolve()
     found = resolve_reference(source, near, root)
     if found is not None:
         return found
