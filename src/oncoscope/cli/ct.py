@@ -17,7 +17,7 @@ from oncoscope.cli._common import (
 )
 
 ct_app = typer.Typer(
-    help="CT volumes: slice datasets, preprocessing, phantoms, Couinaud segments.",
+    help="CT volumes: slice datasets, preprocessing, phantoms, EM lesions, Couinaud segments.",
     no_args_is_help=True,
 )
 
@@ -222,6 +222,115 @@ def ct_couinaud(
             "APPROXIMATE: no --landmarks or --vessel-labels; planes placed from the liver's shape"
         )
     console.print(f"wrote {paths['json']}, {paths['segments']} and {paths['figure']}")
+
+
+@ct_app.command("segment-em")
+def ct_segment_em(
+    volume: Annotated[Path, typer.Argument(help="CT volume (NIfTI, DICOM folder, MHA, NRRD).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    liver_mask: Annotated[
+        Path | None,
+        typer.Option(help="LiTS segmentation whose labels 1 and 2 are the liver ROI (else EM)."),
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="LiTS segmentation to score against (label 2 = tumour).")
+    ] = None,
+    phase: Annotated[
+        str, typer.Option(help="hypodense (lesions darker than liver) or hyperdense (brighter).")
+    ] = "hypodense",
+    components: Annotated[int, typer.Option(help="Gaussian mixture components, 2-6.")] = 3,
+    min_contrast_hu: Annotated[
+        float, typer.Option(help="Lesion component mean at least this far from the liver's, HU.")
+    ] = 15.0,
+    min_area_mm2: Annotated[
+        float, typer.Option(help="Keep lesions whose largest in-plane section is >= this, mm².")
+    ] = 30.0,
+    margin_mm: Annotated[
+        float, typer.Option(help="ROI rim left out of the fit (partial volume), mm.")
+    ] = 3.0,
+    opening_mm: Annotated[float, typer.Option(help="In-plane opening radius, mm.")] = 2.0,
+    median_size: Annotated[int, typer.Option(help="In-plane median filter, odd pixels.")] = 3,
+    init_offset_hu: Annotated[
+        float, typer.Option(help="EM starts at the ROI's median HU and this far below/above.")
+    ] = 40.0,
+    small_mm: Annotated[
+        float, typer.Option(min=0.0, help="Flag lesions with diameter <= this (mm) as small.")
+    ] = 20.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling and of EM.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs in --out.")] = False,
+    spacing_mm: SpacingMm = None,
+) -> None:
+    """Lesion candidates inside the liver by an EM Gaussian mixture on HU: label map and CSV."""
+    from oncoscope.ct.em_lesions import (
+        EMLesionOptions,
+        Phase,
+        check_outputs_free,
+        save_segment_em,
+        segment_em,
+        slice_ranges,
+    )
+    from oncoscope.io.volumes import parse_spacing_mm
+
+    with user_errors(out=out):
+        options = EMLesionOptions(
+            phase=cast(Phase, phase),
+            n_components=components,
+            init_offset_hu=init_offset_hu,
+            min_contrast_hu=min_contrast_hu,
+            min_area_mm2=min_area_mm2,
+            margin_mm=margin_mm,
+            opening_mm=opening_mm,
+            median_size_px=median_size,
+            seed=seed,
+        )
+        options.check()
+        check_outputs_free(out, overwrite=overwrite)
+        with progress_bar() as progress:
+            task = progress.add_task("EM liver ROI, slices", total=None, visible=False)
+            found = segment_em(
+                volume,
+                liver_mask_path=liver_mask,
+                truth_path=truth,
+                options=options,
+                spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
+                on_slice=lambda done, total: progress.update(
+                    task, completed=done, total=total, visible=True
+                ),
+            )
+        paths = save_segment_em(found, out, small_mm=small_mm)
+    rows = found.lesion_rows(small_mm)
+    table = Table(title=f"EM lesions ({phase}, liver from {found.liver_source})")
+    for column in ("lesion", "diameter mm", "volume ml", "slices", "mean HU", "small"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            f"{row['max_diameter_mm']:.1f}",
+            f"{row['volume_ml']:.2f}",
+            f"{row['first_slice']}-{row['last_slice']}",
+            f"{row['mean_hu']:.0f}",
+            "yes" if row["small"] else "no",
+        )
+    console.print(table)
+    empty = found.result.empty_roi_slices
+    if empty:
+        console.print(
+            f"liver ROI empty on {len(empty)} of {found.volume.shape[0]} slices: "
+            + ", ".join(slice_ranges(empty))
+        )
+    if found.result.mixture is not None and not found.result.mixture.lesion_components:
+        console.print(
+            f"no mixture component lies {min_contrast_hu:g} HU or more "
+            f"{'below' if phase == 'hypodense' else 'above'} the parenchyma: no lesions"
+        )
+    if found.score is not None:
+        score = found.score
+        bins = ", ".join(f"{b.name} {b.detected}/{b.lesions}" for b in score.bins)
+        console.print(
+            f"against {truth}: Dice {score.dice:.3f}; detected {score.detected}/"
+            f"{score.true_lesions} ({bins}); false positives {score.false_positives}"
+        )
+    console.print(f"wrote {paths['labels']}, {paths['csv']} and {paths['json']}")
 
 
 def print_split_table(table: list[dict[str, object]]) -> None:
