@@ -11,6 +11,7 @@ from rich.table import Table
 from oncoscope.cli._common import (
     SpacingMm,
     console,
+    error_console,
     exit_on_failures,
     progress_bar,
     user_errors,
@@ -97,7 +98,14 @@ def ct_preprocess(
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     slice_index: Annotated[
-        int | None, typer.Option("--slice", help="Slice index of a volume (default: middle).")
+        list[int] | None,
+        typer.Option(
+            "--slice", help="Slice index of a volume; repeat for several (default: middle)."
+        ),
+    ] = None,
+    slices: Annotated[
+        int | None,
+        typer.Option(min=1, help="N slices spread over the liver (--mask, else the EM ROI)."),
     ] = None,
     mask: Annotated[
         Path | None, typer.Option(help="LiTS segmentation to score the liver ROI against.")
@@ -113,16 +121,22 @@ def ct_preprocess(
         float, typer.Option(min=0.0, help="HU std (gaussian) or pixel fraction (salt-pepper).")
     ] = 0.0,
     median_size: Annotated[int, typer.Option(min=1, help="Median filter window, odd pixels.")] = 3,
+    phase: Annotated[
+        str, typer.Option(help="EM lesion step: hypodense or hyperdense lesions.")
+    ] = "hypodense",
     seed: Annotated[int, typer.Option(help="Seed of noise and EM.")] = 0,
     spacing_mm: SpacingMm = None,
 ) -> None:
-    """Seed-001 chain on one slice: resize, noise, median denoise, EM liver ROI, mask; a panel."""
+    """Seed-001 chain: resize, noise, median denoise, EM liver ROI, mask, EM lesions; a panel."""
     from oncoscope.ct.denoise import NOISE_KINDS, NoiseKind
+    from oncoscope.ct.em_lesions import PHASES, Phase
     from oncoscope.ct.preprocess import (
         ChainOptions,
-        load_slice_with_reference,
+        choose_slices,
+        load_slices_with_reference,
         run_chain,
         save_chain,
+        save_chains,
     )
     from oncoscope.ct.window import parse_window
     from oncoscope.errors import InvalidOptionError
@@ -131,28 +145,56 @@ def ct_preprocess(
     with user_errors(out=out):
         if noise not in NOISE_KINDS:
             raise InvalidOptionError(f"--noise '{noise}' is not one of {', '.join(NOISE_KINDS)}")
+        if phase not in PHASES:
+            raise InvalidOptionError(f"--phase '{phase}' is not one of {', '.join(PHASES)}")
+        if slice_index and slices is not None:
+            raise InvalidOptionError("give --slice (one or more) or --slices N, not both")
         hu_window = parse_window(window)
-        hu, pixel_mm, _, description, reference = load_slice_with_reference(
-            source,
-            slice_index,
-            hu_window,
-            mask,
-            spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
-        )
+        spacing = parse_spacing_mm(spacing_mm) if spacing_mm else None
+        if slices is not None:
+            wanted: list[int | None] = list(
+                choose_slices(source, slices, mask_path=mask, spacing_mm=spacing, seed=seed)
+            )
+        else:
+            wanted = list(slice_index) if slice_index else [None]
         options = ChainOptions(
             size_px=size,
             noise=cast(NoiseKind, noise),
             noise_amount=noise_amount,
             median_size_px=median_size,
             seed=seed,
+            lesion_phase=cast(Phase, phase),
         )
-        result = run_chain(
-            hu, pixel_mm, hu_window, options, reference_liver=reference, source=description
-        )
-        panel = save_chain(result, out)
-    console.print(f"wrote {len(result.steps)} steps to {out} and the panel {panel}")
-    if result.roi_dice is not None:
-        console.print(f"liver ROI Dice against {mask}: {result.roi_dice:.3f}")
+        results = []
+        for hu, pixel_mm, index, description, reference in load_slices_with_reference(
+            source,
+            wanted,
+            hu_window,
+            mask,
+            spacing_mm=spacing,
+        ):
+            results.append(
+                run_chain(
+                    hu,
+                    pixel_mm,
+                    hu_window,
+                    options,
+                    reference_liver=reference,
+                    source=description,
+                    slice_index=index,
+                )
+            )
+        panel = save_chain(results[0], out) if len(results) == 1 else save_chains(results, out)
+    for result in results:
+        if result.roi_empty:
+            error_console.print(
+                f"warning: {result.source}: liver ROI is empty on this slice", highlight=False
+            )
+    steps = len(results[0].steps)
+    console.print(f"wrote {steps} steps of {len(results)} slice(s) to {out} and the panel {panel}")
+    for result in results:
+        if result.roi_dice is not None:
+            console.print(f"{result.source}: liver ROI Dice against {mask}: {result.roi_dice:.3f}")
 
 
 @ct_app.command("phantom")
