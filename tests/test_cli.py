@@ -125,6 +125,7 @@ def test_ct_preprocess_saves_every_step_and_a_panel(lits_dir, tmp_path):
         "04_denoised.png",
         "05_roi.png",
         "06_masked.png",
+        "07_segmented.png",  # issue 15: EM lesion segmentation is the chain's last step
     ]
     steps = np.load(tmp_path / "steps.npz")
     assert steps["resized"].shape == (256, 256)
@@ -137,7 +138,7 @@ def test_ct_preprocess_saves_every_step_and_a_panel(lits_dir, tmp_path):
     record = json.loads((tmp_path / "steps.json").read_text())
     assert record["roi_dice_vs_reference"] > 0.6
     panel = Image.open(tmp_path / "panel.png")
-    assert panel.size[0] > 4 * panel.size[1]  # six panels side by side
+    assert panel.size[0] > 4 * panel.size[1]  # seven panels side by side
 
 
 def test_ct_preprocess_accepts_a_prepared_png(tmp_path):
