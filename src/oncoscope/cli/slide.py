@@ -13,6 +13,7 @@ from oncoscope.cli._common import (
     console,
     error_console,
     exit_on_failures,
+    positive_number,
     progress_bar,
     user_errors,
 )
@@ -29,10 +30,14 @@ def slide(
     out: Annotated[Path, typer.Option("--out", help="Output folder (one folder per slide).")],
     magnification: Annotated[
         float | None,
-        typer.Option(help="Magnification of the tiles (default: the checkpoint's, else 20)."),
+        typer.Option(
+            help="Magnification of the tiles (default: the checkpoint's, else 20).",
+            callback=positive_number,
+        ),
     ] = None,
     mpp: Annotated[
-        float | None, typer.Option(help="Microns per pixel of the tiles instead.")
+        float | None,
+        typer.Option(help="Microns per pixel of the tiles instead.", callback=positive_number),
     ] = None,
     auto_scale: Annotated[
         bool,
@@ -48,7 +53,12 @@ def slide(
         int, typer.Option(min=1, help="Random tissue points of the --auto-scale search.")
     ] = 100,
     stride: Annotated[
-        float, typer.Option(help="Tile step as a fraction of the tile: 1, 0.5, 0.25, ...")
+        float,
+        typer.Option(
+            max=1.0,
+            help="Tile step as a fraction of the tile: 1, 0.5, 0.25, ...",
+            callback=positive_number,
+        ),
     ] = 0.5,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = 16,
     workers: Annotated[
