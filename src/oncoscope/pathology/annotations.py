@@ -31,6 +31,9 @@ from oncoscope.io.atomic import atomic_path
 from oncoscope.pathology.tissue import region_fraction
 
 UNLABELLED = "unlabelled"
+#: Deepest nesting of lists and objects accepted in a GeoJSON file (a MultiPolygon in a
+#: FeatureCollection needs 7; QuPath's properties add a few).
+MAX_GEOJSON_NESTING = 64
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,23 @@ def read_geojson(path: str | Path) -> list[Annotation]:
     """Read QuPath-style GeoJSON annotations.
 
     Raises:
-        InvalidAnnotationError: not JSON, not GeoJSON features, or an invalid polygon
-            (self-intersecting, too few points), with the feature's index and why.
+        InvalidAnnotationError: not JSON, nested deeper than :data:`MAX_GEOJSON_NESTING`, not
+            GeoJSON features, or an invalid polygon (self-intersecting, too few points), with
+            the feature's index and why.
     """
     path = Path(path)
+    too_deep = (
+        f"is nested more than {MAX_GEOJSON_NESTING} levels deep (GeoJSON needs fewer than 10); "
+        "it is not annotations"
+    )
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidAnnotationError(f"cannot read GeoJSON: {error}", path) from None
+    except RecursionError:
+        raise InvalidAnnotationError(too_deep, path) from None
+    if _nesting_exceeds(data, MAX_GEOJSON_NESTING):
+        raise InvalidAnnotationError(too_deep, path)
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features", [])
     elif isinstance(data, dict) and data.get("type") == "Feature":
@@ -265,6 +277,25 @@ def load_labels(path: str | Path, slide_wh: tuple[int, int]) -> Labels:
     if path.suffix.lower() in {".png", ".tif", ".tiff"}:
         return read_label_mask(path, slide_wh)
     return PolygonLabels(read_geojson(path))
+
+
+def _nesting_exceeds(data: Any, limit: int) -> bool:
+    """True when lists and dicts in ``data`` (parsed JSON) nest deeper than ``limit`` levels;
+    without recursion, so any depth is safe to check.
+
+    Example:
+        >>> _nesting_exceeds({"a": [[1]]}, 3), _nesting_exceeds({"a": [[1]]}, 2)
+        (False, True)
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (list, dict)) else []
+    while stack:
+        value, depth = stack.pop()
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, (list, dict)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _label(properties: Any) -> str:
