@@ -71,6 +71,7 @@ from oncoscope.inference.status import (
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
 from oncoscope.models.batchnorm_folding import fold_batch_norms
+from oncoscope.pathology.annotations import load_labels, nothing_labelled
 from oncoscope.train.checkpoint import input_magnification, load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
@@ -454,6 +455,10 @@ def _infer_slide(
         del tile_probs, accumulator
         phase_done("map")
         summary = _write_outputs(classifier, s, grid, folder, options, annotations)
+        if annotations is not None and summary["annotations"]["cells"] == 0:
+            labels = load_labels(annotations, s.dimensions)
+            why = nothing_labelled(annotations, labels, s.dimensions) or "label no classified cell"
+            notes.append(f"annotations {annotations} {why}; no scores")
     shutil.rmtree(work, ignore_errors=True)
     phase_done("outputs")
     seconds = time.perf_counter() - started
