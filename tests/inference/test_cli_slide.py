@@ -206,3 +206,18 @@ def test_auto_scale_keeps_the_scan_overrides(
     assert search["scales"] == [10, 20, 40]  # x40 is the scan's own, not dropped
     assert summary["mpp"] == pytest.approx(10 / search["winner"])
     assert np.load(tmp_path / "out" / "bare" / "probabilities.npy").shape[-1] == 4
+
+
+def test_annotations_that_label_nothing_are_warned(
+    small_slide: Path, colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.geojson"
+    empty.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    code, output = _run(
+        colour_checkpoint, small_slide, "--out", tmp_path / "out", "--magnification", "10",
+        "--stride", "1", "--annotations", empty,
+    )  # fmt: skip
+    assert code == 0, output
+    assert f"warning: {small_slide}: annotations {empty} has no features; no scores" in " ".join(
+        output.split()
+    )

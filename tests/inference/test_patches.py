@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import openslide
+import pytest
 import torch
 
-from oncoscope.inference.patches import TileDataset
+from oncoscope.errors import InvalidOptionError
+from oncoscope.inference.patches import TileDataset, target_resolution
 from oncoscope.inference.predict_tiles import tile_loader
 from oncoscope.io.slides import close_pool, open_slide
 
@@ -39,3 +41,11 @@ def test_dataloader_workers_read_the_tiles_openslide_reads(generic_slide, monkey
             flat = np.where(rgba[..., 3:] == 255, rgba[..., :3], 255)
             np.testing.assert_array_equal(tile, flat)
     close_pool()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_resolution_that_is_not_a_finite_positive_number_is_refused(small_slide, value):
+    with open_slide(small_slide) as slide:
+        for given in ({"mpp": value}, {"magnification": value}):
+            with pytest.raises(InvalidOptionError, match="finite number above 0"):
+                target_resolution(slide, **given)

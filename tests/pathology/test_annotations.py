@@ -133,3 +133,43 @@ def test_label_mask_gives_the_same_coverage_as_the_polygons(tmp_path):
     with pytest.raises(InvalidAnnotationError, match="aspect"):
         read_label_mask(path, (4000, 4000))
     assert np.unique(mask).tolist() == [0, 1, 2, 3]
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "0" + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _nested(100_000),  # deeper than the JSON reader goes
+        json.dumps(  # coordinates 500 deep: JSON reads them, shapely would recurse
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Polygon", "coordinates": json.loads(_nested(500))},
+                    }
+                ],
+            }
+        ),
+        '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0]]]}, '
+        '"properties": {"notes": ' + _nested(100_000) + "}}",
+    ],
+    ids=["bare", "coordinates", "properties"],
+)
+def test_absurdly_nested_geojson_is_a_one_line_error(tmp_path, text):
+    path = tmp_path / "deep.geojson"
+    path.write_text(text)
+    with pytest.raises(InvalidAnnotationError, match="nested more than 64 levels") as raised:
+        read_geojson(path)
+    assert str(raised.value).startswith(f"{path}: ") and "\n" not in str(raised.value)
+
+
+def test_geojson_nested_as_qupath_nests_it_is_read(tmp_path):
+    export = json.loads(json.dumps(QUPATH_EXPORT))
+    export["features"][0]["properties"]["measurements"] = {"a": {"b": {"c": [[1, 2], [3]]}}}
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps(export))
+    assert [a.label for a in read_geojson(path)] == ["Tumor", "Stroma"]

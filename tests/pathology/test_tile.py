@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import zarr
 from PIL import Image
 from shapely import box, unary_union
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from oncoscope.cli import app
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import InvalidOptionError
+from oncoscope.pathology.annotations import rasterize, write_geojson
 from oncoscope.pathology.synthetic import write_synthetic_slide
 from oncoscope.pathology.tile import WSI_COLUMNS, TileOptions, tile_slides
 
@@ -240,3 +242,83 @@ def test_wsi_info_on_a_file_that_is_not_a_slide_is_one_line(tmp_path):
     path.write_text("hello")
     result = runner.invoke(app, ["wsi", "info", str(path)])
     assert result.exit_code == 2 and "notes.svs: is not a slide" in result.output
+
+
+def _feature(geometry):
+    return {"type": "Feature", "geometry": geometry, "properties": {"classification": "tumour"}}
+
+
+SQUARE_OUTSIDE = {
+    "type": "Polygon",
+    "coordinates": [[[5000, 100], [6000, 100], [6000, 900], [5000, 900], [5000, 100]]],
+}
+
+
+@pytest.mark.parametrize(
+    ("features", "why"),
+    [
+        ([], "has no features"),
+        (
+            [_feature({"type": "Point", "coordinates": [50, 50]})] * 2,
+            "has no Polygon or MultiPolygon, only Point (2 feature(s))",
+        ),
+        (
+            [_feature(SQUARE_OUTSIDE)],
+            "has 1 polygon(s), all outside the slide (0-1024 x 0-768 level-0 px; "
+            "they span x 5000-6000, y 100-900)",
+        ),
+    ],
+    ids=["empty", "points", "outside"],
+)
+def test_annotations_that_label_nothing_are_warned_naming_the_file(tmp_path, features, why):
+    slide = write_synthetic_slide(tmp_path / "s.tif", (1024, 768)).path
+    geojson = tmp_path / "s.geojson"
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    result = runner.invoke(
+        app, ["wsi", "tile", str(slide), "--out", str(tmp_path / "o"), "--split", "1:0:0",
+              "--size", "64", "--magnification", "10", "--annotations", str(geojson)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert f"warning: {slide}: annotations {geojson} {why}" in output
+    assert "no tile is labelled" in output
+    assert "wrote 0 tiles" in output
+
+
+def test_annotations_that_label_the_slide_give_no_such_warning(tmp_path):
+    made = write_synthetic_slide(tmp_path / "s.tif", (1024, 768))
+    geojson = write_geojson(made.regions, tmp_path / "s.geojson")
+    options = TileOptions(size_px=64, magnification=10, overlap=0.0, ratio=(1, 0, 0))
+    report = tile_slides([made.path], tmp_path / "o", options, annotations=geojson)
+    assert report.rows and not [w for w in report.warnings if "no tile is labelled" in w[1]]
+
+
+def test_label_masks_are_8_or_16_bit_class_indices(tmp_path):
+    made = write_synthetic_slide(tmp_path / "s.tif", (1024, 768))
+    options = TileOptions(size_px=64, magnification=10, overlap=0.0, ratio=(1, 0, 0))
+    # 16-bit: class 1000 is the tumour rectangle (drawn at a downsample of 4)
+    drawn = rasterize(made.regions, (256, 192), 4.0, ["tumour", "stroma", "normal"])
+    wide = np.where(drawn == 1, 1000, drawn.astype(np.uint16)).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    (tmp_path / "wide.json").write_text(json.dumps({"1000": "tumour", "2": "stroma"}))
+    rows = tile_slides([made.path], tmp_path / "o", options, annotations=tmp_path / "wide.png").rows
+    tumour = next(r for r in made.regions if r.label == "tumour").geometry
+    for row in rows:
+        inside = tumour.intersection(box(row["x"], row["y"], row["x"] + 256, row["y"] + 256))
+        assert (row["label"] == "tumour") == (inside.area / 256**2 >= 0.5)
+    assert "tumour" in {r["label"] for r in rows}
+
+    zero = tmp_path / "zero.png"
+    Image.fromarray(np.zeros((192, 256), np.uint8)).save(zero)
+    report = tile_slides([made.path], tmp_path / "o2", options, annotations=zero)
+    assert any("is a label mask of only 0" in w for _, w in report.warnings)
+
+    for name, values, message in [
+        ("float.tif", drawn.astype(np.float32) + 0.5, "float32 values"),
+        ("signed.tif", drawn.astype(np.int32) - 1, "from -1 to 2"),
+    ]:
+        tifffile.imwrite(tmp_path / name, values)
+        report = tile_slides(
+            [made.path], tmp_path / f"o-{name}", options, annotations=tmp_path / name
+        )
+        assert len(report.failures) == 1 and message in report.failures[0][1]

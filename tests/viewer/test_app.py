@@ -310,3 +310,26 @@ def test_broken_outputs_are_reported_not_fatal(tmp_path: Path) -> None:
         400,
         404,
     )
+
+
+LONG_NAME = "a" * 300  # one component over NAME_MAX (255)
+LONG_PATH = "/".join(["b" * 200] * 30)  # components fine, the whole over PATH_MAX (4096)
+
+
+@pytest.mark.parametrize("name", [LONG_NAME, LONG_PATH], ids=["long-name", "long-path"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/files/{}",
+        "/files/eval/{}.png",
+        "/static/{}",
+        "/osd/{}",
+        "/api/cam.png?row=0&explain={}",
+        "/api/slide?key={}",
+        "/dz/{}.dzi",
+        "/dz/{}_files/0/0_0.jpeg",
+    ],
+)
+def test_a_very_long_path_is_a_client_error(client: TestClient, url: str, name: str) -> None:
+    response = client.get(url.format(name))
+    assert response.status_code in (404, 414), (response.status_code, response.text[:200])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,13 +24,35 @@ console = Console(soft_wrap=True, markup=False, emoji=False)
 error_console = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
 state = {"debug": False}
 
+
+def positive_number(value: float | None) -> float | None:
+    """Option callback: a finite number above 0 (None passes: an optional option not given).
+
+    Used with ``typer.Option(callback=positive_number)`` on every option that is a size, a
+    resolution or a fraction of a tile, so that NaN, infinities, 0 and negatives are refused
+    at parse time as a usage error (exit code 2) naming the option.
+
+    Raises:
+        typer.BadParameter: NaN, an infinity, 0 or a negative number.
+    """
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number above 0, got {value:g}")
+    return value
+
+
 #: ``--mpp-of-scan``: the scan's microns per pixel, for slides whose files lack it.
 ScanMpp = Annotated[
-    float | None, typer.Option(help="Microns per pixel of the scan, for slides lacking it.")
+    float | None,
+    typer.Option(
+        help="Microns per pixel of the scan, for slides lacking it.", callback=positive_number
+    ),
 ]
 #: ``--magnification-of-scan``: the scan's objective power, for slides whose files lack it.
 ScanMagnification = Annotated[
-    float | None, typer.Option(help="Objective power of the scan, for slides lacking it.")
+    float | None,
+    typer.Option(
+        help="Objective power of the scan, for slides lacking it.", callback=positive_number
+    ),
 ]
 
 #: ``--spacing-mm``: voxel size for CT files whose own is zero, negative or NaN.

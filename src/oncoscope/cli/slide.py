@@ -13,6 +13,7 @@ from oncoscope.cli._common import (
     console,
     error_console,
     exit_on_failures,
+    positive_number,
     progress_bar,
     user_errors,
 )
@@ -29,10 +30,14 @@ def slide(
     out: Annotated[Path, typer.Option("--out", help="Output folder (one folder per slide).")],
     magnification: Annotated[
         float | None,
-        typer.Option(help="Magnification of the tiles (default: the checkpoint's, else 20)."),
+        typer.Option(
+            help="Magnification of the tiles (default: the checkpoint's, else 20).",
+            callback=positive_number,
+        ),
     ] = None,
     mpp: Annotated[
-        float | None, typer.Option(help="Microns per pixel of the tiles instead.")
+        float | None,
+        typer.Option(help="Microns per pixel of the tiles instead.", callback=positive_number),
     ] = None,
     auto_scale: Annotated[
         bool,
@@ -48,7 +53,12 @@ def slide(
         int, typer.Option(min=1, help="Random tissue points of the --auto-scale search.")
     ] = 100,
     stride: Annotated[
-        float, typer.Option(help="Tile step as a fraction of the tile: 1, 0.5, 0.25, ...")
+        float,
+        typer.Option(
+            max=1.0,
+            help="Tile step as a fraction of the tile: 1, 0.5, 0.25, ...",
+            callback=positive_number,
+        ),
     ] = 0.5,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per batch.")] = 16,
     workers: Annotated[
@@ -98,14 +108,24 @@ def slide(
             "(default: 1% of the tiles, 16 to 256; 0: no check).",
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Redo slides already done.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo slides already done, whatever their settings.")
+    ] = False,
+    on_mismatch: Annotated[
+        str,
+        typer.Option(
+            help="A slide done before with other settings (checkpoint, resolution, stride, "
+            "tissue, precision, ...): redo it, or error (refuse it, naming what differs)."
+        ),
+    ] = "redo",
     mpp_of_scan: ScanMpp = None,
     magnification_of_scan: ScanMagnification = None,
 ) -> None:
     """Classify slides patch by patch: probability maps, heatmap, segmentation, QuPath regions.
 
     Writes OUT/<slide>/ probabilities.npy, probabilities.tif, heatmap.png, segmentation.png,
-    regions.geojson, summary.json and status.json; slides already done are skipped.
+    regions.geojson, summary.json and status.json; slides already done with the same settings
+    are skipped.
     """
     from oncoscope.inference.scale_search import parse_scales
     from oncoscope.inference.slide_inference import SlideOptions, infer_slides
@@ -132,6 +152,7 @@ def slide(
         scan_mpp=mpp_of_scan,
         scan_magnification=magnification_of_scan,
         overwrite=overwrite,
+        on_mismatch=on_mismatch,
     )
     with user_errors(), progress_bar() as progress:
         overall = progress.add_task("slides", total=None)
@@ -172,4 +193,11 @@ def slide(
             f"({s['tiles_per_second']:.1f}/s, {s['precision']}); {shares} -> {outcome.folder}",
             highlight=False,
         )
+    if report.not_done:
+        error_console.print(
+            f"{len(report.not_done)} slide(s) not done (the run stopped at a full disk):",
+            highlight=False,
+        )
+        for path in report.not_done:
+            error_console.print(f"  not done: {path}", markup=False, highlight=False)
     exit_on_failures(report.failures, "slide(s)")

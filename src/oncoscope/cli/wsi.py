@@ -15,6 +15,7 @@ from oncoscope.cli._common import (
     console,
     error_console,
     exit_on_failures,
+    positive_number,
     progress_bar,
     user_errors,
 )
@@ -61,9 +62,13 @@ def wsi_tile(
         int, typer.Option(min=8, help="Tile size in pixels at the target scale.")
     ] = 256,
     magnification: Annotated[
-        float | None, typer.Option(help="Target magnification, e.g. 20 (default 20).")
+        float | None,
+        typer.Option(help="Target magnification, e.g. 20 (default 20).", callback=positive_number),
     ] = None,
-    mpp: Annotated[float | None, typer.Option(help="Target microns per pixel instead.")] = None,
+    mpp: Annotated[
+        float | None,
+        typer.Option(help="Target microns per pixel instead.", callback=positive_number),
+    ] = None,
     overlap: Annotated[
         float, typer.Option(min=0.0, max=0.99, help="Share of a tile consecutive tiles overlap.")
     ] = 0.3,

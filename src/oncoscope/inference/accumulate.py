@@ -10,6 +10,8 @@ cell grid.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,11 @@ class ProbabilityAccumulator:
         self.sums: np.memmap[Any, np.dtype[np.float64]] = open_memmap(
             folder / "sums.npy", mode="w+", dtype=np.float64, shape=(rows, cols, num_classes)
         )
+        preallocate(folder / "sums.npy")
         self.counts: np.memmap[Any, np.dtype[np.uint32]] = open_memmap(
             folder / "counts.npy", mode="w+", dtype=np.uint32, shape=(rows, cols)
         )
+        preallocate(folder / "counts.npy")
 
     def add(
         self,
@@ -92,3 +96,24 @@ class ProbabilityAccumulator:
         """Write the memory maps to disk."""
         self.sums.flush()
         self.counts.flush()
+
+
+def preallocate(path: str | Path) -> None:
+    """Reserve the disk blocks of a file made by :func:`~numpy.lib.format.open_memmap`.
+
+    Such files are sparse: without this, a full disk shows only when the memory map's pages
+    are written back, as a SIGBUS that kills the process. File systems that cannot reserve
+    space (``EOPNOTSUPP``, ``EINVAL``) are left as they are.
+
+    Raises:
+        OSError: the disk (or quota) is full (``filename`` is ``path``), or the file cannot be
+            opened.
+    """
+    path = Path(path)
+    with path.open("r+b") as stream:
+        try:
+            os.posix_fallocate(stream.fileno(), 0, os.fstat(stream.fileno()).st_size)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return
+            raise OSError(error.errno, error.strerror, str(path)) from None

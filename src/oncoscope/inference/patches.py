@@ -73,15 +73,18 @@ def target_resolution(
     """The resolution to read at, and whether it is finer than the scan (upsampled).
 
     Raises:
-        InvalidOptionError: both or neither of ``mpp`` and ``magnification``, a non-positive
-            value, or a resolution finer than level 0 without ``allow_upsampling``.
+        InvalidOptionError: both or neither of ``mpp`` and ``magnification``, a value that is
+            not a finite number above 0, or a resolution finer than level 0 without
+            ``allow_upsampling``.
     """
     if (mpp is None) == (magnification is None):
         raise InvalidOptionError("give exactly one of --mpp and --magnification")
     value = mpp if mpp is not None else magnification
     assert value is not None
-    if value <= 0:
-        raise InvalidOptionError(f"--mpp/--magnification must be positive, got {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidOptionError(
+            f"--mpp/--magnification must be a finite number above 0, got {value}"
+        )
     downsample = mpp / slide.mpp if mpp is not None else slide.magnification / value
     if downsample >= 1 - TOLERANCE or not allow_upsampling:
         return slide.resolution(mpp=mpp, magnification=magnification), False

@@ -9,17 +9,23 @@ coarse segmentation. Outputs in ``OUT/<slide stem>/``:
 - ``probabilities.tif`` pyramidal float32 TIFF whose resolution overlays it on level 0;
 - ``heatmap.png`` (a class's probability, or the max, over the thumbnail), ``segmentation.png``;
 - ``regions.geojson`` class regions in level-0 pixels (QuPath annotations);
-- ``summary.json`` (see :func:`infer_slide`) and, last, ``status.json`` (resume).
+- ``summary.json`` (see :func:`infer_slide`) and, last, ``status.json`` (resume: a slide is
+  skipped only when its status records the same settings, see :func:`slide_settings`).
+
+A slide that fails leaves none of its outputs and no temporary files behind. A full disk stops
+a batch: the slide being written is reported with the file, the slides after it as not done.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +37,7 @@ from torch import nn
 
 from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
 from oncoscope.inference import heatmaps, outputs
-from oncoscope.inference.accumulate import ProbabilityAccumulator
+from oncoscope.inference.accumulate import ProbabilityAccumulator, preallocate
 from oncoscope.inference.patches import (
     SAMPLES_PER_CELL,
     TileDataset,
@@ -55,10 +61,18 @@ from oncoscope.inference.scale_search import (
     write_scale_outputs,
 )
 from oncoscope.inference.slide_tissue import MASK_MPP, slide_tissue
-from oncoscope.inference.status import is_done, write_status
+from oncoscope.inference.status import (
+    STATUS_NAME,
+    clear_status,
+    file_sha256,
+    read_status,
+    settings_differences,
+    write_status,
+)
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
 from oncoscope.models.batchnorm_folding import fold_batch_norms
+from oncoscope.pathology.annotations import load_labels, nothing_labelled
 from oncoscope.train.checkpoint import input_magnification, load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
@@ -67,6 +81,23 @@ DEFAULT_MAGNIFICATION = 20.0
 FIGURE_PX = 1024
 #: Tiles accumulated into the map at once.
 ACCUMULATE_CHUNK = 8192
+#: What to do with a slide done before with other settings: redo it, or refuse (an error).
+ON_MISMATCH = ("redo", "error")
+#: ``errno`` values of a full disk or an exhausted quota: they stop a batch.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Files a slide's run writes into its folder (with ``.work/`` while it runs).
+OUTPUT_NAMES = (
+    "probabilities.npy",
+    "probabilities.tif",
+    "heatmap.png",
+    "segmentation.png",
+    "regions.geojson",
+    "summary.json",
+    "scale.json",
+    "scale_histogram.png",
+    "scale_curves.png",
+    STATUS_NAME,
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,9 @@ class SlideOptions:
             environment tells the ranks apart).
         heatmap_class: class shown in ``heatmap.png`` (default: a tumour-like name, else max).
         scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
-        overwrite: redo slides already done.
+        overwrite: redo slides already done, whatever their settings.
+        on_mismatch: a slide done before with other settings (:func:`slide_settings`) is
+            ``redo``ne (with a note naming what differs) or, with ``error``, refused.
         auto_scale: find the resolution first with the scale search of seed 003
             (:func:`oncoscope.inference.scale_search.search_scale`) over ``scales`` (those above
             the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
@@ -115,6 +148,7 @@ class SlideOptions:
     scan_mpp: float | None = None
     scan_magnification: float | None = None
     overwrite: bool = False
+    on_mismatch: str = "redo"
     auto_scale: bool = False
     scales: tuple[float, ...] = DEFAULT_SCALES
     scale_points: int = 100
@@ -122,12 +156,14 @@ class SlideOptions:
 
 @dataclass(frozen=True)
 class Classifier:
-    """A checked checkpoint: the model (eval, channels-last, on ``device``) and its spec."""
+    """A checked checkpoint: the model (eval, channels-last, on ``device``), its spec, and the
+    SHA-256 of the checkpoint file (its identity in a slide's settings)."""
 
     model: nn.Module
     spec: dict[str, Any]
     path: Path
     device: torch.device
+    sha256: str = ""
 
     @property
     def class_names(self) -> list[str]:
@@ -149,10 +185,12 @@ class SlideOutcome:
 
 @dataclass
 class BatchReport:
-    """All slides of a run: outcomes of the good ones, ``(path, message)`` of the bad ones."""
+    """All slides of a run: outcomes of the good ones, ``(path, message)`` of the bad ones,
+    and the slides not attempted because the run stopped (a full disk)."""
 
     outcomes: list[SlideOutcome] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    not_done: list[str] = field(default_factory=list)
 
 
 def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> Classifier:
@@ -184,7 +222,7 @@ def load_classifier(checkpoint: str | Path, device: torch.device | None = None) 
     example = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(0))
     example = example.to(device, memory_format=torch.channels_last)
     folded = fold_batch_norms(prepare_model(model, device), example)
-    return Classifier(prepare_model(folded, device), spec, path, device)
+    return Classifier(prepare_model(folded, device), spec, path, device, file_sha256(path))
 
 
 def resolution_options(
@@ -226,24 +264,154 @@ def infer_slide(
     under a reduced precision (see :func:`oncoscope.inference.predict_tiles.precision_agreement`;
     absent with ``agreement_tiles=0``); ``annotations`` scores when annotations are given.
 
+    A slide whose ``status.json`` records the same :func:`slide_settings` is skipped (the
+    outcome's summary is None); one done with other settings is redone with a note naming what
+    differs (``on_mismatch="redo"``) or refused. Its ``status.json`` is removed before anything
+    is rewritten, and if the slide fails, its outputs and temporary files are removed.
+
     Args:
         on_tiles: called with ``(tiles done, tiles in the slide)`` as batches finish.
 
     Raises:
         OncoscopeError: an unreadable slide, no tissue, a resolution the slide cannot give,
-            bad annotations or options.
+            bad annotations or options, a slide done before with other settings under
+            ``on_mismatch="error"``.
+        OSError: a file cannot be written (``filename`` names it), e.g. a full disk.
     """
     slide_path = Path(slide_path)
     folder = Path(out) / slide_path.stem
-    if not options.overwrite and is_done(folder):
-        return SlideOutcome(slide_path, folder, None)
+    if options.on_mismatch not in ON_MISMATCH:
+        raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
+    settings = slide_settings(classifier, slide_path, options, annotations)
+    notes: list[str] = []
+    status = None if options.overwrite else read_status(folder)
+    if status is not None:
+        differences = settings_differences(status.get("settings"), settings)
+        if not differences:
+            return SlideOutcome(slide_path, folder, None)
+        said = "; ".join(differences)
+        if options.on_mismatch == "error":
+            raise InvalidOptionError(
+                f"done before with other settings ({said}); pass --on-mismatch redo to redo it, "
+                "or use another --out",
+                slide_path,
+            )
+        notes.append(f"done before with other settings ({said}); redone")
+    try:
+        clear_status(folder)
+        return _infer_slide(
+            classifier, slide_path, folder, options, settings, notes, annotations, on_tiles
+        )
+    except BaseException:
+        discard_outputs(folder)
+        raise
+
+
+def slide_settings(
+    classifier: Classifier,
+    slide_path: str | Path,
+    options: SlideOptions,
+    annotations: str | Path | None = None,
+) -> dict[str, Any]:
+    """What determines a slide's outputs; recorded in its ``status.json``, compared on re-runs.
+
+    ``checkpoint_sha256``; the slide file's ``slide_name`` and ``slide_bytes``; the resolution
+    asked for (``mpp``, ``magnification``, or ``auto_scale`` with its ``scales``,
+    ``scale_points`` and ``allow_upsampling``); the scan overrides ``scan_mpp`` and
+    ``scan_magnification``; ``stride``; ``min_tissue``; ``precision`` (``auto`` resolved on this
+    machine); ``heatmap_class``; ``annotations_sha256`` (None without annotations). Batch size,
+    workers and devices change how fast a slide is done, not its outputs, and are left out.
+
+    Raises:
+        InvalidOptionError: an unknown precision.
+    """
+    slide_path = Path(slide_path)
+    return {
+        "checkpoint_sha256": classifier.sha256 or file_sha256(classifier.path),
+        "slide_name": slide_path.name,
+        "slide_bytes": _size_or_none(slide_path),
+        "mpp": options.mpp,
+        "magnification": options.magnification,
+        "auto_scale": (
+            {
+                "scales": sorted(options.scales),
+                "scale_points": options.scale_points,
+                "allow_upsampling": options.allow_upsampling,
+            }
+            if options.auto_scale
+            else None
+        ),
+        "scan_mpp": options.scan_mpp,
+        "scan_magnification": options.scan_magnification,
+        "stride": options.stride,
+        "min_tissue": options.min_tissue,
+        "precision": resolve_precision(options.precision, _device(classifier, options)),
+        "heatmap_class": options.heatmap_class,
+        "annotations_sha256": _sha256_or_none(annotations),
+    }
+
+
+def discard_outputs(folder: str | Path) -> None:
+    """Remove what a slide's run writes into ``folder`` (:data:`OUTPUT_NAMES`, ``.work/`` and
+    ``.partial-*`` temporaries), and ``folder`` itself when that leaves it empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name in OUTPUT_NAMES or path.name == ".work" or path.name.startswith(".partial-"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    with suppress(OSError):  # not empty: it holds files of the user's
+        folder.rmdir()
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an :class:`OSError` raised while it is written (most writers do not
+    say which file a full disk stopped)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _sha256_or_none(path: str | Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None  # reading the annotations will say what is wrong
+
+
+def _infer_slide(
+    classifier: Classifier,
+    slide_path: Path,
+    folder: Path,
+    options: SlideOptions,
+    settings: dict[str, Any],
+    notes: list[str],
+    annotations: str | Path | None,
+    on_tiles: Callable[[int, int], None] | None,
+) -> SlideOutcome:
+    """:func:`infer_slide` once it is decided that the slide is to be done."""
     started = time.perf_counter()
     phases: dict[str, float] = {}
 
     def phase_done(name: str) -> None:
         phases[name] = time.perf_counter() - started - sum(phases.values())
 
-    notes: list[str] = []
     scale_search = None
     if options.auto_scale:
         options, scale_search = _auto_scale(classifier, slide_path, folder, options, notes)
@@ -279,14 +447,19 @@ def infer_slide(
         for start in range(0, len(grid), ACCUMULATE_CHUNK):
             chunk = slice(start, start + ACCUMULATE_CHUNK)
             accumulator.add(grid.cells[chunk], grid.cells_per_tile, tile_probs[chunk])
-        with atomic_path(map_path) as temporary:
+        with writing(map_path), atomic_path(map_path) as temporary:
             mean = open_memmap(temporary, mode="w+", dtype=np.float32, shape=accumulator.sums.shape)
+            preallocate(temporary)
             accumulator.mean(out=mean)
             mean.flush()
             del mean
         del tile_probs, accumulator
         phase_done("map")
         summary = _write_outputs(classifier, s, grid, folder, options, annotations)
+        if annotations is not None and summary["annotations"]["cells"] == 0:
+            labels = load_labels(annotations, s.dimensions)
+            why = nothing_labelled(annotations, labels, s.dimensions) or "label no classified cell"
+            notes.append(f"annotations {annotations} {why}; no scores")
     shutil.rmtree(work, ignore_errors=True)
     phase_done("outputs")
     seconds = time.perf_counter() - started
@@ -301,11 +474,17 @@ def infer_slide(
         summary["precision_agreement"] = agreement
     if scale_search is not None:
         summary["scale_search"] = scale_search
-    with atomic_path(folder / "summary.json") as temporary:
+    with writing(folder / "summary.json"), atomic_path(folder / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
-    write_status(
-        folder, {"slide": str(Path(slide_path).absolute()), "checkpoint": str(classifier.path)}
-    )
+    with writing(folder / STATUS_NAME):
+        write_status(
+            folder,
+            {
+                "slide": str(Path(slide_path).absolute()),
+                "checkpoint": str(classifier.path),
+                "settings": settings,
+            },
+        )
     return SlideOutcome(slide_path, folder, summary, notes)
 
 
@@ -357,7 +536,8 @@ def _auto_scale(
             scan_mpp=options.scan_mpp,
             scan_magnification=options.scan_magnification,
         )
-    write_scale_outputs(result, folder)
+    with writing(folder / "scale.json"):
+        write_scale_outputs(result, folder)
     notes.append(f"scale search chose x{result.winner:g}")
     found = {"winner": result.winner, "scales": scales, "scale_json": "scale.json"}
     return replace(options, magnification=float(result.winner), mpp=None), found
@@ -413,9 +593,7 @@ def _classify(
 ) -> tuple[str | None, TileDataset]:
     """Tile probabilities into ``work/tiles.npy``; ``(precision, the tiles' dataset)``, the
     precision None off rank 0."""
-    device = classifier.device if options.devices is None else torch.device("cpu")
-    if options.devices is not None and options.accelerator in ("gpu", "cuda", "auto"):
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(classifier, options)
     precision = resolve_precision(options.precision, device)
     dataset = TileDataset(
         slide.path,
@@ -442,8 +620,10 @@ def _classify(
     }
     if options.devices is None:
         shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        probabilities = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        with writing(path):
+            work.mkdir(parents=True)
+            probabilities = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            preallocate(path)
         predict_tiles(
             classifier.model, classifier.spec, dataset, probabilities, device=device, **run
         )
@@ -463,6 +643,15 @@ def _classify(
     return precision, dataset
 
 
+def _device(classifier: Classifier, options: SlideOptions) -> torch.device:
+    """The device the tiles are classified on (for ``devices``: Lightning's accelerator's)."""
+    if options.devices is None:
+        return classifier.device
+    if options.accelerator in ("gpu", "cuda", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cpu")
+
+
 def _write_outputs(
     classifier: Classifier,
     slide: Slide,
@@ -475,7 +664,10 @@ def _write_outputs(
     probabilities = np.load(folder / "probabilities.npy")
     classes_map = outputs.class_map(probabilities)
     cell0 = grid.cell_size_level0
-    outputs.write_probability_tiff(probabilities, folder / "probabilities.tif", cell0, slide.mpp)
+    with writing(folder / "probabilities.tif"):
+        outputs.write_probability_tiff(
+            probabilities, folder / "probabilities.tif", cell0, slide.mpp
+        )
     colors = heatmaps.class_colors(names)
     shown = heatmaps.heatmap_class(names, options.heatmap_class)
     if shown is not None and shown not in names:
@@ -488,20 +680,23 @@ def _write_outputs(
     values = np.where(np.isinf(values), np.nan, values)
     thumbnail, thumb_downsample = slide.overview(FIGURE_PX)
     thumb_shape = thumbnail.shape[:2]
-    heatmaps.write_heatmap(
-        heatmaps.sample_cells(values, thumb_shape, thumb_downsample, cell0),
-        thumbnail,
-        folder / "heatmap.png",
-        f"P({shown})" if shown else "max class probability",
-    )
-    heatmaps.write_segmentation(
-        heatmaps.sample_cells(classes_map, thumb_shape, thumb_downsample, cell0),
-        names,
-        colors,
-        folder / "segmentation.png",
-    )
+    with writing(folder / "heatmap.png"):
+        heatmaps.write_heatmap(
+            heatmaps.sample_cells(values, thumb_shape, thumb_downsample, cell0),
+            thumbnail,
+            folder / "heatmap.png",
+            f"P({shown})" if shown else "max class probability",
+        )
+    with writing(folder / "segmentation.png"):
+        heatmaps.write_segmentation(
+            heatmaps.sample_cells(classes_map, thumb_shape, thumb_downsample, cell0),
+            names,
+            colors,
+            folder / "segmentation.png",
+        )
     regions = outputs.class_regions(classes_map, names, cell0, slide.dimensions)
-    outputs.write_regions(regions, folder / "regions.geojson")
+    with writing(folder / "regions.geojson"):
+        outputs.write_regions(regions, folder / "regions.geojson")
     areas = outputs.cell_areas_um2(grid.shape_rows_cols, cell0, slide.dimensions, slide.mpp)
     slide_area_um2 = slide.dimensions[0] * slide.dimensions[1] * slide.mpp**2
     summary: dict[str, Any] = {
@@ -548,6 +743,10 @@ def infer_slides(
 ) -> BatchReport:
     """Classify many slides; a bad slide is recorded in ``failures`` and the others go on.
 
+    A full disk (or quota) stops the run: the slide being written is recorded in ``failures``
+    as ``(the file being written, message)``, with nothing of it left behind, and the slides
+    after it in ``not_done``.
+
     Args:
         inputs: slide files or folders of slides.
         annotations: one file (one slide) or a folder of ``<slide stem>.geojson`` / ``.png``.
@@ -557,15 +756,18 @@ def infer_slides(
     Raises:
         OncoscopeError: a bad checkpoint or options, or no slides (per-slide errors are
             reported, not raised).
+        OSError: a file cannot be written for another reason than a full disk.
     """
     from oncoscope.pathology.tile import find_slides
 
     if options.num_nodes > 1 and options.devices is None:
         raise InvalidOptionError("--num-nodes needs --devices (devices per node)")
+    if options.on_mismatch not in ON_MISMATCH:
+        raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
     jobs = find_slides(inputs, annotations)
     classifier = load_classifier(checkpoint)
     report = BatchReport()
-    for job in jobs:
+    for number, job in enumerate(jobs):
         if on_slide is not None:
             on_slide(job.path, len(jobs))
         try:
@@ -581,4 +783,16 @@ def infer_slides(
             )
         except OncoscopeError as error:
             report.failures.append((str(job.path), error.message))
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            report.failures.append(
+                (
+                    str(error.filename or job.path),
+                    f"{error.strerror or 'the disk is full'} while writing it; nothing of "
+                    f"{job.path.name} was kept: free space and run again",
+                )
+            )
+            report.not_done = [str(later.path) for later in jobs[number + 1 :]]
+            break
     return report

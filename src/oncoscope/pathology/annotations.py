@@ -3,9 +3,11 @@
 GeoJSON is read as QuPath exports it: a ``FeatureCollection`` (or a bare list of features, or one
 feature) of ``Polygon``/``MultiPolygon`` geometries with holes, in level-0 pixel coordinates of
 the slide, the class in ``properties.classification.name``. Other geometry types (points,
-lines) carry no area and are skipped. A label mask is an 8-bit PNG whose pixel values are class
-indices (0 = unlabelled) covering the whole slide at any downsample, with class names in a
-sidecar ``<name>.json`` (``{"1": "tumour", ...}``).
+lines) carry no area and are skipped. A label mask is an 8- or 16-bit single-channel image
+(PNG, TIFF) whose pixel values are class indices (0 = unlabelled) covering the whole slide at
+any downsample, with class names in a sidecar ``<name>.json`` (``{"1": "tumour", ...}``).
+Annotations that label no part of a slide (no features, only points or lines, polygons all
+outside it, an all-zero mask) are explained by :func:`nothing_labelled`.
 
 A tile takes the label covering most of it, with that label's coverage fraction
 (:func:`best_label`).
@@ -31,6 +33,11 @@ from oncoscope.io.atomic import atomic_path
 from oncoscope.pathology.tissue import region_fraction
 
 UNLABELLED = "unlabelled"
+#: Largest class index of a label mask (16-bit).
+MAX_MASK_LABEL = 65535
+#: Deepest nesting of lists and objects accepted in a GeoJSON file (a MultiPolygon in a
+#: FeatureCollection needs 7; QuPath's properties add a few).
+MAX_GEOJSON_NESTING = 64
 
 
 @dataclass(frozen=True)
@@ -55,26 +62,13 @@ def read_geojson(path: str | Path) -> list[Annotation]:
     """Read QuPath-style GeoJSON annotations.
 
     Raises:
-        InvalidAnnotationError: not JSON, not GeoJSON features, or an invalid polygon
-            (self-intersecting, too few points), with the feature's index and why.
+        InvalidAnnotationError: not JSON, nested deeper than :data:`MAX_GEOJSON_NESTING`, not
+            GeoJSON features, or an invalid polygon (self-intersecting, too few points), with
+            the feature's index and why.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidAnnotationError(f"cannot read GeoJSON: {error}", path) from None
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        features = data.get("features", [])
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        features = [data]
-    elif isinstance(data, list):
-        features = data
-    else:
-        raise InvalidAnnotationError(
-            "is not a GeoJSON FeatureCollection, Feature or list of features", path
-        )
     annotations = []
-    for index, feature in enumerate(features):
+    for index, feature in enumerate(_features(path)):
         geometry_data = feature.get("geometry") if isinstance(feature, dict) else None
         if not isinstance(geometry_data, dict):
             raise InvalidAnnotationError(f"feature {index} has no geometry", path)
@@ -95,6 +89,35 @@ def read_geojson(path: str | Path) -> list[Annotation]:
             )
         annotations.append(Annotation(_label(feature.get("properties")), geometry))
     return annotations
+
+
+def _features(path: Path) -> list[Any]:
+    """The features of a GeoJSON file, unchecked (see :func:`read_geojson`)."""
+    too_deep = (
+        f"is nested more than {MAX_GEOJSON_NESTING} levels deep (GeoJSON needs fewer than 10); "
+        "it is not annotations"
+    )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidAnnotationError(f"cannot read GeoJSON: {error}", path) from None
+    except RecursionError:
+        raise InvalidAnnotationError(too_deep, path) from None
+    if _nesting_exceeds(data, MAX_GEOJSON_NESTING):
+        raise InvalidAnnotationError(too_deep, path)
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features", [])
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    elif isinstance(data, list):
+        features = data
+    else:
+        raise InvalidAnnotationError(
+            "is not a GeoJSON FeatureCollection, Feature or list of features", path
+        )
+    if not isinstance(features, list):
+        raise InvalidAnnotationError("'features' is not a list", path)
+    return features
 
 
 def write_geojson(annotations: Sequence[Annotation], path: str | Path) -> Path:
@@ -120,12 +143,13 @@ class PolygonLabels:
     """
 
     def __init__(self, annotations: Sequence[Annotation]) -> None:
+        self.count = len(annotations)
         by_label: dict[str, list[Polygon | MultiPolygon]] = {}
         for annotation in annotations:
             by_label.setdefault(annotation.label, []).append(annotation.geometry)
         self.labels = sorted(by_label)
-        self._geometries = [unary_union(by_label[label]) for label in self.labels]
-        self._tree = STRtree(self._geometries)
+        self.geometries = [unary_union(by_label[label]) for label in self.labels]
+        self._tree = STRtree(self.geometries)
 
     def coverage(
         self, location_xy: tuple[float, float], size_wh: tuple[float, float]
@@ -135,7 +159,7 @@ class PolygonLabels:
         tile = box(x, y, x + size_wh[0], y + size_wh[1])
         result = {}
         for index in self._tree.query(tile, predicate="intersects"):
-            area = self._geometries[index].intersection(tile).area
+            area = self.geometries[index].intersection(tile).area
             if area > 0:
                 result[self.labels[index]] = float(area / tile.area)
         return result
@@ -229,9 +253,12 @@ def write_label_mask(
 def read_label_mask(path: str | Path, slide_wh: tuple[int, int]) -> MaskLabels:
     """Read a label-mask PNG covering a slide of level-0 size ``slide_wh``.
 
+    The mask is 8- or 16-bit: any integer image whose values are class indices 0 to 65535.
+
     Raises:
-        InvalidAnnotationError: unreadable, not single-channel, or an aspect ratio that does
-            not match the slide's.
+        InvalidAnnotationError: unreadable, not single-channel, not integer class indices
+            (floating point, negative, above 65535), or an aspect ratio that does not match
+            the slide's.
     """
     path = Path(path)
     try:
@@ -241,6 +268,18 @@ def read_label_mask(path: str | Path, slide_wh: tuple[int, int]) -> MaskLabels:
         raise InvalidAnnotationError(f"cannot read label mask: {error}", path) from None
     if mask.ndim != 2:
         raise InvalidAnnotationError("label mask must be one channel of class indices", path)
+    if mask.dtype.kind not in "biu":
+        raise InvalidAnnotationError(
+            f"label mask holds {mask.dtype} values; it must hold integer class indices "
+            "(an 8- or 16-bit image)",
+            path,
+        )
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) > MAX_MASK_LABEL):
+        raise InvalidAnnotationError(
+            f"label mask values run from {int(mask.min())} to {int(mask.max())}; class "
+            f"indices are 0 (none) to {MAX_MASK_LABEL} (an 8- or 16-bit image)",
+            path,
+        )
     rows, cols = mask.shape
     downsample = slide_wh[0] / cols
     if abs(rows * downsample - slide_wh[1]) > 2 * downsample:
@@ -265,6 +304,67 @@ def load_labels(path: str | Path, slide_wh: tuple[int, int]) -> Labels:
     if path.suffix.lower() in {".png", ".tif", ".tiff"}:
         return read_label_mask(path, slide_wh)
     return PolygonLabels(read_geojson(path))
+
+
+def nothing_labelled(path: str | Path, labels: Labels, slide_wh: tuple[int, int]) -> str | None:
+    """Why annotations read from ``path`` label no part of a slide of level-0 size
+    ``slide_wh``, in words that follow the file's name ("has no features"); None when some
+    region of the slide is labelled.
+
+    The reasons: a GeoJSON file without features, with only geometries that have no area
+    (points, lines), or whose polygons all lie outside the slide; a label mask that is all 0.
+
+    Raises:
+        InvalidAnnotationError: the GeoJSON file cannot be read again (see :func:`read_geojson`).
+    """
+    if isinstance(labels, MaskLabels):
+        return None if labels.mask.any() else "is a label mask of only 0 (unlabelled)"
+    if not isinstance(labels, PolygonLabels):
+        return None
+    width, height = slide_wh
+    slide = box(0, 0, width, height)
+    if any(g.intersection(slide).area > 0 for g in labels.geometries):
+        return None
+    if labels.count:
+        x0, y0, x1, y1 = unary_union(labels.geometries).bounds
+        return (
+            f"has {labels.count} polygon(s), all outside the slide (0-{width} x 0-{height} "
+            f"level-0 px; they span x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f}): annotations of "
+            "another slide, or not in level-0 pixels?"
+        )
+    features = _features(Path(path))
+    if not features:
+        return "has no features"
+    kinds = sorted(
+        {
+            str(f["geometry"].get("type"))
+            for f in features
+            if isinstance(f, dict) and isinstance(f.get("geometry"), dict)
+        }
+    )
+    return (
+        f"has no Polygon or MultiPolygon, only {', '.join(kinds)} ({len(features)} feature(s)), "
+        "which have no area to label tiles with"
+    )
+
+
+def _nesting_exceeds(data: Any, limit: int) -> bool:
+    """True when lists and dicts in ``data`` (parsed JSON) nest deeper than ``limit`` levels;
+    without recursion, so any depth is safe to check.
+
+    Example:
+        >>> _nesting_exceeds({"a": [[1]]}, 3), _nesting_exceeds({"a": [[1]]}, 2)
+        (False, True)
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, (list, dict)) else []
+    while stack:
+        value, depth = stack.pop()
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, (list, dict)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _label(properties: Any) -> str:

@@ -35,7 +35,7 @@ from oncoscope.dataset.split import SPLITS, split_counts, split_groups
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Resolution, Slide, pooled_slide
-from oncoscope.pathology.annotations import Labels, best_label, load_labels
+from oncoscope.pathology.annotations import Labels, best_label, load_labels, nothing_labelled
 from oncoscope.pathology.tiling import EDGE_POLICIES, EdgePolicy, grid_positions, random_positions
 from oncoscope.pathology.tissue import TissueMask, region_fraction, tissue_mask
 
@@ -241,6 +241,10 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
     warnings = []
     if not tissue.mask.any():
         warnings.append("no tissue found in the thumbnail; no tiles")
+    if labels is not None and job.annotations is not None:
+        why = nothing_labelled(job.annotations, labels, slide.dimensions)
+        if why is not None:
+            warnings.append(f"annotations {job.annotations} {why}; no tile is labelled")
     rng = np.random.default_rng([options.seed, zlib.crc32(job.slide_id.encode())])
     extra = random_positions(
         tissue.mask, thumb_downsample, slide.dimensions, extent_wh, 20 * options.random, rng

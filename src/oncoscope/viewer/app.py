@@ -3,11 +3,13 @@
 Only files inside the served folder are sent (:mod:`.safe_path`); a slide or CT volume that an
 output inside it names (``summary.json``'s ``slide``, a manifest's ``source``) is read to render
 tiles and slices, never sent as a file. Client errors are 4xx: a path outside the folder or a
-missing file 404, a malformed value 400 or 422; never 500.
+missing file 404 (a name or path too long for the file system too), a malformed value 400 or
+422; never 500.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import threading
@@ -91,6 +93,12 @@ def create_app(root: str | Path) -> FastAPI:
         if isinstance(error, OutsideFolderError):
             return JSONResponse({"detail": "not found"}, status_code=404)
         return JSONResponse({"detail": str(error)}, status_code=status)
+
+    @app.exception_handler(OSError)
+    async def _os_error(_: Request, error: OSError) -> JSONResponse:
+        if error.errno == errno.ENAMETOOLONG:  # a client's path no file can have
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        raise error  # a failure of this machine: a 500, logged with its traceback
 
     @app.get("/static/{rel:path}")
     def static(rel: str) -> FileResponse:
