@@ -55,17 +55,17 @@ def evaluate(
     from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
     from oncoscope.evaluate.report import format_estimate
 
-    settings = EvaluationSettings(
-        split=split,
-        val_split=None if val_split.lower() == "none" else val_split,
-        resamples=resamples,
-        seed=seed,
-        aggregation=aggregate,
-        positive=positive,
-        threshold_method="youden" if target_sensitivity is None else "sensitivity",
-        target_sensitivity=target_sensitivity,
-    )
     with user_errors():
+        settings = EvaluationSettings(
+            split=split,
+            val_split=None if val_split.lower() == "none" else val_split,
+            resamples=resamples,
+            seed=seed,
+            aggregation=aggregate,
+            positive=positive,
+            threshold_method="youden" if target_sensitivity is None else "sensitivity",
+            target_sensitivity=target_sensitivity,
+        )
         result = evaluate_checkpoint(
             checkpoint,
             data,

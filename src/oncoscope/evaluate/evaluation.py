@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from oncoscope.dataset.manifest import read_manifest
+from oncoscope.dataset.split import SPLITS
 from oncoscope.errors import InvalidOptionError, ManifestError, OncoscopeError
 from oncoscope.evaluate.aggregate import aggregate_groups, resolve_aggregation
 from oncoscope.evaluate.bootstrap import bootstrap, nest
@@ -57,6 +58,10 @@ class EvaluationSettings:
         threshold_method: ``youden`` or ``sensitivity`` (with ``target_sensitivity``).
         target_sensitivity: the validation sensitivity to reach, for ``sensitivity``.
         confidence: coverage of the intervals.
+
+    Raises:
+        InvalidOptionError: a split name other than train/val/test, or ``val_split`` equal to
+            ``split`` (a threshold picked on the split it is scored on would flatter the model).
     """
 
     split: str = "test"
@@ -68,6 +73,20 @@ class EvaluationSettings:
     threshold_method: str = "youden"
     target_sensitivity: float | None = None
     confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        names = ", ".join(SPLITS)
+        if self.split not in SPLITS:
+            raise InvalidOptionError(f"unknown --split '{self.split}'; use one of {names}")
+        if self.val_split is not None and self.val_split not in SPLITS:
+            raise InvalidOptionError(
+                f"unknown --val-split '{self.val_split}'; use one of {names} or none"
+            )
+        if self.val_split == self.split:
+            raise InvalidOptionError(
+                f"the operating point would be scored and picked on the same split "
+                f"'{self.split}'; pass another --val-split, or --val-split none to skip it"
+            )
 
 
 @dataclass
@@ -157,6 +176,8 @@ def _operating_point(
 ) -> tuple[dict[str, Any] | None, str | None]:
     if len(test.classes) != 2:
         return None, "an operating point applies to two-class tasks only"
+    if settings.val_split is None:
+        return None, "--val-split none: no threshold picked"
     if val is None:
         return None, f"no {settings.val_split} split to pick a threshold on"
     try:
@@ -392,6 +413,14 @@ def run_dir_of(checkpoint: Path) -> Path | None:
     return None
 
 
+def _localization_val_split(settings: EvaluationSettings) -> str:
+    if settings.val_split is None:
+        raise InvalidOptionError(
+            "--localization picks its map threshold on --val-split; give one (not none)"
+        )
+    return settings.val_split
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     manifest: str | Path,
@@ -415,7 +444,7 @@ def evaluate_checkpoint(
 
     Raises:
         OncoscopeError: a bad checkpoint, manifest or option; an empty split; with
-            ``localization``, a manifest without masks or lesions.
+            ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
     from oncoscope.train.checkpoint import read_checkpoint
     from oncoscope.train.predict import predict_split
@@ -426,10 +455,12 @@ def evaluate_checkpoint(
     classes = [str(c) for c in spec["classes"]]
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting
+    if localization is not None:
+        _localization_val_split(settings)  # fails before predicting
     kw = {"batch_size": batch_size, "num_workers": num_workers}
     test = predict_split(checkpoint, manifest, settings.split, **kw)
     val = None
-    if len(classes) == 2 and settings.val_split not in (None, settings.split):
+    if len(classes) == 2 and settings.val_split is not None:
         val = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
     column = group_column_of(test, spec.get("group_column"))
     metrics = evaluate_predictions(test, classes, settings, val=val, group_column=column)
@@ -473,7 +504,7 @@ def evaluate_checkpoint(
             checkpoint,
             manifest,
             settings.split,
-            val_split=settings.val_split or "val",
+            val_split=_localization_val_split(settings),
             method=localization,
             out_dir=out / "localization",
             batch_size=batch_size,
