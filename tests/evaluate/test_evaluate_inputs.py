@@ -54,3 +54,18 @@ def test_the_threshold_is_never_picked_on_the_scored_split(tiny_checkpoint, tmp_
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["operating_point"] is None and metrics["settings"]["split"] == "val"
+
+
+def test_evaluate_flags_intervals_from_two_patients_in_console_report_and_json(
+    tiny_checkpoint, tmp_path
+):
+    manifest = write_grey_images(tmp_path / "d", grey_rows("val", 4) + grey_rows("test", 2))
+    out = tmp_path / "out"
+    result = _evaluate(tiny_checkpoint, manifest, out)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("not to be trusted") == 2  # image and group level
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["intervals"]["trusted"] is False
+    assert metrics["group_level"]["intervals"]["groups_per_class"] == {"healthy": 1, "tumour": 1}
+    page = (out / "report.html").read_text()
+    assert page.count("not to be trusted") >= 2

@@ -83,6 +83,8 @@ def evaluate(
             f"AUROC {format_estimate(macro['auroc'])}, "
             f"sensitivity {format_estimate(macro['recall'])}"
         )
+        if block["intervals"]["warning"]:
+            console.print(f"  warning: {level}-level {block['intervals']['warning']}")
     if "localization" in metrics:
         located = metrics["localization"]["metrics"]
         console.print(
@@ -123,6 +125,10 @@ def compare(
             num_workers=workers,
         )
     console.print(f"models: {', '.join(result.models)} (reference {result.reference})")
+    if result.comparison["intervals"]["warning"]:
+        console.print(
+            f"warning: {result.comparison['intervals']['warning']}; no difference is marked *"
+        )
     console.print(f"comparison: {result.comparison_json}, {result.comparison_csv}")
     console.print(f"report:     {result.report_html}")
 

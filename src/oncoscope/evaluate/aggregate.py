@@ -56,6 +56,26 @@ def resolve_aggregation(method: str, n_classes: int) -> Aggregation:
     )
 
 
+def describe_aggregation(method: str, n_classes: int) -> str:
+    """One sentence for reports: how a group's scores come from its images' probabilities.
+
+    Example:
+        >>> describe_aggregation("max", 2)[:60]
+        "A group's score for the positive class is the highest probab"
+    """
+    if method == "mean":
+        return "A group's score per class is the mean of its images' probabilities."
+    if n_classes == 2:
+        return (
+            "A group's score for the positive class is the highest probability of that class "
+            "on any of its images; the other class's score is its complement."
+        )
+    return (
+        "A group's score per class is the highest probability of that class on any of its "
+        "images, divided by the sum of these maxima so that the scores sum to one."
+    )
+
+
 @dataclass(frozen=True)
 class GroupScores:
     """One row per group: ``groups[i]`` has label and scores ``scores`` row ``i``."""

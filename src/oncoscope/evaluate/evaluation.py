@@ -20,8 +20,12 @@ import pandas as pd
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.dataset.split import SPLITS
 from oncoscope.errors import InvalidOptionError, ManifestError, OncoscopeError
-from oncoscope.evaluate.aggregate import aggregate_groups, resolve_aggregation
-from oncoscope.evaluate.bootstrap import bootstrap, nest
+from oncoscope.evaluate.aggregate import (
+    aggregate_groups,
+    describe_aggregation,
+    resolve_aggregation,
+)
+from oncoscope.evaluate.bootstrap import MIN_GROUPS_PER_CLASS, bootstrap, interval_trust, nest
 from oncoscope.evaluate.metrics import Scores, classification_metrics, flatten
 from oncoscope.evaluate.operating_point import OperatingPoint, pick_threshold
 from oncoscope.evaluate.plots import (
@@ -210,6 +214,7 @@ def _level(
     positive: int,
 ) -> dict[str, Any]:
     block = metrics_with_ci(test, test_groups, settings)
+    block["intervals"] = interval_trust(test.labels, test_groups, test.classes)
     operating, note = _operating_point(test, test_groups, val, settings, positive)
     block["operating_point"] = operating
     if note:
@@ -236,8 +241,10 @@ def evaluate_predictions(
         group_column: the patient/slide column (default: found with :func:`group_column_of`).
 
     Returns:
-        ``{"n_images", "n_groups", "macro", "classes", "confusion_matrix", "operating_point",
-        "group_level": {...the same per group..., "aggregation"}, "settings"}``.
+        ``{"n_images", "n_groups", "macro", "classes", "confusion_matrix", "intervals",
+        "operating_point", "group_level": {...the same per group..., "aggregation"},
+        "settings"}``; ``intervals`` says whether the intervals can be trusted (see
+        :func:`oncoscope.evaluate.bootstrap.interval_trust`).
 
     Raises:
         OncoscopeError: labels and predictions that do not match, bad options.
@@ -280,6 +287,7 @@ def evaluate_predictions(
         "positive": classes[positive] if len(classes) == 2 else None,
         "group_column": column,
         "bootstrap": "percentile, resampling groups with replacement",
+        "min_groups_per_class": MIN_GROUPS_PER_CLASS,
         "notes": notes,
     }
     return result
@@ -340,7 +348,11 @@ def _figures(
 
 def _level_section(title: str, block: dict[str, Any], unit: str) -> ReportSection:
     section = ReportSection(title)
-    section.tables.append(metrics_table(block, f"{title}: metrics (95% CI)"))
+    warning = block.get("intervals", {}).get("warning")
+    note = f"Warning: {warning}." if warning else ""
+    if warning:
+        section.paragraphs.append(note)
+    section.tables.append(metrics_table(block, f"{title}: metrics (95% CI)", note))
     section.tables.append(confusion_table(block["confusion_matrix"], f"{title}: confusion matrix"))
     operating = block.get("operating_point")
     if operating:
@@ -351,7 +363,7 @@ def _level_section(title: str, block: dict[str, Any], unit: str) -> ReportSectio
             f"{operating['val_sensitivity']:.3f} and specificity "
             f"{operating['val_specificity']:.3f}); the table below applies it to the {unit}."
         )
-        section.tables.append(metrics_table(operating, f"{title}: at the operating point"))
+        section.tables.append(metrics_table(operating, f"{title}: at the operating point", note))
     elif block.get("operating_point_note"):
         section.paragraphs.append(f"No operating point: {block['operating_point_note']}.")
     return section
@@ -378,6 +390,7 @@ def build_report(
     report.add(ReportSection("How to read this", note=HOW_TO_READ))
     report.add(_level_section("Image level", metrics, "test images"))
     group = metrics["group_level"]
+    n_classes = len(metrics["classes"])
     group_section = _level_section(
         f"Group level ({settings['group_column'] or 'image'}, {group['aggregation']} of image "
         "probabilities)",
@@ -386,9 +399,9 @@ def build_report(
     )
     group_section.paragraphs.insert(
         0,
-        f"{group['n_groups']} groups. A group's score per class is the {group['aggregation']} "
-        "over its images; with two classes a group is positive if any of its images is, "
-        "otherwise its label is its most frequent image label.",
+        f"{group['n_groups']} groups. {describe_aggregation(group['aggregation'], n_classes)} "
+        "With two classes a group is truly positive if any of its images is, otherwise its "
+        "label is its most frequent image label.",
     )
     report.add(group_section)
     report.add(ReportSection("Figures", figures=figures))
