@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
@@ -69,3 +71,36 @@ def test_evaluate_flags_intervals_from_two_patients_in_console_report_and_json(
     assert metrics["group_level"]["intervals"]["groups_per_class"] == {"healthy": 1, "tumour": 1}
     page = (out / "report.html").read_text()
     assert page.count("not to be trusted") >= 2
+
+
+def test_unreadable_images_are_reported_one_line_each_and_the_rest_evaluated(
+    tiny_checkpoint, tmp_path
+):
+    rows = grey_rows("val", 4) + grey_rows("test", 6)
+    manifest = write_grey_images(tmp_path / "d", rows)
+    truncated = tmp_path / "d" / "test-1-0.png"
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) - 25])  # cut inside the pixel data
+    with pytest.raises(OSError, match="truncated"), Image.open(truncated) as image:
+        image.load()  # the header opens, the pixels do not
+    frame = pd.read_csv(manifest)
+    frame.loc[frame["path"] == "test-2-1.png", "path"] = None  # an empty path cell
+    frame.loc[frame["path"] == "val-0-0.png", "path"] = "missing.png"
+    frame.to_csv(manifest, index=False)
+    out = tmp_path / "out"
+    result = _evaluate(tiny_checkpoint, manifest, out)
+    assert result.exit_code == 2, result.output  # reported, as explain does
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("error:")]
+    assert len(lines) == 3, result.output
+    assert any(str(truncated) in line and "cannot read image" in line for line in lines)
+    assert any(str(manifest) in line and "empty" in line for line in lines), lines
+    assert any("missing.png" in line for line in lines)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == 12 - 2  # two of the test split's 12 images skipped
+    skipped = {(s["split"], s["path"]) for s in metrics["skipped_images"]}
+    assert ("test", str(truncated)) in skipped and len(skipped) == 3
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 10 and str(truncated) not in set(predictions["path"])
+    page = (out / "report.html").read_text()
+    assert "3 images could not be read and were skipped" in page

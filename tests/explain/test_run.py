@@ -143,3 +143,15 @@ def test_evaluate_localization_adds_the_scores_to_metrics_and_report(tmp_path, c
     assert "Weak localisation (gradcam)" in page
     assert "Lesion hit rate by size" in page
     assert (out / "localization" / "localization.json").is_file()
+
+
+def test_localization_skips_an_unreadable_slice_and_scores_the_rest(tmp_path, checkpoint):
+    manifest = lesion_manifest(tmp_path / "data")
+    frame = pd.read_csv(manifest)
+    broken = frame[frame["split"] == "test"].assign(path="broken.png")
+    (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    pd.concat([frame, broken]).to_csv(manifest, index=False)
+    result = score_localization(checkpoint, manifest, "test", out_dir=tmp_path / "loc")
+    assert [s["path"] for s in result["skipped"]] == [str(tmp_path / "data" / "broken.png")]
+    assert result["metrics"]["images"] == 1.0  # the readable test slice, scored as before
+    assert result["metrics"]["dice"] == pytest.approx(32 / 271)

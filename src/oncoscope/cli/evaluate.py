@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from oncoscope.cli._common import console, user_errors
+from oncoscope.cli._common import console, exit_on_failures, user_errors
 
 Resamples = Annotated[
     int, typer.Option(min=1, help="Bootstrap resamples of patients/slides for the 95% CIs.")
@@ -94,6 +94,11 @@ def evaluate(
         )
     console.print(f"metrics: {result.metrics_json}")
     console.print(f"report:  {result.report_html}")
+    if result.skipped:
+        console.print(
+            f"skipped {len(result.skipped)} unreadable image(s): the figures above are without them"
+        )
+    exit_on_failures(result.skipped, "image(s)")
 
 
 def compare(

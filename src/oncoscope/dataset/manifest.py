@@ -65,7 +65,8 @@ def read_manifest(path: str | Path, *, required: Sequence[str] = REQUIRED_COLUMN
     """Read a manifest and check its columns and split values.
 
     Returns:
-        The rows, with ``path`` made absolute (resolved against the manifest's folder).
+        The rows, with ``path`` made absolute (resolved against the manifest's folder); an
+        empty ``path`` cell stays ``""`` for the caller to report.
 
     Raises:
         ManifestError: missing file, missing columns, empty, or split values other than
@@ -87,5 +88,8 @@ def read_manifest(path: str | Path, *, required: Sequence[str] = REQUIRED_COLUMN
         bad = sorted(set(frame["split"].astype(str)) - set(SPLITS))
         if bad:
             raise ManifestError(f"split values {bad} are not train/val/test", path)
-    frame["path"] = [str((path.parent / p).resolve()) for p in frame["path"].astype(str)]
+    frame["path"] = [
+        "" if pd.isna(p) or not str(p).strip() else str((path.parent / str(p)).resolve())
+        for p in frame["path"]
+    ]
     return frame

@@ -35,7 +35,13 @@ from oncoscope.evaluate.plots import (
     plot_roc,
     plot_training_curves,
 )
-from oncoscope.evaluate.report import Report, ReportFigure, ReportSection, write_report
+from oncoscope.evaluate.report import (
+    Report,
+    ReportFigure,
+    ReportSection,
+    ReportTable,
+    write_report,
+)
 from oncoscope.evaluate.sections import (
     HOW_TO_READ,
     confusion_table,
@@ -103,6 +109,7 @@ class EvaluationResult:
     predictions_csv: Path
     figures: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def group_column_of(frame: pd.DataFrame, preferred: str | None = None) -> str | None:
@@ -294,14 +301,14 @@ def evaluate_predictions(
 
 
 def _predict_or_none(checkpoint: Path, manifest: Path, split: str | None, **kw: Any) -> Any:
-    from oncoscope.train.predict import predict_split
+    from oncoscope.train.predict import predict_readable
 
     if split is None:
         return None
     frame = read_manifest(manifest, required=("path", "label", "split"))
     if not (frame["split"] == split).any():
         return None
-    return predict_split(checkpoint, manifest, split, **kw)
+    return predict_readable(checkpoint, manifest, split, **kw)
 
 
 def _figures(
@@ -415,6 +422,25 @@ def build_report(
         )
     for note in settings.get("notes", []):
         report.sections[0].paragraphs.append(f"Note: {note}.")
+    skipped = metrics.get("skipped_images") or []
+    if skipped:
+        report.sections.insert(
+            1,
+            ReportSection(
+                "Images skipped",
+                paragraphs=[
+                    f"{len(skipped)} images could not be read and were skipped; every figure "
+                    "below is computed without them."
+                ],
+                tables=[
+                    ReportTable(
+                        "Unreadable images",
+                        ["split", "file", "problem"],
+                        [[s["split"], s["path"], s["problem"]] for s in skipped],
+                    )
+                ],
+            ),
+        )
     return report
 
 
@@ -448,6 +474,10 @@ def evaluate_checkpoint(
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
     ``predictions.csv``, ``group_predictions.csv`` and ``figures/*.png`` under ``out``.
 
+    Images that cannot be read (missing, truncated, an empty ``path`` cell) are skipped, in the
+    scored and the validation split alike: listed under ``skipped_images`` in ``metrics.json``,
+    in the report, and in the result's ``skipped``; everything is computed on the rest.
+
     With ``localization`` (a CAM method, e.g. ``gradcam``), the weak localisation of seed 000 is
     scored too (:func:`oncoscope.explain.score.score_localization`, threshold chosen on the
     validation split) into ``out/localization/``, under ``localization`` in ``metrics.json``
@@ -460,7 +490,7 @@ def evaluate_checkpoint(
             ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
     from oncoscope.train.checkpoint import read_checkpoint
-    from oncoscope.train.predict import predict_split
+    from oncoscope.train.predict import predict_readable
 
     settings = settings or EvaluationSettings()
     checkpoint, manifest, out = Path(checkpoint), Path(manifest), Path(out)
@@ -471,10 +501,15 @@ def evaluate_checkpoint(
     if localization is not None:
         _localization_val_split(settings)  # fails before predicting
     kw = {"batch_size": batch_size, "num_workers": num_workers}
-    test = predict_split(checkpoint, manifest, settings.split, **kw)
+    predicted = predict_readable(checkpoint, manifest, settings.split, **kw)
+    test = predicted.frame
+    skipped = [(settings.split, path, problem) for path, problem in predicted.skipped]
     val = None
     if len(classes) == 2 and settings.val_split is not None:
-        val = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
+        val_predicted = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
+        if val_predicted is not None:
+            val = val_predicted.frame
+            skipped += [(settings.val_split, path, why) for path, why in val_predicted.skipped]
     column = group_column_of(test, spec.get("group_column"))
     metrics = evaluate_predictions(test, classes, settings, val=val, group_column=column)
     metrics = {
@@ -485,6 +520,9 @@ def evaluate_checkpoint(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "classes": classes,
         **metrics,
+        "skipped_images": [
+            {"split": split, "path": path, "problem": problem} for split, path, problem in skipped
+        ],
     }
     out.mkdir(parents=True, exist_ok=True)
     figures_dir = out / "figures"
@@ -540,4 +578,12 @@ def evaluate_checkpoint(
     paths = [f.path for f in figures if f.path] + (
         [training.path] if training and training.path else []
     )
-    return EvaluationResult(out, metrics_json, report_html, predictions_csv, paths, metrics)
+    return EvaluationResult(
+        out,
+        metrics_json,
+        report_html,
+        predictions_csv,
+        paths,
+        metrics,
+        [(path, problem) for _, path, problem in skipped],
+    )
