@@ -31,7 +31,7 @@ from oncoscope.ct.window import PRESETS
 from oncoscope.errors import OncoscopeError
 from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
 from oncoscope.evaluate.report import ReportFigure, ReportSection, ReportTable
-from oncoscope.explain.run import explain_images, manifest_images
+from oncoscope.explain.run import explain_images, manifest_images, manifest_lesion_masks
 from oncoscope.inference.scale_search import search_scale, write_scale_outputs
 from oncoscope.inference.slide_inference import SlideOptions, infer_slides
 from oncoscope.pathology.annotations import Annotation, write_geojson
@@ -189,7 +189,13 @@ def _analyse(
     say("explain: Grad-CAM of every test slice")
     paths, keys, labels = manifest_images(ct_manifest, "test")
     explained = explain_images(
-        ct_checkpoint, paths, out / "explain", method="gradcam", keys=keys, labels=labels
+        ct_checkpoint,
+        paths,
+        out / "explain",
+        method="gradcam",
+        keys=keys,
+        labels=labels,
+        lesion_masks=manifest_lesion_masks(ct_manifest, "test"),
     )
     tiles = pd.read_csv(tile_manifest)
     test_slide = Path(str(tiles.loc[tiles["split"] == "test", "source"].iloc[0]))

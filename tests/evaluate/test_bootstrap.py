@@ -51,3 +51,53 @@ def test_undefined_figures_get_no_interval_and_bad_options_fail():
     assert out["x",] == {"value": None, "ci_low": None, "ci_high": None}
     with pytest.raises(InvalidOptionError):
         bootstrap(lambda i: {}, ["a"], n_resamples=0, seed=0)
+
+
+def _two_class_frame(groups_per_class: int, images_per_group: int = 3):
+    import pandas as pd
+
+    rows = []
+    for g in range(2 * groups_per_class):
+        tumour = g % 2 == 1
+        for i in range(images_per_group):
+            p = 0.9 - 0.1 * i if tumour else 0.1 + 0.1 * i
+            rows.append(
+                {
+                    "path": f"{g}-{i}.png",
+                    "label": "tumour" if tumour else "healthy",
+                    "group": f"P{g}",
+                    "prob_healthy": 1 - p,
+                    "prob_tumour": p,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_intervals_from_too_few_groups_per_class_are_flagged_at_both_levels():
+    from oncoscope.evaluate.bootstrap import MIN_GROUPS_PER_CLASS
+    from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_predictions
+
+    settings = EvaluationSettings(resamples=20, val_split=None)
+    few = evaluate_predictions(_two_class_frame(1), ["healthy", "tumour"], settings)
+    # one patient per class: every resample of a perfect model gives the same figure
+    assert few["macro"]["accuracy"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    for block in (few, few["group_level"]):
+        assert block["intervals"]["trusted"] is False
+        assert block["intervals"]["groups_per_class"] == {"healthy": 1, "tumour": 1}
+        assert block["intervals"]["min_groups_per_class"] == MIN_GROUPS_PER_CLASS
+        assert "not to be trusted" in block["intervals"]["warning"]
+    enough = evaluate_predictions(
+        _two_class_frame(MIN_GROUPS_PER_CLASS), ["healthy", "tumour"], settings
+    )
+    for block in (enough, enough["group_level"]):
+        assert block["intervals"]["trusted"] is True and block["intervals"]["warning"] is None
+
+
+def test_a_class_in_fewer_groups_than_the_minimum_is_named():
+    from oncoscope.evaluate.bootstrap import MIN_GROUPS_PER_CLASS, interval_trust
+
+    groups = [f"P{g}" for g in range(MIN_GROUPS_PER_CLASS) for _ in range(2)]
+    labels = [0, 0] * (MIN_GROUPS_PER_CLASS - 1) + [0, 1]  # class b only in the last patient
+    trust = interval_trust(np.array(labels), groups, ("a", "b"))
+    assert trust["groups_per_class"] == {"a": MIN_GROUPS_PER_CLASS, "b": 1}
+    assert trust["trusted"] is False and "b in 1 group" in trust["warning"]

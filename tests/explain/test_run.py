@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.explain.overlay import FIGURE_MIN_SIDE_PX, overlay
 from oncoscope.explain.run import EXPLAIN_COLUMNS, explain_images
 from oncoscope.explain.score import score_localization
 from tests.explain.conftest import TinyGapNet, use_tiny_models, write_checkpoint
@@ -54,7 +55,13 @@ def test_explain_writes_maps_overlays_and_index_and_reports_bad_images(tmp_path,
     heat = np.load(tmp_path / "out" / table["map_npy"][0])
     assert heat.dtype == np.float32 and heat.shape == (16, 16)
     assert heat[4:8, 4:8].min() == pytest.approx(1.0, abs=1e-5) and heat.min() >= 0.0
-    assert Image.open(tmp_path / "out" / table["overlay_png"][0]).size == (16, 16)
+    # the overlay PNG is a figure: the 16x16 overlay enlarged 16 times (nearest) in its top-left
+    # corner, then a colour bar and a caption (tests/explain/test_overlay.py)
+    figure = np.asarray(Image.open(tmp_path / "out" / table["overlay_png"][0]).convert("RGB"))
+    expected = overlay(np.asarray(Image.open(good[0]).convert("L")), heat)
+    factor = FIGURE_MIN_SIDE_PX // 16
+    enlarged = np.repeat(np.repeat(expected, factor, axis=0), factor, axis=1)
+    assert np.array_equal(figure[: 16 * factor, : 16 * factor], enlarged)
     assert (tmp_path / "out" / table["image"][0]).resolve() == good[0].resolve()
     assert set(table["target"]) == {"tumour"} and set(table["layer"]) == {"features.1"}
 
@@ -143,3 +150,15 @@ def test_evaluate_localization_adds_the_scores_to_metrics_and_report(tmp_path, c
     assert "Weak localisation (gradcam)" in page
     assert "Lesion hit rate by size" in page
     assert (out / "localization" / "localization.json").is_file()
+
+
+def test_localization_skips_an_unreadable_slice_and_scores_the_rest(tmp_path, checkpoint):
+    manifest = lesion_manifest(tmp_path / "data")
+    frame = pd.read_csv(manifest)
+    broken = frame[frame["split"] == "test"].assign(path="broken.png")
+    (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    pd.concat([frame, broken]).to_csv(manifest, index=False)
+    result = score_localization(checkpoint, manifest, "test", out_dir=tmp_path / "loc")
+    assert [s["path"] for s in result["skipped"]] == [str(tmp_path / "data" / "broken.png")]
+    assert result["metrics"]["images"] == 1.0  # the readable test slice, scored as before
+    assert result["metrics"]["dice"] == pytest.approx(32 / 271)

@@ -163,3 +163,14 @@ def test_ct_slider_moves_slices(server: str, page: Any, tmp_path: Path) -> None:
     page.locator("#window").select_option("bone")
     page.wait_for_function(loaded)
     assert "window=bone" in page.locator("#ct-image").get_attribute("src")
+
+
+def test_gallery_captions_show_the_true_label(server: str, page: Any) -> None:
+    page.goto(server + "/")
+    page.wait_for_selector(".card .truth")
+    captions = page.locator(".card .truth").all_inner_texts()
+    assert sorted(captions) == [
+        "true healthy · predicted tumour",
+        "true tumour · predicted tumour",
+        "true tumour · predicted tumour",
+    ]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from oncoscope.cli._common import console, user_errors
+from oncoscope.cli._common import console, exit_on_failures, user_errors
 
 Resamples = Annotated[
     int, typer.Option(min=1, help="Bootstrap resamples of patients/slides for the 95% CIs.")
@@ -55,17 +55,17 @@ def evaluate(
     from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
     from oncoscope.evaluate.report import format_estimate
 
-    settings = EvaluationSettings(
-        split=split,
-        val_split=None if val_split.lower() == "none" else val_split,
-        resamples=resamples,
-        seed=seed,
-        aggregation=aggregate,
-        positive=positive,
-        threshold_method="youden" if target_sensitivity is None else "sensitivity",
-        target_sensitivity=target_sensitivity,
-    )
     with user_errors(out=out):
+        settings = EvaluationSettings(
+            split=split,
+            val_split=None if val_split.lower() == "none" else val_split,
+            resamples=resamples,
+            seed=seed,
+            aggregation=aggregate,
+            positive=positive,
+            threshold_method="youden" if target_sensitivity is None else "sensitivity",
+            target_sensitivity=target_sensitivity,
+        )
         result = evaluate_checkpoint(
             checkpoint,
             data,
@@ -83,6 +83,8 @@ def evaluate(
             f"AUROC {format_estimate(macro['auroc'])}, "
             f"sensitivity {format_estimate(macro['recall'])}"
         )
+        if block["intervals"]["warning"]:
+            console.print(f"  warning: {level}-level {block['intervals']['warning']}")
     if "localization" in metrics:
         located = metrics["localization"]["metrics"]
         console.print(
@@ -92,6 +94,11 @@ def evaluate(
         )
     console.print(f"metrics: {result.metrics_json}")
     console.print(f"report:  {result.report_html}")
+    if result.skipped:
+        console.print(
+            f"skipped {len(result.skipped)} unreadable image(s): the figures above are without them"
+        )
+    exit_on_failures(result.skipped, "image(s)")
 
 
 def compare(
@@ -123,6 +130,10 @@ def compare(
             num_workers=workers,
         )
     console.print(f"models: {', '.join(result.models)} (reference {result.reference})")
+    if result.comparison["intervals"]["warning"]:
+        console.print(
+            f"warning: {result.comparison['intervals']['warning']}; no difference is marked *"
+        )
     console.print(f"comparison: {result.comparison_json}, {result.comparison_csv}")
     console.print(f"report:     {result.report_html}")
 

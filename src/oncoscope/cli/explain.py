@@ -36,19 +36,20 @@ def explain(
     """Explain each image: overlay PNG, raw map .npy (0..1), and OUT/explain.csv."""
     from oncoscope.errors import InvalidOptionError
     from oncoscope.explain.cam import METHODS
-    from oncoscope.explain.run import explain_images, manifest_images
+    from oncoscope.explain.run import explain_images, manifest_images, manifest_lesion_masks
 
     with user_errors(out=out):
         if method not in METHODS:
             raise InvalidOptionError(
                 f"unknown --method '{method}'; use one of {', '.join(METHODS)}"
             )
-        keys = labels = None
+        keys = labels = masks = None
         paths: list[str] = [str(p) for p in images or []]
         if data is not None:
             if paths:
                 raise InvalidOptionError("give image files or --data, not both")
             paths, keys, labels = manifest_images(data, split)
+            masks = manifest_lesion_masks(data, split)
         if not paths:
             raise InvalidOptionError("no images: give image files or --data manifest.csv")
         with progress_bar() as bar:
@@ -64,6 +65,7 @@ def explain(
                 batch_size=batch_size,
                 keys=keys,
                 labels=labels,
+                lesion_masks=masks,
                 on_image=lambda _path, _error: bar.advance(task),
             )
     if report.csv is not None:

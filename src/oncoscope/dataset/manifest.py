@@ -101,5 +101,8 @@ def read_manifest(path: str | Path, *, required: Sequence[str] = REQUIRED_COLUMN
         bad = sorted(set(frame["split"].astype(str)) - set(SPLITS))
         if bad:
             raise ManifestError(f"split values {bad} are not train/val/test", path)
-    frame["path"] = [str((path.parent / p).resolve()) for p in frame["path"].astype(str)]
+    frame["path"] = [
+        "" if pd.isna(p) or not str(p).strip() else str((path.parent / str(p)).resolve())
+        for p in frame["path"]
+    ]
     return frame

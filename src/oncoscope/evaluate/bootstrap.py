@@ -15,6 +15,13 @@ from numpy.typing import NDArray
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 
+#: Fewest groups (patients, slides) in which every class present must appear for an interval
+#: to be trusted. With fewer, a group bootstrap has too few distinct resamples: with one group
+#: per class every resample is the data itself and the interval has zero width ("0.957 (0.957
+#: to 0.957)"); with two, a sensitivity can only be 0, 0.5 or 1 and the percentile interval
+#: covers far less than its nominal 95%. Five per class is a floor, not a guarantee.
+MIN_GROUPS_PER_CLASS = 5
+
 Key = tuple[str, ...]
 #: Maps row indices to named figures; a name is a path such as ``("macro", "auroc")``.
 Statistic = Callable[[NDArray[np.intp]], Mapping[Key, float | None]]
@@ -51,6 +58,54 @@ def group_resamples(
     for _ in range(n_resamples):
         drawn = rng.integers(0, len(members), size=len(members))
         yield np.concatenate([members[g] for g in drawn])
+
+
+def interval_trust(
+    labels: NDArray[np.integer[Any]],
+    groups: Sequence[Any] | NDArray[Any],
+    classes: Sequence[str],
+    minimum: int = MIN_GROUPS_PER_CLASS,
+) -> dict[str, Any]:
+    """Whether group-bootstrap intervals over these rows can be trusted: every class present
+    must appear in at least ``minimum`` groups.
+
+    Args:
+        labels: ``(n,)`` class index of each row.
+        groups: ``(n,)`` the group of each row.
+        classes: the class names (index order).
+        minimum: fewest groups per class (default :data:`MIN_GROUPS_PER_CLASS`).
+
+    Returns:
+        ``{"trusted": bool, "min_groups_per_class": minimum, "groups_per_class": {class: n},
+        "warning": str or None}``; ``n`` counts the groups holding at least one row of the
+        class (a class with no rows is listed with 0 and has no interval to judge).
+
+    Example:
+        >>> trust = interval_trust(np.array([0, 1, 0]), ["p1", "p1", "p2"], ["a", "b"])
+        >>> trust["trusted"], trust["groups_per_class"]
+        (False, {'a': 2, 'b': 1})
+    """
+    values = np.asarray(groups).astype(str)
+    labels = np.asarray(labels)
+    counts = {
+        name: len(set(values[labels == index].tolist())) for index, name in enumerate(classes)
+    }
+    short = {name: n for name, n in counts.items() if 0 < n < minimum}
+    warning = None
+    if short:
+        listed = ", ".join(
+            f"{name} in {n} group{'s' if n > 1 else ''}" for name, n in short.items()
+        )
+        warning = (
+            f"intervals come from too few groups and are not to be trusted: {listed} "
+            f"(fewer than {minimum} per class)"
+        )
+    return {
+        "trusted": not short,
+        "min_groups_per_class": minimum,
+        "groups_per_class": counts,
+        "warning": warning,
+    }
 
 
 def bootstrap(

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
-from oncoscope.evaluate.bootstrap import bootstrap, nest
+from oncoscope.evaluate.bootstrap import bootstrap, interval_trust, nest
 from oncoscope.evaluate.evaluation import group_column_of, scores_of
 from oncoscope.evaluate.metrics import (
     CLASS_METRICS,
@@ -102,8 +102,11 @@ def compare_predictions(
 
     Returns:
         ``{"reference", "models": {name: {"macro", "classes", "difference": {"macro",
-        "classes"}}}, "n_images", "n_groups", "settings"}``; a difference estimate has
-        ``value``, ``ci_low``, ``ci_high`` and ``spans_zero`` (the interval contains 0).
+        "classes"}}}, "n_images", "n_groups", "intervals", "settings"}``; a difference estimate
+        has ``value``, ``ci_low``, ``ci_high``, ``spans_zero`` (the interval contains 0) and
+        ``significant`` (it excludes 0 and the intervals can be trusted: ``intervals``, see
+        :func:`oncoscope.evaluate.bootstrap.interval_trust`; with too few patients or slides
+        per class no difference is significant).
 
     Raises:
         OncoscopeError: fewer than one model, tables of other rows or labels, unknown reference.
@@ -145,17 +148,21 @@ def compare_predictions(
     nested = nest(
         bootstrap(statistic, groups, n_resamples=resamples, seed=seed, confidence=confidence)
     )
+    trust = interval_trust(scores[reference].labels, groups, classes)
     for name in names:
         diff = nested[name]["difference"]
         per_class = (e for values in diff["classes"].values() for e in values.values())
         for estimate in [*diff["macro"].values(), *per_class]:
             low, high = estimate["ci_low"], estimate["ci_high"]
-            estimate["spans_zero"] = None if low is None or high is None else low <= 0 <= high
+            spans = None if low is None or high is None else low <= 0 <= high
+            estimate["spans_zero"] = spans
+            estimate["significant"] = None if spans is None else not spans and trust["trusted"]
     return {
         "reference": reference,
         "classes": classes,
         "n_images": len(first),
         "n_groups": len(set(groups)),
+        "intervals": trust,
         "models": {name: nested[name] for name in names},
         "settings": {
             "resamples": resamples,
@@ -189,6 +196,7 @@ def tidy_rows(comparison: dict[str, Any]) -> pd.DataFrame:
                         "difference_ci_low": diff["ci_low"],
                         "difference_ci_high": diff["ci_high"],
                         "difference_spans_zero": diff["spans_zero"],
+                        "difference_significant": diff["significant"],
                     }
                 )
     return pd.DataFrame(rows)
@@ -200,7 +208,10 @@ def _difference_cell(estimate: dict[str, Any]) -> str:
     text = f"{estimate['value']:+.3f}"
     if estimate["ci_low"] is not None:
         text += f" ({estimate['ci_low']:+.3f} to {estimate['ci_high']:+.3f})"
-        text += " spans 0" if estimate["spans_zero"] else " *"
+        if estimate["spans_zero"]:
+            text += " spans 0"
+        else:
+            text += " *" if estimate["significant"] else " (too few groups to judge)"
     return text
 
 
@@ -216,9 +227,14 @@ def comparison_report(comparison: dict[str, Any], facts: dict[str, str]) -> Repo
         ReportSection(
             "How to read this",
             note=HOW_TO_READ + " A difference marked * has a 95% interval that excludes zero; "
-            "'spans 0' means the data cannot tell the two models apart on that figure.",
+            "'spans 0' means the data cannot tell the two models apart on that figure. With "
+            f"fewer than {comparison['intervals']['min_groups_per_class']} patients or slides "
+            "per class no difference is marked *: 'too few groups to judge'.",
         )
     )
+    warning = comparison["intervals"]["warning"]
+    if warning:
+        report.sections[0].paragraphs.append(f"Warning: {warning}.")
     models = comparison["models"]
     reference = comparison["reference"]
     scopes = [("Macro average", "macro", MACRO_METRICS)] + [

@@ -18,9 +18,14 @@ import numpy as np
 import pandas as pd
 
 from oncoscope.dataset.manifest import read_manifest
+from oncoscope.dataset.split import SPLITS
 from oncoscope.errors import InvalidOptionError, ManifestError, OncoscopeError
-from oncoscope.evaluate.aggregate import aggregate_groups, resolve_aggregation
-from oncoscope.evaluate.bootstrap import bootstrap, nest
+from oncoscope.evaluate.aggregate import (
+    aggregate_groups,
+    describe_aggregation,
+    resolve_aggregation,
+)
+from oncoscope.evaluate.bootstrap import MIN_GROUPS_PER_CLASS, bootstrap, interval_trust, nest
 from oncoscope.evaluate.metrics import Scores, classification_metrics, flatten
 from oncoscope.evaluate.operating_point import OperatingPoint, pick_threshold
 from oncoscope.evaluate.plots import (
@@ -30,7 +35,13 @@ from oncoscope.evaluate.plots import (
     plot_roc,
     plot_training_curves,
 )
-from oncoscope.evaluate.report import Report, ReportFigure, ReportSection, write_report
+from oncoscope.evaluate.report import (
+    Report,
+    ReportFigure,
+    ReportSection,
+    ReportTable,
+    write_report,
+)
 from oncoscope.evaluate.sections import (
     HOW_TO_READ,
     confusion_table,
@@ -57,6 +68,10 @@ class EvaluationSettings:
         threshold_method: ``youden`` or ``sensitivity`` (with ``target_sensitivity``).
         target_sensitivity: the validation sensitivity to reach, for ``sensitivity``.
         confidence: coverage of the intervals.
+
+    Raises:
+        InvalidOptionError: a split name other than train/val/test, or ``val_split`` equal to
+            ``split`` (a threshold picked on the split it is scored on would flatter the model).
     """
 
     split: str = "test"
@@ -69,6 +84,20 @@ class EvaluationSettings:
     target_sensitivity: float | None = None
     confidence: float = 0.95
 
+    def __post_init__(self) -> None:
+        names = ", ".join(SPLITS)
+        if self.split not in SPLITS:
+            raise InvalidOptionError(f"unknown --split '{self.split}'; use one of {names}")
+        if self.val_split is not None and self.val_split not in SPLITS:
+            raise InvalidOptionError(
+                f"unknown --val-split '{self.val_split}'; use one of {names} or none"
+            )
+        if self.val_split == self.split:
+            raise InvalidOptionError(
+                f"the operating point would be scored and picked on the same split "
+                f"'{self.split}'; pass another --val-split, or --val-split none to skip it"
+            )
+
 
 @dataclass
 class EvaluationResult:
@@ -80,6 +109,7 @@ class EvaluationResult:
     predictions_csv: Path
     figures: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def group_column_of(frame: pd.DataFrame, preferred: str | None = None) -> str | None:
@@ -157,6 +187,8 @@ def _operating_point(
 ) -> tuple[dict[str, Any] | None, str | None]:
     if len(test.classes) != 2:
         return None, "an operating point applies to two-class tasks only"
+    if settings.val_split is None:
+        return None, "--val-split none: no threshold picked"
     if val is None:
         return None, f"no {settings.val_split} split to pick a threshold on"
     try:
@@ -189,6 +221,7 @@ def _level(
     positive: int,
 ) -> dict[str, Any]:
     block = metrics_with_ci(test, test_groups, settings)
+    block["intervals"] = interval_trust(test.labels, test_groups, test.classes)
     operating, note = _operating_point(test, test_groups, val, settings, positive)
     block["operating_point"] = operating
     if note:
@@ -215,8 +248,10 @@ def evaluate_predictions(
         group_column: the patient/slide column (default: found with :func:`group_column_of`).
 
     Returns:
-        ``{"n_images", "n_groups", "macro", "classes", "confusion_matrix", "operating_point",
-        "group_level": {...the same per group..., "aggregation"}, "settings"}``.
+        ``{"n_images", "n_groups", "macro", "classes", "confusion_matrix", "intervals",
+        "operating_point", "group_level": {...the same per group..., "aggregation"},
+        "settings"}``; ``intervals`` says whether the intervals can be trusted (see
+        :func:`oncoscope.evaluate.bootstrap.interval_trust`).
 
     Raises:
         OncoscopeError: labels and predictions that do not match, bad options.
@@ -259,20 +294,21 @@ def evaluate_predictions(
         "positive": classes[positive] if len(classes) == 2 else None,
         "group_column": column,
         "bootstrap": "percentile, resampling groups with replacement",
+        "min_groups_per_class": MIN_GROUPS_PER_CLASS,
         "notes": notes,
     }
     return result
 
 
 def _predict_or_none(checkpoint: Path, manifest: Path, split: str | None, **kw: Any) -> Any:
-    from oncoscope.train.predict import predict_split
+    from oncoscope.train.predict import predict_readable
 
     if split is None:
         return None
     frame = read_manifest(manifest, required=("path", "label", "split"))
     if not (frame["split"] == split).any():
         return None
-    return predict_split(checkpoint, manifest, split, **kw)
+    return predict_readable(checkpoint, manifest, split, **kw)
 
 
 def _figures(
@@ -319,7 +355,11 @@ def _figures(
 
 def _level_section(title: str, block: dict[str, Any], unit: str) -> ReportSection:
     section = ReportSection(title)
-    section.tables.append(metrics_table(block, f"{title}: metrics (95% CI)"))
+    warning = block.get("intervals", {}).get("warning")
+    note = f"Warning: {warning}." if warning else ""
+    if warning:
+        section.paragraphs.append(note)
+    section.tables.append(metrics_table(block, f"{title}: metrics (95% CI)", note))
     section.tables.append(confusion_table(block["confusion_matrix"], f"{title}: confusion matrix"))
     operating = block.get("operating_point")
     if operating:
@@ -330,7 +370,7 @@ def _level_section(title: str, block: dict[str, Any], unit: str) -> ReportSectio
             f"{operating['val_sensitivity']:.3f} and specificity "
             f"{operating['val_specificity']:.3f}); the table below applies it to the {unit}."
         )
-        section.tables.append(metrics_table(operating, f"{title}: at the operating point"))
+        section.tables.append(metrics_table(operating, f"{title}: at the operating point", note))
     elif block.get("operating_point_note"):
         section.paragraphs.append(f"No operating point: {block['operating_point_note']}.")
     return section
@@ -357,6 +397,7 @@ def build_report(
     report.add(ReportSection("How to read this", note=HOW_TO_READ))
     report.add(_level_section("Image level", metrics, "test images"))
     group = metrics["group_level"]
+    n_classes = len(metrics["classes"])
     group_section = _level_section(
         f"Group level ({settings['group_column'] or 'image'}, {group['aggregation']} of image "
         "probabilities)",
@@ -365,9 +406,9 @@ def build_report(
     )
     group_section.paragraphs.insert(
         0,
-        f"{group['n_groups']} groups. A group's score per class is the {group['aggregation']} "
-        "over its images; with two classes a group is positive if any of its images is, "
-        "otherwise its label is its most frequent image label.",
+        f"{group['n_groups']} groups. {describe_aggregation(group['aggregation'], n_classes)} "
+        "With two classes a group is truly positive if any of its images is, otherwise its "
+        "label is its most frequent image label.",
     )
     report.add(group_section)
     report.add(ReportSection("Figures", figures=figures))
@@ -381,6 +422,25 @@ def build_report(
         )
     for note in settings.get("notes", []):
         report.sections[0].paragraphs.append(f"Note: {note}.")
+    skipped = metrics.get("skipped_images") or []
+    if skipped:
+        report.sections.insert(
+            1,
+            ReportSection(
+                "Images skipped",
+                paragraphs=[
+                    f"{len(skipped)} images could not be read and were skipped; every figure "
+                    "below is computed without them."
+                ],
+                tables=[
+                    ReportTable(
+                        "Unreadable images",
+                        ["split", "file", "problem"],
+                        [[s["split"], s["path"], s["problem"]] for s in skipped],
+                    )
+                ],
+            ),
+        )
     return report
 
 
@@ -390,6 +450,14 @@ def run_dir_of(checkpoint: Path) -> Path | None:
     if folder.name == "checkpoints" and (folder.parent / "metrics.csv").is_file():
         return folder.parent
     return None
+
+
+def _localization_val_split(settings: EvaluationSettings) -> str:
+    if settings.val_split is None:
+        raise InvalidOptionError(
+            "--localization picks its map threshold on --val-split; give one (not none)"
+        )
+    return settings.val_split
 
 
 def evaluate_checkpoint(
@@ -406,6 +474,10 @@ def evaluate_checkpoint(
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
     ``predictions.csv``, ``group_predictions.csv`` and ``figures/*.png`` under ``out``.
 
+    Images that cannot be read (missing, truncated, an empty ``path`` cell) are skipped, in the
+    scored and the validation split alike: listed under ``skipped_images`` in ``metrics.json``,
+    in the report, and in the result's ``skipped``; everything is computed on the rest.
+
     With ``localization`` (a CAM method, e.g. ``gradcam``), the weak localisation of seed 000 is
     scored too (:func:`oncoscope.explain.score.score_localization`, threshold chosen on the
     validation split) into ``out/localization/``, under ``localization`` in ``metrics.json``
@@ -415,10 +487,10 @@ def evaluate_checkpoint(
 
     Raises:
         OncoscopeError: a bad checkpoint, manifest or option; an empty split; with
-            ``localization``, a manifest without masks or lesions.
+            ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
     from oncoscope.train.checkpoint import read_checkpoint
-    from oncoscope.train.predict import predict_split
+    from oncoscope.train.predict import predict_readable
 
     settings = settings or EvaluationSettings()
     checkpoint, manifest, out = Path(checkpoint), Path(manifest), Path(out)
@@ -426,11 +498,18 @@ def evaluate_checkpoint(
     classes = [str(c) for c in spec["classes"]]
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting
+    if localization is not None:
+        _localization_val_split(settings)  # fails before predicting
     kw = {"batch_size": batch_size, "num_workers": num_workers}
-    test = predict_split(checkpoint, manifest, settings.split, **kw)
+    predicted = predict_readable(checkpoint, manifest, settings.split, **kw)
+    test = predicted.frame
+    skipped = [(settings.split, path, problem) for path, problem in predicted.skipped]
     val = None
-    if len(classes) == 2 and settings.val_split not in (None, settings.split):
-        val = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
+    if len(classes) == 2 and settings.val_split is not None:
+        val_predicted = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
+        if val_predicted is not None:
+            val = val_predicted.frame
+            skipped += [(settings.val_split, path, why) for path, why in val_predicted.skipped]
     column = group_column_of(test, spec.get("group_column"))
     metrics = evaluate_predictions(test, classes, settings, val=val, group_column=column)
     metrics = {
@@ -441,6 +520,9 @@ def evaluate_checkpoint(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "classes": classes,
         **metrics,
+        "skipped_images": [
+            {"split": split, "path": path, "problem": problem} for split, path, problem in skipped
+        ],
     }
     out.mkdir(parents=True, exist_ok=True)
     figures_dir = out / "figures"
@@ -473,7 +555,7 @@ def evaluate_checkpoint(
             checkpoint,
             manifest,
             settings.split,
-            val_split=settings.val_split or "val",
+            val_split=_localization_val_split(settings),
             method=localization,
             out_dir=out / "localization",
             batch_size=batch_size,
@@ -496,4 +578,12 @@ def evaluate_checkpoint(
     paths = [f.path for f in figures if f.path] + (
         [training.path] if training and training.path else []
     )
-    return EvaluationResult(out, metrics_json, report_html, predictions_csv, paths, metrics)
+    return EvaluationResult(
+        out,
+        metrics_json,
+        report_html,
+        predictions_csv,
+        paths,
+        metrics,
+        [(path, problem) for _, path, problem in skipped],
+    )

@@ -1,7 +1,9 @@
 """Explain image files with a checkpoint: overlays, raw maps and an ``explain.csv`` index.
 
 For each image: ``OUT/maps/KEY.METHOD.npy`` (``(H, W)`` float32 in ``0..1`` at the image's own
-resolution) and ``OUT/overlays/KEY.METHOD.png`` (the map over the image), where ``KEY`` is the
+resolution) and ``OUT/overlays/KEY.METHOD.png`` (the map over the image, enlarged when small,
+with a colour bar of the 0-1 scale, the true label when known, the prediction, and the true
+lesion outlined in white when a lesion mask is given), where ``KEY`` is the
 image's path relative to the images' common folder (or the manifest's folder) without its
 suffix, so images of the same name in different patient folders do not collide.
 ``OUT/explain.csv`` has one row per image: ``image, label, method, layer, target, pred, prob,
@@ -22,13 +24,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from PIL import Image
 from skimage.transform import resize
 
 from oncoscope.dataset.images import open_image
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError, OncoscopeError
 from oncoscope.explain.cam import explain_batch
-from oncoscope.explain.overlay import overlay, save_png
+from oncoscope.explain.overlay import METHOD_NAMES, figure, overlay, save_png
 from oncoscope.io.atomic import atomic_path
 from oncoscope.train.checkpoint import load_model
 from oncoscope.train.data import eval_transform
@@ -171,6 +174,7 @@ def explain_images(
     batch_size: int = 8,
     keys: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
+    lesion_masks: Sequence[str | None] | None = None,
     on_image: Callable[[str, str | None], None] | None = None,
 ) -> ExplainReport:
     """Explain image files and write maps, overlays and ``explain.csv`` (see module docstring).
@@ -183,7 +187,11 @@ def explain_images(
         target: class name to explain in every image (default: each image's predicted class).
         batch_size: images per forward pass.
         keys: output name of each image (default: path relative to the images' common folder).
-        labels: true label of each image, copied to ``explain.csv`` (e.g. from a manifest).
+        labels: true label of each image, copied to ``explain.csv`` (e.g. from a manifest) and
+            printed on its overlay.
+        lesion_masks: per image, a lesion mask file (non-zero = lesion, e.g. the manifest's
+            ``lesion_mask``) outlined in white on its overlay, or None. An unreadable mask is
+            reported among the failures and the overlay drawn without it.
         on_image: called after each image with ``(path, error message or None)``.
 
     Returns:
@@ -199,6 +207,7 @@ def explain_images(
     names = list(keys) if keys is not None else image_keys(paths)
     key_of = dict(zip(paths, names, strict=True))
     label_of = dict(zip(paths, labels, strict=True)) if labels is not None else {}
+    mask_of = dict(zip(paths, lesion_masks, strict=True)) if lesion_masks is not None else {}
     model, spec = load_model(checkpoint)
     report = ExplainReport(out_dir=out, csv=None)
     slug = method.replace("+", "p")
@@ -221,7 +230,19 @@ def explain_images(
         overlay_path = out / "overlays" / f"{key_of[path]}.{slug}.png"
         with atomic_path(map_path) as temporary:
             np.save(temporary, outcome.heat)
-        save_png(overlay(outcome.pixels, outcome.heat), overlay_path)
+        lesions = None
+        mask_file = mask_of.get(path)
+        if mask_file:
+            try:
+                lesions = _lesion_outline(mask_file, outcome.pixels.shape[:2])
+            except CorruptFileError as error:
+                report.failures.append((mask_file, f"{error.message}; drawn without it"))
+        label = label_of.get(path, "")
+        save_png(
+            _figure(outcome, method, label, lesions),
+            overlay_path,
+            {"truth": label, "prediction": outcome.pred, "target": outcome.target, "map": method},
+        )
         report.rows.append(
             {
                 "image": _relative(path, out),
@@ -241,6 +262,24 @@ def explain_images(
     if report.rows:
         report.csv = write_manifest(report.rows, out / "explain.csv", EXPLAIN_COLUMNS)
     return report
+
+
+def manifest_lesion_masks(manifest: str | Path, split: str) -> list[str | None]:
+    """The ``lesion_mask`` file of each image of one split (absolute), in the order of
+    :func:`manifest_images`; None where the manifest has no such column or cell.
+
+    Raises:
+        ManifestError: an unreadable manifest.
+    """
+    frame = read_manifest(manifest, required=("path", "split"))
+    rows = frame[frame["split"] == split]
+    if "lesion_mask" not in rows:
+        return [None] * len(rows)
+    folder = Path(manifest).resolve().parent
+    return [
+        str(folder / str(v)) if isinstance(v, str) and v.strip() else None
+        for v in rows["lesion_mask"]
+    ]
 
 
 def manifest_images(manifest: str | Path, split: str) -> tuple[list[str], list[str], list[str]]:
@@ -276,6 +315,45 @@ def _key(relative: str) -> str:
     stem = str(Path(relative).with_suffix("")) if "::" not in relative else relative
     stem = stem.replace("..", "up").replace("::", "-")
     return re.sub(r"[^\w./-]", "_", Path(stem).as_posix())
+
+
+def _lesion_outline(path: str, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """The lesion mask at ``path`` as bool, resized (nearest) to ``shape`` if it differs.
+
+    Raises:
+        CorruptFileError: the mask cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            values = np.asarray(image)
+    except (OSError, ValueError) as error:
+        raise CorruptFileError(f"cannot read lesion mask ({error})", path) from None
+    mask: npt.NDArray[np.bool_] = np.asarray(
+        (values > 0).any(axis=2) if values.ndim == 3 else values > 0, dtype=bool
+    )
+    if mask.shape != tuple(shape[:2]):
+        mask = np.asarray(resize(mask, shape[:2], order=0, anti_aliasing=False) > 0)
+    return np.asarray(mask, dtype=bool)
+
+
+def _figure(
+    outcome: ImageMap, method: str, label: str, lesions: npt.NDArray[np.bool_] | None
+) -> npt.NDArray[np.uint8]:
+    """The overlay with a colour bar, the true label, the prediction and the lesion outline."""
+    caption = [
+        f"true: {label}" if label else "true: not given",
+        f"predicted: {outcome.pred} (p {outcome.prob_pred:.2f})",
+    ]
+    if outcome.target != outcome.pred:
+        caption.append(f"map for: {outcome.target} (p {outcome.prob:.2f})")
+    if lesions is not None:
+        caption.append("white outline: true lesion" if lesions.any() else "no lesion in mask")
+    name = METHOD_NAMES.get(method, method)
+    return figure(
+        overlay(outcome.pixels, outcome.heat, contours=lesions),
+        bar_label=f"{name} for {outcome.target}, 0 to 1",
+        caption=caption,
+    )
 
 
 def _relative(path: str, out: Path) -> str:

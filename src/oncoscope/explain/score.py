@@ -70,7 +70,9 @@ def score_localization(
         examples: example overlays (map, true lesion contour in white, boxes in green).
 
     Returns:
-        ``{"metrics": {...}, "by_size": [...], "threshold": float, "figures": [Path, ...]}``.
+        ``{"metrics": {...}, "by_size": [...], "threshold": float, "figures": [Path, ...],
+        "skipped": [{"path", "problem"}, ...]}``; ``skipped`` lists the images that could not
+        be read (left out of every figure).
         ``metrics``: ``pointing_game``, ``pointing_game_random_image``,
         ``pointing_game_random_liver`` (random-point baselines), ``pxap``, ``dice``, ``iou``
         (means over images at the threshold), ``lesion_hit_rate``, ``val_dice`` (the mean Dice
@@ -78,7 +80,8 @@ def score_localization(
         bin with ``size_bin, lesions, hits, hit_rate`` (``hit_rate`` None when a bin is empty).
 
     Raises:
-        ManifestError: no mask columns, or no image with a lesion in ``split`` or ``val_split``.
+        ManifestError: no mask columns, or no (readable) image with a lesion in ``split`` or
+            ``val_split``.
         OncoscopeError: see :func:`oncoscope.explain.run.iter_maps`; unreadable masks.
     """
     out = Path(out_dir)
@@ -96,23 +99,28 @@ def score_localization(
         return rows
 
     def maps(rows: pd.DataFrame) -> Any:
-        for (_, row), (_, outcome) in zip(
-            rows.iterrows(),
-            iter_maps(
-                model,
-                spec,
-                list(rows["path"]),
-                method=method,
-                layers=layers,
-                stage=stage,
-                targets=[str(v) for v in rows["label"]],
-                batch_size=batch_size,
-            ),
-            strict=True,
+        # iter_maps yields an unreadable image as soon as it is met, ahead of its batch's
+        # maps, so outcomes are matched to rows by path (in order, for repeated paths)
+        pending: dict[str, list[pd.Series]] = {}
+        for _, row in rows.iterrows():
+            pending.setdefault(str(row["path"]), []).append(row)
+        for path, outcome in iter_maps(
+            model,
+            spec,
+            list(rows["path"]),
+            method=method,
+            layers=layers,
+            stage=stage,
+            targets=[str(v) for v in rows["label"]],
+            batch_size=batch_size,
         ):
+            row = pending[path].pop(0)
             if isinstance(outcome, OncoscopeError):
-                raise outcome
+                skipped.append((path or str(manifest), outcome.message))
+                continue
             yield row, outcome, _mask(folder / str(row["lesion_mask"]))
+
+    skipped: list[tuple[str, str]] = []
 
     dice_sum = np.zeros(N_BINS)
     val_images = 0
@@ -120,6 +128,8 @@ def score_localization(
         if ids.any():
             dice_sum += dice_iou_curves(pixel_counts(outcome.heat, ids > 0))[0]
             val_images += 1
+    if val_images == 0:
+        raise ManifestError(f"no readable image with a lesion in the {val_split} split", manifest)
     step = int(np.argmax(dice_sum))
     threshold = step / N_BINS
 
@@ -160,6 +170,8 @@ def score_localization(
         ]
         if len(figures) < examples:
             figures.append(_example(out, outcome, truth, boxes, len(figures)))
+    if not per_image:
+        raise ManifestError(f"no readable image with a lesion in the {split} split", manifest)
     table = pd.DataFrame(per_image)
     by_size = []
     for name in SIZE_BINS:
@@ -186,7 +198,13 @@ def score_localization(
     write_manifest(
         box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
     )
-    result = {"metrics": metrics, "by_size": by_size, "threshold": threshold, "figures": figures}
+    result = {
+        "metrics": metrics,
+        "by_size": by_size,
+        "threshold": threshold,
+        "figures": figures,
+        "skipped": [{"path": path, "problem": problem} for path, problem in skipped],
+    }
     with atomic_path(out / "localization.json") as temporary:
         record = {
             **result,

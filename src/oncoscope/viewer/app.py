@@ -427,6 +427,7 @@ def _explain_rows(viewer: Viewer, rel: str, table: pd.DataFrame) -> list[dict[st
         rows.append(
             {
                 **{k: record.get(k) for k in ("method", "layer", "target", "pred", "prob")},
+                "label": str(record.get("label") or "") or None,  # the truth, when known
                 "image": str(record.get("image", "")),
                 "image_path": image,
                 "overlay": viewer.url(overlay) if overlay else None,

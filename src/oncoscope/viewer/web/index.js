@@ -54,7 +54,8 @@
         x.examples.map(r => el("div", { class: "card" },
           r.overlay ? el("img", { src: r.overlay, alt: "CAM overlay" }) : null,
           el("div", {}, `${r.method ?? ""} ${r.layer ?? ""}`),
-          el("div", { class: "muted" }, `target ${r.target ?? "–"} · predicted ${r.pred ?? "–"} (${fmt(r.prob, 2)})`),
+          el("div", { class: "truth" }, `true ${r.label ?? "unknown"} · predicted ${r.pred ?? "–"}`),
+          el("div", { class: "muted" }, `map for ${r.target ?? "–"} (${fmt(r.prob, 2)})`),
           el("div", { class: "muted", style: "font-size:11px;word-break:break-all" }, r.image)))));
     }
     main.append(el("section", {}, el("h2", {}, "Explanations (CAM)"), list));
