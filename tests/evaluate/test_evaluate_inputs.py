@@ -84,7 +84,6 @@ def test_unreadable_images_are_reported_one_line_each_and_the_rest_evaluated(
     with pytest.raises(OSError, match="truncated"), Image.open(truncated) as image:
         image.load()  # the header opens, the pixels do not
     frame = pd.read_csv(manifest)
-    frame.loc[frame["path"] == "test-2-1.png", "path"] = None  # an empty path cell
     frame.loc[frame["path"] == "val-0-0.png", "path"] = "missing.png"
     frame.to_csv(manifest, index=False)
     out = tmp_path / "out"
@@ -92,15 +91,26 @@ def test_unreadable_images_are_reported_one_line_each_and_the_rest_evaluated(
     assert result.exit_code == 2, result.output  # reported, as explain does
     assert "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip().startswith("error:")]
-    assert len(lines) == 3, result.output
-    assert any(str(truncated) in line and "cannot read image" in line for line in lines)
-    assert any(str(manifest) in line and "empty" in line for line in lines), lines
+    assert len(lines) == 2, result.output
+    assert any(str(truncated) in line and "cannot decode image" in line for line in lines)
     assert any("missing.png" in line for line in lines)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n_images"] == 12 - 2  # two of the test split's 12 images skipped
+    assert metrics["n_images"] == 12 - 1  # one of the test split's 12 images skipped
     skipped = {(s["split"], s["path"]) for s in metrics["skipped_images"]}
-    assert ("test", str(truncated)) in skipped and len(skipped) == 3
+    assert ("test", str(truncated)) in skipped and len(skipped) == 2
     predictions = pd.read_csv(out / "predictions.csv")
-    assert len(predictions) == 10 and str(truncated) not in set(predictions["path"])
+    assert len(predictions) == 11 and str(truncated) not in set(predictions["path"])
     page = (out / "report.html").read_text()
-    assert "3 images could not be read and were skipped" in page
+    assert "2 images could not be read and were skipped" in page
+
+
+def test_an_empty_path_cell_is_one_line_naming_its_line(tiny_checkpoint, tmp_path):
+    manifest = write_grey_images(tmp_path / "d", grey_rows("val", 4) + grey_rows("test", 6))
+    frame = pd.read_csv(manifest)
+    row = int(frame.index[frame["path"] == "test-2-1.png"][0])
+    frame.loc[row, "path"] = None
+    frame.to_csv(manifest, index=False)
+    result = _evaluate(tiny_checkpoint, manifest, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"{manifest}: empty path on line {row + 2}" in result.output

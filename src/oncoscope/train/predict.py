@@ -43,6 +43,8 @@ class _Tolerant(Dataset[tuple[torch.Tensor, int, str]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         try:
             image, _ = self.inner[index]
+        except CorruptFileError as error:  # the dataset's own report of an undecodable file
+            return torch.zeros(self.shape), index, error.message
         except (OSError, ValueError, SyntaxError) as error:  # PIL's ways of failing to decode
             return torch.zeros(self.shape), index, f"cannot read image ({error})"
         return image, index, ""
