@@ -1,8 +1,9 @@
 """Read CT volumes and label masks into one canonical layout.
 
-NIfTI files are read with nibabel; DICOM (a folder holding one series, or a single file) and the
-other ITK formats (MHA, NRRD) with SimpleITK, whose series reader sorts slices along the slice
-normal by ImagePositionPatient and applies RescaleSlope/RescaleIntercept.
+NIfTI files are read with nibabel; DICOM (a folder holding one series, or a single file, single- or
+enhanced multi-frame, uncompressed or compressed) with pydicom and its pylibjpeg decoders (see
+:mod:`oncoscope.io.dicom`: slices sorted along the slice normal by ImagePositionPatient, each
+slice's rescale applied, gaps, duplicates and gantry tilt refused); MHA and NRRD with SimpleITK.
 
 Every volume is brought to the closest canonical RAS+ orientation (nibabel's
 ``as_closest_canonical``: axes permuted and flipped, never resampled) and then stored as
@@ -20,7 +21,6 @@ with flipped or permuted axes gives the same array.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,13 @@ from oncoscope.errors import (
     InvalidOptionError,
     InvalidVolumeError,
     MissingMetadataError,
-    MixedSeriesError,
     OncoscopeError,
-    UnevenSlicesError,
     UnsupportedFormatError,
 )
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".dcm", ".mha", ".mhd", ".nrrd", ".nhdr")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 
 # LPS (DICOM/ITK world) to RAS (NIfTI world): negate x and y.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -97,7 +96,8 @@ def read_volume(
 
     Args:
         path: a NIfTI file (``.nii``, ``.nii.gz``), a folder holding one DICOM series, a single
-            DICOM file, or an MHA/NRRD file.
+            DICOM file (single- or enhanced multi-frame; uncompressed, RLE, JPEG, JPEG-LS,
+            JPEG 2000 or HTJ2K), or an MHA/NRRD file.
         series_uid: for a DICOM folder holding several series, the SeriesInstanceUID to read.
         spacing_mm: voxel size ``(D, H, W)`` in mm (slice, row, column spacing) to use when the
             file's own spacing is zero, negative or NaN (NIfTI ``pixdim``, ITK spacing); a file
@@ -108,11 +108,14 @@ def read_volume(
 
     Raises:
         OncoscopeError: the path does not exist.
-        UnsupportedFormatError: not a format oncoscope reads, or a folder with no DICOM series.
+        UnsupportedFormatError: not a format oncoscope reads, a folder with no DICOM series, or
+            a DICOM transfer syntax no installed decoder reads (file and syntax named).
         MixedSeriesError: a DICOM folder with several series and no ``series_uid``.
-        CorruptFileError: the file cannot be decoded.
+        CorruptFileError: the file cannot be decoded (for DICOM: the file and its transfer
+            syntax named).
         InvalidVolumeError: the volume is empty, not 3-D, holds non-finite values, or its voxels
-            are not real numbers (RGB, complex).
+            are not real numbers (RGB, complex); a DICOM series with a gantry tilt (slices
+            stepping off the slice normal; the angle in degrees is named).
         MissingMetadataError: the voxel spacing is zero, negative or NaN and no ``spacing_mm``
             was given.
         UnevenSlicesError: a DICOM series with a missing slice, two slices at one position, or
@@ -333,12 +336,14 @@ def _read_raw(
     """
     if not path.exists():
         raise OncoscopeError("does not exist", path)
-    if path.is_dir():
-        return _read_dicom_series(path, series_uid)
     if is_nifti(path):
         return _read_nifti(path)
-    if path.name.lower().endswith(ITK_SUFFIXES) or _has_dicom_preamble(path):
+    if path.name.lower().endswith(ITK_SUFFIXES):
         return _read_itk_file(path)
+    if path.is_dir() or path.name.lower().endswith(DICOM_SUFFIXES) or _has_dicom_preamble(path):
+        from oncoscope.io.dicom import read_dicom
+
+        return read_dicom(path, series_uid=series_uid)
     raise UnsupportedFormatError("not a NIfTI (.nii, .nii.gz), DICOM, MHA or NRRD file", path)
 
 
@@ -388,39 +393,6 @@ def _read_itk_file(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.
     return _from_sitk(image, path)
 
 
-def _read_dicom_series(
-    folder: Path, series_uid: str | None
-) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    series = list(reader.GetGDCMSeriesIDs(str(folder)))
-    if not series:
-        raise UnsupportedFormatError("folder holds no DICOM series", folder)
-    if series_uid is None:
-        if len(series) > 1:
-            counts = ", ".join(
-                f"{uid} ({len(reader.GetGDCMSeriesFileNames(str(folder), uid))} files)"
-                for uid in series
-            )
-            raise MixedSeriesError(
-                f"folder holds {len(series)} DICOM series: {counts}; "
-                "keep one series per folder or choose one with its SeriesInstanceUID",
-                folder,
-            )
-        series_uid = series[0]
-    elif series_uid not in series:
-        raise MixedSeriesError(f"no series {series_uid} in folder (found {series})", folder)
-    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
-    check_even_slices(files, folder)
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise CorruptFileError(f"cannot read DICOM series ({_reason(error)})", folder) from error
-    return _from_sitk(image, folder)
-
-
 def _from_sitk(
     image: Any, path: Path
 ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64], bool]:
@@ -450,68 +422,6 @@ def _from_sitk(
     affine_lps[:3, :3] = direction @ np.diag(spacing if valid else (1.0, 1.0, 1.0))
     affine_lps[:3, 3] = origin
     return np.ascontiguousarray(data.transpose(2, 1, 0)), _LPS_TO_RAS @ affine_lps, valid
-
-
-def check_even_slices(files: Sequence[str | Path], folder: str | Path) -> None:
-    """Check that the slices of a DICOM series are evenly spaced along the slice normal.
-
-    Each file's position along the normal (the cross product of the two ImageOrientationPatient
-    directions) is its ImagePositionPatient projected on it. Two steps differ when they differ
-    by more than 1% of the median step or 0.01 mm, whichever is larger. A series whose files
-    lack these tags is not checked.
-
-    Args:
-        files: the series' files.
-        folder: the series folder, named in the error.
-
-    Raises:
-        UnevenSlicesError: two slices at one position, a missing slice, or uneven spacing; the
-            message gives the positions in mm along the normal (``z`` for a transverse series).
-    """
-    import pydicom
-
-    if len(files) < 3:
-        return
-    positions: list[float] = []
-    normal: npt.NDArray[np.float64] | None = None
-    for name in files:
-        try:
-            header = pydicom.dcmread(
-                name,
-                stop_before_pixels=True,
-                specific_tags=["ImagePositionPatient", "ImageOrientationPatient"],
-            )
-            position = np.asarray(header.ImagePositionPatient, dtype=np.float64)
-            orientation = np.asarray(header.ImageOrientationPatient, dtype=np.float64)
-        except (AttributeError, ValueError, TypeError, OSError, pydicom.errors.InvalidDicomError):
-            return  # no geometry to check: the reader decides
-        if position.shape != (3,) or orientation.shape != (6,):
-            return
-        if normal is None:
-            normal = np.cross(orientation[:3], orientation[3:])
-            normal /= np.linalg.norm(normal) or 1.0
-        positions.append(float(position @ normal))
-    ordered = np.sort(np.asarray(positions))
-    steps = np.diff(ordered)
-    step = float(np.median(steps))
-    tolerance = max(0.01, 0.01 * step)
-    for i, gap in enumerate(steps):
-        if gap <= tolerance:
-            raise UnevenSlicesError(
-                f"two slices at z={float(ordered[i]):.4g} mm along the slice normal; "
-                "remove the duplicate",
-                folder,
-            )
-    for i, gap in enumerate(steps):
-        low, high = float(ordered[i]), float(ordered[i + 1])
-        if abs(gap - step) > tolerance:
-            what = "missing slice" if gap > step else "uneven slice spacing"
-            raise UnevenSlicesError(
-                f"{what} between z={low:.4g} and z={high:.4g} mm along the slice normal "
-                f"({gap:.4g} mm apart, {step:.4g} mm elsewhere); the slices cannot be stacked "
-                "at even spacing",
-                folder,
-            )
 
 
 def _reason(error: BaseException) -> str:
