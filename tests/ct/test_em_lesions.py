@@ -27,10 +27,11 @@ runner = CliRunner()
 def drawn_centre_voxels(phantom: Phantom) -> list[tuple[int, int, int]]:
     """Each drawn lesion's centre as a (d, h, w) voxel, from the phantom's own affine."""
     inverse = np.linalg.inv(phantom.affine)
-    return [
-        tuple(int(v) for v in np.round(inverse @ np.array([*lesion.centre_mm, 1.0]))[:3])
-        for lesion in phantom.lesions
-    ]
+    centres = []
+    for lesion in phantom.lesions:
+        d, h, w = (int(v) for v in np.round(inverse @ np.array([*lesion.centre_mm, 1.0]))[:3])
+        centres.append((d, h, w))
+    return centres
 
 
 def plain_dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import h5py
 import numpy as np
@@ -244,7 +245,7 @@ def test_wsi_info_on_a_file_that_is_not_a_slide_is_one_line(tmp_path):
     assert result.exit_code == 2 and "notes.svs: is not a slide" in result.output
 
 
-def _feature(geometry):
+def _feature(geometry: dict[str, Any]) -> dict[str, Any]:
     return {"type": "Feature", "geometry": geometry, "properties": {"classification": "tumour"}}
 
 
