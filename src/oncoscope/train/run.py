@@ -167,14 +167,14 @@ def check_run_folder(
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise OncoscopeError(
-            f"is not empty and holds files that are not a training run's ({shown}); "
-            "choose another --out",
+            f"this folder is not empty and holds files that are not a training run's "
+            f"({shown}); choose another --out",
             run_dir,
         )
     if not overwrite:
         raise OncoscopeError(
-            "is not empty: a training run is there; pass --resume to continue it or "
-            "--overwrite to replace it (or choose another --out)",
+            "this folder is not empty: a training run is there; pass --resume to continue it "
+            "or --overwrite to replace it (or choose another --out)",
             run_dir,
         )
     return entries
