@@ -72,3 +72,20 @@ def test_a_valid_number_still_passes() -> None:
     code, output = _run([*COMMANDS["slide"], "--out", "unused", "--mpp", "0.5", "--stride", "1"])
     assert "Invalid value" not in output
     assert code == 2 and "does not exist" in output  # it went on to the (missing) inputs
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--data", "m.csv", "--out", "r", "--lr", "nan"],
+        ["train", "--data", "m.csv", "--out", "r", "--lr", "0"],
+        ["ct", "prepare", "v", "--out", "o", "--small-mm", "inf"],
+        ["ct", "segment-em", "v.nii.gz", "--out", "o", "--min-area-mm2", "nan"],
+        ["evaluate", "c.ckpt", "--data", "m.csv", "--out", "o", "--target-sensitivity", "nan"],
+    ],
+)
+def test_other_numeric_options_refuse_nan_and_infinities(args):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "finite number" in result.output  # refused at parse time, before any file is read

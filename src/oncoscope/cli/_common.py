@@ -40,6 +40,18 @@ def positive_number(value: float | None) -> float | None:
     return value
 
 
+def finite_number(value: float | None) -> float | None:
+    """Option callback: a finite number (None passes); NaN and infinities are refused at parse
+    time as a usage error (exit code 2) naming the option. Ranges are the option's ``min``/``max``.
+
+    Raises:
+        typer.BadParameter: NaN or an infinity.
+    """
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value:g}")
+    return value
+
+
 #: ``--mpp-of-scan``: the scan's microns per pixel, for slides whose files lack it.
 ScanMpp = Annotated[
     float | None,

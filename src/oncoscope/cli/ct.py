@@ -13,6 +13,7 @@ from oncoscope.cli._common import (
     console,
     error_console,
     exit_on_failures,
+    finite_number,
     progress_bar,
     user_errors,
 )
@@ -35,7 +36,12 @@ def ct_prepare(
         ),
     ] = "liver",
     small_mm: Annotated[
-        float, typer.Option(min=0.0, help="Small lesion: largest in-plane diameter <= this (mm).")
+        float,
+        typer.Option(
+            min=0.0,
+            callback=finite_number,
+            help="Small lesion: largest in-plane diameter <= this (mm).",
+        ),
     ] = 20.0,
     only_small: Annotated[
         bool, typer.Option(help="Keep only tumour slices whose lesions are all small.")
@@ -118,7 +124,12 @@ def ct_preprocess(
         str, typer.Option(help="Noise to inject: none, gaussian, salt-pepper.")
     ] = "none",
     noise_amount: Annotated[
-        float, typer.Option(min=0.0, help="HU std (gaussian) or pixel fraction (salt-pepper).")
+        float,
+        typer.Option(
+            min=0.0,
+            callback=finite_number,
+            help="HU std (gaussian) or pixel fraction (salt-pepper).",
+        ),
     ] = 0.0,
     median_size: Annotated[int, typer.Option(min=1, help="Median filter window, odd pixels.")] = 3,
     phase: Annotated[
@@ -282,21 +293,47 @@ def ct_segment_em(
     ] = "hypodense",
     components: Annotated[int, typer.Option(help="Gaussian mixture components, 2-6.")] = 3,
     min_contrast_hu: Annotated[
-        float, typer.Option(help="Lesion component mean at least this far from the liver's, HU.")
+        float,
+        typer.Option(
+            callback=finite_number,
+            help="Lesion component mean at least this far from the liver's, HU.",
+        ),
     ] = 15.0,
     min_area_mm2: Annotated[
-        float, typer.Option(help="Keep lesions whose largest in-plane section is >= this, mm².")
+        float,
+        typer.Option(
+            callback=finite_number,
+            help="Keep lesions whose largest in-plane section is >= this, mm².",
+        ),
     ] = 30.0,
     margin_mm: Annotated[
-        float, typer.Option(help="ROI rim left out of the fit (partial volume), mm.")
+        float,
+        typer.Option(
+            callback=finite_number, help="ROI rim left out of the fit (partial volume), mm."
+        ),
     ] = 3.0,
-    opening_mm: Annotated[float, typer.Option(help="In-plane opening radius, mm.")] = 2.0,
+    opening_mm: Annotated[
+        float,
+        typer.Option(
+            callback=finite_number,
+            help="In-plane opening radius, mm.",
+        ),
+    ] = 2.0,
     median_size: Annotated[int, typer.Option(help="In-plane median filter, odd pixels.")] = 3,
     init_offset_hu: Annotated[
-        float, typer.Option(help="EM starts at the ROI's median HU and this far below/above.")
+        float,
+        typer.Option(
+            callback=finite_number,
+            help="EM starts at the ROI's median HU and this far below/above.",
+        ),
     ] = 40.0,
     small_mm: Annotated[
-        float, typer.Option(min=0.0, help="Flag lesions with diameter <= this (mm) as small.")
+        float,
+        typer.Option(
+            min=0.0,
+            callback=finite_number,
+            help="Flag lesions with diameter <= this (mm) as small.",
+        ),
     ] = 20.0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and of EM.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs in --out.")] = False,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from oncoscope.cli._common import console, exit_on_failures, user_errors
+from oncoscope.cli._common import console, exit_on_failures, finite_number, user_errors
 
 Resamples = Annotated[
     int, typer.Option(min=1, help="Bootstrap resamples of patients/slides for the 95% CIs.")
@@ -36,7 +36,12 @@ def evaluate(
     ] = None,
     target_sensitivity: Annotated[
         float | None,
-        typer.Option(help="Pick the threshold reaching this validation sensitivity (not Youden)."),
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            callback=finite_number,
+            help="Pick the threshold reaching this validation sensitivity (not Youden).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Workers = 0,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from oncoscope.cli._common import check_out_dir, console, user_errors
+from oncoscope.cli._common import check_out_dir, console, positive_number, user_errors
 
 
 def train(
@@ -31,7 +31,9 @@ def train(
     image_size: Annotated[
         int | None, typer.Option(min=8, help="Resize images to this side (px).")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(callback=positive_number, help="Learning rate.")
+    ] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam, adamw, rmsprop or sgd.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="none, step or cosine.")] = None,
     pretrained: Annotated[
