@@ -88,4 +88,4 @@ def test_other_numeric_options_refuse_nan_and_infinities(args):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert "finite number" in result.output  # refused at parse time, before any file is read
+    assert "Invalid value for" in result.output  # refused at parse time, before any file is read
