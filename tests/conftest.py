@@ -24,18 +24,10 @@ def pytest_report_header() -> list[str]:
     """The CPU the suite ran on and its bf16 support, so a failure can be placed."""
     import torch
 
-    from oncoscope.doctor import cpu_has_native_bf16
+    from oncoscope.hardware import cpu_has_native_bf16, cpu_model
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return [
-        f"cpu: {model}; native bf16: {cpu_has_native_bf16()}; "
+        f"cpu: {cpu_model()}; native bf16: {cpu_has_native_bf16()}; "
         f"torch {torch.__version__} kernels: {torch.backends.cpu.get_cpu_capability()}"
     ]
 

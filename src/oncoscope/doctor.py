@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope import __version__
+from oncoscope.hardware import cpu_has_native_bf16
 
 
 def _version(module: str, attribute: str = "__version__") -> str:
@@ -22,15 +23,6 @@ def _openseadragon() -> str:
     from oncoscope.viewer.assets import INSTALL_HINT, openseadragon_version
 
     return openseadragon_version() or f"not installed (run: {INSTALL_HINT})"
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU advertises AMX-BF16 or AVX-512-BF16 (Linux ``/proc/cpuinfo``)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def offline_weights() -> dict[str, list[str]]:

@@ -37,7 +37,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             "--workers",
             "0",
             "--precision",
-            "32",
+            "fp32",
             "--out",
             str(root / "runs"),
         ],

@@ -73,7 +73,7 @@ def test_cam_points_inside_held_out_phantom_lesions(tmp_path: Path) -> None:
                 "augment": "none",
                 "balanced_sampling": True,
                 "seed": SEED,
-                "precision": "32",
+                "precision": "fp32",
             }
         )
         run = train(config, progress_bar=False)

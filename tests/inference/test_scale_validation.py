@@ -139,7 +139,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "epochs": 6,
             "batch_size": 32,
             "augment": "histology",
-            "precision": "32",
+            "precision": "fp32",
             "num_workers": 0,
             "seed": 0,
         }

@@ -13,7 +13,7 @@ runner = CliRunner()
 
 
 def _args(manifest: Path, out: Path, *extra: str) -> list[str]:
-    common = ["--epochs", "1", "--workers", "0", "--precision", "32", "--out", str(out)]
+    common = ["--epochs", "1", "--workers", "0", "--precision", "fp32", "--out", str(out)]
     return ["train", "--data", str(manifest), "--model", "simple_cnn", *common, *extra]
 
 

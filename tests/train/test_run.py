@@ -9,10 +9,11 @@ import torch
 
 import oncoscope.train.data as training_data
 from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
+from oncoscope.hardware import resolve_precision
 from oncoscope.train.checkpoint import load_model, read_checkpoint
 from oncoscope.train.config import resolve_config
 from oncoscope.train.predict import predict_split
-from oncoscope.train.run import resolve_precision, train
+from oncoscope.train.run import train, training_device
 
 
 def _config(patches, out, **extra):
@@ -22,7 +23,7 @@ def _config(patches, out, **extra):
             "out": out,
             "model": "simple_cnn",
             "num_workers": 0,
-            "precision": "32",
+            "precision": "fp32",
             **extra,
         }
     )
@@ -181,11 +182,12 @@ def test_an_image_that_fails_mid_epoch_is_named_in_one_line(tmp_path, monkeypatc
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    import oncoscope.train.run as run
+    import oncoscope.hardware as hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(run, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto") == "bf16-mixed"
-    monkeypatch.setattr(run, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto") == "32-true"
-    assert resolve_precision("16") == "16-mixed" and resolve_precision("32") == "32-true"
+    assert training_device("auto") == "cpu"
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", training_device("auto")) == "bf16"
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", training_device("auto")) == "fp32"
+    assert resolve_precision("fp16") == "fp16"

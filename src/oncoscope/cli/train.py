@@ -42,7 +42,9 @@ def train(
     weights: Annotated[
         Path | None, typer.Option(help="Local weights file (implies --pretrained).")
     ] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, 32, bf16 or 16.")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16 or fp16 (32 and 16: earlier spellings).")
+    ] = None,
     devices: Annotated[str | None, typer.Option(help="Lightning devices, e.g. auto, 1, 4.")] = None,
     strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
     num_nodes: Annotated[int | None, typer.Option(min=1)] = None,

@@ -26,38 +26,18 @@ from numpy.lib.format import open_memmap
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from oncoscope.doctor import cpu_has_native_bf16
 from oncoscope.errors import InvalidOptionError
+from oncoscope.hardware import LIGHTNING_PRECISION
 from oncoscope.inference.patches import TileDataset
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Share of a slide's tiles re-run at fp32 to measure how often a reduced precision changes
 #: the argmax, at least :data:`AGREEMENT_MIN_TILES` and at most :data:`AGREEMENT_MAX_TILES`.
 AGREEMENT_FRACTION = 0.01
 AGREEMENT_MIN_TILES = 16
 AGREEMENT_MAX_TILES = 256
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 OnBatch = Callable[[int], None]
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for ``auto|fp32|bf16|fp16`` on a device.
-
-    ``auto``: on CUDA bf16 where supported, else fp16; bf16 on a CPU with native bf16 (AMX or
-    AVX-512-BF16); fp32 elsewhere (emulated bf16 is slower than fp32).
-
-    Raises:
-        InvalidOptionError: an unknown precision.
-    """
-    if precision not in PRECISIONS:
-        raise InvalidOptionError(f"--precision must be one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def agreement_sample(tiles: int, requested: int | None = None) -> int:
@@ -309,7 +289,7 @@ def predict_tiles_distributed(
         devices=devices,
         num_nodes=num_nodes,
         strategy="ddp" if devices * num_nodes > 1 else "auto",
-        precision=_LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
+        precision=LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -36,6 +36,7 @@ from numpy.lib.format import open_memmap
 from torch import nn
 
 from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
+from oncoscope.hardware import resolve_precision
 from oncoscope.inference import heatmaps, outputs
 from oncoscope.inference.accumulate import ProbabilityAccumulator, preallocate
 from oncoscope.inference.patches import (
@@ -52,7 +53,6 @@ from oncoscope.inference.predict_tiles import (
     predict_tiles,
     predict_tiles_distributed,
     prepare_model,
-    resolve_precision,
 )
 from oncoscope.inference.scale_search import (
     DEFAULT_SCALES,

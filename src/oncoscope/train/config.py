@@ -14,11 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.hardware import normalize_precision
 
 Optimizer = Literal["adam", "adamw", "rmsprop", "sgd"]
 Scheduler = Literal["none", "step", "cosine"]
 Augment = Literal["auto", "none", "ct", "histology"]
-Precision = Literal["auto", "32", "bf16", "16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class TrainConfig(BaseModel):
@@ -55,6 +56,14 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(2, ge=0)
     seed: int = 0
     recipe: str | None = None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _one_vocabulary(cls, value: Any) -> Any:
+        """Earlier spellings (``32``, ``16``, Lightning's) read as ``fp32``/``fp16``/``bf16``."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(int(value))  # YAML reads ``precision: 32`` as a number
+        return normalize_precision(value) if isinstance(value, str) else value
 
     @field_validator("milestones")
     @classmethod

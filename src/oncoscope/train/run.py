@@ -22,8 +22,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from oncoscope import __version__
-from oncoscope.doctor import cpu_has_native_bf16
 from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
+from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
 from oncoscope.io.atomic import atomic_path
 from oncoscope.models import check_model_name, create_model
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
@@ -56,21 +56,11 @@ class RunResult:
     seconds: float
 
 
-def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """Lightning precision for ``auto|32|bf16|16``.
-
-    ``auto``: bf16 mixed on a GPU with bf16 (else fp16 mixed); bf16 mixed on a CPU with native
-    bf16 (AMX or AVX-512-BF16); fp32 elsewhere.
-    """
-    if precision == "32":
-        return "32-true"
-    if precision == "bf16":
-        return "bf16-mixed"
-    if precision == "16":
-        return "16-mixed"
+def training_device(accelerator: str = "auto") -> str:
+    """``"cuda"`` when Lightning's ``accelerator`` would train on a CUDA GPU, else ``"cpu"``."""
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+        return "cuda"
+    return "cpu"
 
 
 def build_module(config: TrainConfig, data: TrainingData) -> Classifier:
@@ -231,7 +221,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.yaml") as temporary:
         temporary.write_text(config.to_yaml())
-    precision = resolve_precision(config.precision, config.accelerator)
+    precision = resolve_precision(config.precision, training_device(config.accelerator))
     checkpoint = RunCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -255,7 +245,7 @@ def train(
         devices=config.devices,
         strategy=config.strategy,
         num_nodes=config.num_nodes,
-        precision=precision,  # type: ignore[arg-type]
+        precision=LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
         deterministic=True,
         callbacks=[
             checkpoint,  # before `latest`, so last.ckpt holds this epoch's best-model state
