@@ -48,6 +48,13 @@ def scale(
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 16,
+    stain_normalize: Annotated[
+        bool,
+        typer.Option(
+            help="Normalise crops to the stain target of the checkpoint's training tiles "
+            "(wsi tile --stain-normalize); --no-stain-normalize: the slide's own colours."
+        ),
+    ] = True,
     mpp_of_scan: ScanMpp = None,
     magnification_of_scan: ScanMagnification = None,
 ) -> None:
@@ -74,6 +81,7 @@ def scale(
                 annotations=annotations,
                 scan_mpp=mpp_of_scan,
                 scan_magnification=magnification_of_scan,
+                stain_normalize=stain_normalize,
                 progress=lambda done, _total: bar.update(task, completed=done),
             )
         paths = write_scale_outputs(result, out)

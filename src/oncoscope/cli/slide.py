@@ -118,6 +118,14 @@ def slide(
             "tissue, precision, ...): redo it, or error (refuse it, naming what differs)."
         ),
     ] = "redo",
+    stain_normalize: Annotated[
+        bool,
+        typer.Option(
+            help="Normalise tiles to the stain target the checkpoint's training tiles were "
+            "normalised to (wsi tile --stain-normalize); --no-stain-normalize: the slide's own "
+            "colours."
+        ),
+    ] = True,
     mpp_of_scan: ScanMpp = None,
     magnification_of_scan: ScanMagnification = None,
 ) -> None:
@@ -153,6 +161,7 @@ def slide(
         scan_magnification=magnification_of_scan,
         overwrite=overwrite,
         on_mismatch=on_mismatch,
+        stain_normalize=stain_normalize,
     )
     with user_errors(), progress_bar() as progress:
         overall = progress.add_task("slides", total=None)

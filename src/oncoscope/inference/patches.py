@@ -186,6 +186,8 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         tile_px: tile side at the target resolution.
         target: the resolution (see :meth:`oncoscope.io.slides.Slide.resolution`).
         scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
+        stain: a fitted stain target (:meth:`oncoscope.pathology.stain.StainNormalizer.state`,
+            as a checkpoint records it) every tile is normalised to after reading; None: none.
     """
 
     def __init__(
@@ -196,12 +198,15 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         target: Resolution,
         scan_mpp: float | None = None,
         scan_magnification: float | None = None,
+        stain: dict[str, Any] | None = None,
     ) -> None:
         self.path = str(path)
         self.positions = np.asarray(positions_level0, dtype=np.float64)
         self.tile_px = tile_px
         self.target = target
         self.scan = {"mpp": scan_mpp, "magnification": scan_magnification}
+        self.stain = stain
+        self._normaliser: Any = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -217,8 +222,14 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         """Read the tiles at ``indices`` into ``out`` (``(len(indices), H, W, 3) uint8``)."""
         slide = pooled_slide(self.path, **self.scan)
         size = (self.tile_px, self.tile_px)
+        if self.stain is not None and self._normaliser is None:
+            from oncoscope.pathology.stain import StainNormalizer
+
+            self._normaliser = StainNormalizer.from_state(self.stain)
         for slot, (x, y) in enumerate(self.positions[indices].tolist()):
             slide.read_at((x, y), size, self.target, out[slot])
+            if self._normaliser is not None:
+                out[slot] = self._normaliser(out[slot])
 
     def batches(self, batch_size: int, indices: np.ndarray[Any, Any] | None = None) -> TileBatches:
         """These tiles (or those at ``indices``, in that order) in batches of ``batch_size``."""

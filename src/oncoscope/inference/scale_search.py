@@ -68,6 +68,7 @@ from oncoscope.inference.slide_tissue import slide_tissue
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Resolution, Slide, open_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
+from oncoscope.pathology.stain import StainNormalizer
 from oncoscope.pathology.tiling import random_positions
 from oncoscope.train.checkpoint import input_magnification, load_model
 from oncoscope.train.data import eval_transform
@@ -199,6 +200,7 @@ def search_scale(
     scan_mpp: float | None = None,
     scan_magnification: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stain_normalize: bool = True,
 ) -> ScaleResult:
     """Run Algorithm 1 of seed 003 on one slide (see the module docstring).
 
@@ -216,6 +218,8 @@ def search_scale(
         scan_mpp: microns per level-0 pixel of the scan, replacing the slide's own.
         scan_magnification: objective power of the scan, replacing the slide's own.
         progress: called with ``(scales done, scales)`` after each scale.
+        stain_normalize: normalise every crop to the stain target the checkpoint records
+            (``wsi tile --stain-normalize``), as ``oncoscope slide`` does; off: the slide's own.
 
     Returns:
         The :class:`ScaleResult`.
@@ -265,8 +269,12 @@ def search_scale(
         labels = load_labels(annotations, slide.dimensions) if annotations else None
         point_labels = [_label_at(labels, xy) for xy in centres] if labels else []
         features_by_scale = []
+        stain = (spec.get("preprocessing") or {}).get("stain") if stain_normalize else None
+        normalise = StainNormalizer.from_state(stain) if isinstance(stain, dict) else None
         for index, target in enumerate(targets):
             crops = np.stack([_read_centred(slide, xy, crop_px, target) for xy in centres])
+            if normalise is not None:
+                crops = np.stack([normalise(crop) for crop in crops])
             features_by_scale.append(_features(model, crops, transform, batch_size))
             if progress is not None:
                 progress(index + 1, len(targets))

@@ -130,6 +130,9 @@ class SlideOptions:
             the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
             random tissue points, with the same scan overrides and the same reads as the
             classification, and classify at its winner.
+        stain_normalize: normalise every tile to the stain target the checkpoint records
+            (tiles made by ``wsi tile --stain-normalize``); off: classify the slide's own
+            colours. Without a recorded target it changes nothing.
     """
 
     magnification: float | None = None
@@ -152,6 +155,7 @@ class SlideOptions:
     auto_scale: bool = False
     scales: tuple[float, ...] = DEFAULT_SCALES
     scale_points: int = 100
+    stain_normalize: bool = True
 
 
 @dataclass(frozen=True)
@@ -348,7 +352,26 @@ def slide_settings(
         "precision": resolve_precision(options.precision, _device(classifier, options)),
         "heatmap_class": options.heatmap_class,
         "annotations_sha256": _sha256_or_none(annotations),
+        "stain": stain_target(classifier.spec, options),
     }
+
+
+def stain_target(spec: dict[str, Any], options: SlideOptions) -> dict[str, Any] | None:
+    """The stain target the model's training tiles were normalised to (``wsi tile
+    --stain-normalize``, recorded in the checkpoint), unless ``options.stain_normalize`` is off;
+    None when there is none."""
+    target = (spec.get("preprocessing") or {}).get("stain")
+    return target if options.stain_normalize and isinstance(target, dict) else None
+
+
+def _stain_record(spec: dict[str, Any], options: SlideOptions) -> str | None:
+    """``summary.json``'s ``stain_normalized``: the method applied, ``"off
+    (--no-stain-normalize)"`` when the checkpoint has a target that was not applied, None when
+    it has none."""
+    recorded = (spec.get("preprocessing") or {}).get("stain")
+    if not isinstance(recorded, dict):
+        return None
+    return str(recorded.get("method")) if options.stain_normalize else "off (--no-stain-normalize)"
 
 
 def discard_outputs(folder: str | Path) -> None:
@@ -469,6 +492,7 @@ def _infer_slide(
         tiles_per_second=len(grid) / seconds if seconds > 0 else None,
         phase_seconds=phases,
         precision=precision,
+        stain_normalized=_stain_record(classifier.spec, options),
     )
     if agreement is not None:
         summary["precision_agreement"] = agreement
@@ -535,6 +559,7 @@ def _auto_scale(
             allow_upsampling=options.allow_upsampling,
             scan_mpp=options.scan_mpp,
             scan_magnification=options.scan_magnification,
+            stain_normalize=options.stain_normalize,
         )
     with writing(folder / "scale.json"):
         write_scale_outputs(result, folder)
@@ -602,6 +627,7 @@ def _classify(
         grid.target,
         options.scan_mpp,
         options.scan_magnification,
+        stain=stain_target(classifier.spec, options),
     )
     path = work / "tiles.npy"
     shape = (len(grid), len(classifier.class_names))

@@ -65,6 +65,53 @@ class StainNormalizer:
         self._normaliser.fit(_to_chw(reference))
         return self
 
+    def state(self) -> dict[str, Any]:
+        """The fitted target as plain values (JSON, checkpoints), not a path to the reference.
+
+        ``{"method": "macenko", "stain_matrix": (3, 2) H&E optical-density vectors,
+        "max_concentrations": (2,)}`` or ``{"method": "reinhard", "lab_means": (3,),
+        "lab_stds": (3,)}``; :meth:`from_state` rebuilds the same normaliser.
+        """
+        n = self._normaliser
+        if self.method == "macenko":
+            return {
+                "method": "macenko",
+                "stain_matrix": n.HERef.float().tolist(),
+                "max_concentrations": n.maxCRef.float().tolist(),
+            }
+        return {
+            "method": "reinhard",
+            "lab_means": torch.as_tensor(n.target_means).float().tolist(),
+            "lab_stds": torch.as_tensor(n.target_stds).float().tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> StainNormalizer:
+        """The normaliser whose :meth:`state` is ``state``.
+
+        Raises:
+            InvalidOptionError: an unknown method or values of the wrong shape.
+        """
+        method = str(state.get("method"))
+        normaliser = cls(method)
+        try:
+            if method == "macenko":
+                matrix = torch.tensor(state["stain_matrix"], dtype=torch.float32)
+                maxima = torch.tensor(state["max_concentrations"], dtype=torch.float32)
+                if matrix.shape != (3, 2) or maxima.shape != (2,):
+                    raise ValueError("shape")
+                normaliser._normaliser.HERef, normaliser._normaliser.maxCRef = matrix, maxima
+            else:
+                means = torch.tensor(state["lab_means"], dtype=torch.float32)
+                stds = torch.tensor(state["lab_stds"], dtype=torch.float32)
+                if means.shape != (3,) or stds.shape != (3,):
+                    raise ValueError("shape")
+                normaliser._normaliser.target_means = means
+                normaliser._normaliser.target_stds = stds
+        except (KeyError, TypeError, ValueError):
+            raise InvalidOptionError(f"not a fitted {method} stain target: {state}") from None
+        return normaliser
+
     def __call__(self, rgb: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.uint8]]:
         """Normalise a ``(rows, cols, 3) uint8`` tile; returns the same shape and dtype.
 

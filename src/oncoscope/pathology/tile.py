@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -38,6 +38,9 @@ from oncoscope.io.slides import Resolution, Slide, pooled_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels, nothing_labelled
 from oncoscope.pathology.tiling import EDGE_POLICIES, EdgePolicy, grid_positions, random_positions
 from oncoscope.pathology.tissue import TissueMask, region_fraction, tissue_mask
+
+if TYPE_CHECKING:
+    from oncoscope.pathology.stain import StainNormalizer
 
 #: Columns of a tile manifest, in order (``wsi tile``).
 WSI_COLUMNS = (
@@ -55,6 +58,7 @@ WSI_COLUMNS = (
     "kind",
     "level",
     "source",
+    "stain",
 )
 #: File suffixes taken as slides when a folder is given.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif",
@@ -265,6 +269,9 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
                 taken += 1
     normalise = _stain_normaliser(options)
     rows = _write_tiles(slide, job, target, chosen, out_dir, options, tissue, thumbnail, normalise)
+    stain = normalise.state() if normalise is not None else None
+    for row in rows:  # the fitted target, so that training and inference can apply it again
+        row["stain"] = json.dumps(stain, separators=(",", ":")) if stain is not None else ""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["label"]] = counts.get(row["label"], 0) + 1
@@ -288,6 +295,7 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
             "mask_downsample": tissue.downsample,
         },
         "tiles": {"grid_positions": len(grid), "kept": len(rows), "by_label": counts},
+        "stain": stain,
         "warnings": warnings,
         "options": asdict(options),
     }
@@ -425,9 +433,7 @@ def _label_of(
     return TISSUE, region_fraction(tissue.mask, location_xy, extent_wh, tissue.downsample)
 
 
-def _stain_normaliser(
-    options: TileOptions,
-) -> Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None:
+def _stain_normaliser(options: TileOptions) -> StainNormalizer | None:
     if options.stain_reference is None:
         return None
     from oncoscope.pathology.stain import StainNormalizer, read_rgb

@@ -19,6 +19,7 @@ batches and augmentations the uninterrupted run would have, whatever the number 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ from oncoscope.errors import CorruptFileError, ManifestError
 GROUP_COLUMNS = ("group", "patient_id", "slide")
 #: Manifest columns that describe how the images were made; stored in the checkpoint.
 PREPROCESSING_COLUMNS = ("window", "mpp", "magnification", "row_mm", "col_mm", "size")
+#: ``wsi tile --stain-normalize``: the fitted stain target as JSON (empty: not normalised).
+STAIN_COLUMN = "stain"
 #: Images whose pixels are decoded before training (spread evenly over the manifest); every
 #: image's header is read regardless. ``check_images`` decodes them all.
 DECODE_SAMPLE = 64
@@ -145,6 +148,9 @@ def load_training_data(
     preprocessing = {
         c: _plain(frame[c].iloc[0]) for c in PREPROCESSING_COLUMNS if c in frame.columns
     }
+    stain = _stain_target(frame, path)
+    if stain is not None:
+        preprocessing["stain"] = stain
     return TrainingData(
         frame, classes, next(iter(modes)), image_size, group, preprocessing, path.resolve()
     )
@@ -400,6 +406,30 @@ class ManifestDataModule(pl.LightningDataModule):
 
 def _channels(mode: str) -> int:
     return 1 if mode in ("L", "I", "I;16", "F", "1", "LA") else 3
+
+
+def _stain_target(frame: pd.DataFrame, manifest: Path) -> dict[str, Any] | None:
+    """The stain target every tile was normalised to (``wsi tile --stain-normalize``), or None.
+
+    Raises:
+        ManifestError: tiles normalised to different targets, or some normalised and some not.
+    """
+    if STAIN_COLUMN not in frame.columns:
+        return None
+    values = {"" if pd.isna(v) else str(v).strip() for v in frame[STAIN_COLUMN]}
+    if values == {""}:
+        return None
+    if len(values) > 1:
+        raise ManifestError(
+            "tiles were stain-normalised to different targets (or some not at all); "
+            "tile every slide with the same --stain-normalize reference",
+            manifest,
+        )
+    try:
+        target: dict[str, Any] = json.loads(values.pop())
+    except json.JSONDecodeError:
+        raise ManifestError("the stain column is not the JSON wsi tile writes", manifest) from None
+    return target
 
 
 def _plain(value: Any) -> Any:
