@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope import __version__
-from oncoscope.hardware import cpu_has_native_bf16
+from oncoscope.hardware import cpu_has_native_bf16, cpu_model
 
 
 def _version(module: str, attribute: str = "__version__") -> str:
@@ -65,7 +65,7 @@ def report() -> dict[str, Any]:
         "openseadragon (viewer)": _openseadragon(),
     }
     device: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": f"{cpu_model()} ({platform.machine()})",
         "cpu_native_bf16": cpu_has_native_bf16(),
     }
     try:
