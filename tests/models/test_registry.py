@@ -98,3 +98,36 @@ def test_simple_cnn_weights_must_match_its_class_count(tmp_path):
     with pytest.raises(OncoscopeError, match="do not fit"):
         create_model("simple_cnn", num_classes=5, input_size=32, weights=tmp_path / "s.pt")
     assert np.isfinite(loaded(torch.zeros(1, 3, 32, 32)).detach().numpy()).all()
+
+
+def test_a_model_is_added_by_one_decorated_factory(monkeypatch):
+    from torch import nn
+
+    from oncoscope.models import registry
+
+    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))
+
+    @registry.register_model("tiny_linear", "a test model", "none", input_size_kwarg="side")
+    def _tiny(num_classes, pretrained, weights, in_chans, kwargs):
+        side = kwargs.pop("side")
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * side * side, num_classes))
+
+    kwargs = registry.training_kwargs("tiny_linear", {}, image_size=8, dropout=None)
+    assert kwargs == {"side": 8}
+    model = create_model("tiny_linear", num_classes=3, in_chans=2, **kwargs)
+    assert model(torch.zeros(4, 2, 8, 8)).shape == (4, 3)
+    assert registry.MODELS["tiny_linear"].description == "a test model"
+
+
+def test_training_fills_in_what_each_model_needs():
+    from oncoscope.models.registry import training_kwargs
+
+    assert training_kwargs("simple_cnn", {}, image_size=64, dropout=0.3) == {
+        "input_size": 64,
+        "dropout": 0.3,
+    }
+    assert training_kwargs("resnet18", {"x": 1}, image_size=64, dropout=0.3) == {
+        "x": 1,
+        "drop_rate": 0.3,
+    }
+    assert training_kwargs("sa_efficientnet", {}, image_size=64, dropout=None) == {}

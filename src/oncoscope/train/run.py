@@ -26,6 +26,7 @@ from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeErro
 from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
 from oncoscope.io.atomic import atomic_path
 from oncoscope.models import check_model_name, create_model
+from oncoscope.models.registry import training_kwargs
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
 from oncoscope.train.checkpoint import read_checkpoint
 from oncoscope.train.config import TrainConfig
@@ -65,13 +66,9 @@ def training_device(accelerator: str = "auto") -> str:
 
 def build_module(config: TrainConfig, data: TrainingData) -> Classifier:
     """The model from the registry and the LightningModule around it."""
-    kwargs = dict(config.model_kwargs)
-    if config.model == "simple_cnn":
-        kwargs.setdefault("input_size", data.image_size)
-        if config.dropout is not None:
-            kwargs["dropout"] = config.dropout
-    elif config.dropout is not None:
-        kwargs["drop_rate"] = config.dropout
+    kwargs = training_kwargs(
+        config.model, config.model_kwargs, image_size=data.image_size, dropout=config.dropout
+    )
     model = create_model(
         config.model,
         num_classes=len(data.classes),
