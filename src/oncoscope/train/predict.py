@@ -22,8 +22,7 @@ class SplitPredictions:
 
     Attributes:
         frame: the split's manifest rows that were read, plus ``pred`` and ``prob_<class>``.
-        skipped: ``(file, problem)`` per unreadable image, in manifest order; ``file`` is the
-            image, or the manifest for an empty ``path`` cell.
+        skipped: ``(image, problem)`` per unreadable image, in manifest order.
     """
 
     frame: pd.DataFrame
@@ -59,28 +58,24 @@ def predict_readable(
     num_workers: int = 0,
 ) -> SplitPredictions:
     """Class probabilities for every readable image of one split; unreadable ones (missing,
-    truncated or undecodable files, empty ``path`` cells) are listed, not predicted.
+    truncated or undecodable files) are listed, not predicted.
 
     Returns:
         :class:`SplitPredictions`: the rows read, in manifest order, with ``pred`` (class name)
         and ``prob_<class>`` (softmax probabilities), and the skipped images.
 
     Raises:
-        ManifestError: an empty split, no readable image in it, or labels the checkpoint's
-            classes do not include.
+        ManifestError: an empty split, no readable image in it, labels the checkpoint's
+            classes do not include, or an empty ``path`` cell (:func:`read_manifest`).
         OncoscopeError: see :func:`oncoscope.train.checkpoint.load_model`.
     """
     model, spec = load_model(checkpoint)
     frame = read_manifest(manifest, required=("path", "label", "split"))
-    empty = frame["path"] == ""
     chosen = frame["split"] == split
     if not chosen.any():
         raise ManifestError(f"the {split} split is empty", manifest)
-    skipped = [
-        (str(manifest), f"row {i + 1} ({split} split): the path cell is empty")
-        for i in frame.index[chosen & empty]
-    ]
-    rows = frame[chosen & ~empty].reset_index(drop=True)
+    skipped: list[tuple[str, str]] = []
+    rows = frame[chosen].reset_index(drop=True)
     classes = list(spec["classes"])
     unknown = sorted(set(rows["label"].astype(str)) - set(classes))
     if unknown:
