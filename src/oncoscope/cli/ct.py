@@ -59,14 +59,33 @@ def ct_prepare(
     volume_prefix: Annotated[str, typer.Option(help="File-name prefix of volumes.")] = "volume-",
     mask_prefix: Annotated[str, typer.Option(help="File-name prefix of masks.")] = "segmentation-",
     spacing_mm: SpacingMm = None,
+    denoise: Annotated[
+        str, typer.Option(help="Median denoising in HU: none, median (3 px) or median:SIZE.")
+    ] = "none",
+    roi: Annotated[
+        str,
+        typer.Option(
+            help="Liver ROI; outside it is set to the window's low end: none, em (Gaussian "
+            "mixture on HU) or mask (the segmentation's liver label)."
+        ),
+    ] = "none",
+    on_empty_roi: Annotated[
+        str, typer.Option(help="A slice whose ROI is empty: keep (unmasked) or drop.")
+    ] = "keep",
 ) -> None:
     """Labelled transverse slices (PNG) and a patient-split manifest.csv from LiTS-style volumes."""
+    from oncoscope.ct.chain import ROI_SOURCES, RoiSource, SliceChain, parse_denoise
     from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
     from oncoscope.ct.window import parse_windows
     from oncoscope.dataset.split import parse_ratio
+    from oncoscope.errors import InvalidOptionError
     from oncoscope.io.volumes import parse_spacing_mm
 
     with user_errors(out=out):
+        if roi not in ROI_SOURCES:
+            raise InvalidOptionError(f"--roi '{roi}' is not one of {', '.join(ROI_SOURCES)}")
+        if on_empty_roi not in ("keep", "drop"):
+            raise InvalidOptionError(f"--on-empty-roi '{on_empty_roi}' is not keep or drop")
         options = PrepareOptions(
             windows=parse_windows(window),
             small_mm=small_mm,
@@ -78,6 +97,8 @@ def ct_prepare(
             volume_prefix=volume_prefix,
             mask_prefix=mask_prefix,
             spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
+            chain=SliceChain(parse_denoise(denoise), cast(RoiSource, roi), seed=seed),
+            on_empty_roi="drop" if on_empty_roi == "drop" else "keep",
         )
         with progress_bar() as progress:
             task = progress.add_task("volumes", total=None)
@@ -91,6 +112,22 @@ def ct_prepare(
                     task, total=total, advance=1
                 ),
             )
+    for note in report.notes:
+        console.print(note, highlight=False)
+    for event in report.empty_roi:
+        error_console.print(
+            f"warning: {event['volume']} slice {event['slice_index']}: liver ROI is empty on "
+            f"this slice; {event['action']}",
+            highlight=False,
+        )
+    if report.roi_dice is not None:
+        d = report.roi_dice
+        console.print(
+            f"EM liver ROI vs liver label, Dice over {d['slices']} slices: min {d['min']:.3f}, "
+            f"quartiles {d['q1']:.3f} / {d['median']:.3f} / {d['q3']:.3f}, max {d['max']:.3f}, "
+            f"mean {d['mean']:.3f}; {d['below_0.5']} below 0.5",
+            highlight=False,
+        )
     if report.manifest is not None:
         print_split_table(report.split_table())
         console.print(f"wrote {len(report.rows)} slices and {report.manifest}")

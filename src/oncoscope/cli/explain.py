@@ -66,6 +66,7 @@ def explain(
                 keys=keys,
                 labels=labels,
                 lesion_masks=masks,
+                manifest=data,
                 on_image=lambda _path, _error: bar.advance(task),
             )
     if report.csv is not None:

@@ -6,7 +6,12 @@ canonical layout, its mask checked against it, its slices labelled from the mask
 ``OUT/slices/patient-N/`` (written to a temporary folder, renamed when complete), with their
 masks at the same size under ``OUT/masks/patient-N/``: ``slice-KKKK-lesions.png`` holds each
 pixel's lesion id (0 none; ids as in ``lesions.csv``) and ``slice-KKKK-liver.png`` the liver
-including its lesions (255) (manifest columns ``lesion_mask`` and ``liver_mask``). Patients are
+including its lesions (255) (manifest columns ``lesion_mask`` and ``liver_mask``). The seed-001
+chain (``options.chain``: median denoising, liver ROI, masking; :func:`oncoscope.ct.chain.
+apply_chain`) is applied to each slice in HU before windowing and recorded in the ``chain``
+column and ``prepare.json``; with the EM ROI each slice's ROI is scored against the liver label
+(``roi_dice``). A re-run into a folder whose ``prepare.json`` records another chain first removes
+the earlier slices, masks and tables, and says so (``report.notes``). Patients are
 then split by :func:`oncoscope.dataset.split.split_groups`, stratified by whether they have a
 lesion larger than ``small_mm``, only small lesions, or none. A bad patient is reported and the
 others still written, unless ``strict``.
@@ -17,11 +22,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -29,7 +35,9 @@ from skimage.transform import resize
 
 from oncoscope import __version__
 from oncoscope.batch import run_guarded
+from oncoscope.ct.chain import SliceChain, apply_chain, chain_text, describe, fill_hu
 from oncoscope.ct.lesions import label_lesions
+from oncoscope.ct.liver_roi import dice
 from oncoscope.ct.slices import TUMOUR, TUMOUR_LABEL, label_slices, select_slices
 from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
@@ -71,6 +79,9 @@ class PrepareOptions:
         mask_prefix: file-name prefix of masks (LiTS: ``segmentation-``).
         spacing_mm: voxel size ``(D, H, W)`` in mm for files whose own is zero, negative or NaN;
             None refuses such files.
+        chain: the seed-001 chain applied to every slice (default: none).
+        on_empty_roi: a slice whose liver ROI comes out empty is ``"keep"`` (written unmasked)
+            or ``"drop"`` (not written); either way it is reported.
     """
 
     windows: tuple[HUWindow, ...]
@@ -83,6 +94,8 @@ class PrepareOptions:
     volume_prefix: str = "volume-"
     mask_prefix: str = "segmentation-"
     spacing_mm: tuple[float, float, float] | None = None
+    chain: SliceChain = field(default_factory=SliceChain)
+    on_empty_roi: Literal["keep", "drop"] = "keep"
 
 
 @dataclass(frozen=True)
@@ -96,12 +109,16 @@ class Case:
 
 @dataclass
 class PatientResult:
-    """What one patient contributed: manifest rows (without split), lesions, stratum."""
+    """What one patient contributed: manifest rows (without split), lesions, stratum, and
+    (with a chain) the ROI Dice of every slice the chain ran on and the slices whose ROI was
+    empty."""
 
     patient_id: str
     rows: list[dict[str, Any]]
     lesions: list[dict[str, Any]]
     stratum: str
+    roi_dice: list[float] = field(default_factory=list)
+    empty_roi: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +130,9 @@ class PrepareReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     splits: dict[str, str] = field(default_factory=dict)
+    empty_roi: list[dict[str, Any]] = field(default_factory=list)
+    roi_dice: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def split_table(self) -> list[dict[str, Any]]:
         """Per split: patients, slices, tumour slices, healthy slices."""
@@ -180,12 +200,24 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
     check_same_grid(volume, mask)
     if not (mask.array >= 1).any():
         raise InvalidVolumeError("mask holds no liver or tumour voxels (labels 1, 2)", case.mask)
+    if options.chain.roi == "mask" and not (mask.array == 1).any():
+        raise InvalidVolumeError(
+            "--roi mask needs the liver label (1), and this segmentation has none", case.mask
+        )
     labels, lesions = label_slices(mask.array, volume.spacing_mm, small_mm=options.small_mm)
     chosen = select_slices(
         labels, healthy_per_patient=options.healthy_per_patient, only_small=options.only_small
     )
     folder_name = f"patient-{case.patient_id}"
     rows: list[dict[str, Any]] = []
+    scores: list[float] = []
+    empty: list[dict[str, Any]] = []
+    chain, chain_cell, fill = (
+        options.chain,
+        chain_text(options.chain.record()),
+        fill_hu(options.windows),
+    )
+    pixel_mm = (volume.spacing_mm[1], volume.spacing_mm[2])
     lesion_ids = _LesionIds(mask.array == TUMOUR_LABEL)
     writing = out_dir / "slices" / folder_name  # the file being written, named if writing fails
     try:
@@ -201,17 +233,46 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
                     name.replace(".png", "-lesions.png"),
                     name.replace(".png", "-liver.png"),
                 )
+                liver_slice = mask.array[item.slice_index] >= 1
+                chained = apply_chain(
+                    volume.array[item.slice_index],
+                    chain,
+                    liver_slice,
+                    pixel_mm=pixel_mm,
+                    fill_hu=fill,
+                )
+                score = None
+                if chain.roi == "em" and chained.roi is not None:
+                    score = dice(chained.roi, liver_slice)
+                    scores.append(score)
+                if chained.roi_empty:
+                    drop = options.on_empty_roi == "drop"
+                    empty.append(
+                        {
+                            "patient_id": case.patient_id,
+                            "volume": str(case.volume),
+                            "slice_index": item.slice_index,
+                            "label": item.label,
+                            "action": "dropped" if drop else "kept unmasked",
+                        }
+                    )
+                    if drop:
+                        continue
                 writing = out_dir / "slices" / folder_name / name
-                image = _render(volume.array[item.slice_index], options)
+                image = _render(chained.hu, options)
                 Image.fromarray(image).save(temporary / name)
                 writing = out_dir / "masks" / folder_name / liver_name
-                liver = (mask.array[item.slice_index] >= 1).astype(np.uint8) * 255
+                liver = liver_slice.astype(np.uint8) * 255
                 Image.fromarray(_resize_mask(liver, options)).save(masks / liver_name)
                 writing = out_dir / "masks" / folder_name / lesion_name
                 ids = _resize_mask(lesion_ids.slice(item.slice_index), options)
                 Image.fromarray(ids).save(masks / lesion_name)
                 geometry = (volume.spacing_mm, volume.shape, out_dir)
-                rows.append(_row(case, item, folder_name, name, options, *geometry))
+                row = _row(case, item, folder_name, name, options, *geometry)
+                row["chain"] = chain_cell
+                row["roi_dice"] = "" if score is None else round(score, 4)
+                row["roi_empty"] = chained.roi_empty
+                rows.append(row)
     except OSError as error:  # a full disk...: the partial folders are gone (atomic_path)
         reason = error.strerror or str(error)
         raise OutputWriteError(f"cannot write ({reason})", writing) from error
@@ -233,7 +294,7 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
         stratum = "small-only"
     else:
         stratum = "large"
-    return PatientResult(case.patient_id, rows, lesion_rows, stratum)
+    return PatientResult(case.patient_id, rows, lesion_rows, stratum, scores, empty)
 
 
 def _row(
@@ -316,6 +377,7 @@ def prepare_dataset(
     if strict and problems:
         raise OncoscopeError(problems[0][1], problems[0][0])
     split_counts(len(cases), options.ratio)  # too few patients for the split: fail before work
+    notes = _clear_other_chain(out, options.chain)
     out.mkdir(parents=True, exist_ok=True)
     results: list[PatientResult] = []
     failures = list(problems)
@@ -339,10 +401,12 @@ def prepare_dataset(
             results.append(outcome)
             if on_case_done:
                 on_case_done(case.patient_id, None, len(cases))
-    report = PrepareReport(out_dir=out, manifest=None, failures=failures)
+    report = PrepareReport(out_dir=out, manifest=None, failures=failures, notes=notes)
     if not results:
         return report
     results.sort(key=lambda r: _natural(r.patient_id))
+    report.empty_roi = [event for r in results for event in r.empty_roi]
+    report.roi_dice = roi_dice_summary([score for r in results for score in r.roi_dice])
     try:
         _write_tables(report, results, out, folder, options)
     except OncoscopeError as error:
@@ -383,6 +447,10 @@ def _write_tables(
         },
         "split_table": report.split_table(),
         "failures": [{"path": p, "error": m} for p, m in report.failures],
+        "chain": options.chain.record(),
+        "roi_dice": report.roi_dice,
+        "empty_roi": report.empty_roi,
+        "notes": report.notes,
     }
     written: list[Path] = []
     writing = out / "manifest.csv"
@@ -400,6 +468,51 @@ def _write_tables(
             path.unlink(missing_ok=True)
         raise OutputWriteError(f"cannot write ({error.strerror or error})", writing) from error
     report.manifest = manifest
+
+
+def roi_dice_summary(scores: list[float]) -> dict[str, Any] | None:
+    """Distribution of the EM ROI's Dice against the liver label: ``slices``, ``min``, ``q1``,
+    ``median``, ``q3``, ``max``, ``mean`` and ``below_0.5`` (count); None without scores.
+
+    Every slice the chain ran on counts, dropped ones too (an empty ROI scores 0).
+    """
+    if not scores:
+        return None
+    values = np.asarray(scores, dtype=np.float64)
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return {
+        "slices": int(values.size),
+        "min": round(float(values.min()), 4),
+        "q1": round(float(q1), 4),
+        "median": round(float(median), 4),
+        "q3": round(float(q3), 4),
+        "max": round(float(values.max()), 4),
+        "mean": round(float(values.mean()), 4),
+        "below_0.5": int((values < 0.5).sum()),
+    }
+
+
+def _clear_other_chain(out: Path, chain: SliceChain) -> list[str]:
+    """Remove an earlier run's slices, masks and tables when its ``prepare.json`` records
+    another chain (none recorded: none), so that no slice of the other chain stays; return
+    what was done, for the report. An unreadable ``prepare.json`` leaves everything as is.
+    """
+    try:
+        earlier = json.loads((out / "prepare.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(earlier, dict) or earlier.get("chain") == chain.record():
+        return []
+    for name in ("manifest.csv", "lesions.csv", "prepare.json"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("slices", "masks"):
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name)
+    return [
+        f"{out} held slices prepared with chain {describe(earlier.get('chain'))}; removed them "
+        f"(slices/, masks/, manifest.csv, lesions.csv, prepare.json) before writing chain "
+        f"{describe(chain.record())}"
+    ]
 
 
 def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:

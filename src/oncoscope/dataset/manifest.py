@@ -41,6 +41,9 @@ CT_COLUMNS = (
     "lesion_mask",
     "liver_mask",
     "source_relative",
+    "chain",
+    "roi_dice",
+    "roi_empty",
 )
 
 

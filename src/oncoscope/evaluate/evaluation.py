@@ -486,15 +486,18 @@ def evaluate_checkpoint(
     test patients' lesions).
 
     Raises:
-        OncoscopeError: a bad checkpoint, manifest or option; an empty split; with
+        OncoscopeError: a bad checkpoint, manifest or option; a manifest prepared with another
+            CT chain than the checkpoint's (``ct prepare --denoise/--roi``); an empty split; with
             ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
+    from oncoscope.ct.chain import check_manifest_chain
     from oncoscope.train.checkpoint import read_checkpoint
     from oncoscope.train.predict import predict_readable
 
     settings = settings or EvaluationSettings()
     checkpoint, manifest, out = Path(checkpoint), Path(manifest), Path(out)
     spec = read_checkpoint(checkpoint)["spec"]
+    check_manifest_chain(spec, manifest)  # slices made with the checkpoint's chain, or refused
     classes = [str(c) for c in spec["classes"]]
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting

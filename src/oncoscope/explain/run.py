@@ -176,6 +176,7 @@ def explain_images(
     labels: Sequence[str] | None = None,
     lesion_masks: Sequence[str | None] | None = None,
     on_image: Callable[[str, str | None], None] | None = None,
+    manifest: str | Path | None = None,
 ) -> ExplainReport:
     """Explain image files and write maps, overlays and ``explain.csv`` (see module docstring).
 
@@ -193,12 +194,15 @@ def explain_images(
             ``lesion_mask``) outlined in white on its overlay, or None. An unreadable mask is
             reported among the failures and the overlay drawn without it.
         on_image: called after each image with ``(path, error message or None)``.
+        manifest: the manifest the images come from; refused when its slices were prepared
+            with another CT chain than the checkpoint's (``ct prepare --denoise/--roi``).
 
     Returns:
         The :class:`ExplainReport`; ``csv`` is None when no image could be explained.
 
     Raises:
-        OncoscopeError: a bad checkpoint, method, layer or target; images the model cannot take.
+        OncoscopeError: a bad checkpoint, method, layer or target; images the model cannot take;
+            a ``manifest`` prepared with another chain.
     """
     out = Path(out_dir)
     paths = [str(p) for p in images]
@@ -209,6 +213,10 @@ def explain_images(
     label_of = dict(zip(paths, labels, strict=True)) if labels is not None else {}
     mask_of = dict(zip(paths, lesion_masks, strict=True)) if lesion_masks is not None else {}
     model, spec = load_model(checkpoint)
+    if manifest is not None:
+        from oncoscope.ct.chain import check_manifest_chain
+
+        check_manifest_chain(spec, manifest)
     report = ExplainReport(out_dir=out, csv=None)
     slug = method.replace("+", "p")
     for path, outcome in iter_maps(

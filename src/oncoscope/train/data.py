@@ -4,8 +4,9 @@ The manifest needs ``path, label, split``; a group column (``group``, ``patient_
 ``slide``) is carried for grouped metrics. Every check runs before training starts, and a bad
 manifest stops with one line naming it: missing image files, a class-less or one-class training
 split, an empty training or validation split, labels in val/test that training never saw, a
-group (patient or slide) in more than one split, image files of mixed channel counts, or images
-of different sizes without ``--image-size``. Every image's header is read; the pixels of
+group (patient or slide) in more than one split, image files of mixed channel counts, slices
+prepared with different chains (``ct prepare --denoise/--roi``), or images of different sizes
+without ``--image-size``. Every image's header is read; the pixels of
 :data:`DECODE_SAMPLE` images spread over the manifest are decoded (all of them with
 ``check_images``), so a truncated or garbled file stops the run before it starts. One the
 sample missed stops the run when it is reached, with one line naming it.
@@ -32,6 +33,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from oncoscope.ct.chain import SPEC_KEY as CHAIN_SPEC_KEY
+from oncoscope.ct.chain import manifest_chain
 from oncoscope.dataset.images import image_exists, open_image
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import CorruptFileError, ManifestError
@@ -58,7 +61,8 @@ class TrainingData:
         in_chans: channels of the images (1 greyscale, 3 colour).
         image_size: side the images are resized to, in pixels.
         group_column: the column grouping images (patient or slide), if any.
-        preprocessing: how the images were made (CT window, mpp, ...), from the manifest.
+        preprocessing: how the images were made (CT window, mpp, stain target, the CT slice
+            chain under ``ct_chain``, ...), from the manifest.
         source: the manifest file.
     """
 
@@ -151,6 +155,9 @@ def load_training_data(
     stain = _stain_target(frame, path)
     if stain is not None:
         preprocessing["stain"] = stain
+    chain = manifest_chain(frame, path)  # ``ct prepare --denoise/--roi``; mixed chains refused
+    if chain is not None:
+        preprocessing[CHAIN_SPEC_KEY] = chain
     return TrainingData(
         frame, classes, next(iter(modes)), image_size, group, preprocessing, path.resolve()
     )
