@@ -23,7 +23,7 @@ def train(
         str | None, typer.Option(help="Model name, or several comma-separated.")
     ] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="Named recipe: quick, seed000, seed004.")
+        str | None, typer.Option(help="Named recipe: quick, seed000, seed001, seed004.")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of training options.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
@@ -114,7 +114,8 @@ def train(
             )
             loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
             console.print(
-                f"{name}: {result.epochs_run} epochs in {result.seconds:.0f} s "
+                f"{name}: {result.epochs_run} epochs in {result.seconds:.0f} s from "
+                f"{result.initial_weights} "
                 f"({result.precision}); best val loss {loss}; best checkpoint "
                 f"{result.best_checkpoint}"
             )

@@ -68,6 +68,31 @@ def package_weights(architecture: str) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def cached_timm_weights(architecture: str, cache_dir: str | Path | None = None) -> Path | None:
+    """timm's pretrained weights file for ``architecture`` if it is already in the Hugging Face
+    cache (``~/.cache/huggingface/hub``, or ``HF_HUB_CACHE``), else None; never uses the network.
+
+    The file is what ``timm.create_model(architecture, pretrained=True)`` downloads on a connected
+    machine (its default pretrained tag), so copying that cache folder brings it offline.
+    ``cache_dir`` replaces the Hugging Face cache folder.
+    """
+    import timm.models
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(architecture)
+    except (RuntimeError, KeyError, ValueError):
+        return None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(str(repo), filename, cache_dir=cache_dir)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the tensors of a weights file (see module docstring for the forms accepted).
 

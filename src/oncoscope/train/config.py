@@ -46,7 +46,10 @@ class TrainConfig(BaseModel):
     class_weights: bool = False
     balanced_sampling: bool = False
     augment: Augment = "auto"
-    pretrained: bool = False
+    #: True: pretrained weights or an error; ``"if-available"``: pretrained when ``weights``, an
+    #: installed weight package or timm's cache has them (looked up offline), else random
+    #: weights, said in the run's log and ``run.json``.
+    pretrained: bool | Literal["if-available"] = False
     weights: Path | None = None
     precision: Precision = "auto"
     accelerator: str = "auto"
@@ -106,6 +109,26 @@ RECIPES: dict[str, dict[str, Any]] = {
         "scheduler": "cosine",
         "augment": "ct",
         "pretrained": True,
+    },
+    # Seed 001 (its MATLAB training log): Inception-ResNet-v2, pretrained, 10 epochs, base learning
+    # rate 0.001 held constant (the log shows 0.0010 at epochs 1 and 10). Our choices, which the
+    # seed does not give: SGD with momentum 0.9 and weight decay 1e-4 (MATLAB's default solver
+    # `sgdm`, whose log has the "Base Learning Rate" column shown); batch 8 (the log's first
+    # mini-batch accuracy, 62.50 %, needs a multiple of 8, and 50 iterations in 10 epochs fit
+    # about 40 training images); 299 px (the network's native input); CT augmentation.
+    # Pretrained from --weights FILE or timm's cache when there, else random weights (logged).
+    "seed001": {
+        "model": "inception_resnet_v2",
+        "epochs": 10,
+        "batch_size": 8,
+        "image_size": 299,
+        "lr": 1e-3,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "scheduler": "none",
+        "augment": "ct",
+        "pretrained": "if-available",
     },
     # Small and fast on CPU, for the demo: EfficientNet-Lite0 from its offline ImageNet weights.
     "quick": {

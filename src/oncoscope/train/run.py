@@ -11,15 +11,18 @@ or copied), ``overwrite=True`` replaces it (see :func:`check_run_folder`).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
 
 from oncoscope import __version__
 from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
@@ -27,6 +30,7 @@ from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
 from oncoscope.io.atomic import atomic_path
 from oncoscope.models import check_model_name, create_model
 from oncoscope.models.registry import training_kwargs
+from oncoscope.models.weights import cached_timm_weights, package_weights
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
 from oncoscope.train.checkpoint import read_checkpoint
 from oncoscope.train.config import TrainConfig
@@ -43,6 +47,8 @@ RUN_CONTENTS = ("checkpoints", "config.yaml", "metrics.csv", "run.json", "tensor
 #: The prefix of the temporary names outputs are written under (see ``oncoscope.io.atomic``).
 PARTIAL_PREFIX = ".partial-"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunResult:
@@ -55,6 +61,7 @@ class RunResult:
     epochs_run: int
     precision: str
     seconds: float
+    initial_weights: str = ""
 
 
 def training_device(accelerator: str = "auto") -> str:
@@ -64,19 +71,60 @@ def training_device(accelerator: str = "auto") -> str:
     return "cpu"
 
 
-def build_module(config: TrainConfig, data: TrainingData) -> Classifier:
-    """The model from the registry and the LightningModule around it."""
+def initial_model(
+    config: TrainConfig, *, num_classes: int, in_chans: int, kwargs: dict[str, Any]
+) -> tuple[nn.Module, str]:
+    """The model a run starts from, and where its weights came from (for the run's log).
+
+    ``config.pretrained="if-available"`` takes ``config.weights``, an installed weight package,
+    or timm's weights already in the Hugging Face cache (looked up offline, never downloaded);
+    with none of them the model starts from random weights, and the returned text says so.
+
+    Raises:
+        OncoscopeError: ``pretrained=True`` without weights to be found, weights that do not fit.
+    """
+    pretrained = config.pretrained is True or config.weights is not None
+    weights: Path | None = config.weights
+    missing = ""
+    if config.pretrained == "if-available" and weights is None:
+        pretrained = True
+        if package_weights(config.model) is None:
+            weights = cached_timm_weights(config.model)
+            if weights is None:
+                pretrained = False
+                missing = (
+                    f"random weights: no pretrained weights for {config.model} were found "
+                    "offline (no --weights FILE, no weight package, not in timm's cache)"
+                )
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        pretrained=pretrained,
+        weights=weights,
+        in_chans=in_chans,
+        **kwargs,
+    )
+    if missing:
+        return model, missing
+    if not pretrained:
+        return model, "random weights (not pretrained)"
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return model, f"pretrained from {cfg.get('file') or cfg.get('hf_hub_id') or 'timm'}"
+
+
+def build_module(
+    config: TrainConfig, data: TrainingData, *, notes: list[str] | None = None
+) -> Classifier:
+    """The model from the registry and the LightningModule around it; where the model's
+    weights came from is appended to ``notes``."""
     kwargs = training_kwargs(
         config.model, config.model_kwargs, image_size=data.image_size, dropout=config.dropout
     )
-    model = create_model(
-        config.model,
-        num_classes=len(data.classes),
-        pretrained=config.pretrained,
-        weights=config.weights,
-        in_chans=data.in_chans,
-        **kwargs,
+    model, initial = initial_model(
+        config, num_classes=len(data.classes), in_chans=data.in_chans, kwargs=kwargs
     )
+    if notes is not None:
+        notes.append(initial)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     cfg = getattr(model, "pretrained_cfg", {})
     mean = list(cfg.get("mean", (0.5,) * 3))
@@ -198,7 +246,10 @@ def train(
     if resume:
         _check_resumable(last, config, data)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_module(config, data)
+    notes: list[str] = []
+    module = build_module(config, data, notes=notes)
+    if notes[0].startswith("random weights:"):
+        log.warning("%s: %s; training from them", config.model, notes[0])
     augment = infer_augmentation(data.frame) if config.augment == "auto" else config.augment
     datamodule = ManifestDataModule(
         data,
@@ -274,6 +325,7 @@ def train(
         epochs_run=trainer.current_epoch,
         precision=precision,
         seconds=time.perf_counter() - started,
+        initial_weights=notes[0],
     )
     summary = {
         "model": config.model,
@@ -286,6 +338,7 @@ def train(
         "precision": precision,
         "device": str(trainer.strategy.root_device),
         "seconds": round(result.seconds, 1),
+        "initial_weights": result.initial_weights,
     }
     with atomic_path(run_dir / "run.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2))
