@@ -194,6 +194,8 @@ def test_bad_chain_options_are_one_line_errors(lits_dir, tmp_path):
         assert result.exit_code == 2 and message in result.output, result.output
         assert not (tmp_path / "x" / "manifest.csv").exists()
     assert parse_denoise("median") == 3 and parse_denoise("none") is None
+    for chain in (SliceChain(), SliceChain(5, "mask"), SliceChain(3, "em", 3, 5.0, seed=2)):
+        assert SliceChain.from_record(chain.record()) == chain
     with pytest.raises(InvalidOptionError, match="liver label"):
         apply_chain(np.zeros((8, 8)), SliceChain(roi="mask"), fill_hu=-100.0)
 

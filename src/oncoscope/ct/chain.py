@@ -75,6 +75,28 @@ class SliceChain:
         """True when the chain changes nothing (no denoising, no ROI)."""
         return self.median_size_px is None and self.roi == "none"
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None) -> SliceChain:
+        """The chain a :meth:`record` describes (None: the identity chain), e.g. the one a
+        checkpoint was trained on (:func:`spec_chain`), to apply to new data.
+
+        Raises:
+            InvalidOptionError: a record this version cannot read.
+        """
+        if not record:
+            return cls()
+        em = record.get("em") or {}
+        try:
+            return cls(
+                median_size_px=parse_denoise(str(record.get("denoise", "none"))),
+                roi=record.get("roi", "none"),
+                em_components=int(em.get("components", 4)),
+                em_opening_mm=float(em.get("opening_mm", 7.0)),
+                seed=int(em.get("seed", 0)),
+            )
+        except (TypeError, ValueError):
+            raise InvalidOptionError(f"cannot read the chain record {record}") from None
+
     def record(self) -> dict[str, Any] | None:
         """The chain as plain values (None for the identity chain); EM settings only with em."""
         if self.is_identity:

@@ -212,11 +212,9 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
     rows: list[dict[str, Any]] = []
     scores: list[float] = []
     empty: list[dict[str, Any]] = []
-    chain, chain_cell, fill = (
-        options.chain,
-        chain_text(options.chain.record()),
-        fill_hu(options.windows),
-    )
+    chain = options.chain
+    chain_cell = chain_text(chain.record())
+    fill = fill_hu(options.windows)  # black in every window's PNG
     pixel_mm = (volume.spacing_mm[1], volume.spacing_mm[2])
     lesion_ids = _LesionIds(mask.array == TUMOUR_LABEL)
     writing = out_dir / "slices" / folder_name  # the file being written, named if writing fails
