@@ -98,10 +98,11 @@ def evaluate(
             f"PxAP {located['pxap']:.3f}"
         )
         record = metrics["localization"]
-        console.print(
-            f"localisation threshold {record['threshold']:g} recorded for `oncoscope locate`: "
-            f"{record['threshold_record']}"
-        )
+        if record["threshold_record"]:
+            console.print(
+                f"localisation threshold {record['threshold']:g} recorded for `oncoscope "
+                f"locate`: {record['threshold_record']}"
+            )
         if record["threshold_record_note"]:
             console.print(f"  note: {record['threshold_record_note']}")
     console.print(f"metrics: {result.metrics_json}")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from oncoscope.ct.lesions import feret_diameter_mm
 from oncoscope.dataset.manifest import read_manifest, write_manifest
-from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError
+from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError, OutputWriteError
 from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
 from oncoscope.explain.overlay import overlay, save_png
 from oncoscope.explain.run import ImageMap, iter_maps
@@ -202,21 +202,25 @@ def score_localization(
     write_manifest(
         box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
     )
-    record_file, note = write_record(
-        checkpoint,
-        threshold=threshold,
-        method=method,
-        layers=list(layers),
-        stage=stage,
-        manifest=manifest,
-        val_split=val_split,
-        val_dice=metrics["val_dice"],
-    )
+    try:
+        record_file: Path | None
+        record_file, note = write_record(
+            checkpoint,
+            threshold=threshold,
+            method=method,
+            layers=list(layers),
+            stage=stage,
+            manifest=manifest,
+            val_split=val_split,
+            val_dice=metrics["val_dice"],
+        )
+    except OutputWriteError as error:  # a read-only model folder: the scores still stand
+        record_file, note = None, f"threshold not recorded for locate: {error}"
     result = {
         "metrics": metrics,
         "by_size": by_size,
         "threshold": threshold,
-        "threshold_record": str(record_file),
+        "threshold_record": str(record_file) if record_file else None,
         "threshold_record_note": note,
         "figures": figures,
         "skipped": [{"path": path, "problem": problem} for path, problem in skipped],
