@@ -280,7 +280,7 @@ def locate(
     report = LocateReport(out_dir=out, threshold=choice)
     detections: list[VolumeDetection] = []
     out.mkdir(parents=True, exist_ok=True)
-    for item in items:
+    for number, item in enumerate(items):
         try:
             summary, rows, detection = _run_item(item, out, context)
         except OncoscopeError as error:
@@ -288,13 +288,9 @@ def locate(
             if on_item:
                 on_item(str(item.path), error.message, len(items))
             if isinstance(error, OutputWriteError):  # a full disk: the others would fail too
-                done = {Path(p) for p, _ in report.failures} | {
-                    Path(s["path"]) for s in report.summaries.values()
-                }
                 report.failures.extend(
                     (str(i.path), f"not done: the run stopped when writing {error.path} failed")
-                    for i in items
-                    if i.path not in done
+                    for i in items[number + 1 :]
                 )
                 break
             continue
@@ -560,7 +556,7 @@ def _locate_volume(
     rows = [_volume_row(item.key, c, landmarks) for c in found3d]
     summary = {
         "input": str(item.path),
-        "path": str(item.path),
+        "path": str(item.path.resolve()),
         "kind": "volume",
         "shape_dhw": list(volume.shape),
         "spacing_mm": [round(v, 6) for v in spacing],
@@ -680,7 +676,7 @@ def _locate_slice(
     ]
     summary = {
         "input": str(item.path),
-        "path": str(item.path),
+        "path": str(item.path.resolve()),
         "kind": "slice",
         "tumour_prob": round(found.prob, 6),
         "liver": "EM liver ROI (seed 001) on the windowed slice",
