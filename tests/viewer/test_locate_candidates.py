@@ -29,7 +29,7 @@ def served(lits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     truth = nib.load(lits_dir / "segmentation-1.nii.gz")
     labels = (np.asarray(truth.dataobj) == 2).astype(np.uint16)
     nib.save(nib.Nifti1Image(labels, truth.affine), folder / "candidates.nii.gz")
-    row = dict.fromkeys(CANDIDATE_COLUMNS, "")
+    row: dict[str, object] = dict.fromkeys(CANDIDATE_COLUMNS, "")
     row.update(input="volume-1", kind="volume", candidate_id=1, first_slice=3, last_slice=6,
                diameter_mm=12.5, volume_ml=0.9, score=0.8, segment="VII")  # fmt: skip
     pd.DataFrame([row]).to_csv(folder / "candidates.csv", index=False)
