@@ -342,3 +342,28 @@ def test_one_liver_mask_for_several_volumes_is_refused(
             tmp_path,
             LocateOptions(threshold=0.5, liver_mask=segmentation),
         )
+
+
+def test_a_dicom_series_gives_the_candidates_of_its_nifti_twin(
+    located: Path,
+    pair: tuple[Path, Path],
+    dark_phantom: Phantom,
+    hypodense_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    from tests.io.test_dicom_archives import _write_series
+
+    _write_series(dark_phantom, tmp_path / "series-1")
+    _, segmentation = pair
+    options = LocateOptions(threshold=0.5, method="cam", liver_mask=segmentation)
+    report = locate(hypodense_checkpoint, [tmp_path / "series-1"], tmp_path / "out", options)
+    assert report.failures == []
+    columns = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "diameter_mm", "volume_ml"]
+    reference = pd.read_csv(located / "candidates.csv")[columns].sort_values(columns)
+    dicom = pd.read_csv(tmp_path / "out" / "candidates.csv")
+    assert set(dicom["input"]) == {"series-1"}
+    np.testing.assert_allclose(
+        dicom[columns].sort_values(columns).to_numpy(), reference.to_numpy(), atol=1e-2
+    )
+    labels = nib.load(tmp_path / "out" / "series-1" / "candidates.nii.gz")
+    assert nib.aff2axcodes(labels.affine) == ("R", "A", "S")  # a DICOM input: RAS order
