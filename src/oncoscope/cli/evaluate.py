@@ -97,6 +97,14 @@ def evaluate(
             f"(random point in the liver {located['pointing_game_random_liver']:.3f}), "
             f"PxAP {located['pxap']:.3f}"
         )
+        record = metrics["localization"]
+        if record["threshold_record"]:
+            console.print(
+                f"localisation threshold {record['threshold']:g} recorded for `oncoscope "
+                f"locate`: {record['threshold_record']}"
+            )
+        if record["threshold_record_note"]:
+            console.print(f"  note: {record['threshold_record_note']}")
     console.print(f"metrics: {result.metrics_json}")
     console.print(f"report:  {result.report_html}")
     if result.skipped:

@@ -513,16 +513,33 @@ def _clear_other_chain(out: Path, chain: SliceChain) -> list[str]:
     ]
 
 
-def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
-    """Window one ``(H, W)`` HU slice to 8-bit grey (one window) or RGB (three)."""
-    if len(options.windows) == 1:
-        unit = apply_window(hu_slice, options.windows[0])
+def render_slice(
+    hu_slice: np.ndarray[Any, Any], windows: tuple[HUWindow, ...], size_px: int | None = None
+) -> np.ndarray[Any, Any]:
+    """Window one slice as ``ct prepare`` writes it: 8-bit grey (one window) or RGB (three).
+
+    Args:
+        hu_slice: ``(H, W)`` slice in HU.
+        windows: one or three windows.
+        size_px: resize to ``size_px`` x ``size_px`` (bilinear, anti-aliased); None keeps
+            ``(H, W)``.
+
+    Returns:
+        ``(H, W)`` or ``(H, W, 3)`` uint8 (at ``size_px`` when given), the pixels of the PNG.
+    """
+    if len(windows) == 1:
+        unit = apply_window(hu_slice, windows[0])
     else:
-        unit = window_stack(hu_slice, options.windows)
-    if options.size_px is not None:
-        size = (options.size_px, options.size_px)
+        unit = window_stack(hu_slice, windows)
+    if size_px is not None:
+        size = (size_px, size_px)
         unit = resize(unit, size, order=1, anti_aliasing=True, preserve_range=True)
     return to_uint8(unit)
+
+
+def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
+    """Window one ``(H, W)`` HU slice to 8-bit grey (one window) or RGB (three)."""
+    return render_slice(hu_slice, options.windows, options.size_px)
 
 
 def _resize_mask(mask: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:

@@ -566,6 +566,8 @@ def evaluate_checkpoint(
         metrics["localization"] = {
             "method": localization,
             "threshold": located["threshold"],
+            "threshold_record": located["threshold_record"],
+            "threshold_record_note": located["threshold_record_note"],
             "metrics": located["metrics"],
             "by_size": located["by_size"],
         }

@@ -20,7 +20,7 @@ from PIL import Image
 
 from oncoscope.ct.lesions import feret_diameter_mm
 from oncoscope.dataset.manifest import read_manifest, write_manifest
-from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError
+from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError, OutputWriteError
 from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
 from oncoscope.explain.overlay import overlay, save_png
 from oncoscope.explain.run import ImageMap, iter_maps
@@ -37,6 +37,7 @@ from oncoscope.explain.scores import (
     size_bin,
 )
 from oncoscope.io.atomic import atomic_path
+from oncoscope.locate.threshold import write_record
 from oncoscope.train.checkpoint import load_model
 
 
@@ -70,8 +71,11 @@ def score_localization(
         examples: example overlays (map, true lesion contour in white, boxes in green).
 
     Returns:
-        ``{"metrics": {...}, "by_size": [...], "threshold": float, "figures": [Path, ...],
-        "skipped": [{"path", "problem"}, ...]}``; ``skipped`` lists the images that could not
+        ``{"metrics": {...}, "by_size": [...], "threshold": float, "threshold_record": str,
+        "threshold_record_note": str or None, "figures": [Path, ...], "skipped": [{"path",
+        "problem"}, ...]}``; the threshold is also recorded beside the checkpoint
+        (``threshold_record``, :mod:`oncoscope.locate.threshold`; the note says what a record
+        made with other settings was replaced by); ``skipped`` lists the images that could not
         be read (left out of every figure).
         ``metrics``: ``pointing_game``, ``pointing_game_random_image``,
         ``pointing_game_random_liver`` (random-point baselines), ``pxap``, ``dice``, ``iou``
@@ -198,10 +202,26 @@ def score_localization(
     write_manifest(
         box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
     )
+    try:
+        record_file: Path | None
+        record_file, note = write_record(
+            checkpoint,
+            threshold=threshold,
+            method=method,
+            layers=list(layers),
+            stage=stage,
+            manifest=manifest,
+            val_split=val_split,
+            val_dice=metrics["val_dice"],
+        )
+    except OutputWriteError as error:  # a read-only model folder: the scores still stand
+        record_file, note = None, f"threshold not recorded for locate: {error}"
     result = {
         "metrics": metrics,
         "by_size": by_size,
         "threshold": threshold,
+        "threshold_record": str(record_file) if record_file else None,
+        "threshold_record_note": note,
         "figures": figures,
         "skipped": [{"path": path, "problem": problem} for path, problem in skipped],
     }

@@ -218,6 +218,20 @@ def create_app(root: str | Path) -> FastAPI:
         rgba = overlays.contour_rgba(mask, ct_slices.MASK_COLOURS[kind], thickness_px=2)
         return Response(overlays.png_bytes(rgba), media_type=PNG)
 
+    @app.get("/api/ct/candidates.png")
+    def ct_candidates(key: str, index: int, folder: str) -> Response:
+        patient = viewer.patient(key)
+        if folder not in {run["folder"] for run in _candidates_for(viewer, patient)}:
+            raise HTTPException(404, "no oncoscope locate output of this patient's volume there")
+        path = inside_file(viewer.root, f"{folder}/candidates.nii.gz")
+        labels = _candidate_labels(path, path.stat().st_mtime_ns)
+        volume = viewer.volumes.get(patient.volume) if patient.volume is not None else None
+        if volume is None or labels.shape != volume.shape:
+            raise HTTPException(404, "the candidate map is not on this patient's volume grid")
+        mask = labels.array[ct_slices.slice_index_in(labels, index)] > 0
+        rgba = overlays.contour_rgba(mask, CANDIDATE_COLOUR, thickness_px=2)
+        return Response(overlays.png_bytes(rgba), media_type=PNG)
+
     @app.get("/api/cam.png")
     def cam(explain: str, row: int) -> Response:
         csv = inside_file(viewer.root, explain)
@@ -515,6 +529,8 @@ def _ct_patient(viewer: Viewer, patient: CtPatient) -> dict[str, Any]:
         },
         "mask_colours": ct_slices.MASK_COLOURS,
         "couinaud": _couinaud_for(viewer, patient),
+        "candidates": _candidates_for(viewer, patient),
+        "candidate_colour": CANDIDATE_COLOUR,
     }
 
 
@@ -569,6 +585,53 @@ def _couinaud_for(viewer: Viewer, patient: CtPatient) -> list[dict[str, Any]]:
         if named == patient.patient_id or same_volume:
             found.append({"path": rel, "data": data, "png": _beside(viewer, rel, "couinaud.png")})
     return found
+
+
+#: Contour colour of ``oncoscope locate``'s candidates.
+CANDIDATE_COLOUR = "#ffd60a"
+
+
+def _candidates_for(viewer: Viewer, patient: CtPatient) -> list[dict[str, Any]]:
+    """The ``oncoscope locate`` outputs of this patient's volume: folder, settings, candidates."""
+    if patient.volume is None:
+        return []
+    found = []
+    for rel in viewer.catalog.locates:
+        try:
+            record = read_json(viewer.root / rel)
+        except (OSError, ValueError):
+            continue
+        inputs = record.get("inputs")
+        for name, summary in (inputs if isinstance(inputs, dict) else {}).items():
+            if not isinstance(summary, dict) or summary.get("kind") != "volume":
+                continue
+            folder = (viewer.root / rel).parent / str(name)
+            source = resolve_reference(str(summary.get("path", "")), folder.parent, viewer.root)
+            if source is None or source.resolve() != patient.volume.resolve():
+                continue
+            if not (folder / "candidates.nii.gz").is_file():
+                continue
+            table = _read_table(folder / "candidates.csv")
+            found.append(
+                {
+                    "folder": relative_to_root(viewer.root, folder),
+                    "threshold": record.get("threshold"),
+                    "threshold_source": record.get("threshold_source"),
+                    "approximate": bool((summary.get("couinaud") or {}).get("approximate")),
+                    "rows": table.to_dict("records"),
+                }
+            )
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def _candidate_labels(path: Path, mtime_ns: int) -> Any:
+    from oncoscope.io.volumes import read_label_mask
+
+    try:
+        return read_label_mask(path, max_label=65535)
+    except OncoscopeError as error:
+        raise HTTPException(404, f"unreadable candidate map: {error.message}") from None
 
 
 def _mask(

@@ -7,8 +7,8 @@ gives a catalog of what is there. A file that cannot be parsed is listed under `
 Recognised files (see the README's ``oncoscope view``): ``summary.json`` of ``oncoscope slide``
 (with ``probabilities.npy``, ``heatmap.png``, ``segmentation.png`` beside it), whole-slide
 images OpenSlide opens, CT ``manifest.csv`` files (columns ``path, patient_id, slice_index``),
-``report.html`` of ``oncoscope evaluate``, ``explain.csv``, ``couinaud.json``, ``scale.json``
-and ``predictions.csv``.
+``report.html`` of ``oncoscope evaluate``, ``explain.csv``, ``couinaud.json``, ``locate.json``,
+``scale.json`` and ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class Catalog:
     reports: list[str] = field(default_factory=list)
     explains: list[str] = field(default_factory=list)
     couinauds: list[str] = field(default_factory=list)
+    locates: list[str] = field(default_factory=list)
     scales: list[str] = field(default_factory=list)
     predictions: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
@@ -138,6 +139,7 @@ def scan(root: str | Path) -> Catalog:
         ("report.html", "reports"),
         ("explain.csv", "explains"),
         ("couinaud.json", "couinauds"),
+        ("locate.json", "locates"),
         ("scale.json", "scales"),
         ("predictions.csv", "predictions"),
     ):

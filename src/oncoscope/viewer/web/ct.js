@@ -12,8 +12,9 @@
     ? `${v.shape[0]} slices · ${v.shape[1]} × ${v.shape[2]} px · voxel ${v.spacing_mm.map(x => fmt(x, 2)).join(" × ")} mm`
     : `${data.slices.length} prepared slices (volume not at hand)`;
   const image = document.getElementById("ct-image");
-  const layer = { cam: document.getElementById("layer-cam"), liver: document.getElementById("layer-liver"), lesion: document.getElementById("layer-lesion") };
-  const state = { pos: 0, window: data.default_window, liver: data.masks.liver, lesion: data.masks.lesion, cam: true, camOpacity: 0.45, camIndex: 0 };
+  const layer = { cam: document.getElementById("layer-cam"), liver: document.getElementById("layer-liver"), lesion: document.getElementById("layer-lesion"), candidates: document.getElementById("layer-candidates") };
+  const located = data.mode === "volume" ? data.candidates : [];
+  const state = { pos: 0, window: data.default_window, liver: data.masks.liver, lesion: data.masks.lesion, cam: true, camOpacity: 0.45, camIndex: 0, candidates: located.length > 0 };
   const q = encodeURIComponent(data.key);
   const firstTumour = data.slices.findIndex(s => s.label === "tumour");
   state.pos = firstTumour >= 0 ? firstTumour : Math.floor(data.slices.length / 2);
@@ -54,6 +55,22 @@
       el("a", { href: "#", style: "margin-right:6px", onclick: (e) => { e.preventDefault(); state.pos = i; show(); } }, s.index))));
   }
   for (const c of data.couinaud) controls.append(el("h3", {}, "Couinaud segments"), couinaudTable(c.data));
+  for (const run of located) {  // oncoscope locate: candidates outlined, listed with size and segment
+    controls.append(el("h3", {}, "Candidates (oncoscope locate)"), el("div", { class: "row" },
+      el("input", { type: "checkbox", id: "toggle-candidates", checked: state.candidates,
+        onchange: (e) => { state.candidates = e.target.checked; show(); } }),
+      el("span", { class: "swatch", style: `background:${data.candidate_colour}` }),
+      el("label", { for: "toggle-candidates" }, `outline (threshold ${fmt(run.threshold, 3)})`)));
+    if (!run.rows.length) controls.append(el("div", { class: "muted" }, "No candidate."));
+    else controls.append(el("table", { id: "candidate-table" },
+      el("tr", {}, ["#", "slices", "diameter", "volume", "segment", "score"].map(h => el("th", {}, h))),
+      run.rows.map(r => el("tr", {},
+        el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); state.pos = Number(r.first_slice); show(); } }, r.candidate_id)),
+        el("td", {}, `${r.first_slice}–${r.last_slice}`), el("td", {}, `${fmt(Number(r.diameter_mm), 1)} mm`),
+        el("td", {}, `${fmt(Number(r.volume_ml), 2)} ml`), el("td", {}, r.segment + (run.approximate ? " (approx.)" : "")),
+        el("td", {}, fmt(Number(r.score), 2))))));
+    if (run.approximate) controls.append(el("div", { class: "muted" }, "Segments approximate: no landmarks or vessel labels."));
+  }
 
   document.getElementById("stage").addEventListener("wheel", (e) => { e.preventDefault(); move(e.deltaY > 0 ? 1 : -1); }, { passive: false });
   document.addEventListener("keydown", (e) => {
@@ -79,7 +96,9 @@
       const has = data.masks.volume || (data.mode === "png");
       setLayer(layer[kind], state[kind] && has ? `/api/ct/mask.png?key=${q}&index=${s.index}&kind=${kind}` : null);
     }
-    layer.liver.onerror = layer.lesion.onerror = function () { this.hidden = true; };
+    const run = located[0];
+    setLayer(layer.candidates, state.candidates && run ? `/api/ct/candidates.png?key=${q}&index=${s.index}&folder=${encodeURIComponent(run.folder)}` : null);
+    layer.liver.onerror = layer.lesion.onerror = layer.candidates.onerror = function () { this.hidden = true; };
     camSelect.textContent = "";
     s.cams.forEach((c, i) => camSelect.append(el("option", { value: i, selected: i === state.camIndex }, `${c.method ?? "CAM"} ${c.layer ?? ""} → ${c.target ?? ""}`)));
     const cam = s.cams[Math.min(state.camIndex, s.cams.length - 1)];

@@ -1,0 +1,1 @@
+"""``oncoscope locate``: lesion candidates, their size and Couinaud segment, in unlabelled CT."""
