@@ -48,6 +48,17 @@ def features(
             '"dynamic_img_size": true}\'.'
         ),
     ] = None,
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            help="R,G,B mean (0..1) of a timm model's input normalisation, instead of timm's "
+            "default for the name (e.g. 0.485,0.456,0.406 for UNI)."
+        ),
+    ] = None,
+    std: Annotated[
+        str | None,
+        typer.Option(help="R,G,B standard deviation (0..1), with --mean."),
+    ] = None,
     magnification: Annotated[
         float | None,
         typer.Option(
@@ -139,7 +150,7 @@ def features(
     Writes OUT/<slide>.h5 (features (n, d) float32, coords (n, 2) level-0 x, y, and the tile
     size, resolution and encoder); slides whose bag has the same settings are skipped.
     """
-    from oncoscope.features.encoders import load_encoder, parse_model_kwargs
+    from oncoscope.features.encoders import load_encoder, parse_model_kwargs, parse_rgb
     from oncoscope.features.extract import FeatureOptions, extract_slides, slide_options
     from oncoscope.pathology.tile import find_slides
 
@@ -170,7 +181,12 @@ def features(
             raise InvalidOptionError("give --mpp or --magnification, not both")
         find_slides(slides)  # missing inputs are refused before the encoder is loaded
         loaded = load_encoder(
-            encoder, weights=weights, scratch=scratch, model_kwargs=parse_model_kwargs(model_kwargs)
+            encoder,
+            weights=weights,
+            scratch=scratch,
+            model_kwargs=parse_model_kwargs(model_kwargs),
+            mean=parse_rgb("--mean", mean),
+            std=parse_rgb("--std", std),
         )
         slide_options(loaded, options)
     with user_errors(), progress_bar() as progress:

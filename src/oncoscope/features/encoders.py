@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,42 @@ from oncoscope.inference.status import file_sha256
 
 #: Seed of ``--scratch`` weights, so that bags made with random weights can be compared.
 SCRATCH_SEED = 0
+#: ImageNet mean and std, 0..1 RGB (what UNI and UNI2-h were trained with).
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: Histology foundation models as timm builds them: ``(timm name, --model-kwargs, (mean, std),
+#: feature dim)`` for the weights file their authors publish (``pytorch_model.bin``), from the
+#: model cards of MahmoodLab/UNI and MahmoodLab/UNI2-h: 224-px input, ImageNet mean/std (not
+#: timm's 0.5 defaults for these names: pass ``--mean``/``--std``). ``tests/features`` builds
+#: each (without weights) and checks the feature dim; README.md shows them.
+FOUNDATION_MODELS: dict[
+    str, tuple[str, dict[str, Any], tuple[tuple[float, ...], tuple[float, ...]], int]
+] = {
+    "UNI": (
+        "vit_large_patch16_224",
+        {"img_size": 224, "patch_size": 16, "init_values": 1e-5, "dynamic_img_size": True},
+        IMAGENET_MEAN_STD,
+        1024,
+    ),
+    "UNI2-h": (
+        "vit_giant_patch14_224",
+        {
+            "img_size": 224,
+            "patch_size": 14,
+            "depth": 24,
+            "num_heads": 24,
+            "init_values": 1e-5,
+            "embed_dim": 1536,
+            "mlp_ratio": 5.33334,
+            "no_embed_class": True,
+            "mlp_layer": "SwiGLUPacked",
+            "act_layer": "silu",
+            "reg_tokens": 8,
+            "dynamic_img_size": True,
+        },
+        IMAGENET_MEAN_STD,
+        1536,
+    ),
+}
 #: Suffixes that mark ENCODER as a file path rather than a timm name.
 FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 
@@ -48,8 +85,8 @@ class Encoder:
         model: ``(B, 3, H, W)`` normalised float -> ``(B, feature_dim)`` features; eval mode,
             channels-last, on ``device``; tiles of another side than ``image_size`` are resized.
         id: identity of the weights: ``checkpoint:<sha256>`` or
-            ``timm:<name>:<weights sha256 | scratch-seed0>`` (``:<kwargs JSON>`` appended when
-            keyword arguments are given).
+            ``timm:<name>:<weights sha256 | scratch-seed0>`` (``:<JSON>`` of the keyword
+            arguments and a given mean/std appended when there are any).
         spec: ``name``, ``kwargs``, ``source`` (``checkpoint`` / ``timm``), ``weights`` (file,
             or ``scratch``), ``image_size``, ``mean``, ``std`` (0..1 RGB), ``feature_dim``.
         checkpoint_spec: the checkpoint's own spec (its training resolution and stain target),
@@ -134,6 +171,27 @@ def parse_model_kwargs(text: str | None) -> dict[str, Any]:
     return value
 
 
+def parse_rgb(option: str, text: str | None) -> list[float] | None:
+    """``--mean``/``--std``: ``R,G,B`` numbers (None when not given).
+
+    Example:
+        >>> parse_rgb("--mean", "0.485,0.456,0.406")
+        [0.485, 0.456, 0.406]
+
+    Raises:
+        InvalidOptionError: not three comma-separated numbers.
+    """
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise InvalidOptionError(f"{option} must be three numbers R,G,B, got {text!r}")
+    return values
+
+
 def timm_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` for ``timm.create_model``: a ``*_layer`` value that names a class or factory of
     ``timm.layers`` (``"SwiGLUPacked"``) becomes it; other strings (``act_layer: "silu"``) are
@@ -153,13 +211,19 @@ def load_encoder(
     weights: str | Path | None = None,
     scratch: bool = False,
     model_kwargs: dict[str, Any] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     device: torch.device | None = None,
 ) -> Encoder:
     """Load an encoder (see the module docstring) and check it runs on one RGB tile.
 
+    ``mean`` and ``std`` (0..1 RGB) replace a timm model's own normalisation (timm's default
+    for the name), as foundation models trained with other values need.
+
     Raises:
         UnknownModelError: a name timm does not know (close matches suggested).
-        InvalidOptionError: ``weights``/``scratch``/``model_kwargs`` with a checkpoint, both
+        InvalidOptionError: ``weights``/``scratch``/``model_kwargs``/``mean``/``std`` with a
+            checkpoint, a ``mean`` or ``std`` that is not three numbers (``std`` above 0), both
             ``weights`` and ``scratch``, keyword arguments the model rejects.
         OncoscopeError: a checkpoint that does not exist or cannot be read; a timm name with no
             offline weights and neither ``weights`` nor ``scratch``; weights that do not fit;
@@ -169,14 +233,28 @@ def load_encoder(
     kwargs = dict(model_kwargs or {})
     path = Path(encoder)
     if path.is_file() or path.suffix in FILE_SUFFIXES or "/" in str(encoder):
-        if weights is not None or scratch or kwargs:
+        if weights is not None or scratch or kwargs or mean is not None or std is not None:
             raise InvalidOptionError(
-                "--weights, --scratch and --model-kwargs go with a timm model name; a checkpoint "
-                "carries its own weights",
+                "--weights, --scratch, --model-kwargs, --mean and --std go with a timm model "
+                "name; a checkpoint carries its own weights and normalisation",
                 path,
             )
         return _checkpoint_encoder(path, device)
-    return _timm_encoder(str(encoder), weights, scratch, kwargs, device)
+    normalisation = {
+        "mean": _rgb("--mean", mean, positive=False),
+        "std": _rgb("--std", std, positive=True),
+    }
+    return _timm_encoder(str(encoder), weights, scratch, kwargs, normalisation, device)
+
+
+def _rgb(option: str, values: Sequence[float] | None, *, positive: bool) -> list[float] | None:
+    if values is None:
+        return None
+    out = [float(v) for v in values]
+    if len(out) != 3 or not all(math.isfinite(v) and (v > 0 or not positive) for v in out):
+        need = "three numbers above 0" if positive else "three finite numbers"
+        raise InvalidOptionError(f"{option} must be {need} (R,G,B in 0..1 units), got {values}")
+    return out
 
 
 def _checkpoint_encoder(path: Path, device: torch.device) -> Encoder:
@@ -211,6 +289,7 @@ def _timm_encoder(
     weights: str | Path | None,
     scratch: bool,
     kwargs: dict[str, Any],
+    normalisation: dict[str, list[float] | None],
     device: torch.device,
 ) -> Encoder:
     from timm.data.config import resolve_data_config
@@ -245,13 +324,16 @@ def _timm_encoder(
             )
     except OncoscopeError:
         raise
-    except (TypeError, ValueError) as error:
-        raise InvalidOptionError(
-            f"{name} does not take these --model-kwargs ({_first_line(error)})"
-        ) from None
     except RuntimeError as error:  # load_state_dict: shapes or keys that do not fit
+        if scratch:
+            raise InvalidOptionError(f"cannot build {name} ({_first_line(error)})") from None
         raise OncoscopeError(
             f"weights do not fit {name} with these --model-kwargs ({_first_line(error)})", where
+        ) from None
+    except Exception as error:  # timm's models refuse bad arguments with many error types
+        raise InvalidOptionError(
+            f"cannot build {name} with these --model-kwargs ({type(error).__name__}: "
+            f"{_first_line(error)})"
         ) from None
     config = resolve_data_config({}, model=model)  # type: ignore[no-untyped-call]
     channels, height, width = config["input_size"]
@@ -266,12 +348,13 @@ def _timm_encoder(
         "source": "timm",
         "weights": source,
         "image_size": size,
-        "mean": [float(m) for m in config["mean"]],
-        "std": [float(s) for s in config["std"]],
+        "mean": normalisation["mean"] or [float(m) for m in config["mean"]],
+        "std": normalisation["std"] or [float(s) for s in config["std"]],
     }
     identity = f"timm:{name}:{weights_id}"
-    if kwargs:
-        identity += ":" + json.dumps(kwargs, sort_keys=True, separators=(",", ":"))
+    given = {k: v for k, v in normalisation.items() if v is not None}
+    if kwargs or given:
+        identity += ":" + json.dumps({**kwargs, **given}, sort_keys=True, separators=(",", ":"))
     return _probed(_folded(model, size, device), identity, described, {}, device, where)
 
 

@@ -169,9 +169,10 @@ def feature_settings(
     encoder: Encoder, slide_path: str | Path, options: FeatureOptions
 ) -> dict[str, Any]:
     """What determines a slide's bag, recorded in it and compared on re-runs: the encoder's id
-    and spec, the slide's name and size, the resolution (resolved), tile side, stride, tissue
-    share, upsampling, scan overrides, precision (``auto`` resolved here), stain target. Batch
-    size, workers and devices are left out."""
+    and spec (less the weights file's path: its SHA-256 is in the id), the slide's name and
+    size, the resolution (resolved), tile side, stride, tissue share, upsampling, scan
+    overrides, precision (``auto`` resolved here), stain target. Batch size, workers and
+    devices are left out."""
     chosen = slide_options(encoder, options)
     slide_path = Path(slide_path)
     try:
@@ -180,7 +181,7 @@ def feature_settings(
         size = None
     return {
         "encoder": encoder.id,
-        "encoder_spec": encoder.spec,
+        "encoder_spec": {k: v for k, v in encoder.spec.items() if k != "weights"},
         "slide_name": slide_path.name,
         "slide_bytes": size,
         "mpp": chosen.mpp,
@@ -239,9 +240,13 @@ def extract_slide(
         notes.append(f"{bag.name} was made with other settings ({said}); redone")
     work = Path(out) / f".work-{slide_path.stem}"
     try:
-        return _extract(encoder, slide_path, bag, work, options, settings, notes, on_tiles)
-    finally:
+        outcome = _extract(encoder, slide_path, bag, work, options, settings, notes, on_tiles)
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        raise
+    if outcome.rank_zero:  # the other ranks of a distributed run leave it to rank 0
+        shutil.rmtree(work, ignore_errors=True)
+    return outcome
 
 
 def _differences(bag: Path, settings: dict[str, Any]) -> str:
@@ -388,8 +393,8 @@ def _encode(
         "on_batch": advance,
         "head": as_features,
     }
-    shutil.rmtree(work, ignore_errors=True)
     if options.devices is None:
+        shutil.rmtree(work, ignore_errors=True)
         with writing(path):
             work.mkdir(parents=True)
             features = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
