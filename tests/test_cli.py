@@ -313,6 +313,7 @@ OUT_COMMANDS = {
     "ct couinaud": ["ct", "couinaud", "{inputs}/volume-0.nii.gz", "{inputs}/segmentation-0.nii.gz"],
     "wsi tile": ["wsi", "tile", "{inputs}/a.tif"],
     "slide": ["slide", "{inputs}/best.ckpt", "{inputs}/a.tif"],
+    "features": ["features", "{inputs}/best.ckpt", "{inputs}/a.tif"],
     "train": ["train", "--data", "{inputs}/manifest.csv", "--model", "simple_cnn"],
     "evaluate": ["evaluate", "{inputs}/best.ckpt", "--data", "{inputs}/manifest.csv"],
     "explain": ["explain", "{inputs}/best.ckpt", "{inputs}/a.png"],

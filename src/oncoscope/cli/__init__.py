@@ -21,6 +21,7 @@ from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.explain import register as register_explain
+from oncoscope.cli.features import register as register_features_command
 from oncoscope.cli.locate import register as register_locate
 from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.slide import register as register_slide_command
@@ -43,6 +44,7 @@ register_explain(app)
 register_locate(app)
 app.add_typer(wsi_app, name="wsi")
 register_slide_command(app)
+register_features_command(app)
 register_scale_command(app)
 register_view_command(app)
 

@@ -38,6 +38,13 @@ AGREEMENT_MAX_TILES = 256
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 OnBatch = Callable[[int], None]
+#: What a runner stores per tile of the model's float32 output ``(B, ...)``.
+Head = Callable[[torch.Tensor], torch.Tensor]
+
+
+def softmax_head(output: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of logits ``(B, K)``: what ``oncoscope slide`` stores."""
+    return output.softmax(dim=1)
 
 
 def agreement_sample(tiles: int, requested: int | None = None) -> int:
@@ -103,12 +110,15 @@ def _stats(spec: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, to
     return mean, std
 
 
-def forward_probabilities(model: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """Softmax probabilities (float32) of a normalised batch under autocast at ``precision``."""
+def forward_probabilities(
+    model: nn.Module, x: torch.Tensor, precision: str, head: Head = softmax_head
+) -> torch.Tensor:
+    """Softmax probabilities (float32) of a normalised batch under autocast at ``precision``
+    (or another ``head`` of the model's float32 output)."""
     dtype = _AUTOCAST_DTYPES.get(precision)
     with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits: torch.Tensor = model(x)
-    return logits.float().softmax(dim=1)
+    return head(logits.float())
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -127,6 +137,7 @@ def predict_tiles(
     device: torch.device | None = None,
     precision: str = "fp32",
     on_batch: OnBatch | None = None,
+    head: Head = softmax_head,
 ) -> None:
     """Fill ``probabilities[index]`` for every tile of ``dataset`` (one process, one device).
 
@@ -139,13 +150,15 @@ def predict_tiles(
         device: where the model runs (default CPU).
         precision: ``fp32``, ``bf16`` or ``fp16`` (resolved, see :func:`resolve_precision`).
         on_batch: called with the number of tiles after each batch.
+        head: what is stored of the model's float32 output (default: softmax probabilities;
+            ``oncoscope features`` stores the encoder's features as they are).
     """
     device = device or torch.device("cpu")
     mean, std = _stats(spec, device)
     with torch.inference_mode():
         for tiles, index in tile_loader(dataset, batch_size, workers, device):
             probs = forward_probabilities(
-                model, to_model_input(tiles, mean, std, device), precision
+                model, to_model_input(tiles, mean, std, device), precision, head
             )
             probabilities[index.numpy()] = probs.cpu().numpy()
             if on_batch is not None:
@@ -198,21 +211,23 @@ def precision_agreement(
 
 
 class _TilePredictor(pl.LightningModule):
-    """``predict_step``: normalise a uint8 batch and return ``(indices, probabilities)``."""
+    """``predict_step``: normalise a uint8 batch and return ``(indices, probabilities)`` (or
+    another ``head`` of the model's output)."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, model: nn.Module, spec: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, spec: dict[str, Any], head: Head = softmax_head) -> None:
         super().__init__()
         self.model = model
+        self.head = head
         self.register_buffer("mean", torch.tensor(spec["mean"]).view(1, -1, 1, 1), False)
         self.register_buffer("std", torch.tensor(spec["std"]).view(1, -1, 1, 1), False)
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
         tiles, index = batch
         x = to_model_input(tiles, self.mean, self.std, self.device)
-        return index, self.model(x).float().softmax(dim=1)
+        return index, self.head(self.model(x).float())
 
 
 class _MemmapWriter(BasePredictionWriter):
@@ -273,13 +288,15 @@ def predict_tiles_distributed(
     workers: int = 0,
     precision: str = "fp32",
     on_batch: OnBatch | None = None,
+    head: Head = softmax_head,
 ) -> bool:
     """Write the float32 ``.npy`` memory map of ``shape`` ``(tiles, classes)`` at
     ``probabilities_path`` through Lightning's predict loop.
 
     Lightning shards the tiles over ``devices`` (its ``DistributedSampler``, padded by repeating
     tiles, which the writer writes twice with the same values); rank 0 creates the file and all
-    ranks write into it, so it must be on a file system all of them see.
+    ranks write into it, so it must be on a file system all of them see. ``head``: as in
+    :func:`predict_tiles` (the file's second axis is its width).
 
     Returns:
         True in the process that should write the outputs (global rank 0).
@@ -298,6 +315,6 @@ def predict_tiles_distributed(
         callbacks=[_MemmapWriter(probabilities_path, shape, on_batch)],
     )
     loader = tile_loader(dataset, batch_size, workers, torch.device("cpu"))
-    module = _TilePredictor(model.to(memory_format=torch.channels_last), spec)  # type: ignore[call-overload]
+    module = _TilePredictor(model.to(memory_format=torch.channels_last), spec, head)  # type: ignore[call-overload]
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     return bool(trainer.is_global_zero)

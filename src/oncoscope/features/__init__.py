@@ -1,0 +1,1 @@
+"""Tile features of whole slides, one feature bag per slide (``oncoscope features``)."""
