@@ -114,3 +114,23 @@ def test_attention_explanation_is_an_image_sized_map_in_0_1():
     plain = create_model("efficientnet_b0", num_classes=2, in_chans=1)
     with pytest.raises(InvalidOptionError, match="needs a model with a self-attention front end"):
         explain_batch(plain, torch.rand(1, 1, 32, 32), "attention")
+
+
+def test_a_checkpoint_rebuilds_the_same_model(tmp_path):
+    from oncoscope.train.checkpoint import load_model, write_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("sa_efficientnet_b0", num_classes=2, in_chans=1, **TINY).eval()
+    spec = {
+        "model": "sa_efficientnet_b0",
+        "model_kwargs": TINY,
+        "classes": ["a", "b"],
+        "in_chans": 1,
+        "image_size": 32,
+        "mean": [0.5],
+        "std": [0.5],
+    }
+    loaded, _ = load_model(write_checkpoint(model, spec, tmp_path / "sa.ckpt"))
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
