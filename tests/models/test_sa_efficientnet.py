@@ -23,7 +23,7 @@ def stage_input_shape(backbone: str, stage: int, x: torch.Tensor) -> torch.Size:
     """The shape an intact timm model's ``blocks[stage]`` receives for ``x`` (shapes only)."""
     with torch.device("meta"):
         model = timm.create_model(backbone, num_classes=2, in_chans=x.shape[1])
-    seen = []
+    seen: list[torch.Size] = []
     hook = model.blocks[stage].register_forward_pre_hook(lambda _m, a: seen.append(a[0].shape))
     with torch.no_grad():
         model(x.to("meta"))

@@ -25,11 +25,12 @@ def naive_attention(layer: LocalAttention2d, x: torch.Tensor) -> torch.Tensor:
                 y, xx = i + dy, j + dx
                 if not (0 <= y < h and 0 <= xx < w):
                     continue
-                if layer.relation == "dot":
+                if layer.relative is not None:  # dot
                     head = layer.rel_channels // g
                     keyed = key[:, y, xx].reshape(g, head) + layer.relative[:, n]
                     logits[:, n] = (q[:, i, j].reshape(g, head) * keyed).sum(1) / math.sqrt(head)
                 else:  # pairwise: gamma([q_i - k_j, p(i - j)])
+                    assert layer.position is not None
                     offset = torch.tensor([[-dy], [-dx]], dtype=torch.float32) / (k // 2)
                     position = layer.position(offset.unsqueeze(0))[0, :, 0]
                     joined = torch.cat([q[:, i, j] - key[:, y, xx], position])
