@@ -12,8 +12,8 @@ it is defined only for a global-pooling + linear head (timm models, ``sa_efficie
 
 ``attention`` is the self-attention front end's own map (``sa_efficientnet`` and its smaller
 configurations: :meth:`oncoscope.models.sa_efficientnet.SAEfficientNet.attention_map`, the
-attention mass each pixel received, averaged over the front end's layers): where the
-self-attention looked, the same for every class.
+attention each pixel received relative to uniform attention, averaged over the front end's
+layers): where the self-attention looked, the same for every class.
 
 Every map is ReLU'd, scaled to ``0..1`` per image (pytorch-grad-cam's ``scale_cam_image``) and
 resized to the model's input size.

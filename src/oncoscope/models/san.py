@@ -154,11 +154,13 @@ class LocalAttention2d(nn.Module):
         return out.reshape(b, self.out_channels, h, w)
 
     def received(self) -> torch.Tensor:
-        """Attention mass each position receives from the queries around it, ``(B, H, W)``.
+        """Attention each position receives, relative to uniform attention, ``(B, H, W)``.
 
-        The weights of every query sum to one, so the map averages 1 over the image; a position
-        above 1 drew attention from its neighbours, one below 1 was passed over. Averaged over
-        the groups.
+        The weights a position receives from the queries around it, summed (averaged over the
+        groups), divided by what it would receive if every query spread its weight evenly over
+        its neighbours inside the image: 1 everywhere for uniform attention, borders included
+        (near a border fewer queries see a position); above 1 where the neighbours attended to
+        it, below 1 where they passed it over.
 
         Raises:
             RuntimeError: before the first forward pass.
@@ -166,9 +168,13 @@ class LocalAttention2d(nn.Module):
         if self.last_attention is None:
             raise RuntimeError("no attention yet: run a forward pass first")
         b, _, k2, h, w = self.last_attention.shape
+        k, pad = self.kernel_size, self.kernel_size // 2
         weights = self.last_attention.float().mean(dim=1).reshape(b, k2, h * w)
-        folded = F.fold(weights, (h, w), self.kernel_size, padding=self.kernel_size // 2)
-        return folded[:, 0]
+        inside = F.unfold(weights.new_ones(1, 1, h, w), k, padding=pad)  # (1, k2, H*W)
+        uniform = inside / inside.sum(dim=1, keepdim=True)
+        received = F.fold(weights, (h, w), k, padding=pad)[:, 0]
+        expected = F.fold(uniform, (h, w), k, padding=pad)[:, 0]
+        return received / expected
 
 
 class SANBottleneck(nn.Module):
@@ -319,9 +325,10 @@ class SANFrontEnd(nn.Module):
     def attention_map(self, size_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """Where the front end looked at the last forward pass: ``(B, H, W)`` float32.
 
-        The attention mass each position received (:meth:`LocalAttention2d.received`: 1 on
-        average, above 1 where neighbours attended), bilinearly resized to ``size_hw`` (``(H, W)``
-        in pixels; default: the last input's size) and averaged over every attention layer.
+        The attention each position received relative to uniform attention
+        (:meth:`LocalAttention2d.received`: above 1 where neighbours attended), bilinearly
+        resized to ``size_hw`` (``(H, W)`` in pixels; default: the last input's size) and
+        averaged over every attention layer.
 
         Raises:
             RuntimeError: before the first forward pass.
