@@ -84,7 +84,14 @@ def test_layers_come_from_feature_info_and_can_be_named_or_earlier():
 
 def test_sa_efficientnet_layers_and_its_own_attention_map():
     model = create_model(
-        "sa_efficientnet", num_classes=2, in_chans=1, backbone="test_efficientnet", embed_chans=8
+        "sa_efficientnet",
+        num_classes=2,
+        in_chans=1,
+        backbone="test_efficientnet",
+        feed_stage=2,
+        widths=(8, 16),
+        depths=(1, 1),
+        kernel_sizes=(3, 3),
     )
     name, module = target_layers(model)[0]
     assert name.startswith("backbone.") and dict(model.named_modules())[name] is module

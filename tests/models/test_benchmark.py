@@ -109,3 +109,23 @@ def test_cli_rejects_an_unknown_model():
     result = runner.invoke(app, ["benchmark-models", "resnet50,not_a_model_xyz"])
     assert result.exit_code == 2
     assert "not_a_model_xyz" in result.output
+
+
+def test_cli_prints_the_papers_count_beside_the_measured_one(monkeypatch):
+    from oncoscope.models import count_parameters
+
+    def measured(name, **_):  # the count only: the paper-size model is slow on 2 cores
+        return bench.ModelBenchmark(name, count_parameters(name, num_classes=2), 1, 0.5, 1, 1, 1)
+
+    monkeypatch.setattr(bench, "benchmark_model", measured)
+    result = runner.invoke(
+        app, ["benchmark-models", "sa_efficientnet,simple_cnn", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if "│" in line]
+    (row,) = [line for line in table if "sa_efficientnet" in line]
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert cells[0] == "sa_efficientnet" and cells[2] == "74.6"
+    assert abs(float(cells[1]) - 74.6) < 0.03 * 74.6
+    (cnn,) = [line for line in table if "simple_cnn" in line]
+    assert "74.6" not in cnn and "Table II" in result.output

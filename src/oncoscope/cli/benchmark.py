@@ -57,19 +57,32 @@ def benchmark_models(
         title=f"{record['device_name']} ({record['device']}, {record['threads']} threads): "
         f"batch {batch_size}, {image_size} px, median of {iterations}"
     )
-    headers = ("model", "parameters (M)", "GFLOPs/image", "latency ms/batch", "images/s")
-    for header in headers:
-        table.add_column(header, justify="left" if header == "model" else "right")
+    paper = record["paper_parameters_m"]
+    headers = (
+        "model",
+        "parameters (M)",
+        "paper (M)",
+        "GFLOPs/image",
+        "latency ms/batch",
+        "images/s",
+    )
+    longest = max(len(row["model"]) for row in record["models"])
+    table.add_column(headers[0], min_width=longest, no_wrap=True)  # names are never cut
+    for header in headers[1:]:
+        table.add_column(header, justify="right")
     for row in record["models"]:
         table.add_row(
             row["model"],
             f"{row['parameters'] / 1e6:.2f}",
+            f"{paper[row['model']]:.1f}" if row["model"] in paper else "",
             f"{row['gflops_per_image']:.3f}",
             f"{row['latency_ms']:.1f}",
             f"{row['throughput_images_per_s']:.1f}",
         )
     console.print(table)
     console.print(record["flops_note"])
+    if paper:
+        console.print(record["paper_note"])
     if json_path is not None:
         with atomic_path(json_path) as temporary:
             temporary.write_text(json.dumps(record, indent=2))

@@ -10,8 +10,10 @@ class times the last feature map, ``sum_c w[t, c] * A[c]``. It is computed here 
 ``forward_features`` and ``get_classifier()`` because pytorch-grad-cam has no plain CAM class;
 it is defined only for a global-pooling + linear head (timm models, ``sa_efficientnet``).
 
-``attention`` is the SA-EfficientNet's own front-end attention (:meth:`SAEfficientNet.
-attention_map`): where the self-attention looked, the same for every class.
+``attention`` is the self-attention front end's own map (``sa_efficientnet`` and its smaller
+configurations: :meth:`oncoscope.models.sa_efficientnet.SAEfficientNet.attention_map`, the
+attention each pixel received relative to uniform attention, averaged over the front end's
+layers): where the self-attention looked, the same for every class.
 
 Every map is ReLU'd, scaled to ``0..1`` per image (pytorch-grad-cam's ``scale_cam_image``) and
 resized to the model's input size.
@@ -104,13 +106,14 @@ def explain_batch(
     if method == "attention":
         if not hasattr(model, "attention_map"):
             raise InvalidOptionError(
-                f"method attention needs a model with its own attention map (sa_efficientnet), "
-                f"not {type(model).__name__}"
+                f"method attention needs a model with a self-attention front end "
+                f"(sa_efficientnet, sa_efficientnet_lite0, ...), not {type(model).__name__}: "
+                "use gradcam"
             )
         attentive: Any = model
         raw = attentive.attention_map().float().numpy()
         maps = scale_cam_image(np.maximum(raw, 0), size_wh)
-        return BatchMaps(maps, chosen, probs, "front.attend")
+        return BatchMaps(np.asarray(maps, np.float32), chosen, probs, "front")
     if method == "cam":
         maps = scale_cam_image(plain_cam(model, images, chosen), size_wh)
         return BatchMaps(maps, chosen, probs, "forward_features")

@@ -26,6 +26,10 @@ from oncoscope.models.registry import check_model_name, create_model
 
 #: The models of seed 000's Table II.
 SEED000_MODELS = ("resnet50", "seresnet50", "efficientnet_b4", "sa_efficientnet")
+#: Parameters, millions, that seed 000's Table II gives for the models it names: "ResNet",
+#: "Original EfficientNet-B4" and "Our model" (the SA-EfficientNet). Its "SENet" (147.0M)
+#: names no variant that any of ours matches, so it is left out.
+PAPER_PARAMETERS_M = {"resnet50": 28.6, "efficientnet_b4": 19.2, "sa_efficientnet": 74.6}
 FLOPS_NOTE = (
     "FLOPs by torch.utils.flop_counter.FlopCounterMode: convolutions and matrix products of one "
     "forward pass, one multiply-add counted as 2 FLOPs (GFLOPs = 2 x GMACs)"
@@ -197,8 +201,9 @@ def benchmark_models(
 
     Returns:
         The JSON record: settings, machine (device, CPU or GPU name, threads, torch version),
-        :data:`FLOPS_NOTE` and ``models`` (one dict per model, the fields of
-        :class:`ModelBenchmark`).
+        :data:`FLOPS_NOTE`, ``models`` (one dict per model, the fields of
+        :class:`ModelBenchmark`) and ``paper_parameters_m`` (seed 000's Table II count, in
+        millions, for each model measured that the paper names: :data:`PAPER_PARAMETERS_M`).
 
     Raises:
         UnknownModelError: a name neither oncoscope nor timm knows (before any work).
@@ -243,6 +248,8 @@ def benchmark_models(
         "flops_note": FLOPS_NOTE,
         "latency_note": "median wall time of one forward pass of a batch, inference mode, ms",
         "models": rows,
+        "paper_parameters_m": {n: PAPER_PARAMETERS_M[n] for n in names if n in PAPER_PARAMETERS_M},
+        "paper_note": "paper: seed 000 Table II, parameters in millions (head not stated)",
     }
 
 

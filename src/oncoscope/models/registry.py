@@ -1,4 +1,4 @@
-"""The model registry: the seeds' backbones through timm, the SA-EfficientNet and the small CNN.
+"""The model registry: the seeds' backbones through timm, the SA-EfficientNets and the small CNN.
 
 ``create_model(name, ...)`` builds any named model, or passes any other timm name through to
 ``timm.create_model``. oncoscope's own models are factories registered with
@@ -24,11 +24,14 @@ import torch
 from torch import nn
 
 from oncoscope.errors import OncoscopeError, UnknownModelError
-from oncoscope.models.self_attention import SAEfficientNet, SelfAttentionFrontEnd
+from oncoscope.models.sa_efficientnet import CONFIGS as SA_CONFIGS
+from oncoscope.models.sa_efficientnet import SAConfig, SAEfficientNet
+from oncoscope.models.self_attention import ResidualSAEfficientNet, SelfAttentionFrontEnd
 from oncoscope.models.simple_cnn import SimpleCNN
 from oncoscope.models.weights import load_state_dict, match_state_dict, package_weights
 
-_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
+_RESIDUAL_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
+_SA_KEYS = ("feed_stage", "widths", "depths", "kernel_sizes", "relation", "share")
 
 #: A factory: ``(num_classes, pretrained, weights, in_chans, kwargs) -> model``.
 Factory = Callable[[int, bool, "str | Path | None", int, dict[str, Any]], nn.Module]
@@ -123,8 +126,9 @@ def create_model(
         pretrained: load pretrained weights (see module docstring for where from).
         weights: a local weights file; implies ``pretrained``.
         in_chans: input channels (1 for single-window CT).
-        **kwargs: passed to the model (e.g. ``backbone="efficientnet_b0"``, ``kernel_size=5``
-            for ``sa_efficientnet``; ``channels=(8, 16)`` for ``simple_cnn``; timm kwargs).
+        **kwargs: passed to the model (e.g. ``backbone="efficientnet_b0"``, ``feed_stage=3``,
+            ``widths=(32, 64, 128)``, ``relation="dot"`` for ``sa_efficientnet``;
+            ``channels=(8, 16)`` for ``simple_cnn``; timm kwargs).
 
     Returns:
         The model, with its preprocessing in ``model.pretrained_cfg`` (mean, std, input size).
@@ -226,13 +230,57 @@ def _create_simple_cnn(
     return model
 
 
+def _sa_factory(config: SAConfig) -> Factory:
+    """A factory for one named SA-EfficientNet configuration; every field can be overridden
+    (``backbone=``, ``feed_stage=``, ``widths=``, ``depths=``, ``kernel_sizes=`` or one
+    ``kernel_size=`` for all stages, ``relation=``, ``share=``); other keywords go to the
+    timm backbone."""
+
+    def create(
+        num_classes: int,
+        pretrained: bool,
+        weights: str | Path | None,
+        in_chans: int,
+        kwargs: dict[str, Any],
+    ) -> nn.Module:
+        settings = {**config.kwargs(), **{k: kwargs.pop(k) for k in _SA_KEYS if k in kwargs}}
+        if "kernel_size" in kwargs:
+            settings["kernel_sizes"] = (kwargs.pop("kernel_size"),) * len(settings["widths"])
+        backbone_name = kwargs.pop("backbone", settings.pop("backbone"))
+        whole = load_state_dict(weights) if weights is not None else None
+        is_whole_model = whole is not None and any(k.startswith("front.") for k in whole)
+        backbone = create_model(
+            backbone_name,
+            num_classes=num_classes,
+            pretrained=pretrained and not is_whole_model,
+            weights=None if is_whole_model else weights,
+            in_chans=in_chans,
+            **kwargs,
+        )
+        try:
+            model = SAEfficientNet(backbone, in_chans=in_chans, **settings)
+        except ValueError as error:
+            raise OncoscopeError(f"{backbone_name}: {error}") from None
+        if is_whole_model and weights is not None:
+            _load_exact(model, weights)
+        return model
+
+    return create
+
+
+for _name, _config in SA_CONFIGS.items():
+    register_model(_name, _config.description, "000", dropout_kwarg="drop_rate")(
+        _sa_factory(_config)
+    )
+
+
 @register_model(
-    "sa_efficientnet",
-    "SAN self-attention front end + EfficientNet-B4",
+    "sa_residual_efficientnet",
+    "residual SAN layer in front of a whole EfficientNet-B4 (earlier variant, kept for comparison)",
     "000",
     dropout_kwarg="drop_rate",
 )
-def _create_sa(
+def _create_residual_sa(
     num_classes: int,
     pretrained: bool,
     weights: str | Path | None,
@@ -240,7 +288,7 @@ def _create_sa(
     kwargs: dict[str, Any],
 ) -> nn.Module:
     backbone_name = kwargs.pop("backbone", "efficientnet_b4")
-    front_kwargs = {k: kwargs.pop(k) for k in _SA_KEYS if k in kwargs}
+    front_kwargs = {k: kwargs.pop(k) for k in _RESIDUAL_SA_KEYS if k in kwargs}
     whole = load_state_dict(weights) if weights is not None else None
     is_whole_model = whole is not None and any(k.startswith("front.") for k in whole)
     backbone = create_model(
@@ -251,7 +299,7 @@ def _create_sa(
         in_chans=in_chans,
         **kwargs,
     )
-    model = SAEfficientNet(SelfAttentionFrontEnd(in_chans, **front_kwargs), backbone)
+    model = ResidualSAEfficientNet(SelfAttentionFrontEnd(in_chans, **front_kwargs), backbone)
     if is_whole_model and weights is not None:
         _load_exact(model, weights)
     return model

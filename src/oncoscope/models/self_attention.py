@@ -1,4 +1,9 @@
-"""Local self-attention front end (SAN) and the seed-000 SA-EfficientNet.
+"""The earlier, residual SA-EfficientNet (``sa_residual_efficientnet``): one SAN layer in front of
+a whole EfficientNet.
+
+Kept under its own name for comparison with the seed-000 model (``sa_efficientnet``,
+:mod:`oncoscope.models.sa_efficientnet`, whose front end *replaces* the EfficientNet's stem and
+early stages) until training on the phantom cohort shows whether it earns its place.
 
 The front end follows SAN (Zhao, Jia & Koltun, "Exploring Self-attention for Image Recognition",
 CVPR 2020): every pixel attends to the ``k x k`` neighbourhood around it. The attention weights
@@ -9,9 +14,8 @@ group and neighbour, normalised with a softmax over the neighbourhood, and the o
 weighted sum of ``beta(x_j)``. Written in plain PyTorch with ``F.unfold`` so that it runs on CPU
 and GPU (SAN's own aggregation kernels are CUDA-only).
 
-Seed 000 puts this "attention convolution kernel" in front of an EfficientNet: the front end
-re-weights the image (ROI versus background) and the EfficientNet classifies the result. Here the
-front end is residual, ``x + project(attend(embed(x)))``, with ``project`` initialised near zero,
+Here the front end re-weights the image and a whole EfficientNet classifies the result; it is
+residual, ``x + project(attend(embed(x)))``, with ``project`` initialised near zero,
 so a pretrained EfficientNet behaves exactly as pretrained at step 0 and learns to use the
 attention from there. The last attention weights are kept (``last_attention``) so that the
 explain step can show where the model looked.
@@ -180,8 +184,8 @@ class SelfAttentionFrontEnd(nn.Module):
         return self.attend.attention_map()
 
 
-class SAEfficientNet(nn.Module):
-    """Seed-000 model: the SAN front end in front of a timm backbone (EfficientNet-B4 default).
+class ResidualSAEfficientNet(nn.Module):
+    """A residual SAN layer in front of a whole timm backbone (EfficientNet-B4 default).
 
     The backbone's timm interface is passed through (``pretrained_cfg``, ``feature_info``,
     ``forward_features``, ``forward_head``, ``get_classifier``, ``reset_classifier``) so the
