@@ -30,8 +30,9 @@ from skimage.transform import resize
 from oncoscope import __version__
 from oncoscope.batch import run_guarded
 from oncoscope.ct.lesions import label_lesions
+from oncoscope.ct.render import render_slice
 from oncoscope.ct.slices import TUMOUR, TUMOUR_LABEL, label_slices, select_slices
-from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
+from oncoscope.ct.window import HUWindow
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
 from oncoscope.dataset.split import SPLITS, split_counts, split_groups
 from oncoscope.errors import InvalidVolumeError, OncoscopeError, OutputWriteError
@@ -202,7 +203,9 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
                     name.replace(".png", "-liver.png"),
                 )
                 writing = out_dir / "slices" / folder_name / name
-                image = _render(volume.array[item.slice_index], options)
+                image = render_slice(
+                    volume.array[item.slice_index], options.windows, options.size_px
+                )
                 Image.fromarray(image).save(temporary / name)
                 writing = out_dir / "masks" / folder_name / liver_name
                 liver = (mask.array[item.slice_index] >= 1).astype(np.uint8) * 255
@@ -400,18 +403,6 @@ def _write_tables(
             path.unlink(missing_ok=True)
         raise OutputWriteError(f"cannot write ({error.strerror or error})", writing) from error
     report.manifest = manifest
-
-
-def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
-    """Window one ``(H, W)`` HU slice to 8-bit grey (one window) or RGB (three)."""
-    if len(options.windows) == 1:
-        unit = apply_window(hu_slice, options.windows[0])
-    else:
-        unit = window_stack(hu_slice, options.windows)
-    if options.size_px is not None:
-        size = (options.size_px, options.size_px)
-        unit = resize(unit, size, order=1, anti_aliasing=True, preserve_range=True)
-    return to_uint8(unit)
 
 
 def _resize_mask(mask: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
