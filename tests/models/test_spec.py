@@ -114,12 +114,18 @@ def test_a_missing_required_field_is_named(field, tmp_path):
         ({"image_size": 16.5}, "image_size 16.5 is not a whole number"),
         ({"mean": [0.5, 0.5]}, r"need 1 values each"),
         ({"std": [0.0]}, "must be positive"),
-        ({"preprocessing": {"window": "nowindow"}}, "unknown window 'nowindow'"),
     ],
 )
 def test_bad_values_are_one_clear_error(change, message):
     with pytest.raises(OncoscopeError, match=message):
         ModelSpec.from_dict({**MINIMAL, **change})
+
+
+def test_a_window_name_that_is_no_preset_is_kept_as_text_without_a_window():
+    stored = {**MINIMAL, "preprocessing": {"window": "my-own-window"}}
+    spec = ModelSpec.from_dict(stored)
+    assert spec.ct_windows == () and dict(spec.extra_preprocessing) == {"window": "my-own-window"}
+    assert spec.to_dict()["preprocessing"] == {"window": "my-own-window"}
 
 
 def test_unknown_keys_are_kept_through_a_round_trip():

@@ -139,8 +139,9 @@ class ModelSpec:
         Everything else is optional: a missing ``model_kwargs`` is ``{}``, a missing
         ``preprocessing`` record means no resolution, window or stain; old checkpoints that
         name their CT window only (``preprocessing.window``, e.g. ``"liver"`` or
-        ``"400/40"``) get its HU values from :func:`oncoscope.ct.window.parse_windows`.
-        Unknown keys are kept in ``extra`` and ``extra_preprocessing``.
+        ``"400/40"``) get its HU values from :func:`oncoscope.ct.window.parse_windows`; a name
+        that is neither (a hand-made manifest's) gives no window and is kept as text. Unknown
+        keys are kept in ``extra`` and ``extra_preprocessing``.
 
         Args:
             spec: the stored mapping.
@@ -165,6 +166,9 @@ class ModelSpec:
             )
         made = dict(spec.get("preprocessing") or {})
         try:
+            windows = _windows(made)
+            # a window name that is no preset nor W/L (a hand-made manifest's): kept as text
+            unknown = {"window"} if not windows and made.get("window") else set()
             row_mm, col_mm = made.get("row_mm"), made.get("col_mm")
             return cls(
                 model=str(spec["model"]),
@@ -177,7 +181,7 @@ class ModelSpec:
                 tile_mpp=_number_or_none(made.get("mpp")),
                 tile_magnification=_number_or_none(made.get("magnification")),
                 tile_size_px=_size_or_none(made.get("size"), "preprocessing.size"),
-                ct_windows=_windows(made),
+                ct_windows=windows,
                 ct_size_px=_size_or_none(made.get("ct_size_px"), "preprocessing.ct_size_px"),
                 pixel_mm=(
                     (float(row_mm), float(col_mm))
@@ -189,7 +193,7 @@ class ModelSpec:
                 manifest=_text_or_none(spec.get("manifest")),
                 oncoscope_version=_text_or_none(spec.get("oncoscope_version")),
                 extra_preprocessing=_frozen(
-                    {k: v for k, v in made.items() if k not in _PREPROCESSING}
+                    {k: v for k, v in made.items() if k not in _PREPROCESSING or k in unknown}
                 ),
                 extra=_frozen({k: v for k, v in spec.items() if k not in _TOP_LEVEL}),
             )
@@ -374,5 +378,5 @@ def _windows(made: Mapping[str, Any]) -> tuple[HUWindow, ...]:
         return ()
     try:
         return parse_windows(names)
-    except InvalidOptionError as error:
-        raise OncoscopeError(f"preprocessing.window: {error.message}") from None
+    except InvalidOptionError:
+        return ()
