@@ -42,7 +42,8 @@ def _hand_slice(lits_dir: Path, pid: str, k: int) -> tuple[np.ndarray, np.ndarra
 def _window_png(hu: np.ndarray) -> np.ndarray:
     """The liver window in float32, as 8 bits (the same arithmetic order as any windowing)."""
     unit = np.clip((hu - np.float32(-100.0)) / np.float32(300.0), 0.0, 1.0)
-    return np.round(unit * 255.0).astype(np.uint8)
+    rounded: np.ndarray = np.round(unit * 255.0).astype(np.uint8)
+    return rounded
 
 
 def _hand_dice(a: np.ndarray, b: np.ndarray) -> float:

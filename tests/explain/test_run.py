@@ -152,6 +152,23 @@ def test_evaluate_localization_adds_the_scores_to_metrics_and_report(tmp_path, c
     assert (out / "localization" / "localization.json").is_file()
 
 
+def test_evaluate_localization_reads_the_checkpoint_once(tmp_path, checkpoint, monkeypatch):
+    from tests.evaluate.test_load_once import count_loads
+
+    manifest = lesion_manifest(tmp_path / "data")
+    loads = count_loads(monkeypatch)
+    result = CliRunner().invoke(
+        app,
+        [
+            *("evaluate", str(checkpoint), "--data", str(manifest), "--out", str(tmp_path / "e")),
+            *("--resamples", "20", "--localization"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "localization" in json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert loads == {checkpoint.resolve(): 1}  # predicted test and val, then the CAMs
+
+
 def test_localization_skips_an_unreadable_slice_and_scores_the_rest(tmp_path, checkpoint):
     manifest = lesion_manifest(tmp_path / "data")
     frame = pd.read_csv(manifest)

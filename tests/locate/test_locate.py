@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.ct.chain import SliceChain
 from oncoscope.ct.couinaud import couinaud
 from oncoscope.ct.phantom import Phantom, write_lits_pair
 from oncoscope.ct.prepare import Case, PrepareOptions, prepare_case
@@ -22,6 +23,7 @@ from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.io.volumes import read_volume
 from oncoscope.locate.model_input import CTModelInput, ct_model_input, model_pixels
 from oncoscope.locate.run import LocateOptions, locate
+from oncoscope.models.spec import ModelSpec
 from oncoscope.train.checkpoint import write_checkpoint
 from tests.io.test_volumes import _dicom_series
 from tests.locate.conftest import SIZE_PX, hypodense_model_spec
@@ -158,9 +160,10 @@ def test_slices_are_the_pixels_of_ct_prepare_pngs(dark_phantom: Phantom, tmp_pat
         )
         out = tmp_path / f"prepared-{size_px}"
         result = prepare_case(Case("1", volume_path, mask), out, options)
-        model_input = CTModelInput(
-            "m", (PRESETS["liver"],), size_px or SIZE_PX, [0.5], [0.25], ["tumour"], 0
+        spec = ModelSpec(
+            "m", ("tumour",), 1, size_px or SIZE_PX, (0.5,), (0.25,), ct_windows=(PRESETS["liver"],)
         )
+        model_input = CTModelInput(spec, (PRESETS["liver"],), SliceChain(), 0)
         for row in result.rows[:4]:
             written = np.asarray(Image.open(out / row["path"]))
             made = model_pixels(volume.array[row["slice_index"]], model_input)
@@ -243,11 +246,13 @@ def test_a_checkpoint_that_is_not_a_ct_slice_classifier_is_refused(tmp_path: Pat
     model, spec = hypodense_model_spec()
     no_window = {**spec, "preprocessing": {"mpp": 0.5}}
     with pytest.raises(OncoscopeError, match="no CT window"):
-        ct_model_input(no_window, tmp_path / "a.ckpt")
+        ct_model_input(ModelSpec.from_dict(no_window), tmp_path / "a.ckpt")
+    three = {**spec, "in_chans": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
     with pytest.raises(OncoscopeError, match="3-channel"):
-        ct_model_input({**spec, "in_chans": 3}, tmp_path / "a.ckpt")
+        ct_model_input(ModelSpec.from_dict(three), tmp_path / "a.ckpt")
     with pytest.raises(OncoscopeError, match="no 'tumour'"):
-        ct_model_input({**spec, "classes": ["benign", "malignant"]}, tmp_path / "a.ckpt")
+        other = {**spec, "classes": ["benign", "malignant"]}
+        ct_model_input(ModelSpec.from_dict(other), tmp_path / "a.ckpt")
     checkpoint = write_checkpoint(model, no_window, tmp_path / "histology.ckpt")
     result = runner.invoke(
         app,

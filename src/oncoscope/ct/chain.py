@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,9 @@ import pandas as pd
 from oncoscope.ct.denoise import median_denoise
 from oncoscope.ct.window import HUWindow
 from oncoscope.errors import InvalidOptionError, ManifestError
+
+if TYPE_CHECKING:
+    from oncoscope.models.spec import ModelSpec
 
 RoiSource = Literal["none", "em", "mask"]
 ROI_SOURCES: tuple[str, ...] = ("none", "em", "mask")
@@ -245,13 +248,12 @@ def manifest_chain(frame: pd.DataFrame, manifest: str | Path) -> dict[str, Any] 
     return record
 
 
-def spec_chain(spec: dict[str, Any]) -> dict[str, Any] | None:
+def spec_chain(spec: ModelSpec) -> dict[str, Any] | None:
     """The chain a checkpoint's training images were made with (None: no chain)."""
-    record = (spec.get("preprocessing") or {}).get(SPEC_KEY)
-    return record if isinstance(record, dict) and record else None
+    return dict(spec.ct_chain) if spec.ct_chain else None
 
 
-def check_manifest_chain(spec: dict[str, Any], manifest: str | Path) -> None:
+def check_manifest_chain(spec: ModelSpec, manifest: str | Path) -> None:
     """Refuse a manifest whose chain differs from the checkpoint's.
 
     Raises:

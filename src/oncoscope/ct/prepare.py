@@ -38,8 +38,9 @@ from oncoscope.batch import run_guarded
 from oncoscope.ct.chain import SliceChain, apply_chain, chain_text, describe, fill_hu
 from oncoscope.ct.lesions import label_lesions
 from oncoscope.ct.liver_roi import dice
+from oncoscope.ct.render import render_slice
 from oncoscope.ct.slices import TUMOUR, TUMOUR_LABEL, label_slices, select_slices
-from oncoscope.ct.window import HUWindow, apply_window, to_uint8, window_stack
+from oncoscope.ct.window import HUWindow
 from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
 from oncoscope.dataset.split import SPLITS, split_counts, split_groups
 from oncoscope.errors import InvalidVolumeError, OncoscopeError, OutputWriteError
@@ -257,7 +258,7 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
                     if drop:
                         continue
                 writing = out_dir / "slices" / folder_name / name
-                image = _render(chained.hu, options)
+                image = render_slice(chained.hu, options.windows, options.size_px)
                 Image.fromarray(image).save(temporary / name)
                 writing = out_dir / "masks" / folder_name / liver_name
                 liver = liver_slice.astype(np.uint8) * 255
@@ -511,35 +512,6 @@ def _clear_other_chain(out: Path, chain: SliceChain) -> list[str]:
         f"(slices/, masks/, manifest.csv, lesions.csv, prepare.json) before writing chain "
         f"{describe(chain.record())}"
     ]
-
-
-def render_slice(
-    hu_slice: np.ndarray[Any, Any], windows: tuple[HUWindow, ...], size_px: int | None = None
-) -> np.ndarray[Any, Any]:
-    """Window one slice as ``ct prepare`` writes it: 8-bit grey (one window) or RGB (three).
-
-    Args:
-        hu_slice: ``(H, W)`` slice in HU.
-        windows: one or three windows.
-        size_px: resize to ``size_px`` x ``size_px`` (bilinear, anti-aliased); None keeps
-            ``(H, W)``.
-
-    Returns:
-        ``(H, W)`` or ``(H, W, 3)`` uint8 (at ``size_px`` when given), the pixels of the PNG.
-    """
-    if len(windows) == 1:
-        unit = apply_window(hu_slice, windows[0])
-    else:
-        unit = window_stack(hu_slice, windows)
-    if size_px is not None:
-        size = (size_px, size_px)
-        unit = resize(unit, size, order=1, anti_aliasing=True, preserve_range=True)
-    return to_uint8(unit)
-
-
-def _render(hu_slice: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:
-    """Window one ``(H, W)`` HU slice to 8-bit grey (one window) or RGB (three)."""
-    return render_slice(hu_slice, options.windows, options.size_px)
 
 
 def _resize_mask(mask: np.ndarray[Any, Any], options: PrepareOptions) -> np.ndarray[Any, Any]:

@@ -289,7 +289,7 @@ def compare_runs(
     Raises:
         OncoscopeError: a folder that is not a run, runs with other classes, a bad reference.
     """
-    from oncoscope.train.checkpoint import read_checkpoint
+    from oncoscope.train.checkpoint import load_model
     from oncoscope.train.predict import predict_split
 
     runs = [Path(r) for r in runs]
@@ -297,15 +297,24 @@ def compare_runs(
     if reference is not None and reference not in names:
         raise InvalidOptionError(f"reference '{reference}' is not one of the models {names}")
     checkpoints = {name: find_checkpoint(run) for name, run in zip(names, runs, strict=True)}
-    specs = {name: read_checkpoint(path)["spec"] for name, path in checkpoints.items()}
-    classes = [str(c) for c in specs[names[0]]["classes"]]
+    loaded = {name: load_model(path) for name, path in checkpoints.items()}  # each read once
+    specs = {name: spec for name, (_, spec) in loaded.items()}
+    classes = list(specs[names[0]].classes)
     for name, spec in specs.items():
-        if [str(c) for c in spec["classes"]] != classes:
+        if list(spec.classes) != classes:
             raise OncoscopeError(
-                f"classes {spec['classes']} differ from {names[0]}'s {classes}", checkpoints[name]
+                f"classes {list(spec.classes)} differ from {names[0]}'s {classes}",
+                checkpoints[name],
             )
     predictions = {
-        name: predict_split(path, manifest, split, batch_size=batch_size, num_workers=num_workers)
+        name: predict_split(
+            path,
+            manifest,
+            split,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            loaded=loaded[name],
+        )
         for name, path in checkpoints.items()
     }
     comparison = compare_predictions(
@@ -314,14 +323,14 @@ def compare_runs(
         reference=reference,
         resamples=resamples,
         seed=seed,
-        group_column=specs[names[0]].get("group_column"),
+        group_column=specs[names[0]].group_column,
     )
     comparison = {
         "data": str(Path(manifest).resolve()),
         "split": split,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "checkpoints": {name: str(path.resolve()) for name, path in checkpoints.items()},
-        "architectures": {name: spec["model"] for name, spec in specs.items()},
+        "architectures": {name: spec.model for name, spec in specs.items()},
         **comparison,
     }
     out = Path(out)
@@ -332,7 +341,7 @@ def compare_runs(
     with atomic_path(comparison_csv) as temporary:
         tidy_rows(comparison).to_csv(temporary, index=False, float_format="%.6g")
     facts = {
-        "models": ", ".join(f"{n} ({specs[n]['model']})" for n in names),
+        "models": ", ".join(f"{n} ({specs[n].model})" for n in names),
         "reference": comparison["reference"],
         "data": comparison["data"],
         "split": f"{split} ({comparison['n_images']} images, {comparison['n_groups']} groups)",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,9 @@ from oncoscope.evaluate.sections import (
     metrics_table,
 )
 from oncoscope.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from oncoscope.train.checkpoint import LoadedModel
 
 #: Columns that may name the group of an image, in order of preference.
 GROUP_COLUMNS = ("group", "patient_id", "slide")
@@ -300,7 +303,9 @@ def evaluate_predictions(
     return result
 
 
-def _predict_or_none(checkpoint: Path, manifest: Path, split: str | None, **kw: Any) -> Any:
+def _predict_or_none(
+    checkpoint: Path, manifest: Path, split: str | None, loaded: LoadedModel, **kw: Any
+) -> Any:
     from oncoscope.train.predict import predict_readable
 
     if split is None:
@@ -308,7 +313,7 @@ def _predict_or_none(checkpoint: Path, manifest: Path, split: str | None, **kw: 
     frame = read_manifest(manifest, required=("path", "label", "split"))
     if not (frame["split"] == split).any():
         return None
-    return predict_readable(checkpoint, manifest, split, **kw)
+    return predict_readable(checkpoint, manifest, split, loaded=loaded, **kw)
 
 
 def _figures(
@@ -491,32 +496,33 @@ def evaluate_checkpoint(
             ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
     from oncoscope.ct.chain import check_manifest_chain
-    from oncoscope.train.checkpoint import read_checkpoint
+    from oncoscope.train.checkpoint import load_model
     from oncoscope.train.predict import predict_readable
 
     settings = settings or EvaluationSettings()
     checkpoint, manifest, out = Path(checkpoint), Path(manifest), Path(out)
-    spec = read_checkpoint(checkpoint)["spec"]
+    loaded = load_model(checkpoint)  # the one read of the file; passed down from here
+    spec = loaded[1]
     check_manifest_chain(spec, manifest)  # slices made with the checkpoint's chain, or refused
-    classes = [str(c) for c in spec["classes"]]
+    classes = list(spec.classes)
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting
     if localization is not None:
         _localization_val_split(settings)  # fails before predicting
     kw = {"batch_size": batch_size, "num_workers": num_workers}
-    predicted = predict_readable(checkpoint, manifest, settings.split, **kw)
+    predicted = predict_readable(checkpoint, manifest, settings.split, loaded=loaded, **kw)
     test = predicted.frame
     skipped = [(settings.split, path, problem) for path, problem in predicted.skipped]
     val = None
     if len(classes) == 2 and settings.val_split is not None:
-        val_predicted = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
+        val_predicted = _predict_or_none(checkpoint, manifest, settings.val_split, loaded, **kw)
         if val_predicted is not None:
             val = val_predicted.frame
             skipped += [(settings.val_split, path, why) for path, why in val_predicted.skipped]
-    column = group_column_of(test, spec.get("group_column"))
+    column = group_column_of(test, spec.group_column)
     metrics = evaluate_predictions(test, classes, settings, val=val, group_column=column)
     metrics = {
-        "model": spec["model"],
+        "model": spec.model,
         "checkpoint": str(checkpoint.resolve()),
         "data": str(manifest.resolve()),
         "split": settings.split,
@@ -562,6 +568,7 @@ def evaluate_checkpoint(
             method=localization,
             out_dir=out / "localization",
             batch_size=batch_size,
+            loaded=loaded,
         )
         metrics["localization"] = {
             "method": localization,

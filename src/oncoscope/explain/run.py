@@ -33,8 +33,8 @@ from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError
 from oncoscope.explain.cam import explain_batch
 from oncoscope.explain.overlay import METHOD_NAMES, figure, overlay, save_png
 from oncoscope.io.atomic import atomic_path
-from oncoscope.train.checkpoint import load_model
-from oncoscope.train.data import eval_transform
+from oncoscope.models.spec import ModelSpec
+from oncoscope.train.checkpoint import LoadedModel, load_model
 
 #: Columns of ``explain.csv``.
 EXPLAIN_COLUMNS = (
@@ -88,7 +88,7 @@ class ExplainReport:
 
 def iter_maps(
     model: torch.nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     paths: Sequence[str],
     *,
     method: str = "gradcam",
@@ -101,7 +101,7 @@ def iter_maps(
 
     Args:
         model: the classifier, from :func:`oncoscope.train.checkpoint.load_model`.
-        spec: its checkpoint spec (classes, in_chans, image_size, mean, std).
+        spec: its checkpoint's spec (classes, input channels and size, normalisation).
         paths: image files.
         method, layers, stage: see :func:`oncoscope.explain.cam.explain_batch`.
         targets: class name to explain per image (None = its predicted class); default all None.
@@ -111,13 +111,13 @@ def iter_maps(
         InvalidOptionError: a target class the model does not have; bad method or layer.
         OncoscopeError: the model cannot take the images (channels or size).
     """
-    classes = [str(c) for c in spec["classes"]]
+    classes = list(spec.classes)
     wanted = list(targets) if targets is not None else [None] * len(paths)
     unknown = sorted({str(t) for t in wanted if t is not None and str(t) not in classes})
     if unknown:
         raise InvalidOptionError(f"target classes {unknown} are not among the model's {classes}")
-    transform = eval_transform(spec["image_size"], spec["mean"], spec["std"])
-    mode = "L" if spec["in_chans"] == 1 else "RGB"
+    transform = spec.eval_transform()
+    mode = "L" if spec.in_chans == 1 else "RGB"
     for start in range(0, len(paths), max(batch_size, 1)):
         batch: list[tuple[str, npt.NDArray[np.uint8], str | None]] = []
         for path, target in zip(
@@ -140,7 +140,7 @@ def iter_maps(
             result = _explain(model, tensors, method, layers, stage, indices)
         except RuntimeError as error:
             raise OncoscopeError(
-                f"model {spec['model']} cannot take images of shape {tuple(tensors.shape[1:])} "
+                f"model {spec.model} cannot take images of shape {tuple(tensors.shape[1:])} "
                 f"({str(error).splitlines()[0][:160]})"
             ) from None
         for row, (path, pixels, _) in enumerate(batch):
@@ -177,6 +177,7 @@ def explain_images(
     lesion_masks: Sequence[str | None] | None = None,
     on_image: Callable[[str, str | None], None] | None = None,
     manifest: str | Path | None = None,
+    loaded: LoadedModel | None = None,
 ) -> ExplainReport:
     """Explain image files and write maps, overlays and ``explain.csv`` (see module docstring).
 
@@ -196,6 +197,8 @@ def explain_images(
         on_image: called after each image with ``(path, error message or None)``.
         manifest: the manifest the images come from; refused when its slices were prepared
             with another CT chain than the checkpoint's (``ct prepare --denoise/--roi``).
+        loaded: ``checkpoint`` already loaded (:func:`load_model`), so a command that needs
+            the model for more than this reads the file once; else it is read here.
 
     Returns:
         The :class:`ExplainReport`; ``csv`` is None when no image could be explained.
@@ -212,7 +215,7 @@ def explain_images(
     key_of = dict(zip(paths, names, strict=True))
     label_of = dict(zip(paths, labels, strict=True)) if labels is not None else {}
     mask_of = dict(zip(paths, lesion_masks, strict=True)) if lesion_masks is not None else {}
-    model, spec = load_model(checkpoint)
+    model, spec = loaded if loaded is not None else load_model(checkpoint)
     if manifest is not None:
         from oncoscope.ct.chain import check_manifest_chain
 

@@ -38,7 +38,7 @@ from oncoscope.explain.scores import (
 )
 from oncoscope.io.atomic import atomic_path
 from oncoscope.locate.threshold import write_record
-from oncoscope.train.checkpoint import load_model
+from oncoscope.train.checkpoint import LoadedModel, load_model
 
 
 def score_localization(
@@ -54,6 +54,7 @@ def score_localization(
     tolerance_px: int = 0,
     batch_size: int = 8,
     examples: int = 6,
+    loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Score the maps of ``method`` as lesion detectors against the manifest's lesion masks.
 
@@ -69,6 +70,8 @@ def score_localization(
         tolerance_px: pointing-game tolerance in pixels (0 = the maximum must be in a lesion).
         batch_size: images per forward pass.
         examples: example overlays (map, true lesion contour in white, boxes in green).
+        loaded: ``checkpoint`` already loaded (:func:`load_model`; ``evaluate
+            --localization`` passes the model it predicted with); else the file is read here.
 
     Returns:
         ``{"metrics": {...}, "by_size": [...], "threshold": float, "threshold_record": str,
@@ -89,7 +92,7 @@ def score_localization(
         OncoscopeError: see :func:`oncoscope.explain.run.iter_maps`; unreadable masks.
     """
     out = Path(out_dir)
-    model, spec = load_model(checkpoint)
+    model, spec = loaded if loaded is not None else load_model(checkpoint)
     frame = read_manifest(manifest, required=("path", "label", "split", "lesion_mask"))
     folder = Path(manifest).resolve().parent
     diameters = _lesion_diameters(folder / "lesions.csv")

@@ -34,6 +34,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.inference.status import file_sha256
+from oncoscope.models.spec import ModelSpec
 
 #: Seed of ``--scratch`` weights, so that bags made with random weights can be compared.
 SCRATCH_SEED = 0
@@ -90,15 +91,28 @@ class Encoder:
         spec: ``name``, ``kwargs``, ``source`` (``checkpoint`` / ``timm``), ``weights`` (file,
             or ``scratch``), ``image_size``, ``mean``, ``std`` (0..1 RGB), ``feature_dim``.
         checkpoint_spec: the checkpoint's own spec (its training resolution and stain target),
-            empty for timm models.
+            None for timm models.
         device: where the model runs.
     """
 
     model: nn.Module
     id: str
     spec: dict[str, Any]
-    checkpoint_spec: dict[str, Any]
+    checkpoint_spec: ModelSpec | None
     device: torch.device
+
+    @property
+    def input_spec(self) -> ModelSpec:
+        """What the tile runners need of the encoder: its input size and normalisation
+        (:meth:`~oncoscope.models.spec.ModelSpec.prepare`), as a spec without classes."""
+        return ModelSpec(
+            model=str(self.spec["name"]),
+            classes=(),
+            in_chans=3,
+            image_size=self.image_size,
+            mean=tuple(float(v) for v in self.spec["mean"]),
+            std=tuple(float(v) for v in self.spec["std"]),
+        )
 
     @property
     def image_size(self) -> int:
@@ -261,27 +275,19 @@ def _checkpoint_encoder(path: Path, device: torch.device) -> Encoder:
     from oncoscope.train.checkpoint import load_model
 
     model, spec = load_model(path)
-    if int(spec.get("in_chans", 0)) != 3:
-        raise OncoscopeError(
-            f"the model takes {spec.get('in_chans')}-channel input; slides are RGB (3 channels)",
-            path,
-        )
-    size = spec.get("image_size")
-    if not isinstance(size, int) or size < 8:
-        raise OncoscopeError(f"the model's input size {size!r} is not a square side >= 8", path)
-    if len(spec.get("mean", [])) != 3 or len(spec.get("std", [])) != 3:
-        raise OncoscopeError("the checkpoint's mean/std are not three RGB values", path)
+    spec.check_for_slides(path)
+    size = spec.image_size
     described = {
-        "name": str(spec["model"]),
-        "kwargs": dict(spec.get("model_kwargs") or {}),
+        "name": spec.model,
+        "kwargs": dict(spec.model_kwargs),
         "source": "checkpoint",
         "weights": str(path),
         "image_size": size,
-        "mean": [float(m) for m in spec["mean"]],
-        "std": [float(s) for s in spec["std"]],
+        "mean": list(spec.mean),
+        "std": list(spec.std),
     }
     identity = f"checkpoint:{file_sha256(path)}"
-    return _probed(_folded(model, size, device), identity, described, dict(spec), device, path)
+    return _probed(_folded(model, size, device), identity, described, spec, device, path)
 
 
 def _timm_encoder(
@@ -355,7 +361,7 @@ def _timm_encoder(
     given = {k: v for k, v in normalisation.items() if v is not None}
     if kwargs or given:
         identity += ":" + json.dumps({**kwargs, **given}, sort_keys=True, separators=(",", ":"))
-    return _probed(_folded(model, size, device), identity, described, {}, device, where)
+    return _probed(_folded(model, size, device), identity, described, None, device, where)
 
 
 def _folded(model: nn.Module, size: int, device: torch.device) -> PenultimateFeatures:
@@ -375,7 +381,7 @@ def _probed(
     module: PenultimateFeatures,
     identity: str,
     described: dict[str, Any],
-    checkpoint_spec: dict[str, Any],
+    checkpoint_spec: ModelSpec | None,
     device: torch.device,
     path: Path | None,
 ) -> Encoder:

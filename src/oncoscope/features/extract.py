@@ -24,7 +24,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def slide_options(encoder: Encoder, options: FeatureOptions) -> SlideOptions:
     if options.on_mismatch not in ON_MISMATCH:
         raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
     asked = SlideOptions(mpp=options.mpp, magnification=options.magnification)
-    mpp, magnification = resolution_options(asked, encoder.checkpoint_spec)
+    mpp, magnification = resolution_options(asked, encoder.checkpoint_spec or encoder.input_spec)
     return SlideOptions(
         mpp=mpp,
         magnification=magnification,
@@ -193,7 +193,7 @@ def feature_settings(
         "scan_mpp": options.scan_mpp,
         "scan_magnification": options.scan_magnification,
         "precision": resolve_precision(options.precision, _device(encoder, options)),
-        "stain": stain_target(encoder.checkpoint_spec, chosen),
+        "stain": stain_target(encoder.checkpoint_spec or encoder.input_spec, chosen),
     }
 
 
@@ -293,7 +293,7 @@ def _extract(
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as slide:
-        grid = plan_tiles({"image_size": side}, slide, chosen, notes)
+        grid = plan_tiles(replace(encoder.input_spec, image_size=side), slide, chosen, notes)
         phase_done("tissue_and_grid")
         dataset = TileDataset(
             slide.path,
@@ -302,7 +302,7 @@ def _extract(
             grid.target,
             options.scan_mpp,
             options.scan_magnification,
-            stain=stain_target(encoder.checkpoint_spec, chosen),
+            stain=stain_target(encoder.checkpoint_spec or encoder.input_spec, chosen),
         )
         precision = _encode(encoder, dataset, len(grid), work, options, on_tiles)
         phase_done("tiles")
@@ -399,7 +399,7 @@ def _encode(
             work.mkdir(parents=True)
             features = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
             preallocate(path)
-        predict_tiles(encoder.model, encoder.spec, dataset, features, device=device, **run)
+        predict_tiles(encoder.model, encoder.input_spec, dataset, features, device=device, **run)
         features.flush()
         del features
         return precision
@@ -407,7 +407,7 @@ def _encode(
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*infer the batch indices.*")
         rank_zero = predict_tiles_distributed(
-            encoder.model, encoder.spec, dataset, path, shape,
+            encoder.model, encoder.input_spec, dataset, path, shape,
             devices=options.devices, accelerator=options.accelerator,
             num_nodes=options.num_nodes, **run,
         )  # fmt: skip
@@ -432,14 +432,13 @@ def feature_agreement(
     count = len(features)
     chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
     device = encoder.device
-    mean = torch.tensor(encoder.spec["mean"], device=device).view(1, -1, 1, 1)
-    std = torch.tensor(encoder.spec["std"], device=device).view(1, -1, 1, 1)
+    spec = encoder.input_spec
     model = encoder.model.to(device)
     reference = np.zeros((len(chosen), features.shape[1]), dtype=np.float32)
     start = 0
     with torch.inference_mode():
         for tiles, _ in DataLoader(dataset.batches(batch_size, chosen), batch_size=None):
-            x = to_model_input(tiles, mean, std, device)
+            x = to_model_input(tiles, spec, device)
             out = forward_probabilities(model, x, "fp32", as_features)
             reference[start : start + len(x)] = out.cpu().numpy()
             start += len(x)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from oncoscope.errors import InvalidOptionError
 from oncoscope.hardware import LIGHTNING_PRECISION
 from oncoscope.inference.patches import TileDataset
+from oncoscope.models.spec import ModelSpec
 
 #: Share of a slide's tiles re-run at fp32 to measure how often a reduced precision changes
 #: the argmax, at least :data:`AGREEMENT_MIN_TILES` and at most :data:`AGREEMENT_MAX_TILES`.
@@ -72,15 +73,10 @@ def agreement_sample(tiles: int, requested: int | None = None) -> int:
     return min(tiles, max(AGREEMENT_MIN_TILES, min(AGREEMENT_MAX_TILES, share)))
 
 
-def to_model_input(
-    tiles: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """``(B, H, W, 3) uint8`` -> normalised ``(B, 3, H, W)`` float32, channels-last, on device.
-
-    ``mean`` and ``std`` are ``(1, 3, 1, 1)`` on the device, in 0..1 units.
-    """
-    x = tiles.to(device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC memory = channels-last
-    return (x.float().div_(255) - mean) / std
+def to_model_input(tiles: torch.Tensor, spec: ModelSpec, device: torch.device) -> torch.Tensor:
+    """``(B, H, W, C) uint8`` tiles -> the model's normalised ``(B, C, H, W)`` float32 input,
+    channels-last, on ``device`` (:meth:`oncoscope.models.spec.ModelSpec.prepare`)."""
+    return spec.prepare(tiles.to(device, non_blocking=True).permute(0, 3, 1, 2))
 
 
 def tile_loader(
@@ -104,12 +100,6 @@ def tile_loader(
     )
 
 
-def _stats(spec: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(spec["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return mean, std
-
-
 def forward_probabilities(
     model: nn.Module, x: torch.Tensor, precision: str, head: Head = softmax_head
 ) -> torch.Tensor:
@@ -128,7 +118,7 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def predict_tiles(
     model: nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     dataset: Dataset[Any],
     probabilities: np.ndarray[Any, np.dtype[np.float32]],
     *,
@@ -143,7 +133,7 @@ def predict_tiles(
 
     Args:
         model: the classifier (see :func:`prepare_model`).
-        spec: the checkpoint spec (``mean``, ``std``).
+        spec: the checkpoint's spec (its :meth:`~oncoscope.models.spec.ModelSpec.prepare`).
         dataset: yields ``(uint8 (H, W, 3) tensor, index)``.
         probabilities: ``(tiles, classes)`` float32, e.g. a memory map.
         batch_size, workers: DataLoader batch size and worker processes.
@@ -154,11 +144,10 @@ def predict_tiles(
             ``oncoscope features`` stores the encoder's features as they are).
     """
     device = device or torch.device("cpu")
-    mean, std = _stats(spec, device)
     with torch.inference_mode():
         for tiles, index in tile_loader(dataset, batch_size, workers, device):
             probs = forward_probabilities(
-                model, to_model_input(tiles, mean, std, device), precision, head
+                model, to_model_input(tiles, spec, device), precision, head
             )
             probabilities[index.numpy()] = probs.cpu().numpy()
             if on_batch is not None:
@@ -167,7 +156,7 @@ def predict_tiles(
 
 def precision_agreement(
     model: nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     dataset: Dataset[Any],
     probabilities: np.ndarray[Any, Any],
     *,
@@ -193,11 +182,10 @@ def precision_agreement(
         else DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()), batch_size=batch_size)
     )
     reference = np.zeros((len(chosen), probabilities.shape[1]), dtype=np.float32)
-    mean, std = _stats(spec, device)
     with torch.inference_mode():
         start = 0
         for tiles, _ in subset:
-            x = to_model_input(tiles, mean, std, device)
+            x = to_model_input(tiles, spec, device)
             reference[start : start + len(x)] = forward_probabilities(model, x, "fp32").cpu()
             start += len(x)
     reduced = np.asarray(probabilities[chosen], dtype=np.float32)
@@ -214,19 +202,15 @@ class _TilePredictor(pl.LightningModule):
     """``predict_step``: normalise a uint8 batch and return ``(indices, probabilities)`` (or
     another ``head`` of the model's output)."""
 
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, model: nn.Module, spec: dict[str, Any], head: Head = softmax_head) -> None:
+    def __init__(self, model: nn.Module, spec: ModelSpec, head: Head = softmax_head) -> None:
         super().__init__()
         self.model = model
+        self.spec = spec
         self.head = head
-        self.register_buffer("mean", torch.tensor(spec["mean"]).view(1, -1, 1, 1), False)
-        self.register_buffer("std", torch.tensor(spec["std"]).view(1, -1, 1, 1), False)
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
         tiles, index = batch
-        x = to_model_input(tiles, self.mean, self.std, self.device)
+        x = to_model_input(tiles, self.spec, self.device)
         return index, self.head(self.model(x).float())
 
 
@@ -276,7 +260,7 @@ class _MemmapWriter(BasePredictionWriter):
 
 def predict_tiles_distributed(
     model: nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     dataset: Dataset[Any],
     probabilities_path: Path,
     shape: tuple[int, int],

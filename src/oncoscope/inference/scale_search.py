@@ -11,7 +11,7 @@ Algorithm 1 of the seed, on a whole-slide image and an oncoscope checkpoint:
    scan's objective power / ``s_i``, so a slide of 0.2527 um/px at x40 is read at x20 with
    downsample 2, not 0.5 / 0.2527), where ``eps`` is the model's input size (checkpoint
    ``image_size``), normalised exactly as in training
-   (:func:`oncoscope.train.data.eval_transform` with the checkpoint's mean and std);
+   (:meth:`oncoscope.models.spec.ModelSpec.prepare`: the checkpoint's mean and std);
 3. the crop's features ``Phi``: the model's penultimate (pre-logits) features
    (``forward_head(forward_features(x), pre_logits=True)``, as timm models and oncoscope's own
    models provide); all crops of one scale go through the model together, in batches;
@@ -67,11 +67,11 @@ from oncoscope.inference.scale_curves import (
 from oncoscope.inference.slide_tissue import slide_tissue
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Resolution, Slide, open_slide
+from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
 from oncoscope.pathology.stain import StainNormalizer
 from oncoscope.pathology.tiling import random_positions
-from oncoscope.train.checkpoint import input_magnification, load_model
-from oncoscope.train.data import eval_transform
+from oncoscope.train.checkpoint import load_model
 
 #: The seed's scale set: x10 to x43, neighbours about 1.2 apart.
 DEFAULT_SCALES: tuple[float, ...] = (10, 12, 14, 17, 20, 25, 30, 35, 43)
@@ -237,9 +237,8 @@ def search_scale(
     checkpoint, slide_path = Path(checkpoint), Path(slide_path)
     model, spec = load_model(checkpoint)
     weight, head_bias = _linear_head(model, spec, checkpoint)
-    crop_px = int(spec["image_size"])
-    classes = [str(c) for c in spec["classes"]]
-    transform = eval_transform(crop_px, spec["mean"], spec["std"])
+    crop_px = spec.image_size
+    classes = list(spec.classes)
     notes: list[str] = []
     with open_slide(slide_path, mpp=scan_mpp, magnification=scan_magnification) as slide:
         targets, upsampled = read_resolutions(slide, ordered)
@@ -269,13 +268,13 @@ def search_scale(
         labels = load_labels(annotations, slide.dimensions) if annotations else None
         point_labels = [_label_at(labels, xy) for xy in centres] if labels else []
         features_by_scale = []
-        stain = (spec.get("preprocessing") or {}).get("stain") if stain_normalize else None
-        normalise = StainNormalizer.from_state(stain) if isinstance(stain, dict) else None
+        stain = spec.stain if stain_normalize else None
+        normalise = StainNormalizer.from_state(dict(stain)) if stain is not None else None
         for index, target in enumerate(targets):
             crops = np.stack([_read_centred(slide, xy, crop_px, target) for xy in centres])
             if normalise is not None:
                 crops = np.stack([normalise(crop) for crop in crops])
-            features_by_scale.append(_features(model, crops, transform, batch_size))
+            features_by_scale.append(_features(model, crops, spec.prepare, batch_size))
             if progress is not None:
                 progress(index + 1, len(targets))
         slide_magnification, slide_mpp = slide.magnification, slide.mpp
@@ -315,7 +314,7 @@ def search_scale(
         checkpoint=checkpoint,
         slide_magnification=slide_magnification,
         slide_mpp=slide_mpp,
-        trained_magnification=input_magnification(spec),
+        trained_magnification=spec.input_magnification,
         crop_px=crop_px,
         seed=seed,
         upsampled=upsampled,
@@ -438,12 +437,12 @@ def _check_options(scales: Sequence[float], points: int, batch_size: int) -> lis
 
 
 def _linear_head(
-    model: nn.Module, spec: dict[str, Any], path: Path
+    model: nn.Module, spec: ModelSpec, path: Path
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """``(C, M)`` weight and ``(C,)`` bias of the model's last linear layer, checked."""
-    if int(spec.get("in_chans", 3)) != 3:
+    if spec.in_chans != 3:
         raise OncoscopeError(
-            f"the model takes {spec.get('in_chans')}-channel images (a CT model?); slides are "
+            f"the model takes {spec.in_chans}-channel images (a CT model?); slides are "
             "RGB: use a checkpoint trained on slide tiles",
             path,
         )
@@ -455,7 +454,7 @@ def _linear_head(
             "scale search needs its separating hyperplanes",
             path,
         )
-    classes = list(spec["classes"])
+    classes = list(spec.classes)
     if head.out_features != len(classes) or len(classes) < 2:
         raise OncoscopeError(
             f"the classifier has {head.out_features} outputs but the checkpoint names "

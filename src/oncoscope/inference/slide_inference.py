@@ -72,8 +72,9 @@ from oncoscope.inference.status import (
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import Slide, open_slide
 from oncoscope.models.batchnorm_folding import fold_batch_norms
+from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.annotations import load_labels, nothing_labelled
-from oncoscope.train.checkpoint import input_magnification, load_model
+from oncoscope.train.checkpoint import load_model
 
 #: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
 DEFAULT_MAGNIFICATION = 20.0
@@ -159,12 +160,12 @@ class SlideOptions:
 
 
 @dataclass(frozen=True)
-class Classifier:
+class LoadedClassifier:
     """A checked checkpoint: the model (eval, channels-last, on ``device``), its spec, and the
     SHA-256 of the checkpoint file (its identity in a slide's settings)."""
 
     model: nn.Module
-    spec: dict[str, Any]
+    spec: ModelSpec
     path: Path
     device: torch.device
     sha256: str = ""
@@ -172,7 +173,7 @@ class Classifier:
     @property
     def class_names(self) -> list[str]:
         """Class names in the model's output order."""
-        return [str(c) for c in self.spec["classes"]]
+        return list(self.spec.classes)
 
 
 @dataclass
@@ -197,7 +198,7 @@ class BatchReport:
     not_done: list[str] = field(default_factory=list)
 
 
-def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> Classifier:
+def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> LoadedClassifier:
     """Load a checkpoint and check it can classify RGB slide tiles.
 
     The model is prepared for inference: eval mode, channels-last on ``device``, and each
@@ -210,42 +211,30 @@ def load_classifier(checkpoint: str | Path, device: torch.device | None = None) 
     """
     path = Path(checkpoint)
     model, spec = load_model(path)
-    if int(spec.get("in_chans", 0)) != 3:
-        raise OncoscopeError(
-            f"the model takes {spec.get('in_chans')}-channel input; slides are RGB (3 channels)",
-            path,
-        )
-    if len(spec.get("classes", [])) < 2:
-        raise OncoscopeError("the model has fewer than two classes", path)
-    size = spec.get("image_size")
-    if not isinstance(size, int) or size < 8:
-        raise OncoscopeError(f"the model's input size {size!r} is not a square side >= 8", path)
-    if len(spec.get("mean", [])) != 3 or len(spec.get("std", [])) != 3:
-        raise OncoscopeError("the checkpoint's mean/std are not three RGB values", path)
+    spec.check_for_slides(path)
+    size = spec.image_size
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     example = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(0))
     example = example.to(device, memory_format=torch.channels_last)
     folded = fold_batch_norms(prepare_model(model, device), example)
-    return Classifier(prepare_model(folded, device), spec, path, device, file_sha256(path))
+    return LoadedClassifier(prepare_model(folded, device), spec, path, device, file_sha256(path))
 
 
-def resolution_options(
-    options: SlideOptions, spec: dict[str, Any]
-) -> tuple[float | None, float | None]:
+def resolution_options(options: SlideOptions, spec: ModelSpec) -> tuple[float | None, float | None]:
     """``(mpp, magnification)`` to read at: the options', else the magnification the model saw
-    in training (:func:`oncoscope.train.checkpoint.input_magnification`), else x20."""
+    in training (:attr:`oncoscope.models.spec.ModelSpec.input_magnification`), else x20."""
     if options.mpp is not None and options.magnification is not None:
         raise InvalidOptionError("give --mpp or --magnification, not both")
     if options.mpp is not None or options.magnification is not None:
         return options.mpp, options.magnification
-    magnification = input_magnification(spec)
+    magnification = spec.input_magnification
     if magnification is not None:
         return None, magnification
     return None, DEFAULT_MAGNIFICATION
 
 
 def infer_slide(
-    classifier: Classifier,
+    classifier: LoadedClassifier,
     slide_path: str | Path,
     out: str | Path,
     options: SlideOptions,
@@ -312,7 +301,7 @@ def infer_slide(
 
 
 def slide_settings(
-    classifier: Classifier,
+    classifier: LoadedClassifier,
     slide_path: str | Path,
     options: SlideOptions,
     annotations: str | Path | None = None,
@@ -356,22 +345,22 @@ def slide_settings(
     }
 
 
-def stain_target(spec: dict[str, Any], options: SlideOptions) -> dict[str, Any] | None:
+def stain_target(spec: ModelSpec, options: SlideOptions) -> dict[str, Any] | None:
     """The stain target the model's training tiles were normalised to (``wsi tile
     --stain-normalize``, recorded in the checkpoint), unless ``options.stain_normalize`` is off;
     None when there is none."""
-    target = (spec.get("preprocessing") or {}).get("stain")
-    return target if options.stain_normalize and isinstance(target, dict) else None
+    return dict(spec.stain) if options.stain_normalize and spec.stain is not None else None
 
 
-def _stain_record(spec: dict[str, Any], options: SlideOptions) -> str | None:
+def _stain_record(spec: ModelSpec, options: SlideOptions) -> str | None:
     """``summary.json``'s ``stain_normalized``: the method applied, ``"off
     (--no-stain-normalize)"`` when the checkpoint has a target that was not applied, None when
     it has none."""
-    recorded = (spec.get("preprocessing") or {}).get("stain")
-    if not isinstance(recorded, dict):
+    if spec.stain is None:
         return None
-    return str(recorded.get("method")) if options.stain_normalize else "off (--no-stain-normalize)"
+    return (
+        str(spec.stain.get("method")) if options.stain_normalize else "off (--no-stain-normalize)"
+    )
 
 
 def discard_outputs(folder: str | Path) -> None:
@@ -419,7 +408,7 @@ def _sha256_or_none(path: str | Path | None) -> str | None:
 
 
 def _infer_slide(
-    classifier: Classifier,
+    classifier: LoadedClassifier,
     slide_path: Path,
     folder: Path,
     options: SlideOptions,
@@ -513,7 +502,7 @@ def _infer_slide(
 
 
 def _auto_scale(
-    classifier: Classifier,
+    classifier: LoadedClassifier,
     slide_path: Path,
     folder: Path,
     options: SlideOptions,
@@ -569,7 +558,7 @@ def _auto_scale(
 
 
 def plan_tiles(
-    spec: dict[str, Any], slide: Slide, options: SlideOptions, notes: list[str] | None = None
+    spec: ModelSpec, slide: Slide, options: SlideOptions, notes: list[str] | None = None
 ) -> TileGrid:
     """The tile grid over the tissue for a checkpoint's ``spec`` (its ``image_size``, and its
     resolution when the options give none); a note is added to ``notes`` when upsampling.
@@ -597,7 +586,7 @@ def plan_tiles(
             f"upsampling: x{target.magnification:.3g} ({target.mpp:.4g} um/px) is finer than the "
             f"scan (x{slide.magnification:g}, {slide.mpp:.4g} um/px); tiles are interpolated"
         )
-    size = int(spec["image_size"])
+    size = spec.image_size
     cell_um = size // cells_per_tile(options.stride, size) * target.mpp
     tissue = slide_tissue(slide, mpp=min(MASK_MPP, cell_um / SAMPLES_PER_CELL))
     grid = tile_grid(slide.dimensions, target, size, options.stride, tissue, options.min_tissue)
@@ -609,7 +598,7 @@ def plan_tiles(
 
 
 def _classify(
-    classifier: Classifier,
+    classifier: LoadedClassifier,
     slide: Slide,
     grid: TileGrid,
     work: Path,
@@ -669,7 +658,7 @@ def _classify(
     return precision, dataset
 
 
-def _device(classifier: Classifier, options: SlideOptions) -> torch.device:
+def _device(classifier: LoadedClassifier, options: SlideOptions) -> torch.device:
     """The device the tiles are classified on (for ``devices``: Lightning's accelerator's)."""
     if options.devices is None:
         return classifier.device
@@ -679,7 +668,7 @@ def _device(classifier: Classifier, options: SlideOptions) -> torch.device:
 
 
 def _write_outputs(
-    classifier: Classifier,
+    classifier: LoadedClassifier,
     slide: Slide,
     grid: TileGrid,
     folder: Path,

@@ -1,8 +1,9 @@
 """What a CT slice classifier expects, read from its checkpoint spec, and its maps of HU slices.
 
-Every read of the checkpoint's spec dict is in :func:`ct_model_input`, so that a typed spec
-replaces the dict in one place. Slices are windowed and resized by ``ct prepare``'s own
-:func:`oncoscope.ct.prepare.render_slice`, so the model sees the pixels of the PNGs it was
+:func:`ct_model_input` checks a checkpoint's :class:`~oncoscope.models.spec.ModelSpec` is a CT
+slice classifier's. Slices go through the checkpoint's recorded seed-001 chain
+(:func:`oncoscope.ct.chain.apply_chain`) and are windowed and resized by ``ct prepare``'s own
+:func:`oncoscope.ct.render.render_slice`, so the model sees the pixels of the PNGs it was
 trained on.
 """
 
@@ -19,12 +20,13 @@ import torch
 from skimage.transform import resize
 from torch import nn
 
-from oncoscope.ct.prepare import render_slice
+from oncoscope.ct.chain import SliceChain, apply_chain, fill_hu
+from oncoscope.ct.render import render_slice
 from oncoscope.ct.slices import TUMOUR
-from oncoscope.ct.window import HUWindow, parse_windows
+from oncoscope.ct.window import HUWindow
 from oncoscope.errors import OncoscopeError
 from oncoscope.explain.cam import explain_batch
-from oncoscope.train.data import eval_transform
+from oncoscope.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -32,72 +34,82 @@ class CTModelInput:
     """How a CT slice classifier's input is made.
 
     Attributes:
-        model: the model's name.
+        spec: the checkpoint's :class:`~oncoscope.models.spec.ModelSpec`.
         windows: the HU window(s) its training slices were made with (one per channel).
-        image_size: its input side in pixels.
-        mean: per-channel normalisation mean (of ``0..1`` pixels).
-        std: per-channel normalisation standard deviation.
-        classes: class names.
+        chain: the seed-001 chain ``ct prepare --denoise/--roi`` applied to them (identity
+            when none was).
         tumour_index: index of the tumour class, the class the maps explain.
     """
 
-    model: str
+    spec: ModelSpec
     windows: tuple[HUWindow, ...]
-    image_size: int
-    mean: list[float]
-    std: list[float]
-    classes: list[str]
+    chain: SliceChain
     tumour_index: int
 
+    @property
+    def image_size(self) -> int:
+        """The model's input side in pixels."""
+        return self.spec.image_size
 
-def ct_model_input(spec: dict[str, Any], checkpoint: str | Path) -> CTModelInput:
+
+def ct_model_input(spec: ModelSpec, checkpoint: str | Path) -> CTModelInput:
     """Read a checkpoint spec as a CT slice classifier's input description.
 
     Raises:
         OncoscopeError: not a CT slice classifier: no CT window recorded (trained on images that
-            did not come from ``ct prepare``), channels that do not match the windows, or no
-            ``tumour`` class.
+            did not come from ``ct prepare``), channels that do not match the windows, no
+            ``tumour`` class, or a recorded chain this version cannot read.
     """
-    made_with = spec.get("preprocessing") or {}
-    window_text = made_with.get("window")
-    if not isinstance(window_text, str) or not window_text.strip():
+    windows = spec.ct_windows
+    if not windows:
         raise OncoscopeError(
             f"not a CT slice classifier: the checkpoint records no CT window (model "
-            f"{spec.get('model')} was not trained on `oncoscope ct prepare` slices)",
+            f"{spec.model} was not trained on `oncoscope ct prepare` slices)",
+            checkpoint,
+        )
+    if spec.in_chans != len(windows):
+        raise OncoscopeError(
+            f"not a CT slice classifier: it takes {spec.in_chans}-channel images but records "
+            f"{len(windows)} CT window(s) ({','.join(w.name for w in windows)})",
+            checkpoint,
+        )
+    if TUMOUR not in spec.classes:
+        raise OncoscopeError(
+            f"not a CT tumour classifier: its classes {list(spec.classes)} have no '{TUMOUR}'",
             checkpoint,
         )
     try:
-        windows = parse_windows(window_text)
+        chain = SliceChain.from_record(dict(spec.ct_chain) if spec.ct_chain else None)
     except OncoscopeError as error:
-        raise OncoscopeError(f"recorded CT window: {error.message}", checkpoint) from None
-    in_chans = int(spec["in_chans"])
-    if in_chans != len(windows):
-        raise OncoscopeError(
-            f"not a CT slice classifier: it takes {in_chans}-channel images but records "
-            f"{len(windows)} CT window(s) ({window_text})",
-            checkpoint,
-        )
-    classes = [str(c) for c in spec["classes"]]
-    if TUMOUR not in classes:
-        raise OncoscopeError(
-            f"not a CT tumour classifier: its classes {classes} have no '{TUMOUR}'", checkpoint
-        )
+        raise OncoscopeError(f"recorded CT chain: {error.message}", checkpoint) from None
     return CTModelInput(
-        model=str(spec["model"]),
-        windows=windows,
-        image_size=int(spec["image_size"]),
-        mean=[float(v) for v in spec["mean"]],
-        std=[float(v) for v in spec["std"]],
-        classes=classes,
-        tumour_index=classes.index(TUMOUR),
+        spec=spec, windows=windows, chain=chain, tumour_index=spec.classes.index(TUMOUR)
     )
 
 
-def model_pixels(hu_slice: npt.NDArray[Any], model_input: CTModelInput) -> npt.NDArray[np.uint8]:
-    """A ``(H, W)`` HU slice as the model's training PNGs hold it (windowed, 8-bit), resized to
-    the model's input size when it differs (as ``ct prepare --size`` does)."""
+def model_pixels(
+    hu_slice: npt.NDArray[Any],
+    model_input: CTModelInput,
+    liver_slice: npt.NDArray[np.bool_] | None = None,
+    pixel_mm: tuple[float, float] = (1.0, 1.0),
+) -> npt.NDArray[np.uint8]:
+    """A ``(H, W)`` HU slice as the model's training PNGs hold it: the checkpoint's chain
+    (median denoise, liver ROI, mask; none when it was trained without), windowed, 8-bit, and
+    resized to the model's input size when it differs (as ``ct prepare --size`` does).
+
+    ``liver_slice`` is the liver a ``--roi mask`` chain masks to; ``pixel_mm`` the slice's
+    ``(row, col)`` pixel size (the EM ROI's morphology is in mm).
+    """
     height, width = hu_slice.shape
     size = model_input.image_size
+    if model_input.chain.record():
+        hu_slice = apply_chain(
+            hu_slice,
+            model_input.chain,
+            liver_slice,
+            pixel_mm=pixel_mm,
+            fill_hu=fill_hu(model_input.windows),
+        ).hu
     pixels: npt.NDArray[np.uint8] = render_slice(
         hu_slice, model_input.windows, None if (height, width) == (size, size) else size
     )
@@ -142,7 +154,7 @@ def tumour_maps(
     Raises:
         InvalidOptionError: a bad method, layer or stage.
     """
-    transform = eval_transform(model_input.image_size, model_input.mean, model_input.std)
+    transform = model_input.spec.eval_transform()
     result: list[SliceMap] = []
     step = max(batch_size, 1)
     for start in range(0, len(pixels), step):

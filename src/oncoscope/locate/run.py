@@ -501,7 +501,10 @@ def _locate_volume(
     maps = tumour_maps(
         context.model,
         context.model_input,
-        [model_pixels(volume.array[k], context.model_input) for k in liver_slices],
+        [
+            model_pixels(volume.array[k], context.model_input, liver[k], (spacing[1], spacing[2]))
+            for k in liver_slices
+        ],
         method=context.method,
         layers=context.choice.layers,
         stage=context.choice.stage,
@@ -614,7 +617,7 @@ def model_pixels_native(
     hu_slice: npt.NDArray[Any], model_input: CTModelInput
 ) -> npt.NDArray[np.uint8]:
     """The slice windowed as the model's PNGs are, at the volume's own size (for overlays)."""
-    from oncoscope.ct.prepare import render_slice
+    from oncoscope.ct.render import render_slice
 
     pixels: npt.NDArray[np.uint8] = render_slice(hu_slice, model_input.windows, None)
     return pixels
@@ -841,7 +844,7 @@ def _write_run_tables(report: LocateReport, checkpoint: str | Path, context: _Co
         "oncoscope_version": __version__,
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": context.checkpoint_sha256,
-        "model": context.model_input.model,
+        "model": context.model_input.spec.model,
         "windows": [asdict(w) for w in context.model_input.windows],
         "image_size": context.model_input.image_size,
         "threshold": choice.threshold,

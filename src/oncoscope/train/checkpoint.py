@@ -1,8 +1,9 @@
 """Read oncoscope checkpoints safely and rebuild the trained model from one file.
 
-A checkpoint carries the model name and kwargs, the class names, input size and channels, the
-normalisation and the preprocessing the images were made with, so every later command needs
-only the checkpoint. Files are read with ``torch.load(weights_only=True)``.
+A checkpoint carries the model's :class:`~oncoscope.models.spec.ModelSpec` (model name and
+kwargs, class names, input size and channels, the normalisation and the preprocessing the
+images were made with) as plain values under ``hyper_parameters["spec"]``, so every later
+command needs only the checkpoint. Files are read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from oncoscope.errors import CorruptFileError, OncoscopeError
 from oncoscope.models import create_model
+from oncoscope.models.spec import ModelSpec
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -42,19 +44,36 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     }
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained network from a checkpoint, in eval mode, with its spec.
+#: A model rebuilt from a checkpoint, in eval mode, with its spec (:func:`load_model`).
+LoadedModel = tuple[nn.Module, ModelSpec]
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """The :class:`~oncoscope.models.spec.ModelSpec` of a checkpoint, without building the model.
 
     Raises:
-        OncoscopeError: see :func:`read_checkpoint`; weights that do not fit the model named.
+        OncoscopeError: see :func:`read_checkpoint`; a spec without a required field.
+    """
+    return ModelSpec.from_dict(read_checkpoint(path)["spec"], path)
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Rebuild the trained network from a checkpoint, in eval mode, with its spec.
+
+    The file is read once; pass the result down to everything else that needs the model or
+    its spec rather than reading the file again.
+
+    Raises:
+        OncoscopeError: see :func:`read_checkpoint`; a spec without a required field; weights
+            that do not fit the model named.
     """
     checkpoint = read_checkpoint(path)
-    spec = checkpoint["spec"]
+    spec = ModelSpec.from_dict(checkpoint["spec"], path)
     model = create_model(
-        spec["model"],
-        num_classes=len(spec["classes"]),
-        in_chans=spec["in_chans"],
-        **spec["model_kwargs"],
+        spec.model,
+        num_classes=len(spec.classes),
+        in_chans=spec.in_chans,
+        **spec.model_kwargs,
     )
     weights = {
         k.removeprefix("model."): v
@@ -65,55 +84,30 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise OncoscopeError(
-            f"weights do not fit model {spec['model']} ({str(error).splitlines()[0][:160]})",
+            f"weights do not fit model {spec.model} ({str(error).splitlines()[0][:160]})",
             path,
         ) from None
     return model.eval(), spec
 
 
-def write_checkpoint(model: nn.Module, spec: dict[str, Any], path: str | Path) -> Path:
+def write_checkpoint(model: nn.Module, spec: ModelSpec | dict[str, Any], path: str | Path) -> Path:
     """Write a model and its spec as an oncoscope checkpoint that :func:`load_model` reads.
 
-    For models made outside ``oncoscope train`` (benchmarks, hand-built test models); ``spec``
-    needs the keys :func:`load_model` uses (``model``, ``model_kwargs``, ``classes``,
-    ``in_chans``) and those later commands read (``image_size``, ``mean``, ``std``).
+    For models made outside ``oncoscope train`` (benchmarks, hand-built test models). A
+    ``spec`` given as a dict is checked (:meth:`ModelSpec.from_dict`) and stored as given.
+
+    Raises:
+        OncoscopeError: a spec without a required field.
     """
     from oncoscope.io.atomic import atomic_path
 
     path = Path(path)
+    stored = spec.to_dict() if isinstance(spec, ModelSpec) else dict(spec)
+    ModelSpec.from_dict(stored, path)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     with atomic_path(path) as temporary:
         torch.save(
-            {"hyper_parameters": {"spec": spec, "optim": {}}, "state_dict": state, "epoch": None},
+            {"hyper_parameters": {"spec": stored, "optim": {}}, "state_dict": state, "epoch": None},
             temporary,
         )
     return path
-
-
-def input_magnification(spec: dict[str, Any]) -> float | None:
-    """The magnification of what the model sees, from the checkpoint's preprocessing record.
-
-    Tiles made at magnification ``m`` (or ``mpp``) with ``size`` pixels and resized to the
-    model's ``image_size`` reach the model at ``m * image_size / size``: a 256-px tile at x10
-    given to a 224-px model is seen at x8.75. ``None`` when the record has no resolution.
-
-    Example:
-        >>> input_magnification({"image_size": 224, "preprocessing": {"mpp": 1.0, "size": 256}})
-        8.75
-        >>> input_magnification({"image_size": 224, "preprocessing": {"magnification": 20}})
-        20.0
-    """
-    made_with = spec.get("preprocessing") or {}
-    try:
-        if made_with.get("magnification") is not None:
-            magnification = float(made_with["magnification"])
-        elif made_with.get("mpp") is not None:
-            magnification = 10.0 / float(made_with["mpp"])
-        else:
-            return None
-        size, image_size = made_with.get("size"), spec.get("image_size")
-        if size and image_size:
-            magnification *= float(image_size) / float(size)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return round(magnification, 6) if magnification > 0 else None

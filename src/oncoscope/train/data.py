@@ -38,6 +38,7 @@ from oncoscope.ct.chain import manifest_chain
 from oncoscope.dataset.images import image_exists, open_image
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import CorruptFileError, ManifestError
+from oncoscope.models.spec import ModelSpec
 
 GROUP_COLUMNS = ("group", "patient_id", "slide")
 #: Manifest columns that describe how the images were made; stored in the checkpoint.
@@ -158,6 +159,8 @@ def load_training_data(
     chain = manifest_chain(frame, path)  # ``ct prepare --denoise/--roi``; mixed chains refused
     if chain is not None:
         preprocessing[CHAIN_SPEC_KEY] = chain
+    if "window" in preprocessing:
+        preprocessing.update(_ct_prepare_record(path, str(preprocessing["window"])))
     return TrainingData(
         frame, classes, next(iter(modes)), image_size, group, preprocessing, path.resolve()
     )
@@ -294,17 +297,6 @@ class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):
         return self.transform(tensor), self.targets[index]
 
 
-def eval_transform(image_size: int, mean: list[float], std: list[float]) -> v2.Transform:
-    """Resize to ``image_size`` square, scale to [0, 1], normalise with the model's mean/std."""
-    return v2.Compose(
-        [
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean, std),
-        ]
-    )
-
-
 def augmentation(kind: str) -> v2.Transform | None:
     """Training augmentation on uint8 ``(C, H, W)`` tensors.
 
@@ -341,14 +333,14 @@ def infer_augmentation(frame: pd.DataFrame) -> str:
 
 
 class ManifestDataModule(pl.LightningDataModule):
-    """Train/val/test loaders over a :class:`TrainingData`."""
+    """Train/val/test loaders over a :class:`TrainingData`, images fed as ``spec`` says
+    (:meth:`oncoscope.models.spec.ModelSpec.eval_transform`, after augmentation)."""
 
     def __init__(
         self,
         data: TrainingData,
+        spec: ModelSpec,
         *,
-        mean: list[float],
-        std: list[float],
         batch_size: int,
         augment: str,
         balanced_sampling: bool,
@@ -356,13 +348,13 @@ class ManifestDataModule(pl.LightningDataModule):
         seed: int,
     ) -> None:
         super().__init__()
-        self.data, self.mean, self.std = data, mean, std
+        self.data, self.spec = data, spec
         self.batch_size, self.augment, self.balanced = batch_size, augment, balanced_sampling
         self.num_workers, self.seed = num_workers, seed
 
     def _dataset(self, split: str, training: bool) -> ManifestDataset:
         paths, targets = self.data.split(split)
-        transform = eval_transform(self.data.image_size, self.mean, self.std)
+        transform = self.spec.eval_transform()
         augment = augmentation(self.augment) if training else None
         return ManifestDataset(
             paths, targets, self.data.in_chans, transform, augment=augment, seed=self.seed
@@ -437,6 +429,26 @@ def _stain_target(frame: pd.DataFrame, manifest: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         raise ManifestError("the stain column is not the JSON wsi tile writes", manifest) from None
     return target
+
+
+def _ct_prepare_record(manifest: Path, window: str) -> dict[str, Any]:
+    """``window_hu`` (the HU bounds of each window) and ``ct_size_px`` from the
+    ``prepare.json`` that ``ct prepare`` wrote beside ``manifest``, when it is there and names
+    the manifest's ``window``; else ``{}`` (the spec then reads the window names).
+    """
+    try:
+        options = json.loads((manifest.parent / "prepare.json").read_text())["options"]
+        names = [str(w["name"]) for w in options["windows"]]
+        windows = [
+            {"name": name, "low_hu": float(w["low_hu"]), "high_hu": float(w["high_hu"])}
+            for name, w in zip(names, options["windows"], strict=True)
+        ]
+        size_px = options.get("size_px")
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if ",".join(names) != window:
+        return {}
+    return {"window_hu": windows, "ct_size_px": None if size_px is None else int(size_px)}
 
 
 def _plain(value: Any) -> Any:

@@ -10,15 +10,18 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from oncoscope.models.spec import ModelSpec
 
-class Classifier(pl.LightningModule):
-    """Image classifier over any registry model.
+
+class LitClassifier(pl.LightningModule):
+    """The Lightning module training an image classifier over any registry model.
 
     Args:
         model: the network (from ``oncoscope.models.create_model``).
-        spec: what a later command needs to rebuild and feed the model: ``model``,
-            ``model_kwargs``, ``classes``, ``in_chans``, ``image_size``, ``mean``, ``std``,
-            ``preprocessing``. Plain values only (checkpoints load with ``weights_only=True``).
+        spec: what a later command needs to rebuild and feed the model, as
+            :meth:`oncoscope.models.spec.ModelSpec.to_dict` gives it: plain values, stored in
+            the checkpoint's ``hyper_parameters`` (checkpoints load with ``weights_only=True``);
+            ``self.spec`` is the typed :class:`~oncoscope.models.spec.ModelSpec`.
         optim: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
             ``milestones``, ``gamma``, ``epochs``, ``label_smoothing``, ``class_weights``
             (a list, or None).
@@ -30,14 +33,14 @@ class Classifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.spec, self.optim = spec, optim
+        self.spec, self.optim = ModelSpec.from_dict(spec), optim
         weights = optim.get("class_weights")
         self.register_buffer(
             "class_weights",
             torch.tensor(weights, dtype=torch.float32) if weights else None,
             persistent=False,
         )
-        num_classes = len(spec["classes"])
+        num_classes = len(self.spec.classes)
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_balanced = MulticlassAccuracy(num_classes, average="macro")

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import CorruptFileError, ManifestError
-from oncoscope.train.checkpoint import load_model
-from oncoscope.train.data import ManifestDataset, eval_transform
+from oncoscope.train.checkpoint import LoadedModel, load_model
+from oncoscope.train.data import ManifestDataset
 
 
 @dataclass
@@ -56,9 +56,13 @@ def predict_readable(
     *,
     batch_size: int = 32,
     num_workers: int = 0,
+    loaded: LoadedModel | None = None,
 ) -> SplitPredictions:
     """Class probabilities for every readable image of one split; unreadable ones (missing,
     truncated or undecodable files) are listed, not predicted.
+
+    ``loaded`` is ``checkpoint`` already loaded (:func:`load_model`): a command predicting
+    several splits with one checkpoint reads the file once; without it the file is read here.
 
     Returns:
         :class:`SplitPredictions`: the rows read, in manifest order, with ``pred`` (class name)
@@ -69,14 +73,14 @@ def predict_readable(
             classes do not include, or an empty ``path`` cell (:func:`read_manifest`).
         OncoscopeError: see :func:`oncoscope.train.checkpoint.load_model`.
     """
-    model, spec = load_model(checkpoint)
+    model, spec = loaded if loaded is not None else load_model(checkpoint)
     frame = read_manifest(manifest, required=("path", "label", "split"))
     chosen = frame["split"] == split
     if not chosen.any():
         raise ManifestError(f"the {split} split is empty", manifest)
     skipped: list[tuple[str, str]] = []
     rows = frame[chosen].reset_index(drop=True)
-    classes = list(spec["classes"])
+    classes = list(spec.classes)
     unknown = sorted(set(rows["label"].astype(str)) - set(classes))
     if unknown:
         raise ManifestError(
@@ -85,10 +89,10 @@ def predict_readable(
     dataset = ManifestDataset(
         list(rows["path"]),
         [classes.index(str(label)) for label in rows["label"]],
-        spec["in_chans"],
-        eval_transform(spec["image_size"], spec["mean"], spec["std"]),
+        spec.in_chans,
+        spec.eval_transform(),
     )
-    shape = (int(spec["in_chans"]), int(spec["image_size"]), int(spec["image_size"]))
+    shape = (spec.in_chans, spec.image_size, spec.image_size)
     probabilities = np.full((len(rows), len(classes)), np.nan)
     problems: dict[int, str] = {}
     loader = DataLoader(_Tolerant(dataset, shape), batch_size=batch_size, num_workers=num_workers)
@@ -120,12 +124,15 @@ def predict_split(
     *,
     batch_size: int = 32,
     num_workers: int = 0,
+    loaded: LoadedModel | None = None,
 ) -> pd.DataFrame:
     """Class probabilities for every image of one split.
 
     Returns:
         The split's manifest rows plus ``pred`` (class name) and ``prob_<class>`` columns
         (softmax probabilities), in manifest order.
+
+    ``loaded``: see :func:`predict_readable`.
 
     Raises:
         ManifestError: an empty split, or labels the checkpoint's classes do not include.
@@ -134,7 +141,7 @@ def predict_split(
         OncoscopeError: see :func:`oncoscope.train.checkpoint.load_model`.
     """
     result = predict_readable(
-        checkpoint, manifest, split, batch_size=batch_size, num_workers=num_workers
+        checkpoint, manifest, split, batch_size=batch_size, num_workers=num_workers, loaded=loaded
     )
     if result.skipped:
         path, problem = result.skipped[0]

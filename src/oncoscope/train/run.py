@@ -30,9 +30,10 @@ from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
 from oncoscope.io.atomic import atomic_path
 from oncoscope.models import check_model_name, create_model
 from oncoscope.models.registry import training_kwargs
+from oncoscope.models.spec import ModelSpec
 from oncoscope.models.weights import cached_timm_weights, package_weights
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
-from oncoscope.train.checkpoint import read_checkpoint
+from oncoscope.train.checkpoint import read_spec
 from oncoscope.train.config import TrainConfig
 from oncoscope.train.data import (
     ManifestDataModule,
@@ -40,7 +41,7 @@ from oncoscope.train.data import (
     infer_augmentation,
     load_training_data,
 )
-from oncoscope.train.module import Classifier
+from oncoscope.train.module import LitClassifier
 
 #: What a training run writes into its folder; ``overwrite`` removes these and nothing else.
 RUN_CONTENTS = ("checkpoints", "config.yaml", "metrics.csv", "run.json", "tensorboard")
@@ -114,7 +115,7 @@ def initial_model(
 
 def build_module(
     config: TrainConfig, data: TrainingData, *, notes: list[str] | None = None
-) -> Classifier:
+) -> LitClassifier:
     """The model from the registry and the LightningModule around it; where the model's
     weights came from is appended to ``notes``."""
     kwargs = training_kwargs(
@@ -135,19 +136,22 @@ def build_module(
     class_weights = None
     if config.class_weights:
         class_weights = [sum(counts) / (len(counts) * max(c, 1)) for c in counts]
-    spec = {
-        "model": config.model,
-        "model_kwargs": kwargs,
-        "classes": data.classes,
-        "in_chans": data.in_chans,
-        "image_size": data.image_size,
-        "mean": [float(v) for v in mean[: data.in_chans]],
-        "std": [float(v) for v in std[: data.in_chans]],
-        "preprocessing": data.preprocessing,
-        "group_column": data.group_column,
-        "manifest": str(data.source),
-        "oncoscope_version": __version__,
-    }
+    spec = ModelSpec.from_dict(
+        {
+            "model": config.model,
+            "model_kwargs": kwargs,
+            "classes": data.classes,
+            "in_chans": data.in_chans,
+            "image_size": data.image_size,
+            "mean": [float(v) for v in mean[: data.in_chans]],
+            "std": [float(v) for v in std[: data.in_chans]],
+            "preprocessing": data.preprocessing,
+            "group_column": data.group_column,
+            "manifest": str(data.source),
+            "oncoscope_version": __version__,
+        },
+        data.source,
+    )
     optim = {
         "optimizer": config.optimizer,
         "lr": config.lr,
@@ -160,7 +164,7 @@ def build_module(
         "label_smoothing": config.label_smoothing,
         "class_weights": class_weights,
     }
-    return Classifier(model, spec, optim)
+    return LitClassifier(model, spec.to_dict(), optim)
 
 
 def check_run_folder(
@@ -253,8 +257,7 @@ def train(
     augment = infer_augmentation(data.frame) if config.augment == "auto" else config.augment
     datamodule = ManifestDataModule(
         data,
-        mean=module.spec["mean"],
-        std=module.spec["std"],
+        module.spec,
         batch_size=config.batch_size,
         augment=augment,
         balanced_sampling=config.balanced_sampling,
@@ -364,10 +367,10 @@ def _unreadable_image(error: CorruptFileError) -> CorruptFileError:
 def _check_resumable(last: Path, config: TrainConfig, data: TrainingData) -> None:
     if not last.is_file():
         raise OncoscopeError("no last.ckpt to resume from; train without --resume first", last)
-    spec = read_checkpoint(last)["spec"]
-    if spec["model"] != config.model or list(spec["classes"]) != list(data.classes):
+    spec = read_spec(last)
+    if spec.model != config.model or list(spec.classes) != list(data.classes):
         raise OncoscopeError(
-            f"checkpoint is for model {spec['model']} with classes {spec['classes']}, not "
+            f"checkpoint is for model {spec.model} with classes {list(spec.classes)}, not "
             f"{config.model} with {data.classes}; use another --out or drop --resume",
             last,
         )
