@@ -21,6 +21,7 @@ from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.explain import register as register_explain
+from oncoscope.cli.mil import mil_app
 from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
@@ -40,6 +41,7 @@ register_evaluation_commands(app)
 register_benchmark(app)
 register_explain(app)
 app.add_typer(wsi_app, name="wsi")
+app.add_typer(mil_app, name="mil")
 register_slide_command(app)
 register_scale_command(app)
 register_view_command(app)
