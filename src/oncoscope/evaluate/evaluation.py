@@ -470,6 +470,7 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     localization: str | None = None,
     sections: Sequence[ReportSection] = (),
+    bags: str | Path | None = None,
 ) -> EvaluationResult:
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
     ``predictions.csv``, ``group_predictions.csv`` and ``figures/*.png`` under ``out``.
@@ -485,28 +486,37 @@ def evaluate_checkpoint(
     ``sections`` are appended to the report as they are (e.g. the Couinaud segments of the
     test patients' lesions).
 
+    A MIL checkpoint (``oncoscope mil train``) is scored on its bags (``bags``, default the
+    folder it was trained on) with ``manifest`` its ``slides.csv``: a row is a slide (or a
+    patient bag), groups are patients (see :mod:`oncoscope.mil.evaluation`).
+
     Raises:
         OncoscopeError: a bad checkpoint, manifest or option; an empty split; with
             ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
+    from oncoscope.mil.evaluation import mil_predictors
     from oncoscope.train.checkpoint import read_checkpoint
     from oncoscope.train.predict import predict_readable
 
     settings = settings or EvaluationSettings()
     checkpoint, manifest, out = Path(checkpoint), Path(manifest), Path(out)
     spec = read_checkpoint(checkpoint)["spec"]
+    predict, predict_or_none = mil_predictors(spec, bags, localization) or (
+        predict_readable,
+        _predict_or_none,
+    )
     classes = [str(c) for c in spec["classes"]]
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting
     if localization is not None:
         _localization_val_split(settings)  # fails before predicting
     kw = {"batch_size": batch_size, "num_workers": num_workers}
-    predicted = predict_readable(checkpoint, manifest, settings.split, **kw)
+    predicted = predict(checkpoint, manifest, settings.split, **kw)
     test = predicted.frame
     skipped = [(settings.split, path, problem) for path, problem in predicted.skipped]
     val = None
     if len(classes) == 2 and settings.val_split is not None:
-        val_predicted = _predict_or_none(checkpoint, manifest, settings.val_split, **kw)
+        val_predicted = predict_or_none(checkpoint, manifest, settings.val_split, **kw)
         if val_predicted is not None:
             val = val_predicted.frame
             skipped += [(settings.val_split, path, why) for path, why in val_predicted.skipped]
