@@ -38,10 +38,10 @@ def write_synthetic_bags(
     folder: str | Path,
     splits: dict[str, int],
     *,
-    grid: int = 20,
+    grid: int = 16,
     feature_dim: int = 32,
     focus_fraction: tuple[float, float] = (0.01, 0.05),
-    shift: float = 3.0,
+    shift: float = 4.0,
     tile_px: int = 224,
     seed: int = 0,
 ) -> list[SyntheticBag]:
