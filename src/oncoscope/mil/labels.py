@@ -17,7 +17,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from oncoscope.dataset.split import SPLITS
-from oncoscope.errors import InvalidOptionError, ManifestError
+from oncoscope.errors import InvalidOptionError, ManifestError, OncoscopeError
 from oncoscope.mil.bags import BagInfo, find_bags, read_bag_info
 
 BagLevel = Literal["slide", "patient"]
@@ -193,8 +193,6 @@ def check_same_encoder(infos: Sequence[BagInfo]) -> None:
     Raises:
         OncoscopeError: naming the first bag that differs from the first bag.
     """
-    from oncoscope.errors import OncoscopeError
-
     first = infos[0]
     for info in infos[1:]:
         if info.encoder != first.encoder:

@@ -198,7 +198,9 @@ def check_predict_folder(out: str | Path, *, overwrite: bool = False) -> list[Pa
     except (OSError, json.JSONDecodeError):
         written = []
     names = {"predictions.csv", RECORD, *(str(w) for w in written)}
-    return [out / name for name in sorted(names) if (out / name).exists() and "/" not in name]
+    # only plain names inside `out`: a hand-edited record cannot reach outside it
+    plain = [n for n in sorted(names) if n == Path(n).name and n not in ("", ".", "..")]
+    return [out / name for name in plain if (out / name).exists()]
 
 
 def predict_bags(
@@ -226,7 +228,10 @@ def predict_bags(
     chosen = "cuda" if device == "auto" and torch.cuda.is_available() else device
     chosen = "cpu" if chosen == "auto" else chosen
     for entry in replaced:
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
     classes = [str(c) for c in spec["classes"]]
     level = str(spec.get("bag_level", "slide"))
