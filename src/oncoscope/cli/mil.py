@@ -9,7 +9,13 @@ from typing import Annotated
 
 import typer
 
-from oncoscope.cli._common import console, exit_on_failures, positive_number, user_errors
+from oncoscope.cli._common import (
+    console,
+    exit_on_failures,
+    finite_number,
+    positive_number,
+    user_errors,
+)
 
 mil_app = typer.Typer(
     help="Attention MIL on slide/patient labels over feature bags (oncoscope features).",
@@ -30,7 +36,7 @@ def mil_train(
     ] = "slide",
     epochs: Annotated[int, typer.Option(min=1)] = 20,
     lr: Annotated[float, typer.Option(callback=positive_number, help="Learning rate.")] = 2e-4,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-5,
+    weight_decay: Annotated[float, typer.Option(min=0.0, callback=finite_number)] = 1e-5,
     max_tiles: Annotated[
         int | None, typer.Option(min=1, help="Tiles sampled per bag and step, training only.")
     ] = None,
@@ -38,7 +44,7 @@ def mil_train(
         bool, typer.Option(help="Weight the loss by inverse class frequency.")
     ] = True,
     hidden: Annotated[int, typer.Option(min=1, help="Tile embedding size.")] = 256,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.25,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.99, callback=finite_number)] = 0.25,
     k_sample: Annotated[
         int, typer.Option(min=1, help="clam_sb: tiles at each end of the attention ranking.")
     ] = 8,
