@@ -23,6 +23,7 @@ from oncoscope.cli.evaluate import register as register_evaluation_commands
 from oncoscope.cli.explain import register as register_explain
 from oncoscope.cli.features import register as register_features_command
 from oncoscope.cli.locate import register as register_locate
+from oncoscope.cli.mil import mil_app
 from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
@@ -43,6 +44,7 @@ register_benchmark(app)
 register_explain(app)
 register_locate(app)
 app.add_typer(wsi_app, name="wsi")
+app.add_typer(mil_app, name="mil")
 register_slide_command(app)
 register_features_command(app)
 register_scale_command(app)

@@ -55,6 +55,10 @@ def evaluate(
     cam_method: Annotated[
         str, typer.Option(help="CAM method of --localization (gradcam, gradcam++, cam, ...).")
     ] = "gradcam",
+    bags: Annotated[
+        Path | None,
+        typer.Option(help="MIL checkpoints: the feature bags (default: those trained on)."),
+    ] = None,
 ) -> None:
     """Metrics with 95% CIs (image and patient/slide level), figures and report.html."""
     from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
@@ -79,6 +83,7 @@ def evaluate(
             batch_size=batch_size,
             num_workers=workers,
             localization=cam_method if localization else None,
+            bags=bags,
         )
     metrics = result.metrics
     for level, block in (("image", metrics), ("group", metrics["group_level"])):

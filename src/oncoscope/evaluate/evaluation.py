@@ -8,9 +8,10 @@ and group level, a validation-picked operating point, figures, ``metrics.json`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -475,6 +476,7 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     localization: str | None = None,
     sections: Sequence[ReportSection] = (),
+    bags: str | Path | None = None,
 ) -> EvaluationResult:
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
     ``predictions.csv``, ``group_predictions.csv`` and ``figures/*.png`` under ``out``.
@@ -490,39 +492,54 @@ def evaluate_checkpoint(
     ``sections`` are appended to the report as they are (e.g. the Couinaud segments of the
     test patients' lesions).
 
+    A MIL checkpoint (``oncoscope mil train``) is scored on its bags (``bags``, default the
+    folder it was trained on) with ``manifest`` its ``slides.csv``: a row is a slide (or a
+    patient bag), groups are patients (see :mod:`oncoscope.mil.evaluation`).
+
     Raises:
         OncoscopeError: a bad checkpoint, manifest or option; a manifest prepared with another
             CT chain than the checkpoint's (``ct prepare --denoise/--roi``); an empty split; with
             ``localization``, a manifest without masks or lesions, or no ``val_split``.
     """
     from oncoscope.ct.chain import check_manifest_chain
-    from oncoscope.train.checkpoint import load_model
+    from oncoscope.mil.evaluation import mil_predictors
+    from oncoscope.train.checkpoint import model_from_checkpoint, read_checkpoint
     from oncoscope.train.predict import predict_readable
 
     settings = settings or EvaluationSettings()
     checkpoint, manifest, out = Path(checkpoint), Path(manifest), Path(out)
-    loaded = load_model(checkpoint)  # the one read of the file; passed down from here
-    spec = loaded[1]
-    check_manifest_chain(spec, manifest)  # slices made with the checkpoint's chain, or refused
-    classes = list(spec.classes)
+    stored = read_checkpoint(checkpoint)  # the one read of the file; passed down from here
+    mil = mil_predictors(stored["spec"], bags, localization)  # None: a patch classifier
+    loaded: LoadedModel | None = None
+    if mil is None:
+        loaded = model_from_checkpoint(stored, checkpoint)
+        spec = loaded[1]
+        check_manifest_chain(spec, manifest)  # slices made with the checkpoint's chain, or refused
+        predict: Callable[..., Any] = partial(predict_readable, loaded=loaded)
+        predict_or_none: Callable[..., Any] = partial(_predict_or_none, loaded=loaded)
+        classes, model_name, group_column = list(spec.classes), spec.model, spec.group_column
+    else:  # a MIL checkpoint's spec is its own (oncoscope.mil), read as stored
+        predict, predict_or_none = mil
+        classes = [str(c) for c in stored["spec"]["classes"]]
+        model_name, group_column = str(stored["spec"]["model"]), None
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting
     if localization is not None:
         _localization_val_split(settings)  # fails before predicting
     kw = {"batch_size": batch_size, "num_workers": num_workers}
-    predicted = predict_readable(checkpoint, manifest, settings.split, loaded=loaded, **kw)
+    predicted = predict(checkpoint, manifest, settings.split, **kw)
     test = predicted.frame
     skipped = [(settings.split, path, problem) for path, problem in predicted.skipped]
     val = None
     if len(classes) == 2 and settings.val_split is not None:
-        val_predicted = _predict_or_none(checkpoint, manifest, settings.val_split, loaded, **kw)
+        val_predicted = predict_or_none(checkpoint, manifest, settings.val_split, **kw)
         if val_predicted is not None:
             val = val_predicted.frame
             skipped += [(settings.val_split, path, why) for path, why in val_predicted.skipped]
-    column = group_column_of(test, spec.group_column)
+    column = group_column_of(test, group_column)
     metrics = evaluate_predictions(test, classes, settings, val=val, group_column=column)
     metrics = {
-        "model": spec.model,
+        "model": model_name,
         "checkpoint": str(checkpoint.resolve()),
         "data": str(manifest.resolve()),
         "split": settings.split,

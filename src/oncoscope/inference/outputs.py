@@ -75,6 +75,8 @@ def write_probability_tiff(
 ) -> Path:
     """A pyramidal float32 TIFF of the map whose resolution tags overlay it on level 0.
 
+    A map of one channel (``(rows, cols, 1)``) is written as 2-D pages.
+
     One page per halving (NaN-aware mean of 2 x 2 cells) until the side is at most 256; the
     resolution (pixels per centimetre) is ``1e4 / (slide_mpp * cell_size_level0 * 2**level)``.
     """
@@ -87,9 +89,9 @@ def write_probability_tiff(
             px_per_cm = 1e4 / (slide_mpp * cell_size_level0 * 2**index)
             tiled = min(level.shape[:2]) >= 256
             tif.write(
-                level,
+                level if level.shape[2] > 1 else level[..., 0],  # one channel: a 2-D page
                 photometric="minisblack",
-                planarconfig="contig",
+                planarconfig="contig" if level.shape[2] > 1 else None,
                 tile=(256, 256) if tiled else None,
                 compression="zlib",
                 resolution=(px_per_cm, px_per_cm),

@@ -67,7 +67,17 @@ def load_model(path: str | Path) -> LoadedModel:
         OncoscopeError: see :func:`read_checkpoint`; a spec without a required field; weights
             that do not fit the model named.
     """
-    checkpoint = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> LoadedModel:
+    """The network and spec of a checkpoint already read (:func:`read_checkpoint`), for a
+    command that looks at the stored spec before it builds the model (``path`` is named in
+    errors).
+
+    Raises:
+        OncoscopeError: a spec without a required field; weights that do not fit the model.
+    """
     spec = ModelSpec.from_dict(checkpoint["spec"], path)
     model = create_model(
         spec.model,

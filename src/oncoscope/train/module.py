@@ -13,15 +13,15 @@ from torchmetrics.classification import MulticlassAccuracy
 from oncoscope.models.spec import ModelSpec
 
 
-class LitClassifier(pl.LightningModule):
-    """The Lightning module training an image classifier over any registry model.
+class ClassifierModule(pl.LightningModule):
+    """Loss (class weights, label smoothing), accuracy metrics, optimiser and schedule of a
+    classifier, whatever its inputs (images here, feature bags in :mod:`oncoscope.mil`).
 
     Args:
-        model: the network (from ``oncoscope.models.create_model``).
-        spec: what a later command needs to rebuild and feed the model, as
-            :meth:`oncoscope.models.spec.ModelSpec.to_dict` gives it: plain values, stored in
-            the checkpoint's ``hyper_parameters`` (checkpoints load with ``weights_only=True``);
-            ``self.spec`` is the typed :class:`~oncoscope.models.spec.ModelSpec`.
+        model: the network.
+        spec: what a later command needs to rebuild and feed the model, as plain values (str,
+            int, float, list, dict), stored in the checkpoint's ``hyper_parameters``
+            (checkpoints load with ``weights_only=True``); needs ``classes``.
         optim: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
             ``milestones``, ``gamma``, ``epochs``, ``label_smoothing``, ``class_weights``
             (a list, or None).
@@ -33,14 +33,14 @@ class LitClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.spec, self.optim = ModelSpec.from_dict(spec), optim
+        self.optim = optim
         weights = optim.get("class_weights")
         self.register_buffer(
             "class_weights",
             torch.tensor(weights, dtype=torch.float32) if weights else None,
             persistent=False,
         )
-        num_classes = len(self.spec.classes)
+        num_classes = len(spec["classes"])
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_balanced = MulticlassAccuracy(num_classes, average="macro")
@@ -108,3 +108,18 @@ class LitClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
+
+
+class LitClassifier(ClassifierModule):
+    """The Lightning module training an image classifier over any registry model.
+
+    Args:
+        model: the network (from ``oncoscope.models.create_model``).
+        spec: :meth:`oncoscope.models.spec.ModelSpec.to_dict` of the model's spec (stored as
+            plain values); ``self.spec`` is the typed :class:`~oncoscope.models.spec.ModelSpec`.
+        optim: see :class:`ClassifierModule`.
+    """
+
+    def __init__(self, model: nn.Module, spec: dict[str, Any], optim: dict[str, Any]) -> None:
+        super().__init__(model, spec, optim)
+        self.spec = ModelSpec.from_dict(spec)
