@@ -22,6 +22,7 @@ from oncoscope.ct.liver_roi import liver_roi_em
 from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS
 from oncoscope.errors import InvalidOptionError, ManifestError
+from oncoscope.models.spec import ModelSpec
 from tests.conftest import canonical_ras, radiological
 
 LIVER = PRESETS["liver"]  # [-100, 200] HU
@@ -260,7 +261,7 @@ def test_a_checkpoint_trained_with_the_chain_refuses_a_manifest_without_it(lits_
         "roi": "mask",
         "outside_roi": "window low end",
     }
-    check_manifest_chain(spec, data / "manifest.csv")  # its own data passes
+    check_manifest_chain(ModelSpec.from_dict(spec), data / "manifest.csv")  # its own data passes
     plain = data / "plain.csv"  # the same slices, recorded without a chain
     frame = pd.read_csv(data / "manifest.csv")
     frame.drop(columns=["chain"]).to_csv(plain, index=False)

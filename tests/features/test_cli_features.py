@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 from oncoscope.cli import app
 from oncoscope.features.bags import read_bag
 from oncoscope.inference.patches import TileDataset
+from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.synthetic import write_synthetic_slide
 from oncoscope.train.checkpoint import load_model
 
@@ -38,12 +38,10 @@ def _read_level(slide: Path, xy: tuple[int, int], level: int, side: int) -> np.n
     return np.asarray(region)
 
 
-def _penultimate(model: torch.nn.Module, tiles: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def _penultimate(model: torch.nn.Module, tiles: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Pre-logits features of uint8 ``(n, H, W, 3)`` tiles, by hand: 0..1, mean/std, fp32."""
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / torch.tensor(spec["std"]).view(
-        1, 3, 1, 1
-    )
+    x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
     with torch.no_grad():
         features: torch.Tensor = model.forward_head(model.forward_features(x), pre_logits=True)
     return features.numpy()

@@ -101,15 +101,16 @@ class Encoder:
     checkpoint_spec: ModelSpec | None
     device: torch.device
 
-    @property
-    def input_spec(self) -> ModelSpec:
-        """What the tile runners need of the encoder: its input size and normalisation
-        (:meth:`~oncoscope.models.spec.ModelSpec.prepare`), as a spec without classes."""
+    def tile_spec(self, tile_px: int) -> ModelSpec:
+        """What the tile runners need of the encoder for tiles of side ``tile_px``: its
+        normalisation (:meth:`~oncoscope.models.spec.ModelSpec.prepare`) at the tiles' own side,
+        so that :attr:`model` resizes the normalised float tiles to its input size (not the
+        8-bit tiles), as a spec without classes."""
         return ModelSpec(
             model=str(self.spec["name"]),
             classes=(),
             in_chans=3,
-            image_size=self.image_size,
+            image_size=tile_px,
             mean=tuple(float(v) for v in self.spec["mean"]),
             std=tuple(float(v) for v in self.spec["std"]),
         )

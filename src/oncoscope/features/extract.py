@@ -24,7 +24,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,9 @@ def slide_options(encoder: Encoder, options: FeatureOptions) -> SlideOptions:
     if options.on_mismatch not in ON_MISMATCH:
         raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
     asked = SlideOptions(mpp=options.mpp, magnification=options.magnification)
-    mpp, magnification = resolution_options(asked, encoder.checkpoint_spec or encoder.input_spec)
+    mpp, magnification = resolution_options(
+        asked, encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size)
+    )
     return SlideOptions(
         mpp=mpp,
         magnification=magnification,
@@ -193,7 +195,9 @@ def feature_settings(
         "scan_mpp": options.scan_mpp,
         "scan_magnification": options.scan_magnification,
         "precision": resolve_precision(options.precision, _device(encoder, options)),
-        "stain": stain_target(encoder.checkpoint_spec or encoder.input_spec, chosen),
+        "stain": stain_target(
+            encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size), chosen
+        ),
     }
 
 
@@ -293,7 +297,7 @@ def _extract(
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as slide:
-        grid = plan_tiles(replace(encoder.input_spec, image_size=side), slide, chosen, notes)
+        grid = plan_tiles(encoder.tile_spec(side), slide, chosen, notes)
         phase_done("tissue_and_grid")
         dataset = TileDataset(
             slide.path,
@@ -302,7 +306,9 @@ def _extract(
             grid.target,
             options.scan_mpp,
             options.scan_magnification,
-            stain=stain_target(encoder.checkpoint_spec or encoder.input_spec, chosen),
+            stain=stain_target(
+                encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size), chosen
+            ),
         )
         precision = _encode(encoder, dataset, len(grid), work, options, on_tiles)
         phase_done("tiles")
@@ -399,7 +405,14 @@ def _encode(
             work.mkdir(parents=True)
             features = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
             preallocate(path)
-        predict_tiles(encoder.model, encoder.input_spec, dataset, features, device=device, **run)
+        predict_tiles(
+            encoder.model,
+            encoder.tile_spec(dataset.tile_px),
+            dataset,
+            features,
+            device=device,
+            **run,
+        )
         features.flush()
         del features
         return precision
@@ -407,7 +420,7 @@ def _encode(
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*infer the batch indices.*")
         rank_zero = predict_tiles_distributed(
-            encoder.model, encoder.input_spec, dataset, path, shape,
+            encoder.model, encoder.tile_spec(dataset.tile_px), dataset, path, shape,
             devices=options.devices, accelerator=options.accelerator,
             num_nodes=options.num_nodes, **run,
         )  # fmt: skip
@@ -432,7 +445,7 @@ def feature_agreement(
     count = len(features)
     chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
     device = encoder.device
-    spec = encoder.input_spec
+    spec = encoder.tile_spec(dataset.tile_px)
     model = encoder.model.to(device)
     reference = np.zeros((len(chosen), features.shape[1]), dtype=np.float32)
     start = 0
