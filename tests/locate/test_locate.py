@@ -20,7 +20,7 @@ from oncoscope.ct.phantom import Phantom, write_lits_pair
 from oncoscope.ct.prepare import Case, PrepareOptions, prepare_case
 from oncoscope.ct.window import PRESETS
 from oncoscope.errors import InvalidOptionError, OncoscopeError
-from oncoscope.io.volumes import read_volume
+from oncoscope.io.volumes import read_label_mask, read_volume
 from oncoscope.locate.model_input import CTModelInput, ct_model_input, model_pixels
 from oncoscope.locate.run import LocateOptions, locate
 from oncoscope.models.spec import ModelSpec
@@ -372,3 +372,31 @@ def test_a_dicom_series_gives_the_candidates_of_its_nifti_twin(
     )
     labels = nib.load(tmp_path / "out" / "series-1" / "candidates.nii.gz")
     assert nib.aff2axcodes(labels.affine) == ("R", "A", "S")  # a DICOM input: RAS order
+
+
+def test_volume_slices_go_through_the_checkpoints_chain_as_ct_prepare_wrote_them(
+    dark_phantom: Phantom, tmp_path: Path
+) -> None:
+    """A checkpoint trained on ``ct prepare --denoise median:3 --roi mask`` slices: locate feeds
+    the model a new volume's slices through the same chain, pixel for pixel those PNGs."""
+    volume_path, mask = write_lits_pair(dark_phantom, tmp_path / "lits", 1)
+    volume, labels = read_volume(volume_path), read_label_mask(mask)
+    chain = SliceChain(median_size_px=3, roi="mask")
+    options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=2, chain=chain)
+    result = prepare_case(Case("1", volume_path, mask), tmp_path / "prepared", options)
+    spec = ModelSpec.from_dict(
+        {
+            **hypodense_model_spec()[1],
+            "preprocessing": {"window": "liver", "ct_chain": chain.record()},
+        }
+    )
+    model_input = ct_model_input(spec, tmp_path / "a.ckpt")
+    assert model_input.chain == chain
+    spacing = volume.spacing_mm
+    for row in result.rows[:4]:
+        k = int(row["slice_index"])
+        liver = np.asarray(labels.array[k]) >= 1
+        made = model_pixels(volume.array[k], model_input, liver, (spacing[1], spacing[2]))
+        written = np.asarray(Image.open(tmp_path / "prepared" / row["path"]))
+        np.testing.assert_array_equal(made, written)
+        assert (made[~liver] == 0).all()  # masked to the window's low end, as trained
