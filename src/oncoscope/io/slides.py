@@ -458,13 +458,13 @@ class Slide:
         :data:`BAND_PIXELS` level pixels."""
         scale = target.downsample / self.level_downsamples[target.level]  # level px per px
         band_rows = max(1, int(BAND_PIXELS / (size[0] * scale * scale)))
-        bands = [
+        image = np.empty((size[1], size[0], 3), dtype=np.uint8)
+        for top in range(0, size[1], band_rows):
+            rows = min(band_rows, size[1] - top)
             self.read_at(
-                (0, top * target.downsample), (size[0], min(band_rows, size[1] - top)), target
+                (0, top * target.downsample), (size[0], rows), target, image[top : top + rows]
             )
-            for top in range(0, size[1], band_rows)
-        ]
-        return np.concatenate(bands, axis=0)
+        return image
 
     def overview(
         self, max_size_px: int, mpp: float | None = None

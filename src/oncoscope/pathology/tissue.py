@@ -98,10 +98,10 @@ def tissue_mask(
         >>> float(m.mask.mean())
         0.25
     """
-    rows = range(0, thumbnail.shape[0], _SATURATION_ROWS)
-    saturation = np.concatenate(
-        [hsv_saturation(thumbnail[r : r + _SATURATION_ROWS]) for r in rows]
-    ) if thumbnail.shape[0] else hsv_saturation(thumbnail)  # fmt: skip
+    saturation = np.empty(thumbnail.shape[:2], dtype=np.float32)
+    for top in range(0, thumbnail.shape[0], _SATURATION_ROWS):  # bounded temporaries
+        rows = slice(top, top + _SATURATION_ROWS)
+        saturation[rows] = hsv_saturation(thumbnail[rows])
     pixel_um = mpp * downsample
     if saturation.max() - saturation.min() < MIN_SATURATION_SPREAD:
         return TissueMask(np.zeros(saturation.shape, dtype=bool), downsample, None, pixel_um)
