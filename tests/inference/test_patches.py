@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oncoscope.errors import InvalidOptionError
-from oncoscope.inference.patches import TileDataset, target_resolution
+from oncoscope.inference.patches import TileDataset
 from oncoscope.inference.predict_tiles import tile_loader
 from oncoscope.io.slides import close_pool, open_slide
 
@@ -48,4 +48,4 @@ def test_a_resolution_that_is_not_a_finite_positive_number_is_refused(small_slid
     with open_slide(small_slide) as slide:
         for given in ({"mpp": value}, {"magnification": value}):
             with pytest.raises(InvalidOptionError, match="finite number above 0"):
-                target_resolution(slide, **given)
+                slide.resolution(**given)

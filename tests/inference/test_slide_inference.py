@@ -14,7 +14,7 @@ import torch
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
-from oncoscope.inference.patches import TileDataset, target_resolution, tile_grid
+from oncoscope.inference.patches import TileDataset, tile_grid
 from oncoscope.inference.predict_tiles import predict_tiles
 from oncoscope.inference.slide_inference import SlideOptions, infer_slide, load_classifier
 from oncoscope.io.slides import open_slide
@@ -159,7 +159,7 @@ def test_lightning_predict_on_one_device_gives_the_same_map(
 def test_bf16_agrees_with_fp32_on_the_patches(small_slide: Path, colour_checkpoint: Path) -> None:
     classifier = load_classifier(colour_checkpoint, torch.device("cpu"))
     with open_slide(small_slide) as slide:
-        target, _ = target_resolution(slide, magnification=10)
+        target = slide.resolution(magnification=10)
         thumb, ds = slide.thumbnail(1024)
         grid = tile_grid(slide.dimensions, target, 32, 0.5, tissue_mask(thumb, ds, mpp=slide.mpp))
     dataset = TileDataset(small_slide, grid.positions_level0, 32, target)
@@ -230,7 +230,7 @@ def test_batches_hold_exactly_the_tiles_read_one_by_one(
 ) -> None:
     with open_slide(generic_slide.path) as slide:
         for magnification in (10, 15):  # a pyramid level as it is; a resampled read
-            target, _ = target_resolution(slide, magnification=magnification)
+            target = slide.resolution(magnification=magnification)
             thumb, ds = slide.thumbnail(1024)
             grid = tile_grid(
                 slide.dimensions, target, 32, 0.5, tissue_mask(thumb, ds, mpp=slide.mpp)

@@ -1,4 +1,4 @@
-"""The one tissue-mask step of slide inference and the scale search: a pyramid level as it is."""
+"""The one tissue-mask step of ``wsi tile``, slide inference and the scale search: 8 um/px."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from shapely.ops import unary_union
 
 from oncoscope.errors import NoTissueError
 from oncoscope.inference.scale_search import search_scale
-from oncoscope.inference.slide_tissue import slide_tissue
 from oncoscope.io.slides import open_slide
 from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
+from oncoscope.pathology.tissue import TISSUE_MPP, slide_tissue
 
 from .test_scale_search import write_checkpoint
 
@@ -31,20 +31,14 @@ def _filled_tissue_fraction() -> float:
     return float(outlines.area / (SIZE[0] * SIZE[1]))
 
 
-@pytest.mark.parametrize(
-    ("mpp", "level_downsample"),
-    [(8.0, 4.0), (0.5, 2.0)],
-    ids=["coarsest-level-under-8um", "finer-level-when-asked"],
-)
-def test_mask_is_made_on_a_pyramid_level_and_covers_the_drawn_tissue(
-    slide: Path, mpp: float, level_downsample: float
-) -> None:
+def test_mask_is_made_at_8_um_per_pixel_and_covers_the_drawn_tissue(slide: Path) -> None:
     with open_slide(slide) as s:
-        tissue = slide_tissue(s, mpp=mpp)
-    # read from a level as it is (1 um/px at downsample 4; 0.5 um/px at 2), not a thumbnail
-    assert tissue.downsample == level_downsample
-    assert tissue.mask.shape == (SIZE[1] / level_downsample, SIZE[0] / level_downsample)
-    assert tissue.fraction == pytest.approx(_filled_tissue_fraction(), abs=0.005)
+        tissue = slide_tissue(s)
+    # resampled to exactly 8 um/px (32 level-0 px at 0.25 um/px) from the 1 um/px level
+    assert tissue.mpp == TISSUE_MPP and tissue.downsample == 32.0
+    assert tissue.mask.shape == (SIZE[1] / 32, SIZE[0] / 32)
+    # within the mask pixels the outlines cross (~ perimeter x 8 um / area: 0.01 here)
+    assert tissue.fraction == pytest.approx(_filled_tissue_fraction(), abs=0.01)
 
 
 def test_blank_slide_has_no_tissue(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from shapely import box, unary_union
 
 from oncoscope.io.slides import open_slide
-from oncoscope.pathology.tissue import region_fraction, tissue_mask
+from oncoscope.pathology.tissue import TissueMask, region_fraction, tile_fractions, tissue_mask
 
 
 def test_tissue_fraction_of_a_synthetic_slide_matches_its_geometry(generic_slide):
@@ -46,3 +46,20 @@ def test_region_fraction_is_the_exact_overlap_area(x, y, w, h):
     mask[5:12, 3:15] = True  # level-0 [24, 120) x [40, 96) at downsample 8
     exact = box(24, 40, 120, 96).intersection(box(x, y, x + w, y + h)).area / (w * h)
     assert abs(region_fraction(mask, (x, y), (w, h), 8.0) - exact) < 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    boxes=st.lists(st.tuples(st.floats(-50, 200), st.floats(-50, 200)), min_size=1, max_size=20),
+    w=st.floats(1, 150),
+    h=st.floats(1, 150),
+)
+def test_tile_fractions_are_the_exact_overlap_areas(boxes, w, h):
+    mask = np.zeros((20, 20), bool)
+    mask[5:12, 3:15] = True  # level-0 [24, 120) x [40, 96) at downsample 8
+    mask[14, 2] = True  # level-0 [16, 24) x [112, 120)
+    tissue = unary_union([box(24, 40, 120, 96), box(16, 112, 24, 120)])
+    fractions = tile_fractions(TissueMask(mask, 8.0, 0.5), np.array(boxes), (w, h))
+    for (x, y), fraction in zip(boxes, fractions, strict=True):
+        exact = tissue.intersection(box(x, y, x + w, y + h)).area / (w * h)
+        assert abs(fraction - exact) < 1e-9

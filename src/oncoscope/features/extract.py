@@ -51,7 +51,7 @@ from oncoscope.inference.slide_inference import (
     ON_MISMATCH,
     SlideOptions,
     plan_tiles,
-    resolution_options,
+    resolution_request,
     stain_target,
     writing,
 )
@@ -141,12 +141,12 @@ def slide_options(encoder: Encoder, options: FeatureOptions) -> SlideOptions:
     if options.on_mismatch not in ON_MISMATCH:
         raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
     asked = SlideOptions(mpp=options.mpp, magnification=options.magnification)
-    mpp, magnification = resolution_options(
+    request = resolution_request(
         asked, encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size)
     )
     return SlideOptions(
-        mpp=mpp,
-        magnification=magnification,
+        mpp=request.mpp,
+        magnification=request.magnification,
         stride=options.stride,
         batch_size=options.batch_size,
         workers=options.workers,

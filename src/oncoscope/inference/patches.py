@@ -5,10 +5,12 @@ The output grid divides the slide into square cells of one stride step: with a t
 target pixels, and a tile whose top-left corner is cell ``(row, col)`` covers cells
 ``row .. row + k - 1`` and ``col .. col + k - 1``. Cells start at the slide's level-0 origin;
 the last row and column may reach past the slide's edge (read as background). A tile is kept
-when at least ``min_tissue`` of it is tissue (area-weighted on the tissue mask).
+by the coverage rule of :mod:`oncoscope.pathology.tissue` (its exact tissue fraction above 0 and
+at least ``min_tissue``), on the slide's one tissue mask, as ``wsi tile`` keeps its tiles.
 
-:class:`TileDataset` reads tiles through :func:`oncoscope.io.slides.pooled_slide`, so each
-DataLoader worker opens the slide once and reuses the handle, and returns ``uint8`` RGB
+:class:`TileDataset` reads tiles from the slide the command opened when it runs in that
+process, and through :func:`oncoscope.io.slides.pooled_slide` in DataLoader workers and other
+processes (each opens the slide once and reuses the handle). It returns ``uint8`` RGB
 ``(H, W, 3)`` tensors: normalising on the model's device is cheaper than shipping floats.
 """
 
@@ -21,14 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from oncoscope.errors import InvalidOptionError
-from oncoscope.io.slides import TOLERANCE, Resolution, Slide, pooled_slide
-from oncoscope.pathology.tissue import TissueMask
-
-#: Mask samples per cell side when measuring a cell's tissue fraction.
-SAMPLES_PER_CELL = 4
+from oncoscope.io.slides import Resolution, Slide, pooled_slide
+from oncoscope.pathology.tissue import TissueMask, kept, tile_fractions
 
 
 @dataclass(frozen=True)
@@ -61,40 +60,6 @@ class TileGrid:
             self.cells[:, ::-1].astype(np.float64) * self.cell_size_level0
         )
         return positions
-
-
-def target_resolution(
-    slide: Slide,
-    *,
-    mpp: float | None = None,
-    magnification: float | None = None,
-    allow_upsampling: bool = False,
-) -> tuple[Resolution, bool]:
-    """The resolution to read at, and whether it is finer than the scan (upsampled).
-
-    Raises:
-        InvalidOptionError: both or neither of ``mpp`` and ``magnification``, a value that is
-            not a finite number above 0, or a resolution finer than level 0 without
-            ``allow_upsampling``.
-    """
-    if (mpp is None) == (magnification is None):
-        raise InvalidOptionError("give exactly one of --mpp and --magnification")
-    value = mpp if mpp is not None else magnification
-    assert value is not None
-    if not (math.isfinite(value) and value > 0):
-        raise InvalidOptionError(
-            f"--mpp/--magnification must be a finite number above 0, got {value}"
-        )
-    downsample = mpp / slide.mpp if mpp is not None else slide.magnification / value
-    if downsample >= 1 - TOLERANCE or not allow_upsampling:
-        return slide.resolution(mpp=mpp, magnification=magnification), False
-    upsampled = Resolution(
-        downsample=downsample,
-        mpp=slide.mpp * downsample,
-        magnification=slide.magnification / downsample,
-        level=0,
-    )
-    return upsampled, True
 
 
 def cells_per_tile(stride: float, tile_px: int) -> int:
@@ -134,8 +99,9 @@ def tile_grid(
         target: resolution the tiles are read at.
         tile_px: tile side at that resolution (the model's input size).
         stride: step between tiles as a fraction of the tile (1, 0.5, 0.25, ...).
-        tissue: the slide's tissue mask.
-        min_tissue: least share (0..1) of a tile that must be tissue for it to be classified.
+        tissue: the slide's tissue mask (:func:`oncoscope.pathology.tissue.slide_tissue`).
+        min_tissue: least share (0..1) of a tile that must be tissue for it to be classified
+            (:func:`oncoscope.pathology.tissue.kept`).
 
     Raises:
         InvalidOptionError: see :func:`cells_per_tile`; ``min_tissue`` outside [0, 1].
@@ -145,34 +111,10 @@ def tile_grid(
     k = cells_per_tile(stride, tile_px)
     cell0 = tile_px // k * target.downsample
     rows, cols = math.ceil(slide_wh[1] / cell0), math.ceil(slide_wh[0] / cell0)
-    cell_tissue = _cell_tissue(tissue, slide_wh, cell0, (rows, cols))
-    padded = np.pad(cell_tissue, ((0, k - 1), (0, k - 1)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k))
-    tile_tissue = windows.mean(axis=(2, 3))
-    keep = (tile_tissue >= min_tissue) & (tile_tissue > 0)
-    cells = np.argwhere(keep).astype(np.int64)
-    return TileGrid(target, tile_px, k, cell0, (rows, cols), cells)
-
-
-def _cell_tissue(
-    tissue: TissueMask, slide_wh: tuple[int, int], cell0: float, shape: tuple[int, int]
-) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Tissue share of each cell, from the mask sampled at a few points per cell."""
-    s = SAMPLES_PER_CELL
-    axes = []
-    for length, count, size in (
-        (slide_wh[1], shape[0], tissue.mask.shape[0]),
-        (slide_wh[0], shape[1], tissue.mask.shape[1]),
-    ):
-        level0 = (np.arange(count * s) + 0.5) * cell0 / s
-        index = np.minimum((level0 / tissue.downsample).astype(np.int64), size - 1)
-        axes.append((index, level0 < length))
-    (row_index, row_inside), (col_index, col_inside) = axes
-    samples = tissue.mask[np.ix_(row_index, col_index)] & np.outer(row_inside, col_inside)
-    fraction: np.ndarray[Any, np.dtype[np.float64]] = samples.reshape(
-        shape[0], s, shape[1], s
-    ).mean(axis=(1, 3))
-    return fraction
+    cells = np.indices((rows, cols)).reshape(2, -1).T.astype(np.int64)
+    extent = tile_px * target.downsample
+    fractions = tile_fractions(tissue, cells[:, ::-1] * cell0, (extent, extent))
+    return TileGrid(target, tile_px, k, cell0, (rows, cols), cells[kept(fractions, min_tissue)])
 
 
 class TileDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -188,6 +130,8 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
         stain: a fitted stain target (:meth:`oncoscope.pathology.stain.StainNormalizer.state`,
             as a checkpoint records it) every tile is normalised to after reading; None: none.
+        slide: the slide already open in this process (read from here, not reopened; never
+            pickled: worker processes open their own through the pool).
     """
 
     def __init__(
@@ -199,8 +143,10 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         scan_mpp: float | None = None,
         scan_magnification: float | None = None,
         stain: dict[str, Any] | None = None,
+        slide: Slide | None = None,
     ) -> None:
         self.path = str(path)
+        self._slide = slide
         self.positions = np.asarray(positions_level0, dtype=np.float64)
         self.tile_px = tile_px
         self.target = target
@@ -211,6 +157,11 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.positions)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_slide"] = None  # an open handle cannot cross processes
+        return state
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         tile = torch.empty((1, self.tile_px, self.tile_px, 3), dtype=torch.uint8)
         self.read_into(np.array([index]), tile.numpy())
@@ -220,7 +171,9 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         self, indices: np.ndarray[Any, Any], out: np.ndarray[Any, np.dtype[np.uint8]]
     ) -> None:
         """Read the tiles at ``indices`` into ``out`` (``(len(indices), H, W, 3) uint8``)."""
-        slide = pooled_slide(self.path, **self.scan)
+        slide = self._slide
+        if slide is None or get_worker_info() is not None:  # a forked worker opens its own
+            slide = pooled_slide(self.path, **self.scan)
         size = (self.tile_px, self.tile_px)
         if self.stain is not None and self._normaliser is None:
             from oncoscope.pathology.stain import StainNormalizer

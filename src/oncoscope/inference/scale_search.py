@@ -2,12 +2,12 @@
 
 Algorithm 1 of the seed, on a whole-slide image and an oncoscope checkpoint:
 
-1. ``P`` points drawn at random (seeded) in the slide's tissue (the mask slide inference
-   uses, :func:`oncoscope.inference.slide_tissue.slide_tissue`), placed so that even the
-   largest crop lies inside the slide where the slide is big enough;
+1. ``P`` points drawn at random (seeded) in the slide's tissue (the one mask of ``wsi tile``
+   and slide inference, :func:`oncoscope.pathology.tissue.slide_tissue`), placed so that even
+   the largest crop lies inside the slide where the slide is big enough;
 2. at every point and every scale ``s_i`` of the set (a magnification), an ``eps x eps`` crop
    centred on the point, read at ``s_i`` exactly as ``oncoscope slide --magnification s_i``
-   reads its tiles (:func:`oncoscope.inference.patches.target_resolution`: downsample = the
+   reads its tiles (:meth:`oncoscope.io.slides.Slide.resolve`: downsample = the
    scan's objective power / ``s_i``, so a slide of 0.2527 um/px at x40 is read at x20 with
    downsample 2, not 0.5 / 0.2527), where ``eps`` is the model's input size (checkpoint
    ``image_size``), normalised exactly as in training
@@ -44,6 +44,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,6 @@ import torch
 from torch import nn
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
-from oncoscope.inference.patches import target_resolution
 from oncoscope.inference.scale_curves import (
     CURVE_KINDS,
     CurveKind,
@@ -64,13 +64,13 @@ from oncoscope.inference.scale_curves import (
     vote_histogram,
     widen_advice,
 )
-from oncoscope.inference.slide_tissue import slide_tissue
 from oncoscope.io.atomic import atomic_path
-from oncoscope.io.slides import Resolution, Slide, open_slide
+from oncoscope.io.slides import Resolution, ResolutionRequest, Slide, open_slide
 from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
 from oncoscope.pathology.stain import StainNormalizer
 from oncoscope.pathology.tiling import random_positions
+from oncoscope.pathology.tissue import TissueMask, slide_tissue
 from oncoscope.train.checkpoint import load_model
 
 #: The seed's scale set: x10 to x43, neighbours about 1.2 apart.
@@ -201,6 +201,8 @@ def search_scale(
     scan_magnification: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     stain_normalize: bool = True,
+    slide: Slide | None = None,
+    tissue: TissueMask | None = None,
 ) -> ScaleResult:
     """Run Algorithm 1 of seed 003 on one slide (see the module docstring).
 
@@ -220,6 +222,11 @@ def search_scale(
         progress: called with ``(scales done, scales)`` after each scale.
         stain_normalize: normalise every crop to the stain target the checkpoint records
             (``wsi tile --stain-normalize``), as ``oncoscope slide`` does; off: the slide's own.
+        slide: ``slide_path`` already open (with the scan overrides), e.g. by ``oncoscope
+            slide --auto-scale``, which classifies it next; used and left open. None: opened
+            here with ``scan_mpp`` / ``scan_magnification``.
+        tissue: the slide's tissue mask when already made
+            (:func:`oncoscope.pathology.tissue.slide_tissue`); None: made here.
 
     Returns:
         The :class:`ScaleResult`.
@@ -240,7 +247,12 @@ def search_scale(
     crop_px = spec.image_size
     classes = list(spec.classes)
     notes: list[str] = []
-    with open_slide(slide_path, mpp=scan_mpp, magnification=scan_magnification) as slide:
+    opened = (
+        nullcontext(slide)
+        if slide is not None
+        else open_slide(slide_path, mpp=scan_mpp, magnification=scan_magnification)
+    )
+    with opened as slide:
         targets, upsampled = read_resolutions(slide, ordered)
         if upsampled and not allow_upsampling:
             raise InvalidOptionError(
@@ -264,7 +276,8 @@ def search_scale(
                 "lowest scales",
                 slide_path,
             )
-        centres = _sample_points(slide, points, seed, largest)
+        mask = tissue if tissue is not None else slide_tissue(slide)
+        centres = _sample_points(slide, mask, points, seed, largest)
         labels = load_labels(annotations, slide.dimensions) if annotations else None
         point_labels = [_label_at(labels, xy) for xy in centres] if labels else []
         features_by_scale = []
@@ -473,10 +486,10 @@ def _linear_head(
 def read_resolutions(slide: Slide, scales: Sequence[float]) -> tuple[list[Resolution], list[float]]:
     """How each scale is read, exactly as ``oncoscope slide --magnification`` reads it.
 
-    Each scale goes through :func:`oncoscope.inference.patches.target_resolution` as a
-    magnification (downsample = the scan's objective power / scale, snapped to a pyramid level
-    within 2 %), so the scale search and the classification at its winner read the same pixels
-    even where the slide's mpp and objective power disagree.
+    Each scale goes through :meth:`oncoscope.io.slides.Slide.resolve` as a magnification
+    (downsample = the scan's objective power / scale, snapped to a pyramid level within 2 %),
+    so the scale search and the classification at its winner read the same pixels even where
+    the slide's mpp and objective power disagree.
 
     Args:
         slide: the open slide (with any scan overrides applied).
@@ -486,18 +499,18 @@ def read_resolutions(slide: Slide, scales: Sequence[float]) -> tuple[list[Resolu
         ``(resolutions, upsampled)``: one :class:`~oncoscope.io.slides.Resolution` per scale, in
         order, and the scales finer than the scan (read by enlarging level 0).
     """
-    resolved = [target_resolution(slide, magnification=s, allow_upsampling=True) for s in scales]
-    upsampled = [s for s, (_, finer) in zip(scales, resolved, strict=True) if finer]
-    return [target for target, _ in resolved], upsampled
+    resolved = [
+        slide.resolve(ResolutionRequest(magnification=s), allow_upsampling=True) for s in scales
+    ]
+    upsampled = [s for s, target in zip(scales, resolved, strict=True) if target.upsampled]
+    return resolved, upsampled
 
 
-def _sample_points(slide: Slide, count: int, seed: int, extent_px: float) -> list[tuple[int, int]]:
-    """``count`` level-0 points drawn uniformly in tissue, boxes of ``extent_px`` kept inside.
-
-    Raises:
-        NoTissueError: the slide has no tissue.
-    """
-    tissue = slide_tissue(slide)
+def _sample_points(
+    slide: Slide, tissue: TissueMask, count: int, seed: int, extent_px: float
+) -> list[tuple[int, int]]:
+    """``count`` level-0 points drawn uniformly in the tissue mask, boxes of ``extent_px`` kept
+    inside the slide."""
     extent = min(extent_px, *slide.dimensions)
     corners = random_positions(
         tissue.mask,

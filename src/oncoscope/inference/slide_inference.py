@@ -39,14 +39,7 @@ from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference import heatmaps, outputs
 from oncoscope.inference.accumulate import ProbabilityAccumulator, preallocate
-from oncoscope.inference.patches import (
-    SAMPLES_PER_CELL,
-    TileDataset,
-    TileGrid,
-    cells_per_tile,
-    target_resolution,
-    tile_grid,
-)
+from oncoscope.inference.patches import TileDataset, TileGrid, tile_grid
 from oncoscope.inference.predict_tiles import (
     agreement_sample,
     precision_agreement,
@@ -60,7 +53,6 @@ from oncoscope.inference.scale_search import (
     search_scale,
     write_scale_outputs,
 )
-from oncoscope.inference.slide_tissue import MASK_MPP, slide_tissue
 from oncoscope.inference.status import (
     STATUS_NAME,
     clear_status,
@@ -70,14 +62,25 @@ from oncoscope.inference.status import (
     write_status,
 )
 from oncoscope.io.atomic import atomic_path
-from oncoscope.io.slides import Slide, open_slide
+from oncoscope.io.slides import ResolutionRequest, Slide, open_slide
 from oncoscope.models.batchnorm_folding import fold_batch_norms
 from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.annotations import load_labels, nothing_labelled
+from oncoscope.pathology.tissue import (
+    GLASS_MARGIN_UM,
+    MIN_TISSUE_UM2,
+    TISSUE_MPP,
+    TissueMask,
+    slide_tissue,
+)
 from oncoscope.train.checkpoint import load_model
 
-#: Resolution when neither the options nor the checkpoint give one (seed 003 trains at x20).
-DEFAULT_MAGNIFICATION = 20.0
+#: The tissue recipe (:mod:`oncoscope.pathology.tissue`) as a slide's settings record it.
+TISSUE_RECIPE = {
+    "mpp": TISSUE_MPP,
+    "min_object_um2": MIN_TISSUE_UM2,
+    "glass_margin_um": GLASS_MARGIN_UM,
+}
 #: Most pixels (longer side) of the slide in the PNG figures.
 FIGURE_PX = 1024
 #: Tiles accumulated into the map at once.
@@ -220,17 +223,16 @@ def load_classifier(checkpoint: str | Path, device: torch.device | None = None) 
     return LoadedClassifier(prepare_model(folded, device), spec, path, device, file_sha256(path))
 
 
-def resolution_options(options: SlideOptions, spec: ModelSpec) -> tuple[float | None, float | None]:
-    """``(mpp, magnification)`` to read at: the options', else the magnification the model saw
-    in training (:attr:`oncoscope.models.spec.ModelSpec.input_magnification`), else x20."""
-    if options.mpp is not None and options.magnification is not None:
-        raise InvalidOptionError("give --mpp or --magnification, not both")
-    if options.mpp is not None or options.magnification is not None:
-        return options.mpp, options.magnification
-    magnification = spec.input_magnification
-    if magnification is not None:
-        return None, magnification
-    return None, DEFAULT_MAGNIFICATION
+def resolution_request(options: SlideOptions, spec: ModelSpec) -> ResolutionRequest:
+    """The resolution to read at: the options', else the magnification the model saw in
+    training (:attr:`oncoscope.models.spec.ModelSpec.input_magnification`), else
+    :data:`oncoscope.io.slides.DEFAULT_MAGNIFICATION` (x20).
+
+    Raises:
+        InvalidOptionError: both ``mpp`` and ``magnification``, or one not above 0.
+    """
+    request = ResolutionRequest(mpp=options.mpp, magnification=options.magnification)
+    return request.or_default(spec.input_magnification)
 
 
 def infer_slide(
@@ -247,7 +249,8 @@ def infer_slide(
     ``summary.json`` holds ``slide``, ``checkpoint``, ``class_names``, ``colors``,
     ``classes: {name: {area_mm2, fraction}}`` (fraction of the whole slide's area), ``tiles``,
     ``seconds`` (opening the slide to outputs written), ``tiles_per_second``,
-    ``phase_seconds`` (``tissue_and_grid``: opening, tissue mask, tile grid; ``tiles``: reading
+    ``phase_seconds`` (``tissue_and_grid``: opening, tissue mask, tile grid, the first two in
+    ``scale_search`` with ``auto_scale``; ``tiles``: reading
     and classifying the tiles; ``precision_agreement``: the fp32 re-run of a sample of tiles,
     under a reduced precision; ``map``: averaging into the cell map; ``outputs``: the files;
     ``scale_search`` first with ``auto_scale``),
@@ -311,8 +314,10 @@ def slide_settings(
     ``checkpoint_sha256``; the slide file's ``slide_name`` and ``slide_bytes``; the resolution
     asked for (``mpp``, ``magnification``, or ``auto_scale`` with its ``scales``,
     ``scale_points`` and ``allow_upsampling``); the scan overrides ``scan_mpp`` and
-    ``scan_magnification``; ``stride``; ``min_tissue``; ``precision`` (``auto`` resolved on this
-    machine); ``heatmap_class``; ``annotations_sha256`` (None without annotations). Batch size,
+    ``scan_magnification``; ``stride``; ``min_tissue``; ``tissue_recipe`` (the mask's mpp,
+    smallest piece and glass margin: a slide done with another recipe is redone);
+    ``precision`` (``auto`` resolved on this machine); ``heatmap_class``;
+    ``annotations_sha256`` (None without annotations). Batch size,
     workers and devices change how fast a slide is done, not its outputs, and are left out.
 
     Raises:
@@ -338,6 +343,7 @@ def slide_settings(
         "scan_magnification": options.scan_magnification,
         "stride": options.stride,
         "min_tissue": options.min_tissue,
+        "tissue_recipe": TISSUE_RECIPE,
         "precision": resolve_precision(options.precision, _device(classifier, options)),
         "heatmap_class": options.heatmap_class,
         "annotations_sha256": _sha256_or_none(annotations),
@@ -425,13 +431,16 @@ def _infer_slide(
         phases[name] = time.perf_counter() - started - sum(phases.values())
 
     scale_search = None
-    if options.auto_scale:
-        options, scale_search = _auto_scale(classifier, slide_path, folder, options, notes)
-        phase_done("scale_search")
+    if options.auto_scale and (options.mpp is not None or options.magnification is not None):
+        raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as s:
-        grid = plan_tiles(classifier.spec, s, options, notes)
+        tissue = slide_tissue(s)  # one mask for the scale search and the tile plan
+        if options.auto_scale:
+            options, scale_search = _auto_scale(classifier, s, tissue, folder, options, notes)
+            phase_done("scale_search")
+        grid = plan_tiles(classifier.spec, s, options, notes, tissue=tissue)
         phase_done("tissue_and_grid")
         work = folder / ".work"
         precision, dataset = _classify(classifier, s, grid, work, options, on_tiles)
@@ -503,30 +512,27 @@ def _infer_slide(
 
 def _auto_scale(
     classifier: LoadedClassifier,
-    slide_path: Path,
+    slide: Slide,
+    tissue: TissueMask,
     folder: Path,
     options: SlideOptions,
     notes: list[str],
 ) -> tuple[SlideOptions, dict[str, Any]]:
     """Options at the scale search's winning magnification, and what the search found.
 
-    The search opens the slide with the options' scan overrides and reads each scale as
-    :func:`plan_tiles` reads a magnification; scales finer than the scan are left out (with a
-    note) unless ``allow_upsampling``. Its ``scale.json`` and figures go into ``folder``.
+    The search runs on the open slide (with the options' scan overrides) and its tissue mask,
+    the ones the classification then uses, and reads each scale as :func:`plan_tiles` reads a
+    magnification; scales finer than the scan are left out (with a note) unless
+    ``allow_upsampling``. Its ``scale.json`` and figures go into ``folder``.
 
     Raises:
-        InvalidOptionError: ``--auto-scale`` with ``--mpp``/``--magnification``, or fewer
-            than two scales the slide can deliver.
+        InvalidOptionError: fewer than two scales the slide can deliver.
     """
-    if options.mpp is not None or options.magnification is not None:
-        raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
+    slide_path = slide.path
     scales = sorted(options.scales)
     if not options.allow_upsampling:
-        with open_slide(
-            slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
-        ) as slide:
-            scan = slide.magnification
-            _, above = read_resolutions(slide, scales)
+        scan = slide.magnification
+        _, above = read_resolutions(slide, scales)
         if above:
             dropped = ", ".join(f"x{s:g}" for s in above)
             notes.append(f"scale search: {dropped} above the scan's x{scan:g}, not tried")
@@ -549,6 +555,8 @@ def _auto_scale(
             scan_mpp=options.scan_mpp,
             scan_magnification=options.scan_magnification,
             stain_normalize=options.stain_normalize,
+            slide=slide,
+            tissue=tissue,
         )
     with writing(folder / "scale.json"):
         write_scale_outputs(result, folder)
@@ -558,37 +566,39 @@ def _auto_scale(
 
 
 def plan_tiles(
-    spec: ModelSpec, slide: Slide, options: SlideOptions, notes: list[str] | None = None
+    spec: ModelSpec,
+    slide: Slide,
+    options: SlideOptions,
+    notes: list[str] | None = None,
+    *,
+    tissue: TissueMask | None = None,
 ) -> TileGrid:
     """The tile grid over the tissue for a checkpoint's ``spec`` (its ``image_size``, and its
     resolution when the options give none); a note is added to ``notes`` when upsampling.
 
-    The tissue mask is :func:`oncoscope.inference.slide_tissue.slide_tissue` (the scale
-    search's too), on a pyramid level of at most
-    :data:`~oncoscope.inference.slide_tissue.MASK_MPP` um per pixel, finer where the cells are
-    small.
+    The tissue mask is the slide's one mask (:func:`oncoscope.pathology.tissue.slide_tissue`,
+    at :data:`~oncoscope.pathology.tissue.TISSUE_MPP`; the scale search's and ``wsi tile``'s
+    too), made here unless ``tissue`` is given; tiles are kept by its coverage rule.
 
     Raises:
         InvalidOptionError: a resolution the slide cannot give, a bad stride or min tissue.
         NoTissueError: no tissue, or no tile with enough of it.
     """
     notes = notes if notes is not None else []
-    mpp, magnification = resolution_options(options, spec)
+    request = resolution_request(options, spec)
     try:
-        target, upsampled = target_resolution(
-            slide, mpp=mpp, magnification=magnification, allow_upsampling=options.allow_upsampling
-        )
+        target = slide.resolve(request, allow_upsampling=options.allow_upsampling)
     except InvalidOptionError as error:
         hint = "; or pass --allow-upsampling" if "finer than" in error.message else ""
         raise InvalidOptionError(error.message + hint, slide.path) from None
-    if upsampled:
+    if target.upsampled:
         notes.append(
             f"upsampling: x{target.magnification:.3g} ({target.mpp:.4g} um/px) is finer than the "
             f"scan (x{slide.magnification:g}, {slide.mpp:.4g} um/px); tiles are interpolated"
         )
     size = spec.image_size
-    cell_um = size // cells_per_tile(options.stride, size) * target.mpp
-    tissue = slide_tissue(slide, mpp=min(MASK_MPP, cell_um / SAMPLES_PER_CELL))
+    if tissue is None:
+        tissue = slide_tissue(slide)
     grid = tile_grid(slide.dimensions, target, size, options.stride, tissue, options.min_tissue)
     if len(grid) == 0:
         raise NoTissueError(
@@ -617,6 +627,7 @@ def _classify(
         options.scan_mpp,
         options.scan_magnification,
         stain=stain_target(classifier.spec, options),
+        slide=slide,
     )
     path = work / "tiles.npy"
     shape = (len(grid), len(classifier.class_names))

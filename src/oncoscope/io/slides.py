@@ -8,6 +8,14 @@ the slide does not state its objective power, or states no mpp. A read at magnif
 slide scanned at objective power ``O`` has downsample ``O / M``; a read at ``mpp`` has downsample
 ``mpp / slide mpp``. Downsamples within :data:`TOLERANCE` of 1 or of a pyramid level snap to it.
 
+A target resolution is asked for as a :class:`ResolutionRequest` (mpp or magnification, at most
+one, each a finite number above 0; :meth:`ResolutionRequest.or_default` fills in the training
+default, :data:`DEFAULT_MAGNIFICATION`) and turned into a :class:`Resolution` by
+:meth:`Slide.resolve` alone, with the upsampling policy; ``wsi tile``, ``slide``, ``scale`` and
+the tissue mask all ask it. A slide without mpp takes ``10 / magnification`` of its objective
+power (``mpp_source = "magnification"``); one with neither needs ``--mpp-of-scan`` or
+``--magnification-of-scan``.
+
 Coordinates are level-0 pixels ``(x, y)`` of a region's top-left corner, measured from the
 corner of OpenSlide's ``bounds-x/bounds-y`` rectangle when the slide has one (as QuPath shows
 them); sizes are ``(width, height)``; arrays are ``(rows, cols, 3) uint8`` RGB.
@@ -56,6 +64,9 @@ CACHE_BYTES = 64 * 1024 * 1024
 BAND_PIXELS = 16 * 1024 * 1024
 #: Slides kept open per process.
 POOL_SIZE = 8
+#: Resolution of the tiles when neither the user nor a checkpoint gives one (seeds 003 and 004
+#: work at x20).
+DEFAULT_MAGNIFICATION = 20.0
 
 
 def magnification_to_mpp(magnification: float) -> float:
@@ -79,20 +90,64 @@ def mpp_to_magnification(mpp: float) -> float:
 
 
 @dataclass(frozen=True)
+class ResolutionRequest:
+    """A target resolution as asked for: microns per pixel or a magnification, at most one.
+
+    Neither: the scan's own resolution (level 0); see :meth:`or_default`. The one place where
+    "not both" and "a finite number above 0" are checked.
+
+    Raises:
+        InvalidOptionError: both given, or a value that is not a finite number above 0.
+
+    Example:
+        >>> ResolutionRequest().or_default()
+        ResolutionRequest(mpp=None, magnification=20.0)
+        >>> ResolutionRequest(mpp=0.5).or_default(10.0)
+        ResolutionRequest(mpp=0.5, magnification=None)
+    """
+
+    mpp: float | None = None
+    magnification: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mpp is not None and self.magnification is not None:
+            raise InvalidOptionError("give --mpp or --magnification, not both")
+        for name, value in (("mpp", self.mpp), ("magnification", self.magnification)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InvalidOptionError(f"--{name} must be a finite number above 0, got {value}")
+
+    @property
+    def given(self) -> bool:
+        """Whether a resolution was asked for."""
+        return self.mpp is not None or self.magnification is not None
+
+    def or_default(self, magnification: float | None = None) -> ResolutionRequest:
+        """This request, or when it asks for nothing ``magnification`` (e.g. a checkpoint's
+        training magnification), else :data:`DEFAULT_MAGNIFICATION`."""
+        if self.given:
+            return self
+        return ResolutionRequest(
+            magnification=magnification if magnification is not None else DEFAULT_MAGNIFICATION
+        )
+
+
+@dataclass(frozen=True)
 class Resolution:
     """How a read at a target resolution is served.
 
     Attributes:
-        downsample: level-0 pixels per output pixel (>= 1).
+        downsample: level-0 pixels per output pixel (>= 1 unless ``upsampled``).
         mpp: microns per output pixel (``slide mpp * downsample``).
         magnification: magnification of the output (``slide magnification / downsample``).
         level: pyramid level read from (the coarsest one at or above the target resolution).
+        upsampled: finer than the scan (level 0 enlarged; only when upsampling is allowed).
     """
 
     downsample: float
     mpp: float
     magnification: float
     level: int
+    upsampled: bool = False
 
 
 class Slide:
@@ -210,31 +265,34 @@ class Slide:
     def resolution(
         self, *, mpp: float | None = None, magnification: float | None = None
     ) -> Resolution:
+        """:meth:`resolve` of ``ResolutionRequest(mpp, magnification)``, no upsampling."""
+        return self.resolve(ResolutionRequest(mpp=mpp, magnification=magnification))
+
+    def resolve(self, request: ResolutionRequest, *, allow_upsampling: bool = False) -> Resolution:
         """Resolve a target resolution to a downsample, its exact mpp, and the level to read.
 
+        A magnification ``M`` has downsample ``scan magnification / M``; an mpp, ``mpp / scan
+        mpp``; neither, level 0. A downsample within :data:`TOLERANCE` of 1 or of a pyramid
+        level snaps to it; the level is the coarsest at or above the target resolution.
+
         Args:
-            mpp: target microns per pixel; or
-            magnification: target magnification (downsample = scan magnification / it).
-            With neither, level 0.
+            request: the resolution asked for.
+            allow_upsampling: accept a resolution finer than the scan's: level 0 is enlarged
+                and the result says ``upsampled``.
 
         Raises:
-            InvalidOptionError: both given, a non-positive value, or a resolution finer than
-                the scan's (magnification above the scan's).
+            InvalidOptionError: a resolution finer than the scan's (magnification above the
+                scan's) without ``allow_upsampling``.
         """
-        if mpp is not None and magnification is not None:
-            raise InvalidOptionError("give --mpp or --magnification, not both")
-        if mpp is None and magnification is None:
-            downsample = 1.0
-        elif magnification is not None:
-            if magnification <= 0:
-                raise InvalidOptionError(f"magnification must be positive, got {magnification}")
-            downsample = self.magnification / magnification
+        if request.magnification is not None:
+            downsample = self.magnification / request.magnification
+        elif request.mpp is not None:
+            downsample = request.mpp / self.mpp
         else:
-            assert mpp is not None
-            if mpp <= 0:
-                raise InvalidOptionError(f"mpp must be positive, got {mpp}")
-            downsample = mpp / self.mpp
+            downsample = 1.0
         if downsample < 1 - TOLERANCE:
+            if allow_upsampling:
+                return self._at(downsample, level=0, upsampled=True)
             raise InvalidOptionError(
                 f"target resolution (x{self.magnification / downsample:.3g}, "
                 f"{self.mpp * downsample:.4g} um/px) is finer than the scan's "
@@ -246,15 +304,24 @@ class Slide:
             if abs(downsample / level_downsample - 1) <= TOLERANCE:
                 downsample = level_downsample
                 break
-        level = 0
-        for index, level_downsample in enumerate(self.level_downsamples):
-            if level_downsample <= downsample * (1 + 1e-9):
-                level = index
+        return self._at(downsample)
+
+    def _at(
+        self, downsample: float, level: int | None = None, upsampled: bool = False
+    ) -> Resolution:
+        """The :class:`Resolution` of an exact downsample, read from ``level`` (default: the
+        coarsest level at or above it)."""
+        if level is None:
+            level = 0
+            for index, level_downsample in enumerate(self.level_downsamples):
+                if level_downsample <= downsample * (1 + 1e-9):
+                    level = index
         return Resolution(
             downsample=downsample,
             mpp=self.mpp * downsample,
             magnification=self.magnification / downsample,
             level=level,
+            upsampled=upsampled,
         )
 
     def read(
@@ -358,19 +425,46 @@ class Slide:
         downsample = max(1.0, max(w, h) / max_size_px)
         size = (max(1, round(w / downsample)), max(1, round(h / downsample)))
         downsample = max(w / size[0], h / size[1])
-        target = Resolution(
-            downsample=downsample,
-            mpp=self.mpp * downsample,
-            magnification=self.magnification / downsample,
-            level=self._handle.get_best_level_for_downsample(downsample),
-        )
-        scale = downsample / self.level_downsamples[target.level]  # level px per output px
+        level = self._handle.get_best_level_for_downsample(downsample)
+        return self._read_whole(self._at(downsample, level=level), size), downsample
+
+    def whole_at(self, mpp: float) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], float]:
+        """The whole slide resampled to exactly ``mpp`` microns per pixel.
+
+        Read from the coarsest pyramid level at or finer than ``mpp`` (never snapped to a
+        level), in bands of at most :data:`BAND_PIXELS` level pixels, so memory is the output
+        plus one band whatever the slide's size. Pixel ``(row, col)`` covers level-0
+        ``[col * d, (col + 1) * d) x [row * d, (row + 1) * d)`` with ``d = mpp / slide mpp``;
+        the last column and row may reach past the slide (background). A slide coarser than
+        ``mpp`` is returned at level 0 as it is (``d = 1``).
+
+        Returns:
+            ``(image, downsample)``: ``(ceil(h / d), ceil(w / d), 3) uint8`` RGB, and ``d``.
+
+        Raises:
+            InvalidOptionError: ``mpp`` not a finite number above 0.
+        """
+        request = ResolutionRequest(mpp=mpp)
+        assert request.mpp is not None
+        downsample = max(1.0, request.mpp / self.mpp)
+        w, h = self.dimensions
+        size = (math.ceil(w / downsample - 1e-9), math.ceil(h / downsample - 1e-9))
+        return self._read_whole(self._at(downsample), size), downsample
+
+    def _read_whole(
+        self, target: Resolution, size: tuple[int, int]
+    ) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        """``size`` pixels at ``target`` from the level-0 origin, in bands of at most
+        :data:`BAND_PIXELS` level pixels."""
+        scale = target.downsample / self.level_downsamples[target.level]  # level px per px
         band_rows = max(1, int(BAND_PIXELS / (size[0] * scale * scale)))
-        bands = [
-            self.read_at((0, top * downsample), (size[0], min(band_rows, size[1] - top)), target)
-            for top in range(0, size[1], band_rows)
-        ]
-        return np.concatenate(bands, axis=0), downsample
+        image = np.empty((size[1], size[0], 3), dtype=np.uint8)
+        for top in range(0, size[1], band_rows):
+            rows = min(band_rows, size[1] - top)
+            self.read_at(
+                (0, top * target.downsample), (size[0], rows), target, image[top : top + rows]
+            )
+        return image
 
     def overview(
         self, max_size_px: int, mpp: float | None = None
@@ -399,13 +493,7 @@ class Slide:
         ]
         level, downsample = fine[-1] if fine else fits[0]
         size = (max(1, math.floor(w / downsample)), max(1, math.floor(h / downsample)))
-        target = Resolution(
-            downsample=downsample,
-            mpp=self.mpp * downsample,
-            magnification=self.magnification / downsample,
-            level=level,
-        )
-        return self.read_at((0, 0), size, target), downsample
+        return self.read_at((0, 0), size, self._at(downsample, level=level)), downsample
 
     def info(self) -> dict[str, Any]:
         """Levels, dimensions, mpp (and its source), magnification, vendor and bounds."""
@@ -569,7 +657,11 @@ def _flatten_array(
         return out
     colour = _background(props)
     background = np.array([int(colour[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
-    weight = alpha[..., None].astype(np.float32) / 255
-    blended = rgba[..., :3] * weight + background * (1 - weight)
-    np.copyto(out, np.round(blended), casting="unsafe")
+    out[...] = background.astype(np.uint8)  # transparent: the background (outside the scan)
+    opaque = alpha == 255
+    out[opaque] = rgba[..., :3][opaque]
+    partial = (alpha > 0) & ~opaque  # blended only where needed (edges of the scan)
+    weight = alpha[partial][:, None].astype(np.float32) / 255
+    blended = rgba[..., :3][partial] * weight + background * (1 - weight)
+    out[partial] = np.round(blended).astype(np.uint8)
     return out

@@ -9,7 +9,9 @@ with a smooth texture; the same polygons are returned (and can be written as Geo
 
 Every pyramid level is rendered directly from the polygons, tile by tile, through a generator:
 a 100 000 x 100 000 slide is written without ever holding more than one tile in memory, and its
-blank tiles compress to almost nothing. Written by hand because no library makes synthetic slides.
+blank tiles compress to almost nothing (or, with ``sparse=True``, are not written at all: TIFF
+tiles with no bytes, which OpenSlide reads as background). Written by hand because no library
+makes synthetic slides.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ def render_region(
     if len(colours) > 1:
         xs = x0 + (np.arange(width) + 0.5) * downsample
         ys = y0 + (np.arange(height) + 0.5) * downsample
+        # phases from the coordinates modulo the period (exact): the texture repeats exactly,
+        # so the same drawing a whole number of periods away renders the same pixels
+        ys, xs = np.mod(ys, _TEXTURE_PERIOD_PX), np.mod(xs, _TEXTURE_PERIOD_PX)
         wave = np.outer(
             np.sin(2 * np.pi * ys / _TEXTURE_PERIOD_PX), np.sin(2 * np.pi * xs / _TEXTURE_PERIOD_PX)
         )
@@ -127,6 +132,7 @@ def write_synthetic_slide(
     vendor: Literal["generic", "aperio"] = "generic",
     smallest_level_px: int = 512,
     quality: int = 90,
+    sparse: bool = False,
 ) -> SyntheticSlide:
     """Write a SYNTHETIC pyramidal tiled TIFF (or Aperio-style SVS) slide.
 
@@ -142,6 +148,9 @@ def write_synthetic_slide(
         vendor: ``"generic"`` or ``"aperio"``.
         smallest_level_px: stop the pyramid at this size.
         quality: JPEG quality.
+        sparse: leave the tiles without tissue out of the file (empty TIFF tiles, read as the
+            background), but for the first and last of each level (which keep OpenSlide's
+            bounds the whole slide); a very large mostly blank slide then writes in seconds.
 
     Returns:
         The :class:`SyntheticSlide` with the regions drawn.
@@ -167,7 +176,7 @@ def write_synthetic_slide(
                     f"{level_wh[0]}x{level_wh[1]} - |AppMag = {magnification:g}|MPP = {mpp:g}"
                 )
             tif.write(
-                _tiles(chosen, level_wh, downsample, tile_px),
+                _tiles(chosen, level_wh, downsample, tile_px, sparse),
                 shape=(level_wh[1], level_wh[0], 3),
                 dtype=np.uint8,
                 tile=(tile_px, tile_px),
@@ -184,12 +193,32 @@ def write_synthetic_slide(
 
 
 def _tiles(
-    regions: Sequence[Annotation], level_wh: tuple[int, int], downsample: int, tile_px: int
-) -> Iterator[np.ndarray[Any, np.dtype[np.uint8]]]:
-    blank = np.full((tile_px, tile_px, 3), 255, dtype=np.uint8)
+    regions: Sequence[Annotation],
+    level_wh: tuple[int, int],
+    downsample: int,
+    tile_px: int,
+    sparse: bool = False,
+) -> Iterator[np.ndarray[Any, np.dtype[np.uint8]] | None]:
+    written = np.full((tile_px, tile_px, 3), 255, dtype=np.uint8)
+    blank = None if sparse else written
+    bounds = [r.geometry.bounds for r in regions]
+    span = tile_px * downsample
     for top in range(0, level_wh[1], tile_px):
         for left in range(0, level_wh[0], tile_px):
             origin = (left * downsample, top * downsample)
+            near = any(
+                x0 < origin[0] + span
+                and origin[0] < x1
+                and y0 < origin[1] + span
+                and origin[1] < y1
+                for x0, y0, x1, y1 in bounds
+            )
+            if not near:
+                # the first and last tiles are written: tifffile takes the dtype from the first,
+                # and OpenSlide's bounds (the written tiles' extent) stay the whole level
+                last = top + tile_px >= level_wh[1] and left + tile_px >= level_wh[0]
+                yield written if (top, left) == (0, 0) or last else blank
+                continue
             window = shapely_box(
                 origin[0],
                 origin[1],

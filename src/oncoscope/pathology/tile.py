@@ -1,25 +1,27 @@
 """``wsi tile``: whole-slide images -> tissue tiles (PNG, HDF5 or zarr) + a slide-split manifest.
 
 For each slide: open it (per-process pool, :mod:`oncoscope.io.slides`), resolve the target
-resolution to a downsample and the pyramid level to read, make a tissue mask from a thumbnail
-(:mod:`oncoscope.pathology.tissue`), lay the overlapping grid (:mod:`oncoscope.pathology.tiling`)
-plus ``random`` extra positions in tissue, and keep a tile when its coverage is at least
-``min_coverage``: the coverage of its majority annotation label when the slide has annotations
-(:mod:`oncoscope.pathology.annotations`), otherwise its tissue fraction (label ``tissue``).
-Kept tiles are read one at a time (memory does not grow with the slide) and written to
-``OUT/<slide>/`` under a temporary name, renamed when complete, with ``tissue.png`` (the mask),
-``overlay.png`` (thumbnail, mask and kept tiles) and ``slide.json`` (mpp actually used, level,
-threshold, options). Slides are then split train/val/test by slide
-(:func:`oncoscope.dataset.split.split_groups`, stratified by majority label) and
-``OUT/manifest.csv`` and ``OUT/tile.json`` (run record with failures) are written. A bad slide is
-reported and the others still tiled, unless ``strict``.
+resolution to a downsample and the pyramid level to read
+(:meth:`oncoscope.io.slides.Slide.resolve`), make the slide's tissue mask at 8 um/px
+(:func:`oncoscope.pathology.tissue.read_tissue`, the mask ``slide`` and ``scale`` use), lay
+the overlapping grid (:mod:`oncoscope.pathology.tiling`) plus ``random`` extra positions in
+tissue, and keep a tile when its coverage is at least ``min_coverage`` (and above 0): the
+coverage of its majority annotation label when the slide has annotations
+(:mod:`oncoscope.pathology.annotations`), otherwise its tissue fraction by the coverage rule of
+:mod:`oncoscope.pathology.tissue` (label ``tissue``). Kept tiles are read one at a time (memory
+does not grow with the slide) and written to ``OUT/<slide>/`` under a temporary name, renamed
+when complete, with ``tissue.png`` (the mask), ``overlay.png`` (the slide, mask and kept tiles)
+and ``slide.json`` (mpp actually used, level, tissue threshold and mask mpp, options). Slides
+are then split train/val/test by slide (:func:`oncoscope.dataset.split.split_groups`,
+stratified by majority label) and ``OUT/manifest.csv`` and ``OUT/tile.json`` (run record with
+failures) are written. A bad slide is reported and the others still tiled, unless ``strict``.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,10 +36,16 @@ from oncoscope.dataset.manifest import write_manifest
 from oncoscope.dataset.split import SPLITS, split_counts, split_groups
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.io.atomic import atomic_path
-from oncoscope.io.slides import Resolution, Slide, pooled_slide
+from oncoscope.io.slides import Resolution, ResolutionRequest, Slide, pooled_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels, nothing_labelled
 from oncoscope.pathology.tiling import EDGE_POLICIES, EdgePolicy, grid_positions, random_positions
-from oncoscope.pathology.tissue import TissueMask, region_fraction, tissue_mask
+from oncoscope.pathology.tissue import (
+    MIN_TISSUE_UM2,
+    TissueMask,
+    kept,
+    read_tissue,
+    tile_fractions,
+)
 
 if TYPE_CHECKING:
     from oncoscope.pathology.stain import StainNormalizer
@@ -66,7 +74,6 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mr
 ANNOTATION_SUFFIXES = (".geojson", ".json", ".png")
 TISSUE = "tissue"
 DEFAULT_RATIO = (0.6, 0.2, 0.2)
-DEFAULT_MAGNIFICATION = 20.0
 STAIN_METHODS = ("macenko", "reinhard")  # oncoscope.pathology.stain.METHODS, without torch
 TileFormat = Literal["png", "hdf5", "zarr"]
 FORMATS: tuple[TileFormat, ...] = ("png", "hdf5", "zarr")
@@ -79,7 +86,8 @@ class TileOptions:
     Attributes:
         size_px: tile width and height in pixels at the target resolution.
         magnification: target magnification (downsample = scan magnification / it); or
-        mpp: target microns per pixel (at most one of the two; neither: x20).
+        mpp: target microns per pixel (at most one of the two; neither:
+            :data:`oncoscope.io.slides.DEFAULT_MAGNIFICATION`, x20).
         overlap: fraction of a tile shared by consecutive grid tiles, in [0, 1).
         min_coverage: keep a tile when its tissue fraction (or majority label's coverage) is
             at least this.
@@ -91,7 +99,9 @@ class TileOptions:
         seed: seed of the split and of the random tiles.
         scan_mpp: override of the slides' mpp (for files that lack it).
         scan_magnification: override of the slides' objective power.
-        thumbnail_px: longer side of the thumbnail the tissue mask is made on.
+        thumbnail_px: longer side of the thumbnail ``overlay.png`` is drawn on (the tissue
+            mask is made at 8 um/px, :data:`oncoscope.pathology.tissue.TISSUE_MPP`, whatever
+            the slide's size).
         min_tissue_um2: tissue pieces and holes smaller than this are removed (um^2).
         stain_reference: a reference tile (PNG) to stain-normalise every tile to.
         stain_method: ``macenko`` or ``reinhard``.
@@ -110,7 +120,7 @@ class TileOptions:
     scan_mpp: float | None = None
     scan_magnification: float | None = None
     thumbnail_px: int = 1024
-    min_tissue_um2: float = 10_000.0
+    min_tissue_um2: float = MIN_TISSUE_UM2
     stain_reference: str | None = None
     stain_method: str = "macenko"
 
@@ -227,48 +237,44 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
             a tile larger than the slide, or bad annotations.
     """
     slide = pooled_slide(job.path, mpp=options.scan_mpp, magnification=options.scan_magnification)
-    magnification = options.magnification
-    if magnification is None and options.mpp is None:
-        magnification = DEFAULT_MAGNIFICATION
-    target = slide.resolution(mpp=options.mpp, magnification=magnification)
+    request = ResolutionRequest(mpp=options.mpp, magnification=options.magnification)
+    target = slide.resolve(request.or_default())
     extent = options.size_px * target.downsample
     extent_wh = (extent, extent)
     try:
         grid = grid_positions(slide.dimensions, extent_wh, options.overlap, options.edge)
     except InvalidOptionError as error:
         raise InvalidOptionError(error.message, job.path) from None
-    thumbnail, thumb_downsample = slide.thumbnail(options.thumbnail_px)
-    tissue = tissue_mask(
-        thumbnail, thumb_downsample, mpp=slide.mpp, min_object_um2=options.min_tissue_um2
-    )
+    tissue, _ = read_tissue(slide, min_object_um2=options.min_tissue_um2)
     labels = load_labels(job.annotations, slide.dimensions) if job.annotations else None
     warnings = []
     if not tissue.mask.any():
-        warnings.append("no tissue found in the thumbnail; no tiles")
+        warnings.append("no tissue found; no tiles")
     if labels is not None and job.annotations is not None:
         why = nothing_labelled(job.annotations, labels, slide.dimensions)
         if why is not None:
             warnings.append(f"annotations {job.annotations} {why}; no tile is labelled")
     rng = np.random.default_rng([options.seed, zlib.crc32(job.slide_id.encode())])
     extra = random_positions(
-        tissue.mask, thumb_downsample, slide.dimensions, extent_wh, 20 * options.random, rng
+        tissue.mask, tissue.downsample, slide.dimensions, extent_wh, 20 * options.random, rng
     )
     chosen: list[tuple[int, int, str, float, str]] = []
     seen: set[tuple[int, int]] = set()
     for kind, positions, limit in (("grid", grid, len(grid)), ("random", extra, options.random)):
         taken = 0
-        for x, y in positions.tolist():
+        for x, y, label, coverage in _candidates(
+            labels, tissue, positions, extent_wh, options.min_coverage
+        ):
             if taken >= limit:
                 break
             if (x, y) in seen:
                 continue
-            label, coverage = _label_of(labels, tissue, (x, y), extent_wh)
-            if label is not None and coverage >= options.min_coverage:
+            if label is not None and coverage >= options.min_coverage and coverage > 0:
                 chosen.append((x, y, label, coverage, kind))
                 seen.add((x, y))
                 taken += 1
     normalise = _stain_normaliser(options)
-    rows = _write_tiles(slide, job, target, chosen, out_dir, options, tissue, thumbnail, normalise)
+    rows = _write_tiles(slide, job, target, chosen, out_dir, options, tissue, normalise)
     stain = normalise.state() if normalise is not None else None
     for row in rows:  # the fitted target, so that training and inference can apply it again
         row["stain"] = json.dumps(stain, separators=(",", ":")) if stain is not None else ""
@@ -293,6 +299,7 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
             "threshold_saturation": tissue.threshold,
             "fraction": tissue.fraction,
             "mask_downsample": tissue.downsample,
+            "mask_mpp": tissue.mpp,
         },
         "tiles": {"grid_positions": len(grid), "kept": len(rows), "by_label": counts},
         "stain": stain,
@@ -398,8 +405,7 @@ def tile_slides(
 
 
 def _check_options(options: TileOptions) -> None:
-    if options.mpp is not None and options.magnification is not None:
-        raise InvalidOptionError("give one of --magnification and --mpp, not both")
+    ResolutionRequest(mpp=options.mpp, magnification=options.magnification)  # not both, > 0
     if options.size_px < 8:
         raise InvalidOptionError(f"--size must be at least 8 pixels, got {options.size_px}")
     if not 0 <= options.overlap < 1:
@@ -422,15 +428,28 @@ def _check_options(options: TileOptions) -> None:
         raise InvalidOptionError(f"--random must be at least 0, got {options.random}")
 
 
-def _label_of(
+def _candidates(
     labels: Labels | None,
     tissue: TissueMask,
-    location_xy: tuple[int, int],
+    positions: np.ndarray[Any, Any],
     extent_wh: tuple[float, float],
-) -> tuple[str | None, float]:
+    min_coverage: float,
+) -> Iterator[tuple[int, int, str | None, float]]:
+    """``(x, y, label, coverage)`` of the tiles, in order: with annotations, each tile's
+    majority label and its coverage (lazily: only the tiles looked at); without, the tiles the
+    coverage rule keeps (:func:`oncoscope.pathology.tissue.kept`) as ``tissue`` with their
+    tissue fraction (all at once)."""
     if labels is not None:
-        return best_label(labels.coverage(location_xy, extent_wh))
-    return TISSUE, region_fraction(tissue.mask, location_xy, extent_wh, tissue.downsample)
+        for x, y in positions.tolist():
+            label, coverage = best_label(labels.coverage((x, y), extent_wh))
+            yield x, y, label, coverage
+        return
+    fractions = tile_fractions(tissue, positions, extent_wh)
+    chosen = kept(fractions, min_coverage)
+    for (x, y), fraction in zip(
+        positions[chosen].tolist(), fractions[chosen].tolist(), strict=True
+    ):
+        yield x, y, TISSUE, fraction
 
 
 def _stain_normaliser(options: TileOptions) -> StainNormalizer | None:
@@ -450,7 +469,6 @@ def _write_tiles(
     out_dir: Path,
     options: TileOptions,
     tissue: TissueMask,
-    thumbnail: np.ndarray[Any, Any],
     normalise: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None,
 ) -> list[dict[str, Any]]:
     size = options.size_px
@@ -458,6 +476,7 @@ def _write_tiles(
     with atomic_path(out_dir / job.slide_id) as temporary:
         temporary.mkdir(parents=True)
         Image.fromarray(tissue.mask.astype(np.uint8) * 255).save(temporary / "tissue.png")
+        thumbnail = slide.thumbnail(options.thumbnail_px)
         _overlay(thumbnail, tissue, chosen, size * target.downsample).save(
             temporary / "overlay.png"
         )
@@ -537,19 +556,26 @@ class _TileSink:
 
 
 def _overlay(
-    thumbnail: np.ndarray[Any, Any],
+    thumbnail: tuple[np.ndarray[Any, Any], float],
     tissue: TissueMask,
     chosen: list[tuple[int, int, str, float, str]],
     extent: float,
 ) -> Image.Image:
-    """The thumbnail with the tissue mask tinted green and the kept tiles outlined."""
-    rgb = thumbnail.astype(np.float32)
-    rgb[tissue.mask] = 0.8 * rgb[tissue.mask] + 0.2 * np.array([0, 200, 0])
+    """The thumbnail (image, level-0 px per pixel) with the tissue mask (8 um/px, resized to
+    it) tinted green and the kept tiles outlined."""
+    pixels, downsample = thumbnail
+    height, width = pixels.shape[:2]
+    mask = Image.fromarray(tissue.mask.astype(np.uint8) * 255)
+    scale = tissue.downsample / downsample  # thumbnail px per mask px
+    mask = mask.crop((0, 0, round(width / scale), round(height / scale)))
+    inside = np.asarray(mask.resize((width, height), Image.Resampling.NEAREST)) > 0
+    rgb = pixels.astype(np.float32)
+    rgb[inside] = 0.8 * rgb[inside] + 0.2 * np.array([0, 200, 0])
     image = Image.fromarray(rgb.astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    side = extent / tissue.downsample
+    side = extent / downsample
     for x, y, _label, _coverage, kind in chosen:
-        left, top = x / tissue.downsample, y / tissue.downsample
+        left, top = x / downsample, y / downsample
         colour = (0, 0, 255) if kind == "grid" else (255, 128, 0)
         draw.rectangle((left, top, left + side, top + side), outline=colour)
     return image

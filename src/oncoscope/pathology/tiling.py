@@ -85,8 +85,8 @@ def grid_positions(
     """
     xs = axis_starts(slide_wh[0], extent_wh[0], overlap, edge)
     ys = axis_starts(slide_wh[1], extent_wh[1], overlap, edge)
-    grid = np.array([(x, y) for y in ys for x in xs], dtype=np.int64)
-    return grid.reshape(-1, 2)
+    grid_x, grid_y = np.meshgrid(np.asarray(xs, np.int64), np.asarray(ys, np.int64))
+    return np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
 
 
 def random_positions(
