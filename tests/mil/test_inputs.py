@@ -117,7 +117,8 @@ def test_mil_predict_refuses_a_patch_checkpoint(tmp_path: Path) -> None:
     from oncoscope.train.checkpoint import write_checkpoint
 
     model = create_model("simple_cnn", num_classes=2, in_chans=3)
-    spec = {"model": "simple_cnn", "model_kwargs": {}, "classes": ["a", "b"], "in_chans": 3}
+    spec = {"model": "simple_cnn", "model_kwargs": {}, "classes": ["a", "b"], "in_chans": 3,
+            "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}  # fmt: skip
     checkpoint = write_checkpoint(model, spec, tmp_path / "patch.ckpt")
     _bags(tmp_path / "bags", ["x"])
     result = runner.invoke(

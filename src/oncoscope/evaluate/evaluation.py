@@ -521,7 +521,8 @@ def evaluate_checkpoint(
     else:  # a MIL checkpoint's spec is its own (oncoscope.mil), read as stored
         predict, predict_or_none = mil
         classes = [str(c) for c in stored["spec"]["classes"]]
-        model_name, group_column = str(stored["spec"]["model"]), None
+        model_name = str(stored["spec"]["model"])
+        group_column = stored["spec"].get("group_column")
     positive = positive_index(classes, settings.positive)
     resolve_aggregation(settings.aggregation, len(classes))  # bad option fails before predicting
     if localization is not None:
