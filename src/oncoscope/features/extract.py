@@ -5,7 +5,7 @@ The tiles are those ``oncoscope slide`` plans
 stride and tissue share), read by the same streamed ``TileDataset`` and batched by the same
 runners (:func:`oncoscope.inference.predict_tiles.predict_tiles`, or Lightning's
 ``trainer.predict`` over ``devices`` through
-:func:`~oncoscope.inference.predict_tiles.predict_tiles_distributed`), which store the
+:func:`~oncoscope.inference.predict_distributed.predict_tiles_distributed`), which store the
 encoder's features instead of class probabilities. Features go to a memory-mapped work file by
 tile index and are copied into the bag in chunks, so memory stays flat in the slide's size.
 
@@ -43,7 +43,6 @@ from oncoscope.inference.predict_tiles import (
     agreement_sample,
     forward_probabilities,
     predict_tiles,
-    predict_tiles_distributed,
     to_model_input,
 )
 from oncoscope.inference.slide_inference import (
@@ -416,6 +415,8 @@ def _encode(
         features.flush()
         del features
         return precision
+    from oncoscope.inference.predict_distributed import predict_tiles_distributed
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*infer the batch indices.*")

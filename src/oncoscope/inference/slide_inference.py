@@ -44,7 +44,6 @@ from oncoscope.inference.predict_tiles import (
     agreement_sample,
     precision_agreement,
     predict_tiles,
-    predict_tiles_distributed,
     prepare_model,
 )
 from oncoscope.inference.scale_search import (
@@ -656,6 +655,8 @@ def _classify(
         probabilities.flush()
         del probabilities
     else:
+        from oncoscope.inference.predict_distributed import predict_tiles_distributed
+
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*infer the batch indices.*")
