@@ -29,7 +29,7 @@ from oncoscope.mil import heatmap
 from oncoscope.mil.bags import BagInfo, find_bags, read_bag, read_bag_info
 from oncoscope.mil.labels import MilItem, join_bags, read_slide_table
 from oncoscope.mil.models import AttentionMIL, create_mil_model
-from oncoscope.train.checkpoint import read_checkpoint
+from oncoscope.train.checkpoint import load_module_weights, read_checkpoint
 
 #: The record of a prediction folder; ``--overwrite`` removes only what it lists.
 RECORD = "predict.json"
@@ -82,18 +82,7 @@ def load_mil_model(path: str | Path) -> tuple[AttentionMIL, dict[str, Any]]:
     model = create_mil_model(
         spec["model"], int(spec["feature_dim"]), len(spec["classes"]), **spec["model_kwargs"]
     )
-    weights = {
-        k.removeprefix("model."): v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith("model.")
-    }
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise OncoscopeError(
-            f"weights do not fit MIL model {spec['model']} ({str(error).splitlines()[0][:160]})",
-            path,
-        ) from None
+    load_module_weights(model, checkpoint["state_dict"], f"MIL model {spec['model']}", path)
     return model.eval(), spec
 
 

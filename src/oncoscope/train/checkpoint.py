@@ -85,19 +85,26 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Loade
         in_chans=spec.in_chans,
         **spec.model_kwargs,
     )
-    weights = {
-        k.removeprefix("model."): v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith("model.")
-    }
+    load_module_weights(model, checkpoint["state_dict"], f"model {spec.model}", path)
+    return model.eval(), spec
+
+
+def load_module_weights(
+    model: nn.Module, state_dict: dict[str, Any], name: str, path: str | Path
+) -> None:
+    """Load the ``model.``-prefixed weights of a Lightning checkpoint's ``state_dict`` into
+    ``model`` (the module the LightningModule held as ``self.model``).
+
+    Raises:
+        OncoscopeError: weights that do not fit ``model`` (``name`` and ``path`` named).
+    """
+    weights = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise OncoscopeError(
-            f"weights do not fit model {spec.model} ({str(error).splitlines()[0][:160]})",
-            path,
+            f"weights do not fit {name} ({str(error).splitlines()[0][:160]})", path
         ) from None
-    return model.eval(), spec
 
 
 def write_checkpoint(model: nn.Module, spec: ModelSpec | dict[str, Any], path: str | Path) -> Path:
