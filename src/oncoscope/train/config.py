@@ -8,7 +8,7 @@ resolved configuration is written to the run directory as ``config.yaml``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,16 +22,79 @@ Augment = Literal["auto", "none", "ct", "histology"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
-class TrainConfig(BaseModel):
-    """Everything a training run needs; see ``oncoscope train --help`` for each field."""
+#: The :class:`RunSettings` fields of where and how a run computes, last in ``config.yaml``.
+PROCESS_FIELDS = (
+    "precision",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "num_workers",
+    "seed",
+)
+
+
+class RunSettings(BaseModel):
+    """The settings every training run shares (``oncoscope train`` and ``oncoscope mil train``):
+    the run folder, epochs, precision, the processes Lightning trains on, data loader workers
+    and the seed; the run's own configuration adds its data, model and optimisation fields."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    data: Path
     out: Path
+    epochs: int = Field(10, ge=1)
+    precision: Precision = "auto"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    num_workers: int = Field(2, ge=0)
+    seed: int = 0
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _one_vocabulary(cls, value: Any) -> Any:
+        """Earlier spellings (``32``, ``16``, Lightning's) read as ``fp32``/``fp16``/``bf16``.
+
+        Raises:
+            InvalidOptionError: a value that is none of them (not turned into a field error).
+        """
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(int(value))  # YAML reads ``precision: 32`` as a number
+        return normalize_precision(value) if isinstance(value, str) else value
+
+    def to_yaml(self) -> str:
+        """The configuration as YAML (paths as text), :data:`PROCESS_FIELDS` last."""
+        dumped = self.model_dump(mode="json")
+        ordered = {k: v for k, v in dumped.items() if k not in PROCESS_FIELDS}
+        ordered.update((k, dumped[k]) for k in PROCESS_FIELDS)
+        text: str = yaml.safe_dump(ordered, sort_keys=False)
+        return text
+
+
+Settings = TypeVar("Settings", bound=RunSettings)
+
+
+def validated(kind: type[Settings], values: dict[str, Any], what: str) -> Settings:
+    """``kind(**values)``, a validation error turned into one line naming the field.
+
+    Raises:
+        InvalidOptionError: ``invalid <what> option <field>: <problem>``.
+    """
+    try:
+        return kind(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        raise InvalidOptionError(f"invalid {what} option {field}: {first['msg']}") from None
+
+
+class TrainConfig(RunSettings):
+    """Everything a training run needs; see ``oncoscope train --help`` for each field."""
+
+    data: Path
     model: str = "simple_cnn"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     image_size: int | None = Field(None, ge=8)
     lr: float = Field(1e-3, gt=0)
@@ -51,22 +114,7 @@ class TrainConfig(BaseModel):
     #: weights, said in the run's log and ``run.json``.
     pretrained: bool | Literal["if-available"] = False
     weights: Path | None = None
-    precision: Precision = "auto"
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = Field(1, ge=1)
-    num_workers: int = Field(2, ge=0)
-    seed: int = 0
     recipe: str | None = None
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _one_vocabulary(cls, value: Any) -> Any:
-        """Earlier spellings (``32``, ``16``, Lightning's) read as ``fp32``/``fp16``/``bf16``."""
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(int(value))  # YAML reads ``precision: 32`` as a number
-        return normalize_precision(value) if isinstance(value, str) else value
 
     @field_validator("milestones")
     @classmethod
@@ -74,11 +122,6 @@ class TrainConfig(BaseModel):
         if value != sorted(value) or any(m < 1 for m in value):
             raise ValueError("milestones must be ascending epoch numbers >= 1")
         return value
-
-    def to_yaml(self) -> str:
-        """The configuration as YAML (paths as text)."""
-        text: str = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-        return text
 
 
 #: Named recipes. ``per_model`` entries override the recipe for one model name.
@@ -184,9 +227,4 @@ def resolve_config(
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     model = flags.get("model", from_file.get("model", base.get("model")))
     merged = {**base, **per_model.get(str(model), {}), **from_file, **flags}
-    try:
-        return TrainConfig(**merged)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        raise InvalidOptionError(f"invalid training option {field}: {first['msg']}") from None
+    return validated(TrainConfig, merged, "training")

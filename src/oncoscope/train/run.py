@@ -1,38 +1,28 @@
-"""A training run: checks, model, Lightning Trainer, run directory, resume.
+"""A training run of an image classifier: checks, model, data, and the shared run scaffold.
 
-``RUN_DIR`` receives ``config.yaml`` (the resolved configuration), ``checkpoints/best.ckpt``
-(lowest validation loss) and ``checkpoints/last.ckpt`` (the end of the latest epoch),
-``metrics.csv`` (one row per epoch), ``tensorboard/`` logs and ``run.json`` (summary): the
-entries of :data:`RUN_CONTENTS`. A new run needs an empty or missing ``RUN_DIR``;
-``resume=True`` continues the run there from ``last.ckpt`` (also in a run folder that was moved
-or copied), ``overwrite=True`` replaces it (see :func:`check_run_folder`).
+``RUN_DIR`` is a training run's folder (:mod:`oncoscope.train.scaffold`): ``config.yaml``,
+``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, ``metrics.csv``, ``tensorboard/`` and
+``run.json``. A new run needs an empty or missing ``RUN_DIR``; ``resume=True`` continues the run
+there from ``last.ckpt``, ``overwrite=True`` replaces it (see :func:`check_run_folder`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from oncoscope import __version__
-from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
-from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
-from oncoscope.io.atomic import atomic_path
+from oncoscope.errors import CorruptFileError, OncoscopeError
 from oncoscope.models import check_model_name, create_model
 from oncoscope.models.registry import training_kwargs
 from oncoscope.models.spec import ModelSpec
 from oncoscope.models.weights import cached_timm_weights, package_weights
-from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
 from oncoscope.train.checkpoint import read_spec
 from oncoscope.train.config import TrainConfig
 from oncoscope.train.data import (
@@ -42,34 +32,24 @@ from oncoscope.train.data import (
     load_training_data,
 )
 from oncoscope.train.module import LitClassifier
+from oncoscope.train.scaffold import (
+    RunResult,
+    TrainingRun,
+    check_run_folder,
+    training_device,
+)
 
-#: What a training run writes into its folder; ``overwrite`` removes these and nothing else.
-RUN_CONTENTS = ("checkpoints", "config.yaml", "metrics.csv", "run.json", "tensorboard")
-#: The prefix of the temporary names outputs are written under (see ``oncoscope.io.atomic``).
-PARTIAL_PREFIX = ".partial-"
+#: ``check_run_folder``, ``RunResult`` and ``training_device`` are the scaffold's, named here too.
+__all__ = [
+    "RunResult",
+    "build_module",
+    "check_run_folder",
+    "initial_model",
+    "train",
+    "training_device",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    """Where a run left its outputs, and its best validation figures."""
-
-    run_dir: Path
-    best_checkpoint: Path
-    last_checkpoint: Path
-    best_val_loss: float | None
-    epochs_run: int
-    precision: str
-    seconds: float
-    initial_weights: str = ""
-
-
-def training_device(accelerator: str = "auto") -> str:
-    """``"cuda"`` when Lightning's ``accelerator`` would train on a CUDA GPU, else ``"cpu"``."""
-    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
-        return "cuda"
-    return "cpu"
 
 
 def initial_model(
@@ -167,58 +147,6 @@ def build_module(
     return LitClassifier(model, spec.to_dict(), optim)
 
 
-def check_run_folder(
-    run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
-) -> list[Path]:
-    """Check that a run may start in ``run_dir``; return what ``overwrite`` would remove.
-
-    A new run needs a missing or empty folder. ``resume`` continues the run in it (whatever
-    else the folder holds). ``overwrite`` replaces a run: it removes the entries of
-    :data:`RUN_CONTENTS`, and refuses a folder that holds anything else, which is not a
-    training run's to replace. Nothing is removed here.
-
-    Returns:
-        The entries of an earlier run that :func:`train` removes before it starts (empty when
-        there is nothing to replace).
-
-    Raises:
-        InvalidOptionError: ``resume`` and ``overwrite`` together.
-        OncoscopeError: ``run_dir`` is a file; a folder that is not empty, without ``resume``
-            or ``overwrite``; ``overwrite`` of a folder holding other files than a run's.
-    """
-    run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise InvalidOptionError(
-            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
-        )
-    if not run_dir.exists():
-        return []
-    if not run_dir.is_dir():
-        raise OncoscopeError("is a file, not a run folder; choose another --out", run_dir)
-    entries = sorted(run_dir.iterdir())
-    if resume or not entries:
-        return []
-    others = [
-        e.name
-        for e in entries
-        if e.name not in RUN_CONTENTS and not e.name.startswith(PARTIAL_PREFIX)
-    ]
-    if others:
-        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise OncoscopeError(
-            f"this folder is not empty and holds files that are not a training run's "
-            f"({shown}); choose another --out",
-            run_dir,
-        )
-    if not overwrite:
-        raise OncoscopeError(
-            "this folder is not empty: a training run is there; pass --resume to continue it "
-            "or --overwrite to replace it (or choose another --out)",
-            run_dir,
-        )
-    return entries
-
-
 def train(
     config: TrainConfig,
     *,
@@ -241,13 +169,11 @@ def train(
             :func:`check_run_folder`), a missing or mismatching checkpoint to resume from
             (all before any training); an image that does not decode during training.
     """
-    started = time.perf_counter()
-    run_dir = Path(config.out)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    replaced = check_run_folder(run_dir, resume=resume, overwrite=overwrite)
+    run = TrainingRun(config, resume=resume, overwrite=overwrite)
     check_model_name(config.model)
     data = load_training_data(config.data, config.image_size, check_images=check_images)
-    if resume:
+    last = run.checkpoint_to_resume()
+    if last is not None:
         _check_resumable(last, config, data)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     notes: list[str] = []
@@ -264,87 +190,17 @@ def train(
         num_workers=config.num_workers,
         seed=config.seed,
     )
-    for entry in replaced:  # every check has passed: the earlier run goes, whole
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.yaml") as temporary:
-        temporary.write_text(config.to_yaml())
-    precision = resolve_precision(config.precision, training_device(config.accelerator))
-    checkpoint = RunCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val_loss",
-        mode="min",
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    # Lightning's `save_last` writes last.ckpt only in an epoch that also wrote best.ckpt;
-    # a checkpoint without a monitor is written at the end of every epoch.
-    latest = RunCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    trainer = pl.Trainer(
-        max_epochs=config.epochs,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=config.strategy,
-        num_nodes=config.num_nodes,
-        precision=LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
-        deterministic=True,
-        callbacks=[
-            checkpoint,  # before `latest`, so last.ckpt holds this epoch's best-model state
-            latest,
-            BatchReseed(config.seed),
-            EpochHistory(run_dir / "metrics.csv"),
-        ],
-        logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        default_root_dir=run_dir,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        use_distributed_sampler=False,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
-    )
     try:
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=last if resume else None, weights_only=True
-        )
+        result = run.fit(module, datamodule, progress_bar=progress_bar, initial_weights=notes[0])
     except CorruptFileError as error:
         raise _unreadable_image(error) from None
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-    score = checkpoint.best_model_score
-    result = RunResult(
-        run_dir=run_dir,
-        best_checkpoint=best,
-        last_checkpoint=last,
-        best_val_loss=float(score) if score is not None else None,
-        epochs_run=trainer.current_epoch,
-        precision=precision,
-        seconds=time.perf_counter() - started,
-        initial_weights=notes[0],
-    )
-    summary = {
+    about = {
         "model": config.model,
         "classes": data.classes,
         "train_images": int((data.frame["split"] == "train").sum()),
         "val_images": int((data.frame["split"] == "val").sum()),
-        "best_checkpoint": str(best),
-        "best_val_loss": result.best_val_loss,
-        "epochs": result.epochs_run,
-        "precision": precision,
-        "device": str(trainer.strategy.root_device),
-        "seconds": round(result.seconds, 1),
-        "initial_weights": result.initial_weights,
     }
-    with atomic_path(run_dir / "run.json") as temporary:
-        temporary.write_text(json.dumps(summary, indent=2))
+    run.write_summary(result, about)
     return result
 
 
@@ -365,8 +221,6 @@ def _unreadable_image(error: CorruptFileError) -> CorruptFileError:
 
 
 def _check_resumable(last: Path, config: TrainConfig, data: TrainingData) -> None:
-    if not last.is_file():
-        raise OncoscopeError("no last.ckpt to resume from; train without --resume first", last)
     spec = read_spec(last)
     if spec.model != config.model or list(spec.classes) != list(data.classes):
         raise OncoscopeError(
