@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from oncoscope.features.bags import read_bag
 from oncoscope.hardware import cpu_model
-from oncoscope.mil.bags import read_bag
 from oncoscope.mil.models import create_mil_model
 from oncoscope.mil.predict import load_mil_model
 from oncoscope.mil.synthetic import write_slides_csv, write_synthetic_bags

@@ -67,7 +67,8 @@ def test_bag_coords_are_the_tiles_slide_classifies(
     classified = np.concatenate(read)
     code, output = _run(colour_checkpoint, small_slide, "--out", tmp_path / "bags", *options)
     assert code == 0, output
-    features, coords, attrs = read_bag(tmp_path / "bags" / "small.h5")
+    features, coords, info = read_bag(tmp_path / "bags" / "small.h5")
+    attrs = info.attrs
     assert len(classified) > 20
     np.testing.assert_array_equal(coords, np.rint(classified).astype(np.int64))
     assert coords.dtype == np.int64 and features.dtype == np.float32
@@ -91,7 +92,8 @@ def test_features_are_the_checkpoints_penultimate_output(
     The resolution is the checkpoint's training one (x10) when none is given."""
     code, output = _run(resnet_checkpoint, small_slide, "--out", tmp_path, "--precision", "fp32")
     assert code == 0, output
-    features, coords, attrs = read_bag(tmp_path / "small.h5")
+    features, coords, info = read_bag(tmp_path / "small.h5")
+    attrs = info.attrs
     assert attrs["magnification"] == pytest.approx(10.0)
     model, spec = load_model(resnet_checkpoint)
     chosen = [0, len(coords) // 2, len(coords) - 1]
@@ -117,7 +119,8 @@ def test_timm_model_with_a_weights_file_and_resized_tiles(
         "--magnification", "10", "--tile-px", "48", "--precision", "fp32",
     )  # fmt: skip
     assert code == 0, output
-    features, coords, attrs = read_bag(tmp_path / "bags" / "small.h5")
+    features, coords, info = read_bag(tmp_path / "bags" / "small.h5")
+    attrs = info.attrs
     assert attrs["tile_px"] == 48 and attrs["tile_px_level0"] == 192
     spec = attrs["encoder_spec"]
     assert spec["image_size"] == 160 and spec["weights"] == str(weights)
@@ -168,7 +171,7 @@ def test_a_file_not_made_by_features_is_not_overwritten(
     args = (colour_checkpoint, small_slide, "--out", tmp_path, "--magnification", "10")
     code, output = _run(*args)
     assert code == 2 and "not made by oncoscope features" in output
-    assert read_bag(tmp_path / "small.h5")[0].shape == (2, 4)
+    assert read_bag(tmp_path / "small.h5", required=())[0].shape == (2, 4)
     code, output = _run(*args, "--overwrite")
     assert code == 0, output
     assert read_bag(tmp_path / "small.h5")[0].shape[1] == 3
@@ -198,7 +201,7 @@ def test_bf16_is_checked_against_fp32_by_cosine_similarity(
         "--precision", "bf16", "--agreement-tiles", "8",
     )  # fmt: skip
     assert code == 0, output
-    summary = read_bag(tmp_path / "small.h5")[2]["summary"]
+    summary = read_bag(tmp_path / "small.h5")[2].attrs["summary"]
     assert summary["precision"] == "bf16"
     check = summary["precision_agreement"]
     assert check["tiles"] == 8

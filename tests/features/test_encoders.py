@@ -91,7 +91,8 @@ def test_a_fixed_size_vit_is_given_its_input_size(small_slide: Path, tmp_path: P
         "--precision", "fp32",
     )  # fmt: skip
     assert code == 0, output
-    features, coords, attrs = read_bag(tmp_path / "small.h5")
+    features, coords, info = read_bag(tmp_path / "small.h5")
+    attrs = info.attrs
     assert features.shape == (len(coords), model.num_features)
     assert attrs["tile_px"] == 64 and attrs["encoder_spec"]["image_size"] == 160
     assert np.isfinite(features).all() and features.std(axis=0).max() > 0

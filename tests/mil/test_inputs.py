@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
-from oncoscope.mil.bags import write_bag
+from oncoscope.features.bags import bag_attributes, write_bag
 from tests.mil.conftest import Task
 
 runner = CliRunner()
@@ -19,11 +19,11 @@ runner = CliRunner()
 def _bags(folder: Path, stems: list[str], encoder: str = "toy", d: int = 3) -> None:
     for index, stem in enumerate(stems):
         rng = np.random.default_rng(index)
-        write_bag(
-            folder / f"{stem}.h5", rng.normal(size=(4, d)), np.zeros((4, 2)), slide=f"{stem}.svs",
-            tile_px=224, tile_px_level0=224, stride_px=224, mpp=0.5, magnification=20.0,
-            encoder=encoder, encoder_spec={"name": encoder},
+        attrs = bag_attributes(
+            slide=f"{stem}.svs", tile_px=224, tile_px_level0=224, stride_px=224, mpp=0.5,
+            magnification=20.0, encoder=encoder, encoder_spec={"name": encoder},
         )  # fmt: skip
+        write_bag(folder / f"{stem}.h5", rng.normal(size=(4, d)), np.zeros((4, 2)), attrs)
 
 
 def _labels(path: Path, rows: list[tuple[str, ...]]) -> Path:

@@ -16,7 +16,7 @@ from shapely.geometry import shape
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
-from oncoscope.mil.bags import read_bag, write_bag
+from oncoscope.features.bags import bag_attributes, read_bag, write_bag
 from oncoscope.pathology.synthetic import SyntheticSlide
 from tests.mil.conftest import Task, one_thread
 
@@ -108,11 +108,11 @@ def test_gallery_shows_the_top_tiles_read_from_the_slide(
     xs, ys = np.meshgrid(np.arange(0, width - step, step), np.arange(0, height - step, step))
     coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
     features = np.random.default_rng(1).normal(size=(len(coords), 32))
-    write_bag(
-        tmp_path / "bags" / "slide.h5", features, coords, slide=generic_slide.path,
-        tile_px=TILE, tile_px_level0=step, stride_px=TILE, mpp=0.5, magnification=20.0,
-        encoder="synthetic-gaussian", encoder_spec={},
+    attrs = bag_attributes(
+        slide=generic_slide.path, tile_px=TILE, tile_px_level0=step, stride_px=TILE, mpp=0.5,
+        magnification=20.0, encoder="synthetic-gaussian", encoder_spec={},
     )  # fmt: skip
+    write_bag(tmp_path / "bags" / "slide.h5", features, coords, attrs)
     out = tmp_path / "out"
     _predict(str(task.checkpoint), "--bags", str(tmp_path / "bags"), "--out", str(out),
              "--top-k", "3")  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
-from oncoscope.mil.bags import read_bag
+from oncoscope.features.bags import read_bag
 from oncoscope.mil.data import BagDataset
 from oncoscope.mil.labels import load_mil_data
 from oncoscope.train.checkpoint import read_checkpoint

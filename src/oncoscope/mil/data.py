@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from oncoscope.mil.bags import read_bag
+from oncoscope.features.bags import read_bag
 from oncoscope.mil.labels import MilData, MilItem
 from oncoscope.train.data import EpochSampler, mix_seed
 
@@ -27,7 +27,7 @@ def bag_features(
     """The features of one item's bags joined ``(sum n, d)``, and each bag's coords.
 
     Raises:
-        CorruptFileError, OncoscopeError: an unreadable bag (see ``oncoscope.mil.bags``).
+        CorruptFileError, OncoscopeError: an unreadable bag (see :mod:`oncoscope.features.bags`).
     """
     features, coords = [], []
     for path in paths:

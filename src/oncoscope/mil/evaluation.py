@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope.errors import InvalidOptionError, ManifestError
-from oncoscope.mil.bags import find_bags
+from oncoscope.features.bags import find_bags
 from oncoscope.mil.labels import PATIENT_COLUMN, join_bags, read_slide_table
 from oncoscope.mil.predict import (
     BagPrediction,

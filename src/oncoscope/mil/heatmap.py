@@ -35,7 +35,7 @@ GALLERY_COLUMNS = 4
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Where a bag's tiles lie, from its attributes (see :mod:`oncoscope.mil.bags`).
+    """Where a bag's tiles lie, from its attributes (see :mod:`oncoscope.features.bags`).
 
     Attributes:
         tile_px_level0: tile side at level 0 (px).

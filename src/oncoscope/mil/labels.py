@@ -8,7 +8,6 @@ of a patient form one bag (their tiles joined), labelled with the patient's one 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import pandas as pd
 
 from oncoscope.dataset.split import SPLITS
 from oncoscope.errors import InvalidOptionError, ManifestError, OncoscopeError
-from oncoscope.mil.bags import BagInfo, find_bags, read_bag_info
+from oncoscope.features.bags import BagInfo, find_bags, read_bag_info
 
 BagLevel = Literal["slide", "patient"]
 BAG_LEVELS = ("slide", "patient")
@@ -230,10 +229,8 @@ def load_mil_data(labels: str | Path, bags_dir: str | Path, *, bag_level: str = 
                 f"of at least two of the classes {classes}",
                 labels,
             )
-    try:
-        spec = json.loads(infos[0].attrs["encoder_spec"])
-    except (TypeError, json.JSONDecodeError):
-        spec = {"text": str(infos[0].attrs["encoder_spec"])}
+    recorded = infos[0].attrs["encoder_spec"]  # decoded by the reader when it is JSON
+    spec = recorded if isinstance(recorded, dict) else {"text": str(recorded)}
     tiles = {
         k: infos[0].attrs[k]
         for k in ("tile_px", "tile_px_level0", "stride_px", "mpp", "magnification")

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from oncoscope.errors import OncoscopeError
+from oncoscope.features.bags import BagInfo, find_bags, read_bag, read_bag_info
 from oncoscope.io.atomic import atomic_path
 from oncoscope.mil import heatmap
-from oncoscope.mil.bags import BagInfo, find_bags, read_bag, read_bag_info
 from oncoscope.mil.labels import MilItem, join_bags, read_slide_table
 from oncoscope.mil.models import AttentionMIL, create_mil_model
 from oncoscope.train.checkpoint import load_module_weights, read_checkpoint

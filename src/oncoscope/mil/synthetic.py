@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from oncoscope.mil.bags import write_bag
+from oncoscope.features.bags import bag_attributes, write_bag
 
 #: Class names of the synthetic task.
 CLASSES = ("normal", "tumour")
@@ -81,10 +81,7 @@ def write_synthetic_bags(
                 focus = np.sort(np.argsort(distance, kind="stable")[:size]).astype(np.int64)
                 features[focus] += (shift * direction).astype(np.float32)
             stem = f"slide-{index:03d}"
-            path = write_bag(
-                folder / f"{stem}.h5",
-                features,
-                coords,
+            attrs = bag_attributes(
                 slide=folder / f"{stem}.svs",
                 tile_px=tile_px,
                 tile_px_level0=tile_px,
@@ -94,6 +91,7 @@ def write_synthetic_bags(
                 encoder=SYNTHETIC_ENCODER,
                 encoder_spec={"name": SYNTHETIC_ENCODER, "feature_dim": feature_dim},
             )
+            path = write_bag(folder / f"{stem}.h5", features, coords, attrs)
             bags.append(SyntheticBag(path, label, split, f"patient-{index:03d}", focus))
             index += 1
     return bags

@@ -10,17 +10,21 @@ import numpy as np
 import pytest
 
 from oncoscope.errors import CorruptFileError, OncoscopeError
-from oncoscope.mil.bags import BAG_ATTRS, find_bags, read_bag, read_bag_info, write_bag
+from oncoscope.features.bags import (
+    BAG_ATTRS,
+    bag_attributes,
+    find_bags,
+    read_bag,
+    read_bag_info,
+    write_bag,
+)
 
 SPEC = {"name": "toy", "feature_dim": 3}
 
 
 def _bag(path: Path, n: int = 5, d: int = 3, encoder: str = "toy") -> Path:
     rng = np.random.default_rng(0)
-    return write_bag(
-        path,
-        rng.normal(size=(n, d)),
-        np.arange(2 * n).reshape(n, 2) * 224,
+    attrs = bag_attributes(
         slide="/data/slide.svs",
         tile_px=224,
         tile_px_level0=448,
@@ -30,6 +34,7 @@ def _bag(path: Path, n: int = 5, d: int = 3, encoder: str = "toy") -> Path:
         encoder=encoder,
         encoder_spec=SPEC,
     )
+    return write_bag(path, rng.normal(size=(n, d)), np.arange(2 * n).reshape(n, 2) * 224, attrs)
 
 
 def test_round_trip_keeps_arrays_dtypes_and_attributes(tmp_path: Path) -> None:
@@ -82,10 +87,36 @@ def test_bad_bags_are_refused_naming_the_file(
 
 
 def test_write_bag_refuses_mismatched_shapes(tmp_path: Path) -> None:
+    attrs = bag_attributes(
+        slide="s", tile_px=1, tile_px_level0=1, stride_px=1, mpp=1.0, magnification=10.0,
+        encoder="e", encoder_spec={},
+    )  # fmt: skip
     with pytest.raises(OncoscopeError, match="coords"):
-        write_bag(
-            tmp_path / "x.h5", np.zeros((4, 3)), np.zeros((5, 2)), slide="s", tile_px=1,
-            tile_px_level0=1, stride_px=1, mpp=1.0, magnification=10.0, encoder="e",
-            encoder_spec={},
+        write_bag(tmp_path / "x.h5", np.zeros((4, 3)), np.zeros((5, 2)), attrs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bag_written_before_the_single_writer_still_reads(tmp_path: Path) -> None:
+    """A bag as the earlier MIL writer made it (contiguous arrays, the spec as JSON text)."""
+    features = np.arange(12, dtype=np.float32).reshape(4, 3)
+    coords = np.arange(8, dtype=np.int64).reshape(4, 2)
+    with h5py.File(tmp_path / "old.h5", "w") as handle:
+        handle.create_dataset("features", data=features)
+        handle.create_dataset("coords", data=coords)
+        handle.attrs.update(
+            {"slide": "s.svs", "tile_px": 224, "tile_px_level0": 448, "stride_px": 224,
+             "mpp": 0.5, "magnification": 20.0, "encoder": "toy",
+             "encoder_spec": json.dumps(SPEC), "oncoscope_version": "0.1.0"}
         )  # fmt: skip
+    read_features, read_coords, info = read_bag(tmp_path / "old.h5")
+    np.testing.assert_array_equal(read_features, features)
+    np.testing.assert_array_equal(read_coords, coords)
+    assert (info.encoder, info.slide, info.n_tiles, info.feature_dim) == ("toy", "s.svs", 4, 3)
+    assert info.attrs["encoder_spec"] == SPEC and info.attrs["tile_px"] == 224
+
+
+def test_write_bag_refuses_a_bag_without_its_attributes(tmp_path: Path) -> None:
+    attrs = {"slide": "s.svs", "encoder": "toy"}
+    with pytest.raises(OncoscopeError, match="tile_px"):
+        write_bag(tmp_path / "x.h5", np.zeros((2, 3)), np.zeros((2, 2)), attrs)
     assert not list(tmp_path.iterdir())
