@@ -119,20 +119,7 @@ class BagDataModule(pl.LightningDataModule):
         dataset = BagDataset(
             self.data.split("train"), self.data.classes, max_tiles=self.max_tiles, seed=self.seed
         )
-        trainer = self.trainer
-        if trainer is None:
-            return self._loader(dataset, EpochSampler(len(dataset), self.seed))
-        sampler = EpochSampler(
-            len(dataset),
-            self.seed,
-            None,
-            trainer.global_rank,
-            trainer.world_size,
-            current_epoch=lambda: int(
-                getattr(trainer.fit_loop.epoch_progress.current, "processed", 0)
-            ),
-        )
-        return self._loader(dataset, sampler)
+        return self._loader(dataset, EpochSampler.of_trainer(len(dataset), self.seed, self.trainer))
 
     def val_dataloader(self) -> DataLoader[Any]:
         """Validation bags in ``slides.csv`` order, every tile."""

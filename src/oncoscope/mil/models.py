@@ -15,7 +15,7 @@ and the attention over the tiles ``(n,)`` (softmax weights, summing to 1).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
@@ -40,6 +40,14 @@ class GatedAttention(nn.Module):
         """``(n, hidden)`` -> ``(n,)`` unnormalised attention scores."""
         scores: torch.Tensor = self.w(self.v(h) * self.u(h)).squeeze(-1)
         return scores
+
+
+class AttentionLayers(TypedDict, total=False):
+    """The layer sizes of :class:`AttentionMIL` (and its subclasses), as keyword arguments."""
+
+    hidden: int
+    attention_dim: int
+    dropout: float
 
 
 class AttentionMIL(nn.Module):
@@ -100,20 +108,21 @@ class ClamSB(AttentionMIL):
             (fewer when a bag has fewer than ``2 * k_sample`` tiles).
         instance_weight: share of the instance loss in the total loss (CLAM's default 0.3);
             the bag loss gets the rest.
-        in_dim, num_classes, hidden, attention_dim, dropout: as :class:`AttentionMIL`.
+        in_dim, num_classes: as :class:`AttentionMIL`; ``layers``: its ``hidden``,
+            ``attention_dim`` and ``dropout`` (:class:`AttentionLayers`).
     """
 
     def __init__(
         self,
         in_dim: int,
         num_classes: int,
-        hidden: int = 256,
-        attention_dim: int = 128,
-        dropout: float = 0.25,
+        *,
         k_sample: int = 8,
         instance_weight: float = 0.3,
+        **layers: Unpack[AttentionLayers],
     ) -> None:
-        super().__init__(in_dim, num_classes, hidden, attention_dim, dropout)
+        super().__init__(in_dim, num_classes, **layers)
+        hidden = self.classifier.in_features
         self.instance_classifiers = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(num_classes))
         self.k_sample, self.instance_weight = k_sample, instance_weight
 

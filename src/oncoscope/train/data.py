@@ -243,6 +243,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.current_epoch = current_epoch
 
+    @classmethod
+    def of_trainer(
+        cls, size: int, seed: int, trainer: pl.Trainer | None, weights: list[float] | None = None
+    ) -> EpochSampler:
+        """The sampler of a training loader under ``trainer``: this process's share of the
+        items, in the order of the epoch about to run (one process when ``trainer`` is None)."""
+        if trainer is None:
+            return cls(size, seed, weights)
+        return cls(
+            size,
+            seed,
+            weights,
+            trainer.global_rank,
+            trainer.world_size,
+            # the epoch about to run: right after a resume `current_epoch` still names the
+            # finished epoch while the loader's workers already draw indices
+            current_epoch=lambda: int(
+                getattr(trainer.fit_loop.epoch_progress.current, "processed", 0)
+            ),
+        )
+
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
         self.epoch = epoch
@@ -376,22 +397,7 @@ class ManifestDataModule(pl.LightningDataModule):
         if self.balanced:
             counts = self.data.class_counts()
             weights = [1.0 / counts[t] for t in dataset.targets]
-        trainer = self.trainer
-        if trainer is None:
-            sampler = EpochSampler(len(dataset), self.seed, weights)
-        else:
-            sampler = EpochSampler(
-                len(dataset),
-                self.seed,
-                weights,
-                trainer.global_rank,
-                trainer.world_size,
-                # the epoch about to run: right after a resume `current_epoch` still names the
-                # finished epoch while the loader's workers already draw indices
-                current_epoch=lambda: int(
-                    getattr(trainer.fit_loop.epoch_progress.current, "processed", 0)
-                ),
-            )
+        sampler = EpochSampler.of_trainer(len(dataset), self.seed, self.trainer, weights)
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader[Any]:

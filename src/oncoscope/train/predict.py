@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -117,14 +118,20 @@ def predict_readable(
     return SplitPredictions(rows, skipped)
 
 
+class PredictOptions(TypedDict, total=False):
+    """How :func:`predict_split` runs, as :func:`predict_readable` takes it: ``batch_size``
+    (32), ``num_workers`` (0) and ``loaded``, the checkpoint already loaded (None)."""
+
+    batch_size: int
+    num_workers: int
+    loaded: LoadedModel | None
+
+
 def predict_split(
     checkpoint: str | Path,
     manifest: str | Path,
     split: str = "test",
-    *,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    loaded: LoadedModel | None = None,
+    **options: Unpack[PredictOptions],
 ) -> pd.DataFrame:
     """Class probabilities for every image of one split.
 
@@ -132,7 +139,7 @@ def predict_split(
         The split's manifest rows plus ``pred`` (class name) and ``prob_<class>`` columns
         (softmax probabilities), in manifest order.
 
-    ``loaded``: see :func:`predict_readable`.
+    ``options``: as :func:`predict_readable` (:class:`PredictOptions`).
 
     Raises:
         ManifestError: an empty split, or labels the checkpoint's classes do not include.
@@ -140,9 +147,7 @@ def predict_split(
             :func:`predict_readable` predicts the rest instead).
         OncoscopeError: see :func:`oncoscope.train.checkpoint.load_model`.
     """
-    result = predict_readable(
-        checkpoint, manifest, split, batch_size=batch_size, num_workers=num_workers, loaded=loaded
-    )
+    result = predict_readable(checkpoint, manifest, split, **options)
     if result.skipped:
         path, problem = result.skipped[0]
         more = len(result.skipped) - 1
