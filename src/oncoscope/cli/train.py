@@ -36,6 +36,9 @@ def train(
     ] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam, adamw, rmsprop or sgd.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="none, step or cosine.")] = None,
+    stain_augment: Annotated[
+        float | None, typer.Option(help="H&E stain jitter of histology tiles (0: off).")
+    ] = None,
     pretrained: Annotated[
         bool | None, typer.Option("--pretrained/--scratch", help="Start from pretrained weights.")
     ] = None,
@@ -76,6 +79,7 @@ def train(
         "lr": lr,
         "optimizer": optimizer,
         "scheduler": scheduler,
+        "stain_augment": stain_augment,
         "pretrained": pretrained,
         "weights": weights,
         "precision": precision,

@@ -140,7 +140,9 @@ class StainAugment:
     Args:
         sigma1: spread of the multiplicative concentration noise.
         sigma2: spread of the additive concentration noise.
-        seed: seed of this transform's own random generator.
+        seed: seed of this transform's own random generator; None draws from torch's global
+            generator, as torchvision's random transforms do (``oncoscope train
+            --stain-augment`` seeds it per tile from seed, epoch and index).
     """
 
     def __init__(self, sigma1: float = 0.2, sigma2: float = 0.2, seed: int | None = None) -> None:
@@ -149,9 +151,7 @@ class StainAugment:
         self._augmentor = torchstain.augmentors.MacenkoAugmentor(
             backend="torch", sigma1=sigma1, sigma2=sigma2
         )
-        self._generator = torch.Generator().manual_seed(
-            seed if seed is not None else int(torch.seed() % 2**31)
-        )
+        self._generator = None if seed is None else torch.Generator().manual_seed(seed)
 
     def __call__(self, image: Any) -> Any:
         """Augment one tile; a tile with too little stain to estimate is returned unchanged."""

@@ -109,6 +109,9 @@ class TrainConfig(RunSettings):
     class_weights: bool = False
     balanced_sampling: bool = False
     augment: Augment = "auto"
+    #: H&E stain jitter of training tiles (:class:`~oncoscope.pathology.stain.StainAugment`'s
+    #: sigma1 = sigma2), histology only; 0: off.
+    stain_augment: float = Field(0.0, ge=0, lt=1)
     #: True: pretrained weights or an error; ``"if-available"``: pretrained when ``weights``, an
     #: installed weight package or timm's cache has them (looked up offline), else random
     #: weights, said in the run's log and ``run.json``.

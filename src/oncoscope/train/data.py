@@ -37,8 +37,9 @@ from oncoscope.ct.chain import SPEC_KEY as CHAIN_SPEC_KEY
 from oncoscope.ct.chain import manifest_chain
 from oncoscope.dataset.images import image_exists, open_image
 from oncoscope.dataset.manifest import read_manifest
-from oncoscope.errors import CorruptFileError, ManifestError
+from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError
 from oncoscope.models.spec import ModelSpec
+from oncoscope.pathology.stain import StainAugment
 
 GROUP_COLUMNS = ("group", "patient_id", "slide")
 #: Manifest columns that describe how the images were made; stored in the checkpoint.
@@ -318,30 +319,51 @@ class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):
         return self.transform(tensor), self.targets[index]
 
 
-def augmentation(kind: str) -> v2.Transform | None:
+def augmentation(kind: str, stain_sigma: float = 0.0) -> v2.Transform | None:
     """Training augmentation on uint8 ``(C, H, W)`` tensors.
 
     ``ct``: small rotations, shifts and zooms and intensity jitter, no flips (left and right
     are anatomy in a transverse slice). ``histology``: flips, right-angle rotations and colour
-    jitter (tissue has no orientation; stains vary). ``none``: nothing.
+    jitter (tissue has no orientation; stains vary). ``none``: nothing. ``stain_sigma`` > 0
+    first jitters each tile's H&E stain concentrations by that strength
+    (:class:`~oncoscope.pathology.stain.StainAugment`, drawing from torch's global generator),
+    for colour histology tiles (:func:`check_stain_augment`).
     """
+    steps: list[Callable[[Any], Any]] = []
+    if stain_sigma > 0:
+        steps.append(StainAugment(sigma1=stain_sigma, sigma2=stain_sigma))
     if kind == "ct":
-        return v2.Compose(
-            [
-                v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-                v2.ColorJitter(brightness=0.1, contrast=0.1),
-            ]
-        )
-    if kind == "histology":
-        return v2.Compose(
-            [
-                v2.RandomHorizontalFlip(),
-                v2.RandomVerticalFlip(),
-                v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)]),
-                v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
-            ]
-        )
-    return None
+        steps += [
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+            v2.ColorJitter(brightness=0.1, contrast=0.1),
+        ]
+    elif kind == "histology":
+        steps += [
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)]),
+            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+        ]
+    return v2.Compose(steps) if steps else None
+
+
+def check_stain_augment(data: TrainingData, stain_sigma: float) -> None:
+    """Refuse stain augmentation (``stain_sigma`` > 0) for anything but colour histology tiles.
+
+    Raises:
+        InvalidOptionError: naming the manifest: a CT slice manifest, or greyscale images.
+    """
+    if stain_sigma <= 0:
+        return
+    if infer_augmentation(data.frame) == "ct":
+        what = "this is a CT slice manifest"
+    elif data.in_chans != 3:
+        what = "these images are greyscale"
+    else:
+        return
+    raise InvalidOptionError(
+        f"--stain-augment jitters the H&E stain of colour histology tiles; {what}", data.source
+    )
 
 
 def infer_augmentation(frame: pd.DataFrame) -> str:
@@ -355,7 +377,11 @@ def infer_augmentation(frame: pd.DataFrame) -> str:
 
 class ManifestDataModule(pl.LightningDataModule):
     """Train/val/test loaders over a :class:`TrainingData`, images fed as ``spec`` says
-    (:meth:`oncoscope.models.spec.ModelSpec.eval_transform`, after augmentation)."""
+    (:meth:`oncoscope.models.spec.ModelSpec.eval_transform`, after augmentation).
+
+    ``augment`` (:func:`augmentation`'s ``kind``) and ``stain_augment`` (its ``stain_sigma``)
+    apply to the training split only; validation and test images are fed as they are.
+    """
 
     def __init__(
         self,
@@ -367,16 +393,17 @@ class ManifestDataModule(pl.LightningDataModule):
         balanced_sampling: bool,
         num_workers: int,
         seed: int,
+        stain_augment: float = 0.0,
     ) -> None:
         super().__init__()
         self.data, self.spec = data, spec
         self.batch_size, self.augment, self.balanced = batch_size, augment, balanced_sampling
-        self.num_workers, self.seed = num_workers, seed
+        self.num_workers, self.seed, self.stain_augment = num_workers, seed, stain_augment
 
     def _dataset(self, split: str, training: bool) -> ManifestDataset:
         paths, targets = self.data.split(split)
         transform = self.spec.eval_transform()
-        augment = augmentation(self.augment) if training else None
+        augment = augmentation(self.augment, self.stain_augment) if training else None
         return ManifestDataset(
             paths, targets, self.data.in_chans, transform, augment=augment, seed=self.seed
         )

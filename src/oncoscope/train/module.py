@@ -24,7 +24,8 @@ class ClassifierModule(pl.LightningModule):
             (checkpoints load with ``weights_only=True``); needs ``classes``.
         optim: ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``scheduler``,
             ``milestones``, ``gamma``, ``epochs``, ``label_smoothing``, ``class_weights``
-            (a list, or None).
+            (a list, or None); other entries (``stain_augment``) are stored as a record of
+            how the model was trained.
     """
 
     class_weights: torch.Tensor | None

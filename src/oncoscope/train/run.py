@@ -28,6 +28,7 @@ from oncoscope.train.config import TrainConfig
 from oncoscope.train.data import (
     ManifestDataModule,
     TrainingData,
+    check_stain_augment,
     infer_augmentation,
     load_training_data,
 )
@@ -143,6 +144,7 @@ def build_module(
         "epochs": config.epochs,
         "label_smoothing": config.label_smoothing,
         "class_weights": class_weights,
+        "stain_augment": config.stain_augment,
     }
     return LitClassifier(model, spec.to_dict(), optim)
 
@@ -172,6 +174,7 @@ def train(
     run = TrainingRun(config, resume=resume, overwrite=overwrite)
     check_model_name(config.model)
     data = load_training_data(config.data, config.image_size, check_images=check_images)
+    check_stain_augment(data, config.stain_augment)
     last = run.checkpoint_to_resume()
     if last is not None:
         _check_resumable(last, config, data)
@@ -189,6 +192,7 @@ def train(
         balanced_sampling=config.balanced_sampling,
         num_workers=config.num_workers,
         seed=config.seed,
+        stain_augment=config.stain_augment,
     )
     try:
         result = run.fit(module, datamodule, progress_bar=progress_bar, initial_weights=notes[0])
@@ -199,6 +203,7 @@ def train(
         "classes": data.classes,
         "train_images": int((data.frame["split"] == "train").sum()),
         "val_images": int((data.frame["split"] == "val").sum()),
+        "stain_augment": config.stain_augment,
     }
     run.write_summary(result, about)
     return result
