@@ -162,8 +162,8 @@ def build_dataset(
     Raises:
         OncoscopeError: with ``strict``, the first bad input; without earlier failures (or with
             ``strict``), a split or table that cannot be made.
-        OutputWriteError: the manifest, a table or the record cannot be written (no table is
-            left without the others).
+        OutputWriteError: likewise, the manifest, a table or the record cannot be written (no
+            table is left without the others).
     """
     report.out_dir.mkdir(parents=True, exist_ok=True)
     results = _run_inputs(inputs, job, plan, report, workers, strict, on_done)
