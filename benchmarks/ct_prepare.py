@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def _measure(folder: Path, out: Path, workers: int) -> dict[str, float]:
-    from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+    from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
     from oncoscope.ct.window import PRESETS
 
     start = time.perf_counter()

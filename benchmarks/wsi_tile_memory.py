@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def _measure(slide: Path, out: Path) -> dict[str, float]:
-    from oncoscope.pathology.tile import TileOptions, tile_slides
+    from oncoscope.pathology.tile_dataset import TileOptions, tile_slides
 
     start = time.perf_counter()
     report = tile_slides([slide], out, TileOptions(size_px=256, magnification=20, ratio=(1, 0, 0)))

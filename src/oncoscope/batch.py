@@ -1,20 +1,33 @@
 """Run one job per input, in this process or a process pool, turning user errors into results.
 
-A batch command (``ct prepare``, ``wsi tile``) reports its bad inputs at the end and still
-processes the others: each job's :class:`~oncoscope.errors.OncoscopeError` is returned in place
-of its result, and anything else (a bug) propagates.
+A batch command (``ct prepare``, ``wsi tile``, ``explain``) reports its bad inputs at the end and
+still processes the others: each job's :class:`~oncoscope.errors.OncoscopeError` is returned in
+place of its result, and anything else (a bug) propagates. :class:`TableReport` is what such a
+command reports: the rows of the table it wrote and its failures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+@dataclass
+class TableReport:
+    """The outcome of a batch that writes one table: its output folder, the table's rows, and
+    ``(path, message)`` of every input that failed."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run_guarded(

@@ -16,10 +16,7 @@ from typing import Any
 import pandas as pd
 from shapely.affinity import scale
 
-from oncoscope.ct.couinaud import CouinaudResult, couinaud, save_couinaud
-from oncoscope.ct.phantom import write_cohort
-from oncoscope.ct.prepare import PrepareOptions, PrepareReport, prepare_dataset
-from oncoscope.ct.preprocess import (
+from oncoscope.ct.chain_panel import (
     ChainOptions,
     ChainResult,
     load_reference_liver,
@@ -27,6 +24,9 @@ from oncoscope.ct.preprocess import (
     run_chain,
     save_chain,
 )
+from oncoscope.ct.couinaud import CouinaudResult, couinaud, save_couinaud
+from oncoscope.ct.phantom import write_cohort
+from oncoscope.ct.slice_dataset import PrepareOptions, PrepareReport, prepare_dataset
 from oncoscope.ct.window import PRESETS
 from oncoscope.errors import OncoscopeError
 from oncoscope.evaluate.evaluation import EvaluationSettings, evaluate_checkpoint
@@ -36,7 +36,7 @@ from oncoscope.inference.scale_search import search_scale, write_scale_outputs
 from oncoscope.inference.slide_inference import SlideOptions, infer_slides
 from oncoscope.pathology.annotations import Annotation, write_geojson
 from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
-from oncoscope.pathology.tile import TileOptions, TileReport, tile_slides
+from oncoscope.pathology.tile_dataset import TileOptions, TileReport, tile_slides
 from oncoscope.train.config import resolve_config
 from oncoscope.train.predict import predict_split
 from oncoscope.train.run import RunResult

@@ -19,7 +19,7 @@ import oncoscope.ct.liver_roi as liver_roi_module
 from oncoscope.cli import app
 from oncoscope.ct.chain import SliceChain, apply_chain, check_manifest_chain, parse_denoise
 from oncoscope.ct.liver_roi import liver_roi_em
-from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS
 from oncoscope.errors import InvalidOptionError, ManifestError
 from oncoscope.models.spec import ModelSpec

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
 from oncoscope.ct.render import slice_to_model_input
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import parse_windows
 from oncoscope.errors import OncoscopeError
 from oncoscope.io.volumes import read_volume

@@ -21,7 +21,7 @@ from oncoscope.inference.patches import TileDataset
 from oncoscope.inference.slide_inference import SlideOptions, infer_slides
 from oncoscope.io.slides import open_slide
 from oncoscope.pathology.stain import StainNormalizer, read_rgb
-from oncoscope.pathology.tile import TileOptions, tile_slides
+from oncoscope.pathology.tile_dataset import TileOptions, tile_slides
 from oncoscope.train.checkpoint import write_checkpoint
 from oncoscope.train.data import load_training_data
 from tests.inference.conftest import CENTROIDS, TILE_PX, colour_spec, write_colour_checkpoint

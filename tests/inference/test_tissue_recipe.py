@@ -25,7 +25,7 @@ from oncoscope.inference.slide_inference import SlideOptions, load_classifier, p
 from oncoscope.io.slides import close_pool, open_slide
 from oncoscope.pathology.annotations import Annotation
 from oncoscope.pathology.synthetic import write_synthetic_slide
-from oncoscope.pathology.tile import TileOptions, tile_slides
+from oncoscope.pathology.tile_dataset import TileOptions, tile_slides
 
 from .conftest import TILE_PX
 

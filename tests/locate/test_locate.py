@@ -17,7 +17,7 @@ from oncoscope.cli import app
 from oncoscope.ct.chain import SliceChain
 from oncoscope.ct.couinaud import couinaud
 from oncoscope.ct.phantom import Phantom, write_lits_pair
-from oncoscope.ct.prepare import Case, PrepareOptions, prepare_case
+from oncoscope.ct.slice_dataset import Case, PrepareOptions, prepare_case
 from oncoscope.ct.window import PRESETS
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.io.volumes import read_label_mask, read_volume

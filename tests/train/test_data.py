@@ -114,7 +114,7 @@ def test_tiles_stored_in_hdf5_or_zarr_train_like_png_files(generic_slide, tmp_pa
     import pandas as pd
 
     from oncoscope.dataset.images import open_image
-    from oncoscope.pathology.tile import TileOptions, tile_slides
+    from oncoscope.pathology.tile_dataset import TileOptions, tile_slides
 
     common = {"size_px": 64, "magnification": 10, "overlap": 0.0, "ratio": (1, 0, 0)}
     stored = tile_slides(

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from shapely.geometry import Point
 
-from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS
 from oncoscope.pathology.synthetic import SyntheticSlide
 

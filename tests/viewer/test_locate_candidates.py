@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS
 from oncoscope.locate.run import CANDIDATE_COLUMNS
 

@@ -75,7 +75,7 @@ def ct_prepare(
 ) -> None:
     """Labelled transverse slices (PNG) and a patient-split manifest.csv from LiTS-style volumes."""
     from oncoscope.ct.chain import ROI_SOURCES, RoiSource, SliceChain, parse_denoise
-    from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+    from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
     from oncoscope.ct.window import parse_windows
     from oncoscope.dataset.split import parse_ratio
     from oncoscope.errors import InvalidOptionError
@@ -176,9 +176,7 @@ def ct_preprocess(
     spacing_mm: SpacingMm = None,
 ) -> None:
     """Seed-001 chain: resize, noise, median denoise, EM liver ROI, mask, EM lesions; a panel."""
-    from oncoscope.ct.denoise import NOISE_KINDS, NoiseKind
-    from oncoscope.ct.em_lesions import PHASES, Phase
-    from oncoscope.ct.preprocess import (
+    from oncoscope.ct.chain_panel import (
         ChainOptions,
         choose_slices,
         load_slices_with_reference,
@@ -186,6 +184,8 @@ def ct_preprocess(
         save_chain,
         save_chains,
     )
+    from oncoscope.ct.denoise import NOISE_KINDS, NoiseKind
+    from oncoscope.ct.em_lesions import PHASES, Phase
     from oncoscope.ct.window import parse_window
     from oncoscope.errors import InvalidOptionError
     from oncoscope.io.volumes import parse_spacing_mm

@@ -152,7 +152,7 @@ def features(
     """
     from oncoscope.features.encoders import load_encoder, parse_model_kwargs, parse_rgb
     from oncoscope.features.extract import FeatureOptions, extract_slides, slide_options
-    from oncoscope.pathology.tile import find_slides
+    from oncoscope.io.slide_files import find_slides
 
     options = FeatureOptions(
         magnification=magnification,

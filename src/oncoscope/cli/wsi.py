@@ -106,7 +106,7 @@ def wsi_tile(
 ) -> None:
     """Tissue tiles (seed-004 overlapping grid + random) and a slide-split manifest.csv."""
     from oncoscope.dataset.split import parse_ratio
-    from oncoscope.pathology.tile import TileFormat, TileOptions, tile_slides
+    from oncoscope.pathology.tile_dataset import TileFormat, TileOptions, tile_slides
     from oncoscope.pathology.tiling import EdgePolicy
 
     with user_errors(out=out):

@@ -1,1 +1,1 @@
-"""CT: windowing, denoising, liver ROI, lesion measurement, slice labels, phantoms, prepare."""
+"""CT: windowing, denoising, liver ROI, lesion measurement, slice labels, phantoms, datasets."""

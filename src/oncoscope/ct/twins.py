@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from oncoscope.ct.phantom import make_phantom, write_lits_pair
-from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import parse_window
 from oncoscope.errors import OncoscopeError
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from skimage.transform import resize
 
+from oncoscope.batch import TableReport
 from oncoscope.dataset.images import open_image
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError, OncoscopeError
@@ -77,13 +78,12 @@ class ImageMap:
 
 
 @dataclass
-class ExplainReport:
-    """What :func:`explain_images` wrote, and the images it could not explain."""
+class ExplainReport(TableReport):
+    """What :func:`explain_images` wrote (:class:`~oncoscope.batch.TableReport`: folder,
+    ``explain.csv`` rows, the images it could not explain) and ``explain.csv`` (None when no
+    image could be explained)."""
 
-    out_dir: Path
-    csv: Path | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    csv: Path | None = None
 
 
 def iter_maps(
@@ -220,7 +220,7 @@ def explain_images(
         from oncoscope.ct.chain import check_manifest_chain
 
         check_manifest_chain(spec, manifest)
-    report = ExplainReport(out_dir=out, csv=None)
+    report = ExplainReport(out_dir=out)
     slug = method.replace("+", "p")
     for path, outcome in iter_maps(
         model,

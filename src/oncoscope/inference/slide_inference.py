@@ -785,7 +785,7 @@ def infer_slides(
             reported, not raised).
         OSError: a file cannot be written for another reason than a full disk.
     """
-    from oncoscope.pathology.tile import find_slides
+    from oncoscope.io.slide_files import find_slides
 
     if options.num_nodes > 1 and options.devices is None:
         raise InvalidOptionError("--num-nodes needs --devices (devices per node)")

@@ -1,1 +1,1 @@
-"""H&E whole-slide images: tissue masks, tiling, annotations, stain, synthetic slides."""
+"""H&E whole-slide images: tissue masks, tiling, annotations, stain, synthetic slides, tiles."""

@@ -27,22 +27,27 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
 from skimage.transform import resize
 
-from oncoscope import __version__
-from oncoscope.batch import run_guarded
 from oncoscope.ct.chain import SliceChain, apply_chain, chain_text, describe, fill_hu
 from oncoscope.ct.lesions import label_lesions
 from oncoscope.ct.liver_roi import dice
 from oncoscope.ct.render import render_slice
 from oncoscope.ct.slices import TUMOUR, TUMOUR_LABEL, label_slices, select_slices
 from oncoscope.ct.window import HUWindow
-from oncoscope.dataset.manifest import CT_COLUMNS, write_manifest
-from oncoscope.dataset.split import SPLITS, split_counts, split_groups
+from oncoscope.dataset.build import (
+    DatasetExtras,
+    DatasetPlan,
+    DatasetReport,
+    GroupResult,
+    build_dataset,
+)
+from oncoscope.dataset.manifest import CT_COLUMNS
+from oncoscope.dataset.split import split_counts
 from oncoscope.errors import InvalidVolumeError, OncoscopeError, OutputWriteError
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.volumes import (
@@ -109,47 +114,34 @@ class Case:
 
 
 @dataclass
-class PatientResult:
-    """What one patient contributed: manifest rows (without split), lesions, stratum, and
+class PatientResult(GroupResult):
+    """What one patient contributed (:class:`~oncoscope.dataset.build.GroupResult`: the
+    patient id as ``group``, manifest rows, stratum), its lesions' ``lesions.csv`` rows and
     (with a chain) the ROI Dice of every slice the chain ran on and the slices whose ROI was
     empty."""
 
-    patient_id: str
-    rows: list[dict[str, Any]]
-    lesions: list[dict[str, Any]]
-    stratum: str
+    lesions: list[dict[str, Any]] = field(default_factory=list)
     roi_dice: list[float] = field(default_factory=list)
     empty_roi: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
-class PrepareReport:
-    """The outcome of a ``ct prepare`` run."""
+class PrepareReport(DatasetReport):
+    """The outcome of a ``ct prepare`` run (:class:`~oncoscope.dataset.build.DatasetReport`:
+    folder, manifest, rows, failures, splits), with the slices whose liver ROI was empty, the
+    ROI Dice summary (:func:`roi_dice_summary`) and notes (an earlier chain removed)."""
 
-    out_dir: Path
-    manifest: Path | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    splits: dict[str, str] = field(default_factory=dict)
+    GROUPS: ClassVar[str] = "patients"
+    ROWS: ClassVar[str] = "slices"
+
     empty_roi: list[dict[str, Any]] = field(default_factory=list)
     roi_dice: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
-    def split_table(self) -> list[dict[str, Any]]:
-        """Per split: patients, slices, tumour slices, healthy slices."""
-        table = []
-        for split in SPLITS:
-            rows = [r for r in self.rows if r["split"] == split]
-            table.append(
-                {
-                    "split": split,
-                    "patients": sum(1 for s in self.splits.values() if s == split),
-                    "slices": len(rows),
-                    "tumour": sum(1 for r in rows if r["label"] == TUMOUR),
-                    "healthy": sum(1 for r in rows if r["label"] != TUMOUR),
-                }
-            )
-        return table
+    def row_counts(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Tumour and healthy slices of one split."""
+        tumour = sum(1 for r in rows if r["label"] == TUMOUR)
+        return {"tumour": tumour, "healthy": len(rows) - tumour}
 
 
 def find_cases(
@@ -293,7 +285,9 @@ def prepare_case(case: Case, out_dir: Path, options: PrepareOptions) -> PatientR
         stratum = "small-only"
     else:
         stratum = "large"
-    return PatientResult(case.patient_id, rows, lesion_rows, stratum, scores, empty)
+    return PatientResult(
+        case.patient_id, rows, stratum, lesions=lesion_rows, roi_dice=scores, empty_roi=empty
+    )
 
 
 def _row(
@@ -376,97 +370,38 @@ def prepare_dataset(
     if strict and problems:
         raise OncoscopeError(problems[0][1], problems[0][0])
     split_counts(len(cases), options.ratio)  # too few patients for the split: fail before work
-    notes = _clear_other_chain(out, options.chain)
-    out.mkdir(parents=True, exist_ok=True)
-    results: list[PatientResult] = []
-    failures = list(problems)
-    job = partial(prepare_case, out_dir=out, options=options)
-    finished: set[str] = set()
-    for case, outcome in run_guarded(job, cases, workers):
-        finished.add(case.patient_id)
-        if isinstance(outcome, OncoscopeError):
-            if strict:
-                raise outcome
-            failures.append((str(outcome.path or case.volume), outcome.message))
-            if on_case_done:
-                on_case_done(case.patient_id, str(outcome), len(cases))
-            if isinstance(outcome, OutputWriteError):  # a full disk: the others would fail too
-                stop = f"not done: the batch stopped when writing {outcome.path} failed"
-                failures.extend(
-                    (str(c.volume), stop) for c in cases if c.patient_id not in finished
-                )
-                break
-        else:
-            results.append(outcome)
-            if on_case_done:
-                on_case_done(case.patient_id, None, len(cases))
-    report = PrepareReport(out_dir=out, manifest=None, failures=failures, notes=notes)
-    if not results:
-        return report
-    results.sort(key=lambda r: _natural(r.patient_id))
-    report.empty_roi = [event for r in results for event in r.empty_roi]
-    report.roi_dice = roi_dice_summary([score for r in results for score in r.roi_dice])
-    try:
-        _write_tables(report, results, out, folder, options)
-    except OncoscopeError as error:
-        if strict or not failures:
-            raise
-        # after failures (a full disk, too few patients left for the split) the tables are one
-        # more failure, so that every failure is still reported
-        report.manifest, report.rows, report.splits = None, [], {}
-        report.failures.append((str(error.path or out), error.message))
-    return report
+    report = PrepareReport(out_dir=out, failures=list(problems))
+    report.notes = _clear_other_chain(out, options.chain)
 
+    def extras(results: list[PatientResult]) -> DatasetExtras:
+        report.empty_roi = [event for r in results for event in r.empty_roi]
+        report.roi_dice = roi_dice_summary([score for r in results for score in r.roi_dice])
+        return DatasetExtras(
+            record={
+                "chain": options.chain.record(),
+                "roi_dice": report.roi_dice,
+                "empty_roi": report.empty_roi,
+                "notes": report.notes,
+            },
+            tables=[("lesions.csv", [x for r in results for x in r.lesions], LESION_COLUMNS)],
+        )
 
-def _write_tables(
-    report: PrepareReport,
-    results: list[PatientResult],
-    out: Path,
-    folder: str | Path,
-    options: PrepareOptions,
-) -> None:
-    """Split the patients, write ``manifest.csv``, ``lesions.csv`` and ``prepare.json``."""
-    report.splits = split_groups(
-        {r.patient_id: r.stratum for r in results}, options.ratio, seed=options.seed
+    plan = DatasetPlan[Case, PatientResult](
+        identify=lambda case: (case.patient_id, case.volume),
+        ratio=options.ratio,
+        seed=options.seed,
+        columns=CT_COLUMNS,
+        record_name="prepare.json",
+        record={
+            "input": str(Path(folder).resolve()),
+            "options": {**asdict(options), "windows": [asdict(w) for w in options.windows]},
+        },
+        order=_natural,
+        extras=extras,
     )
-    for result in results:
-        for row in result.rows:
-            row["split"] = report.splits[result.patient_id]
-            report.rows.append(row)
-    record = {
-        "oncoscope_version": __version__,
-        "input": str(Path(folder).resolve()),
-        "options": {
-            **asdict(options),
-            "windows": [asdict(w) for w in options.windows],
-        },
-        "patients": {
-            r.patient_id: {"split": report.splits[r.patient_id], "stratum": r.stratum}
-            for r in results
-        },
-        "split_table": report.split_table(),
-        "failures": [{"path": p, "error": m} for p, m in report.failures],
-        "chain": options.chain.record(),
-        "roi_dice": report.roi_dice,
-        "empty_roi": report.empty_roi,
-        "notes": report.notes,
-    }
-    written: list[Path] = []
-    writing = out / "manifest.csv"
-    try:
-        manifest = write_manifest(report.rows, writing, CT_COLUMNS)
-        written.append(writing)
-        writing = out / "lesions.csv"
-        write_manifest([x for r in results for x in r.lesions], writing, LESION_COLUMNS)
-        written.append(writing)
-        writing = out / "prepare.json"
-        with atomic_path(writing) as temporary:
-            temporary.write_text(json.dumps(record, indent=2))
-    except OSError as error:
-        for path in written:  # no table without the others
-            path.unlink(missing_ok=True)
-        raise OutputWriteError(f"cannot write ({error.strerror or error})", writing) from error
-    report.manifest = manifest
+    job = partial(prepare_case, out_dir=out, options=options)
+    build_dataset(cases, job, plan, report, workers=workers, strict=strict, on_done=on_case_done)
+    return report
 
 
 def roi_dice_summary(scores: list[float]) -> dict[str, Any] | None:

@@ -25,17 +25,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from oncoscope import __version__
-from oncoscope.batch import run_guarded
-from oncoscope.dataset.manifest import write_manifest
-from oncoscope.dataset.split import SPLITS, split_counts, split_groups
-from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.dataset.build import (
+    DatasetExtras,
+    DatasetPlan,
+    DatasetReport,
+    GroupResult,
+    build_dataset,
+)
+from oncoscope.dataset.split import SPLITS, split_counts
+from oncoscope.errors import InvalidOptionError
 from oncoscope.io.atomic import atomic_path
+from oncoscope.io.slide_files import SlideJob, find_slides
 from oncoscope.io.slides import Resolution, ResolutionRequest, Slide, pooled_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels, nothing_labelled
 from oncoscope.pathology.tiling import EDGE_POLICIES, EdgePolicy, grid_positions, random_positions
@@ -68,10 +73,6 @@ WSI_COLUMNS = (
     "source",
     "stain",
 )
-#: File suffixes taken as slides when a folder is given.
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif",
-                  ".svslide")  # fmt: skip
-ANNOTATION_SUFFIXES = (".geojson", ".json", ".png")
 TISSUE = "tissue"
 DEFAULT_RATIO = (0.6, 0.2, 0.2)
 STAIN_METHODS = ("macenko", "reinhard")  # oncoscope.pathology.stain.METHODS, without torch
@@ -125,108 +126,32 @@ class TileOptions:
     stain_method: str = "macenko"
 
 
-@dataclass(frozen=True)
-class SlideJob:
-    """One slide to tile and its annotations (if any)."""
+@dataclass
+class SlideResult(GroupResult):
+    """What one slide contributed (:class:`~oncoscope.dataset.build.GroupResult`: the slide
+    id as ``group``, manifest rows, stratum, warnings) and its ``slide.json`` record."""
 
-    slide_id: str
-    path: Path
-    annotations: Path | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The slide's tiles, mpp and pyramid level, for ``tile.json``."""
+        tile = self.record["tile"]
+        return {"tiles": len(self.rows), "mpp": tile["mpp"], "level": tile["level"]}
 
 
 @dataclass
-class SlideResult:
-    """What one slide contributed: manifest rows (without split), record, stratum, warnings."""
+class TileReport(DatasetReport):
+    """The outcome of a ``wsi tile`` run (:class:`~oncoscope.dataset.build.DatasetReport`)."""
 
-    slide_id: str
-    rows: list[dict[str, Any]]
-    record: dict[str, Any]
-    stratum: str
-    warnings: list[str] = field(default_factory=list)
+    GROUPS: ClassVar[str] = "slides"
+    ROWS: ClassVar[str] = "tiles"
 
-
-@dataclass
-class TileReport:
-    """The outcome of a ``wsi tile`` run."""
-
-    out_dir: Path
-    manifest: Path | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    splits: dict[str, str] = field(default_factory=dict)
-
-    def split_table(self) -> list[dict[str, Any]]:
-        """Per split: slides, tiles, and tiles per label."""
-        table = []
-        for split in SPLITS:
-            rows = [r for r in self.rows if r["split"] == split]
-            labels: dict[str, int] = {}
-            for row in rows:
-                labels[row["label"]] = labels.get(row["label"], 0) + 1
-            table.append(
-                {
-                    "split": split,
-                    "slides": sum(1 for s in self.splits.values() if s == split),
-                    "tiles": len(rows),
-                    "labels": ", ".join(f"{k} {v}" for k, v in sorted(labels.items())),
-                }
-            )
-        return table
-
-
-def find_slides(
-    inputs: Sequence[str | Path], annotations: str | Path | None = None
-) -> list[SlideJob]:
-    """Slides from files and folders (by :data:`SLIDE_SUFFIXES`), each with its annotations.
-
-    ``annotations`` is a file (GeoJSON or label-mask PNG) for a single slide, or a folder where
-    a slide's annotations are ``<slide stem>.geojson``, ``.json`` or ``.png``.
-
-    Raises:
-        OncoscopeError: an input that does not exist, no slide found, two slides with the same
-            stem, or an annotation file given for several slides.
-    """
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths.extend(
-                p for p in sorted(item.iterdir())
-                if p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")
-            )  # fmt: skip
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise OncoscopeError("does not exist", item)
-    if not paths:
-        raise OncoscopeError(f"no slides ({', '.join(SLIDE_SUFFIXES)}) found", Path(inputs[0]))
-    stems: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in stems:
-            raise OncoscopeError(
-                f"two slides named '{path.stem}' ({stems[path.stem]}); slide ids are file stems "
-                "and must be unique",
-                path,
-            )
-        stems[path.stem] = path
-    folder = Path(annotations) if annotations is not None else None
-    if folder is not None and not folder.exists():
-        raise OncoscopeError("annotations do not exist", folder)
-    if folder is not None and folder.is_file() and len(paths) > 1:
-        raise OncoscopeError(
-            "one annotation file given for several slides; pass a folder of <slide>.geojson",
-            folder,
-        )
-    jobs = []
-    for stem, path in stems.items():
-        found: Path | None = None
-        if folder is not None and folder.is_file():
-            found = folder
-        elif folder is not None:
-            candidates = [folder / f"{stem}{suffix}" for suffix in ANNOTATION_SUFFIXES]
-            found = next((c for c in candidates if c.is_file()), None)
-        jobs.append(SlideJob(stem, path, found))
-    return jobs
+    def row_counts(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Tiles per label of one split, as ``"label count, ..."``."""
+        labels: dict[str, int] = {}
+        for row in rows:
+            labels[row["label"]] = labels.get(row["label"], 0) + 1
+        return {"labels": ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))}
 
 
 def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResult:
@@ -308,7 +233,7 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
     }
     with atomic_path(out_dir / job.slide_id / "slide.json") as temporary:
         temporary.write_text(json.dumps(record, indent=2))
-    return SlideResult(job.slide_id, rows, record, stratum, warnings)
+    return SlideResult(job.slide_id, rows, stratum, warnings, record=record)
 
 
 def tile_slides(
@@ -342,7 +267,7 @@ def tile_slides(
     out = Path(out_dir)
     _check_options(options)
     jobs = find_slides(inputs, annotations)
-    report = TileReport(out_dir=out, manifest=None)
+    report = TileReport(out_dir=out)
     ratio = options.ratio
     if ratio is None:
         ratio = DEFAULT_RATIO if len(jobs) >= len(SPLITS) else (1.0, 0.0, 0.0)
@@ -352,55 +277,23 @@ def tile_slides(
                  "(pass --split to choose)")
             )  # fmt: skip
     split_counts(len(jobs), ratio)  # too few slides for the split: fail before work
-    out.mkdir(parents=True, exist_ok=True)
-    results: list[SlideResult] = []
-    work = partial(tile_slide, out_dir=out, options=options)
-    for job, outcome in run_guarded(work, jobs, workers):
-        if isinstance(outcome, OncoscopeError):
-            if strict:
-                raise outcome
-            report.failures.append((str(outcome.path or job.path), outcome.message))
-            if on_slide_done:
-                on_slide_done(job.slide_id, str(outcome), len(jobs))
-            continue
-        results.append(outcome)
-        report.warnings.extend((str(job.path), w) for w in outcome.warnings)
-        if on_slide_done:
-            on_slide_done(job.slide_id, None, len(jobs))
-    if not results:
-        return report
-    results.sort(key=lambda r: r.slide_id)
-    try:
-        report.splits = split_groups(
-            {r.slide_id: r.stratum for r in results}, ratio, seed=options.seed
-        )
-    except InvalidOptionError:  # failures left too few slides: keep the good ones in train
-        report.splits = {r.slide_id: "train" for r in results}
-    for result in results:
-        for row in result.rows:
-            row["split"] = report.splits[result.slide_id]
-            report.rows.append(row)
-    report.manifest = write_manifest(report.rows, out / "manifest.csv", WSI_COLUMNS)
-    record = {
-        "oncoscope_version": __version__,
-        "inputs": [str(Path(p).resolve()) for p in inputs],
-        "options": {**asdict(options), "ratio": ratio},
-        "slides": {
-            r.slide_id: {
-                "split": report.splits[r.slide_id],
-                "stratum": r.stratum,
-                "tiles": len(r.rows),
-                "mpp": r.record["tile"]["mpp"],
-                "level": r.record["tile"]["level"],
-            }
-            for r in results
+    plan = DatasetPlan[SlideJob, SlideResult](
+        identify=lambda job: (job.slide_id, job.path),
+        ratio=ratio,
+        seed=options.seed,
+        columns=WSI_COLUMNS,
+        record_name="tile.json",
+        record={
+            "inputs": [str(Path(p).resolve()) for p in inputs],
+            "options": {**asdict(options), "ratio": ratio},
         },
-        "split_table": report.split_table(),
-        "failures": [{"path": p, "error": m} for p, m in report.failures],
-        "warnings": [{"path": p, "warning": m} for p, m in report.warnings],
-    }
-    with atomic_path(out / "tile.json") as temporary:
-        temporary.write_text(json.dumps(record, indent=2))
+        fallback_split="train",  # failures left too few slides: keep the good ones in train
+        extras=lambda _results: DatasetExtras(
+            record={"warnings": [{"path": p, "warning": m} for p, m in report.warnings]}
+        ),
+    )
+    work = partial(tile_slide, out_dir=out, options=options)
+    build_dataset(jobs, work, plan, report, workers=workers, strict=strict, on_done=on_slide_done)
     return report
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from oncoscope.ct.prepare import PrepareOptions, prepare_dataset
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS, parse_windows
 from oncoscope.errors import OncoscopeError
 from tests.conftest import canonical_ras, radiological

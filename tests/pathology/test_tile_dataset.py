@@ -19,7 +19,7 @@ from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import InvalidOptionError
 from oncoscope.pathology.annotations import rasterize, write_geojson
 from oncoscope.pathology.synthetic import write_synthetic_slide
-from oncoscope.pathology.tile import WSI_COLUMNS, TileOptions, tile_slides
+from oncoscope.pathology.tile_dataset import WSI_COLUMNS, TileOptions, tile_slides
 
 runner = CliRunner()
 

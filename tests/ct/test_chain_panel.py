@@ -46,14 +46,14 @@ def test_ct_preprocess_refuses_a_mask_on_another_grid(
     assert result.exit_code == 2, result.output
     assert f"error: {mask}: mask {problem}" in result.output
     assert not out.exists()  # refused before anything is written
-    from oncoscope.ct.preprocess import load_slice_with_reference
+    from oncoscope.ct.chain_panel import load_slice_with_reference
 
     with pytest.raises(InvalidVolumeError, match=rf"{name}: mask {problem}"):
         load_slice_with_reference(volume, 12, PRESETS["liver"], mask)
 
 
 def test_a_mask_on_the_volume_grid_gives_the_slice_liver(lits_dir):
-    from oncoscope.ct.preprocess import load_slice_with_reference
+    from oncoscope.ct.chain_panel import load_slice_with_reference
 
     *_, reference = load_slice_with_reference(
         lits_dir / "volume-1.nii.gz", 12, PRESETS["liver"], lits_dir / "segmentation-1.nii.gz"
@@ -98,7 +98,7 @@ def test_ct_preprocess_slices_spread_over_the_liver_give_one_panel(tmp_path):
 
 
 def test_ct_preprocess_segmentation_step_finds_the_lesion(tmp_path):
-    from oncoscope.ct.preprocess import ChainOptions, run_chain
+    from oncoscope.ct.chain_panel import ChainOptions, run_chain
 
     # seed 1: the lesion lies inside the liver (with seed 4 it cuts the liver's edge, and the
     # EM liver ROI, which fills holes but not notches, leaves it out)
