@@ -14,7 +14,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +21,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from oncoscope.errors import InvalidOptionError
-from oncoscope.models.registry import check_model_name, create_model
+from oncoscope.hardware import UNKNOWN_CPU, cpu_model
+from oncoscope.models.registry import check_model_name, create_model, training_kwargs
 
 #: The models of seed 000's Table II.
 SEED000_MODELS = ("resnet50", "seresnet50", "efficientnet_b4", "sa_efficientnet")
@@ -124,15 +124,41 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What one measurement runs: the input, the passes and the classifier.
+
+    Attributes:
+        batch_size: images per forward pass timed.
+        image_size: input side in pixels (square).
+        iterations: timed forward passes; the median is reported.
+        warmup: untimed forward passes first.
+        num_classes: classifier outputs (2: tumour vs healthy).
+        in_chans: input channels.
+
+    Raises:
+        InvalidOptionError: a batch size, image size or iteration count below 1, or a
+            negative warm-up.
+    """
+
+    batch_size: int = 8
+    image_size: int = 224
+    iterations: int = 10
+    warmup: int = 2
+    num_classes: int = 2
+    in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.image_size, self.iterations) < 1 or self.warmup < 0:
+            raise InvalidOptionError(
+                "batch size, image size and iterations must be at least 1, warm-up at least 0"
+            )
+
+
 def benchmark_model(
     name: str,
+    settings: BenchmarkSettings | None = None,
     *,
-    batch_size: int = 8,
-    image_size: int = 224,
-    iterations: int = 10,
-    warmup: int = 2,
-    num_classes: int = 2,
-    in_chans: int = 3,
     device: torch.device | None = None,
     model: nn.Module | None = None,
 ) -> ModelBenchmark:
@@ -140,12 +166,7 @@ def benchmark_model(
 
     Args:
         name: a model name of the registry (or timm).
-        batch_size: images per forward pass timed.
-        image_size: input side in pixels (square).
-        iterations: timed forward passes; the median is reported.
-        warmup: untimed forward passes first.
-        num_classes: classifier outputs (2: tumour vs healthy).
-        in_chans: input channels.
+        settings: batch, image size, passes and classifier (default :class:`BenchmarkSettings`).
         device: where to run (default: CUDA when available, else the CPU).
         model: a model already built (``name`` then only labels the row).
 
@@ -155,17 +176,18 @@ def benchmark_model(
     Raises:
         UnknownModelError: a name neither oncoscope nor timm knows.
     """
+    settings = settings or BenchmarkSettings()
     device = device or resolve_device()
+    side, channels = settings.image_size, settings.in_chans
     if model is None:
-        # simple_cnn's classifier width depends on the input side, as in train/run.py.
-        sized: dict[str, Any] = {"input_size": image_size} if name == "simple_cnn" else {}
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **sized)
+        kwargs = training_kwargs(name, {}, image_size=side, dropout=None)  # e.g. simple_cnn's
+        model = create_model(name, num_classes=settings.num_classes, in_chans=channels, **kwargs)
     model = model.eval().to(device)
     generator = torch.Generator().manual_seed(0)
-    shape = (batch_size, in_chans, image_size, image_size)
+    shape = (settings.batch_size, channels, side, side)
     batch = torch.randn(shape, generator=generator).to(device)
     flops = count_flops(model, batch[:1])
-    times = time_forward_ms(model, batch, iterations=iterations, warmup=warmup)
+    times = time_forward_ms(model, batch, iterations=settings.iterations, warmup=settings.warmup)
     median = statistics.median(times)
     return ModelBenchmark(
         model=name,
@@ -174,7 +196,7 @@ def benchmark_model(
         gmacs_per_image=round(flops / 2e9, 6),
         latency_ms=round(median, 3),
         latency_ms_min=round(min(times), 3),
-        throughput_images_per_s=round(batch_size / (median / 1000.0), 3),
+        throughput_images_per_s=round(settings.batch_size / (median / 1000.0), 3),
     )
 
 
@@ -194,8 +216,8 @@ def benchmark_models(
 
     Args:
         names: model names.
-        batch_size, image_size, iterations, warmup, num_classes, in_chans: as for
-            :func:`benchmark_model`.
+        batch_size, image_size, iterations, warmup, num_classes, in_chans: the
+            :class:`BenchmarkSettings`.
         device: ``auto``, ``cpu``, ``cuda``... (see :func:`resolve_device`).
         on_model_done: called with each row as it is measured.
 
@@ -211,35 +233,18 @@ def benchmark_models(
     """
     if not names:
         raise InvalidOptionError("no model names given")
-    if min(batch_size, image_size, iterations) < 1 or warmup < 0:
-        raise InvalidOptionError(
-            "batch size, image size and iterations must be at least 1, warm-up at least 0"
-        )
+    settings = BenchmarkSettings(batch_size, image_size, iterations, warmup, num_classes, in_chans)
     for name in names:
         check_model_name(name)
     torch_device = resolve_device(device)
     rows = []
     for name in names:
-        row = benchmark_model(
-            name,
-            batch_size=batch_size,
-            image_size=image_size,
-            iterations=iterations,
-            warmup=warmup,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            device=torch_device,
-        )
+        row = benchmark_model(name, settings=settings, device=torch_device)
         rows.append(asdict(row))
         if on_model_done is not None:
             on_model_done(row)
     return {
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "in_chans": in_chans,
-        "num_classes": num_classes,
-        "iterations": iterations,
-        "warmup": warmup,
+        **asdict(settings),
         "device": str(torch_device),
         "device_name": _device_name(torch_device),
         "threads": torch.get_num_threads(),
@@ -256,9 +261,5 @@ def benchmark_models(
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return str(torch.cuda.get_device_name(device))
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    name = cpu_model()
+    return name if name != UNKNOWN_CPU else platform.processor() or platform.machine()
