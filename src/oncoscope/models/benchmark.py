@@ -124,50 +124,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-@dataclass(frozen=True)
-class BenchmarkSettings:
-    """What one measurement runs: the input, the passes and the classifier.
-
-    Attributes:
-        batch_size: images per forward pass timed.
-        image_size: input side in pixels (square).
-        iterations: timed forward passes; the median is reported.
-        warmup: untimed forward passes first.
-        num_classes: classifier outputs (2: tumour vs healthy).
-        in_chans: input channels.
-
-    Raises:
-        InvalidOptionError: a batch size, image size or iteration count below 1, or a
-            negative warm-up.
-    """
-
-    batch_size: int = 8
-    image_size: int = 224
-    iterations: int = 10
-    warmup: int = 2
-    num_classes: int = 2
-    in_chans: int = 3
-
-    def __post_init__(self) -> None:
-        if min(self.batch_size, self.image_size, self.iterations) < 1 or self.warmup < 0:
-            raise InvalidOptionError(
-                "batch size, image size and iterations must be at least 1, warm-up at least 0"
-            )
+def random_batch(batch_size: int, in_chans: int, image_size: int) -> torch.Tensor:
+    """The benchmark's input: ``(batch_size, in_chans, image_size, image_size)`` float32 from
+    a normal distribution, the same for every call (seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch_size, in_chans, image_size, image_size), generator=generator)
 
 
 def benchmark_model(
     name: str,
-    settings: BenchmarkSettings | None = None,
+    batch: torch.Tensor,
     *,
-    device: torch.device | None = None,
+    iterations: int = 10,
+    warmup: int = 2,
+    num_classes: int = 2,
     model: nn.Module | None = None,
 ) -> ModelBenchmark:
-    """Measure one model with random weights on random input.
+    """Measure one model with random weights on ``batch`` (:func:`random_batch`; on the device
+    to run on).
 
     Args:
         name: a model name of the registry (or timm).
-        settings: batch, image size, passes and classifier (default :class:`BenchmarkSettings`).
-        device: where to run (default: CUDA when available, else the CPU).
+        batch: ``(B, C, H, W)`` input; the model is built for its channels and side.
+        iterations: timed forward passes; the median is reported.
+        warmup: untimed forward passes first.
+        num_classes: classifier outputs (2: tumour vs healthy).
         model: a model already built (``name`` then only labels the row).
 
     Returns:
@@ -176,18 +157,12 @@ def benchmark_model(
     Raises:
         UnknownModelError: a name neither oncoscope nor timm knows.
     """
-    settings = settings or BenchmarkSettings()
-    device = device or resolve_device()
-    side, channels = settings.image_size, settings.in_chans
     if model is None:
-        kwargs = training_kwargs(name, {}, image_size=side, dropout=None)  # e.g. simple_cnn's
-        model = create_model(name, num_classes=settings.num_classes, in_chans=channels, **kwargs)
-    model = model.eval().to(device)
-    generator = torch.Generator().manual_seed(0)
-    shape = (settings.batch_size, channels, side, side)
-    batch = torch.randn(shape, generator=generator).to(device)
+        sized = training_kwargs(name, {}, image_size=batch.shape[-1], dropout=None)
+        model = create_model(name, num_classes=num_classes, in_chans=batch.shape[1], **sized)
+    model = model.eval().to(batch.device)
     flops = count_flops(model, batch[:1])
-    times = time_forward_ms(model, batch, iterations=settings.iterations, warmup=settings.warmup)
+    times = time_forward_ms(model, batch, iterations=iterations, warmup=warmup)
     median = statistics.median(times)
     return ModelBenchmark(
         model=name,
@@ -196,7 +171,7 @@ def benchmark_model(
         gmacs_per_image=round(flops / 2e9, 6),
         latency_ms=round(median, 3),
         latency_ms_min=round(min(times), 3),
-        throughput_images_per_s=round(settings.batch_size / (median / 1000.0), 3),
+        throughput_images_per_s=round(batch.shape[0] / (median / 1000.0), 3),
     )
 
 
@@ -216,8 +191,8 @@ def benchmark_models(
 
     Args:
         names: model names.
-        batch_size, image_size, iterations, warmup, num_classes, in_chans: the
-            :class:`BenchmarkSettings`.
+        batch_size, image_size, in_chans: the input (:func:`random_batch`).
+        iterations, warmup, num_classes: as for :func:`benchmark_model`.
         device: ``auto``, ``cpu``, ``cuda``... (see :func:`resolve_device`).
         on_model_done: called with each row as it is measured.
 
@@ -233,18 +208,29 @@ def benchmark_models(
     """
     if not names:
         raise InvalidOptionError("no model names given")
-    settings = BenchmarkSettings(batch_size, image_size, iterations, warmup, num_classes, in_chans)
+    if min(batch_size, image_size, iterations) < 1 or warmup < 0:
+        raise InvalidOptionError(
+            "batch size, image size and iterations must be at least 1, warm-up at least 0"
+        )
     for name in names:
         check_model_name(name)
     torch_device = resolve_device(device)
+    batch = random_batch(batch_size, in_chans, image_size).to(torch_device)
     rows = []
     for name in names:
-        row = benchmark_model(name, settings=settings, device=torch_device)
+        row = benchmark_model(
+            name, batch=batch, iterations=iterations, warmup=warmup, num_classes=num_classes
+        )
         rows.append(asdict(row))
         if on_model_done is not None:
             on_model_done(row)
     return {
-        **asdict(settings),
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "in_chans": in_chans,
+        "num_classes": num_classes,
+        "iterations": iterations,
+        "warmup": warmup,
         "device": str(torch_device),
         "device_name": _device_name(torch_device),
         "threads": torch.get_num_threads(),
