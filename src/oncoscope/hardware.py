@@ -1,7 +1,8 @@
 """The machine at hand and the precision chosen for it, with one ``--precision`` vocabulary.
 
-Below training, inference and the CLI (it imports nothing of oncoscope but its errors), so that
-``oncoscope train``, ``oncoscope slide`` and ``oncoscope doctor`` decide the same way.
+Below training, inference and the CLI (it imports nothing of oncoscope but its errors, and torch
+only to resolve ``auto``), so that ``oncoscope train``, ``oncoscope slide`` and
+``oncoscope doctor`` decide the same way.
 ``--precision`` is ``auto``, ``fp32``, ``bf16`` or ``fp16``; ``auto`` is bf16 (else fp16) on
 a CUDA GPU, bf16 on a CPU with native bf16 (AMX or AVX-512-BF16), fp32 elsewhere (emulated
 bf16 is slower than fp32). ``train``'s earlier spellings (``32``, ``16`` and Lightning's
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from oncoscope.errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    import torch
 
 Precision = Literal["fp32", "bf16", "fp16"]
 #: What ``--precision`` accepts.
@@ -33,15 +35,19 @@ OLD_SPELLINGS: dict[str, Precision] = {
 LIGHTNING_PRECISION: dict[str, str] = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
+#: What :func:`cpu_model` says when ``/proc/cpuinfo`` names no model.
+UNKNOWN_CPU = "unknown CPU"
+
+
 def cpu_model() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), or ``"unknown CPU"``."""
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or :data:`UNKNOWN_CPU`."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown CPU"
+    return UNKNOWN_CPU
 
 
 def cpu_has_native_bf16() -> bool:
@@ -87,6 +93,8 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> Pre
     chosen = normalize_precision(precision)
     if chosen != "auto":
         return chosen  # type: ignore[return-value]
+    import torch
+
     kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

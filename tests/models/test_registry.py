@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 
 import numpy as np
@@ -131,3 +132,38 @@ def test_training_fills_in_what_each_model_needs():
         "drop_rate": 0.3,
     }
     assert training_kwargs("sa_efficientnet", {}, image_size=64, dropout=None) == {}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_listed_parameter_counts_are_those_of_the_built_models(name):
+    """``oncoscope models`` prints recorded counts without building anything (issue 18); each
+    must be the count of the model built with its default keywords, at any class count."""
+    entry = MODELS[name]
+    for num_classes in (1000, 3):
+        assert entry.parameter_count(num_classes) == count_parameters(name, num_classes=num_classes)
+
+
+#: Number and SHA-256 of the sorted state-dict keys of oncoscope's own models, as built at
+#: commit 8b23111 (before the models were rebuilt on a shared front-end base class): a
+#: checkpoint saved then must load into the model built now.
+EARLIER_STATE_DICT_KEYS = {
+    "simple_cnn": (25, "cbc7887879dcf955497268eeea72da6e2f416602a865b5a0f096f4d1b20ceb4e"),
+    "sa_efficientnet": (705, "3be53cf373231b26948e980f39314a8c48bec0e2fe700471f1c4c92f872e8ab9"),
+    "sa_efficientnet_lite0": (
+        297,
+        "2ac0d7be4084ec4775238e9a2c6451f1bbbbe3c7cdfeae334a0f15299df2aaa2",
+    ),
+    "sa_efficientnet_b0": (341, "116ba48780a73aa15ae6be1850cd494525f94448e5ba02da17f95c1ef9a41394"),
+    "sa_residual_efficientnet": (
+        731,
+        "2898b881160e4a1a9d09db3eace9a2a61c8c86ddd1942626c4f1aa55dfd559e6",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER_STATE_DICT_KEYS))
+def test_state_dict_keys_are_those_of_earlier_checkpoints(name):
+    with torch.device("meta"):
+        keys = sorted(create_model(name, num_classes=2, in_chans=1).state_dict())
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    assert (len(keys), digest) == EARLIER_STATE_DICT_KEYS[name]

@@ -131,13 +131,14 @@ def models(
     ] = 1000,
 ) -> None:
     """The named models with their parameter counts (any other timm name also works)."""
-    from oncoscope.models import MODELS, count_parameters
+    from oncoscope.models import MODELS
+    from oncoscope.models.registry import listed_parameters
 
     table = Table(title="oncoscope models")
     for column in ("name", "parameters", "seed", "what"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for entry in MODELS.values():
-        count = count_parameters(entry.name, num_classes=num_classes)
+        count = listed_parameters(entry.name, num_classes)
         table.add_row(entry.name, f"{count:,}", entry.seed, entry.description)
     console.print(table)
 

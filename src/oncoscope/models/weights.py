@@ -158,3 +158,18 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     if not isinstance(name, str):
         return set()
     return {k for k in model.state_dict() if k.startswith(name + ".")}
+
+
+def load_weights_file(model: nn.Module, weights: str | Path) -> None:
+    """Load a weights file into ``model`` exactly (every tensor, matched by name or position).
+
+    Raises:
+        OncoscopeError: a file that cannot be read or whose tensors do not fit ``model``.
+    """
+    state_dict = match_state_dict(load_state_dict(weights), model, source=weights)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise OncoscopeError(
+            f"weights do not fit this model ({str(error).splitlines()[0][:200]})", weights
+        ) from None
