@@ -208,6 +208,11 @@ def scales_option(help: str) -> Any:
     return typer.Option(help=help, rich_help_panel=RESOLUTION)
 
 
+def search_points_option(help: str, panel: str | None = RESOLUTION) -> Any:
+    """The number (at least 1) of random tissue points of a scale search."""
+    return typer.Option(min=1, help=help, rich_help_panel=panel)
+
+
 #: ``--stride`` of the tile grid, a fraction of the tile.
 Stride = Annotated[
     float,

@@ -22,6 +22,7 @@ from oncoscope.cli.options import (
     batch_size_option,
     checkpoint_argument,
     scales_option,
+    search_points_option,
     seed_option,
 )
 
@@ -41,7 +42,7 @@ def scale(
     allow_upsampling: AllowUpsampling = False,
     scan_mpp: ScanMpp = None,
     scan_magnification: ScanMagnification = None,
-    points: Annotated[int, typer.Option(min=1, help="Random points in tissue.")] = 100,
+    points: Annotated[int, search_points_option("Random points in tissue.", panel=None)] = 100,
     seed: Annotated[int, seed_option("the random points")] = 0,
     bias: Annotated[
         bool,

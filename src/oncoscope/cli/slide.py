@@ -34,6 +34,7 @@ from oncoscope.cli.options import (
     out_option,
     overwrite_option,
     scales_option,
+    search_points_option,
 )
 
 
@@ -64,12 +65,7 @@ def slide(
         str, scales_option("Magnifications the --auto-scale search tries.")
     ] = DEFAULT_SCALES_TEXT,
     scale_points: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Random tissue points of the --auto-scale search.",
-            rich_help_panel=RESOLUTION,
-        ),
+        int, search_points_option("Random tissue points of the --auto-scale search.")
     ] = 100,
     allow_upsampling: AllowUpsampling = False,
     scan_mpp: ScanMpp = None,
