@@ -149,6 +149,7 @@ def test_precision_has_one_vocabulary_and_train_names_the_old_spellings() -> Non
                     "--lr",
                     "--optimizer",
                     "--scheduler",
+                    "--stain-augment",
                     "--seed",
                     "--workers",
                 ],
@@ -230,11 +231,11 @@ def test_options_from_refuses_a_given_name_that_is_no_field() -> None:
         ("locate", "oncoscope.locate.run", "LocateOptions", {"seed"}),
         (
             "wsi tile",
-            "oncoscope.pathology.tile",
+            "oncoscope.pathology.tile_dataset",
             "TileOptions",
             {"ratio", "thumbnail_px", "min_tissue_um2", "stain_reference"},
         ),
-        ("ct prepare", "oncoscope.ct.prepare", "PrepareOptions", {"windows", "ratio", "chain"}),
+        ("ct prepare", "oncoscope.ct.slice_dataset", "PrepareOptions", {"windows", "ratio", "chain"}),
     ],
 )
 def test_every_field_of_a_commands_options_object_is_one_of_its_options(
