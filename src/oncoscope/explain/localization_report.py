@@ -22,10 +22,7 @@ from PIL import Image
 from oncoscope.ct.lesions import feret_diameter_mm
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError, OutputWriteError
-from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
-from oncoscope.explain.overlay import overlay, save_png
-from oncoscope.explain.run import ImageMap, iter_maps
-from oncoscope.explain.scores import (
+from oncoscope.explain.localization_metrics import (
     SIZE_BINS,
     dice_iou,
     dice_iou_curves,
@@ -37,6 +34,9 @@ from oncoscope.explain.scores import (
     random_point_rate,
     size_bin,
 )
+from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
+from oncoscope.explain.overlay import overlay, save_png
+from oncoscope.explain.run import ImageMap, iter_maps
 from oncoscope.io.atomic import atomic_path
 from oncoscope.locate.threshold import write_record
 from oncoscope.train.checkpoint import LoadedModel, load_model
