@@ -235,7 +235,12 @@ def test_options_from_refuses_a_given_name_that_is_no_field() -> None:
             "TileOptions",
             {"ratio", "thumbnail_px", "min_tissue_um2", "stain_reference"},
         ),
-        ("ct prepare", "oncoscope.ct.slice_dataset", "PrepareOptions", {"windows", "ratio", "chain"}),
+        (
+            "ct prepare",
+            "oncoscope.ct.slice_dataset",
+            "PrepareOptions",
+            {"windows", "ratio", "chain"},
+        ),
     ],
 )
 def test_every_field_of_a_commands_options_object_is_one_of_its_options(
