@@ -3,10 +3,13 @@ penultimate features; re-runs, bad slides among good ones."""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -17,8 +20,10 @@ from torchvision.transforms.functional import InterpolationMode, resize
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.features import extract as extract_module
 from oncoscope.features.bags import read_bag
 from oncoscope.inference.patches import TileDataset
+from oncoscope.io.atomic import atomic_path
 from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.synthetic import write_synthetic_slide
 from oncoscope.train.checkpoint import load_model
@@ -191,6 +196,40 @@ def test_bad_slides_are_reported_and_the_good_ones_done(
     assert "2 slide(s) failed" in output
     assert "corrupt.tif" in output and "blank.tif: no tissue" in output
     assert sorted(p.name for p in out.iterdir()) == ["good.h5"]
+
+
+def test_a_full_disk_stops_the_batch_naming_the_bag_and_leaves_nothing_half_written(
+    small_slide: Path, colour_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in "abc":
+        shutil.copy(small_slide, slides / f"{name}.tif")
+    out = tmp_path / "out"
+    write_bag = extract_module.write_bag
+
+    def full_at_b(path: Path, *args: Any, **kwargs: Any) -> Path:
+        if path.name != "b.h5":
+            return write_bag(path, *args, **kwargs)
+        with atomic_path(path) as temporary:  # half a file, then the disk is full
+            temporary.write_bytes(b"\x89HDF" + b"\x00" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(extract_module, "write_bag", full_at_b)
+    args = (colour_checkpoint, slides, "--out", out, "--magnification", "10", "--precision", "fp32")
+    code, output = _run(*args)
+    assert code == 2, output
+    assert f"error: {out / 'b.h5'}: No space left on device" in output
+    assert "nothing of b.tif was kept" in output
+    assert f"not done: {slides / 'c.tif'}" in output
+    assert "Traceback" not in output
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5"]  # no b, no work files
+
+    monkeypatch.setattr(extract_module, "write_bag", write_bag)  # space freed: resume
+    code, output = _run(*args)
+    assert code == 0, output
+    assert "a.tif: already done, skipped" in output
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5", "b.h5", "c.h5"]
 
 
 def test_bf16_is_checked_against_fp32_by_cosine_similarity(

@@ -21,40 +21,38 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch.utils.data import DataLoader
 
-from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.batch import BatchReport, run_until_disk_full, writing
+from oncoscope.errors import OncoscopeError
 from oncoscope.features.bags import bag_path, read_bag_attrs, write_bag
 from oncoscope.features.encoders import Encoder
 from oncoscope.hardware import resolve_precision
-from oncoscope.inference.accumulate import preallocate
+from oncoscope.inference import tile_runs
 from oncoscope.inference.patches import TileDataset, TileGrid, cells_per_tile
 from oncoscope.inference.predict_tiles import (
     agreement_sample,
     forward_probabilities,
-    predict_tiles,
     to_model_input,
 )
 from oncoscope.inference.slide_inference import (
-    DISK_FULL,
-    ON_MISMATCH,
     SlideOptions,
     plan_tiles,
     resolution_request,
     stain_target,
-    writing,
 )
-from oncoscope.inference.status import settings_differences
+from oncoscope.inference.status import (
+    check_on_mismatch,
+    redo_or_refuse,
+    settings_differences,
+)
 from oncoscope.io.slides import open_slide
 
 #: Default tile step: non-overlapping tiles, as MIL pipelines (CLAM, slideflow) use.
@@ -62,67 +60,33 @@ DEFAULT_STRIDE = 1.0
 
 
 @dataclass(frozen=True)
-class FeatureOptions:
-    """How bags are made (see ``oncoscope features --help``).
+class FeatureOptions(tile_runs.TileRunOptions):
+    """How bags are made (see ``oncoscope features --help``): the options
+    :class:`~oncoscope.inference.tile_runs.TileRunOptions` describes (``overwrite`` also
+    replaces ``<stem>.h5`` files not made by this command; a bag made with other settings is
+    redone or refused by ``on_mismatch``), with non-overlapping tiles by default, and:
 
     Attributes:
-        magnification, mpp: read resolution (at most one; neither: a checkpoint's training
-            resolution, else x20).
         tile_px: tile side at the read resolution (None: the encoder's input size; another
             side is resized to it).
-        stride: tile step as a fraction of the tile (1, 0.5, 0.25...).
-        batch_size, workers: DataLoader batch size and reader processes.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
-        min_tissue: least tissue share of a tile for it to be encoded.
-        allow_upsampling: allow a resolution finer than the scan's.
-        devices, accelerator, num_nodes: Lightning's ``trainer.predict`` over devices (None:
-            the one-process loop).
-        agreement_tiles: tiles re-encoded at fp32 under a reduced precision (0: none; None:
-            1% of the tiles, 16 to 256).
-        scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
-        overwrite: redo every slide, and replace ``<stem>.h5`` files not made by this command.
-        on_mismatch: a bag made with other settings is ``redo``ne or refused (``error``).
-        stain_normalize: apply a checkpoint's recorded stain target, as ``slide`` does.
     """
 
-    magnification: float | None = None
-    mpp: float | None = None
-    tile_px: int | None = None
     stride: float = DEFAULT_STRIDE
-    batch_size: int = 16
-    workers: int = 0
-    precision: str = "auto"
-    min_tissue: float = 0.05
-    allow_upsampling: bool = False
-    devices: int | None = None
-    accelerator: str = "auto"
-    num_nodes: int = 1
-    agreement_tiles: int | None = None
-    scan_mpp: float | None = None
-    scan_magnification: float | None = None
-    overwrite: bool = False
-    on_mismatch: str = "redo"
-    stain_normalize: bool = True
+    tile_px: int | None = None
 
 
-@dataclass
-class BagOutcome:
-    """One slide: its bag, its summary (None when skipped, or off rank 0), warnings."""
+class BagOutcome(tile_runs.SlideRun):
+    """One slide (see :class:`~oncoscope.inference.tile_runs.SlideRun`): its ``output`` is
+    its bag."""
 
-    slide: Path
-    bag: Path
-    summary: dict[str, Any] | None
-    warnings: list[str] = field(default_factory=list)
-    rank_zero: bool = True
+    @property
+    def bag(self) -> Path:
+        """The slide's bag file."""
+        return self.output
 
 
-@dataclass
-class FeatureReport:
-    """All slides of a run: outcomes, ``(path, message)`` failures, slides not attempted."""
-
-    outcomes: list[BagOutcome] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    not_done: list[str] = field(default_factory=list)
+#: All slides of a run (:func:`extract_slides`): outcomes, failures, slides not done.
+FeatureReport = BatchReport[BagOutcome]
 
 
 def as_features(output: torch.Tensor) -> torch.Tensor:
@@ -137,28 +101,12 @@ def slide_options(encoder: Encoder, options: FeatureOptions) -> SlideOptions:
     Raises:
         InvalidOptionError: both ``mpp`` and ``magnification``; an unknown ``on_mismatch``.
     """
-    if options.on_mismatch not in ON_MISMATCH:
-        raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
-    asked = SlideOptions(mpp=options.mpp, magnification=options.magnification)
+    check_on_mismatch(options.on_mismatch)
     request = resolution_request(
-        asked, encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size)
+        options, encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size)
     )
-    return SlideOptions(
-        mpp=request.mpp,
-        magnification=request.magnification,
-        stride=options.stride,
-        batch_size=options.batch_size,
-        workers=options.workers,
-        precision=options.precision,
-        min_tissue=options.min_tissue,
-        allow_upsampling=options.allow_upsampling,
-        devices=options.devices,
-        accelerator=options.accelerator,
-        num_nodes=options.num_nodes,
-        scan_mpp=options.scan_mpp,
-        scan_magnification=options.scan_magnification,
-        stain_normalize=options.stain_normalize,
-    )
+    shared = {name.name: getattr(options, name.name) for name in fields(tile_runs.TileRunOptions)}
+    return SlideOptions(**{**shared, "mpp": request.mpp, "magnification": request.magnification})
 
 
 def tile_side(encoder: Encoder, options: FeatureOptions) -> int:
@@ -193,10 +141,10 @@ def feature_settings(
         "allow_upsampling": options.allow_upsampling,
         "scan_mpp": options.scan_mpp,
         "scan_magnification": options.scan_magnification,
-        "precision": resolve_precision(options.precision, _device(encoder, options)),
-        "stain": stain_target(
-            encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size), chosen
+        "precision": resolve_precision(
+            options.precision, tile_runs.run_device(encoder.device, options)
         ),
+        "stain": _stain(encoder, chosen),
     }
 
 
@@ -234,13 +182,7 @@ def extract_slide(
         said = _differences(bag, settings)
         if not said:
             return BagOutcome(slide_path, bag, None)
-        if options.on_mismatch == "error":
-            raise InvalidOptionError(
-                f"{bag.name} was made with other settings ({said}); pass --on-mismatch redo to "
-                "redo it, or use another --out",
-                slide_path,
-            )
-        notes.append(f"{bag.name} was made with other settings ({said}); redone")
+        notes.append(redo_or_refuse(f"{bag.name} was made", said, options.on_mismatch, slide_path))
     work = Path(out) / f".work-{slide_path.stem}"
     try:
         outcome = _extract(encoder, slide_path, bag, work, options, settings, notes, on_tiles)
@@ -285,32 +227,20 @@ def _extract(
     notes: list[str],
     on_tiles: Callable[[int, int], None] | None,
 ) -> BagOutcome:
-    started = time.perf_counter()
-    phases: dict[str, float] = {}
-
-    def phase_done(name: str) -> None:
-        phases[name] = time.perf_counter() - started - sum(phases.values())
-
+    clock = tile_runs.PhaseClock()
     chosen = slide_options(encoder, options)
     side = tile_side(encoder, options)
     with open_slide(
         slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
     ) as slide:
         grid = plan_tiles(encoder.tile_spec(side), slide, chosen, notes)
-        phase_done("tissue_and_grid")
-        dataset = TileDataset(
-            slide.path,
-            grid.positions_level0,
-            grid.tile_px,
-            grid.target,
-            options.scan_mpp,
-            options.scan_magnification,
-            stain=stain_target(
-                encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size), chosen
-            ),
-        )
-        precision = _encode(encoder, dataset, len(grid), work, options, on_tiles)
-        phase_done("tiles")
+        clock.done("tissue_and_grid")
+        dataset = tile_runs.grid_dataset(slide, grid, options, _stain(encoder, chosen))
+        precision = tile_runs.run_tiles(
+            encoder.model, encoder.tile_spec(grid.tile_px), dataset, work / "features.npy",
+            encoder.feature_dim, options, encoder.device, on_tiles=on_tiles, head=as_features,
+        )  # fmt: skip
+        clock.done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
             return BagOutcome(slide_path, bag, None, notes, rank_zero=False)
         features = np.load(work / "features.npy", mmap_mode="r")
@@ -320,7 +250,7 @@ def _extract(
             agreement = feature_agreement(
                 encoder, dataset, features, batch_size=options.batch_size, sample=checked
             )
-            phase_done("precision_agreement")
+            clock.done("precision_agreement")
         summary: dict[str, Any] = {
             "tiles": len(grid),
             "precision": precision,
@@ -329,12 +259,7 @@ def _extract(
         if agreement is not None:
             summary["precision_agreement"] = agreement
         attrs = bag_attrs(encoder, slide_path, grid, settings)
-        seconds = time.perf_counter() - started
-        summary.update(
-            seconds=seconds,
-            tiles_per_second=len(grid) / seconds if seconds > 0 else None,
-            phase_seconds=phases,
-        )
+        summary.update(clock.record(len(grid)))
         attrs["summary"] = summary
         with writing(bag):
             write_bag(bag, features, tile_coords(grid), attrs)
@@ -369,63 +294,6 @@ def bag_attrs(
         "oncoscope_version": __version__,
         "settings": json.dumps(settings),
     }
-
-
-def _encode(
-    encoder: Encoder,
-    dataset: TileDataset,
-    tiles: int,
-    work: Path,
-    options: FeatureOptions,
-    on_tiles: Callable[[int, int], None] | None,
-) -> str | None:
-    """Features into ``work/features.npy``; the precision, None off rank 0."""
-    device = _device(encoder, options)
-    precision = resolve_precision(options.precision, device)
-    path = work / "features.npy"
-    shape = (tiles, encoder.feature_dim)
-    done = [0]
-
-    def advance(count: int) -> None:
-        done[0] += count
-        if on_tiles is not None:
-            on_tiles(min(done[0], tiles), tiles)
-
-    run: dict[str, Any] = {
-        "batch_size": options.batch_size,
-        "workers": options.workers,
-        "precision": precision,
-        "on_batch": advance,
-        "head": as_features,
-    }
-    if options.devices is None:
-        shutil.rmtree(work, ignore_errors=True)
-        with writing(path):
-            work.mkdir(parents=True)
-            features = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-            preallocate(path)
-        predict_tiles(
-            encoder.model,
-            encoder.tile_spec(dataset.tile_px),
-            dataset,
-            features,
-            device=device,
-            **run,
-        )
-        features.flush()
-        del features
-        return precision
-    from oncoscope.inference.predict_distributed import predict_tiles_distributed
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*infer the batch indices.*")
-        rank_zero = predict_tiles_distributed(
-            encoder.model, encoder.tile_spec(dataset.tile_px), dataset, path, shape,
-            devices=options.devices, accelerator=options.accelerator,
-            num_nodes=options.num_nodes, **run,
-        )  # fmt: skip
-    return precision if rank_zero else None
 
 
 def feature_agreement(
@@ -470,13 +338,9 @@ def feature_agreement(
     }
 
 
-def _device(encoder: Encoder, options: FeatureOptions) -> torch.device:
-    """Where the tiles are encoded (for ``devices``: Lightning's accelerator's)."""
-    if options.devices is None:
-        return encoder.device
-    if options.accelerator in ("gpu", "cuda", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device("cpu")
+def _stain(encoder: Encoder, chosen: SlideOptions) -> dict[str, Any] | None:
+    """The stain target the tiles are normalised to (see :func:`stain_target`)."""
+    return stain_target(encoder.checkpoint_spec or encoder.tile_spec(encoder.image_size), chosen)
 
 
 def extract_slides(
@@ -497,33 +361,14 @@ def extract_slides(
         OncoscopeError: bad options or no slides (per-slide errors are reported, not raised).
         OSError: a file cannot be written for another reason than a full disk.
     """
-    from oncoscope.io.slide_files import find_slides
+    from oncoscope.io.slide_files import SlideJob, find_slides
 
-    if options.num_nodes > 1 and options.devices is None:
-        raise InvalidOptionError("--num-nodes needs --devices (devices per node)")
+    tile_runs.check_run_options(options)
     jobs = find_slides(inputs)
     slide_options(encoder, options)  # refuses bad options before any work
     cells_per_tile(options.stride, tile_side(encoder, options))
-    report = FeatureReport()
-    for number, job in enumerate(jobs):
-        if on_slide is not None:
-            on_slide(job.path, len(jobs))
-        try:
-            report.outcomes.append(
-                extract_slide(encoder, job.path, out, options, on_tiles=on_tiles)
-            )
-        except OncoscopeError as error:
-            report.failures.append((str(job.path), error.message))
-        except OSError as error:
-            if error.errno not in DISK_FULL:
-                raise
-            report.failures.append(
-                (
-                    str(error.filename or job.path),
-                    f"{error.strerror or 'the disk is full'} while writing it; nothing of "
-                    f"{job.path.name} was kept: free space and run again",
-                )
-            )
-            report.not_done = [str(later.path) for later in jobs[number + 1 :]]
-            break
-    return report
+
+    def extract(job: SlideJob) -> BagOutcome:
+        return extract_slide(encoder, job.path, out, options, on_tiles=on_tiles)
+
+    return run_until_disk_full(extract, jobs, on_slide)

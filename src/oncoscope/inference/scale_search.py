@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +71,7 @@ from oncoscope.pathology.annotations import Labels, best_label, load_labels
 from oncoscope.pathology.stain import StainNormalizer
 from oncoscope.pathology.tiling import random_positions
 from oncoscope.pathology.tissue import TissueMask, slide_tissue
-from oncoscope.train.checkpoint import load_model
+from oncoscope.train.checkpoint import LoadedModel, load_model
 
 #: The seed's scale set: x10 to x43, neighbours about 1.2 apart.
 DEFAULT_SCALES: tuple[float, ...] = (10, 12, 14, 17, 20, 25, 30, 35, 43)
@@ -203,8 +203,14 @@ def search_scale(
     stain_normalize: bool = True,
     slide: Slide | None = None,
     tissue: TissueMask | None = None,
+    model: LoadedModel | None = None,
 ) -> ScaleResult:
     """Run Algorithm 1 of seed 003 on one slide (see the module docstring).
+
+    The steps: the scales' reads planned and checked (:func:`_plan_reads`), points drawn in
+    the tissue (:func:`_sample_points`), the crops' features at every scale
+    (:func:`_crop_features`), each point's distances, scale and curve (:func:`_score_points`),
+    and the vote.
 
     Args:
         checkpoint: an oncoscope training checkpoint of an RGB patch classifier.
@@ -227,6 +233,11 @@ def search_scale(
             here with ``scan_mpp`` / ``scan_magnification``.
         tissue: the slide's tissue mask when already made
             (:func:`oncoscope.pathology.tissue.slide_tissue`); None: made here.
+        model: ``checkpoint``'s network (with its ``forward_features`` / ``forward_head``, in
+            eval mode, on any device) and spec, already loaded
+            (:func:`oncoscope.train.checkpoint.load_model`), e.g. by ``oncoscope slide
+            --auto-scale``; None: loaded from ``checkpoint`` here. A command reads its
+            checkpoint once.
 
     Returns:
         The :class:`ScaleResult`.
@@ -242,72 +253,26 @@ def search_scale(
     """
     ordered = _check_options(scales, points, batch_size)
     checkpoint, slide_path = Path(checkpoint), Path(slide_path)
-    model, spec = load_model(checkpoint)
-    weight, head_bias = _linear_head(model, spec, checkpoint)
-    crop_px = spec.image_size
+    network, spec = model if model is not None else load_model(checkpoint)
+    head = _linear_head(network, spec, checkpoint)
     classes = list(spec.classes)
-    notes: list[str] = []
     opened = (
         nullcontext(slide)
         if slide is not None
         else open_slide(slide_path, mpp=scan_mpp, magnification=scan_magnification)
     )
     with opened as slide:
-        targets, upsampled = read_resolutions(slide, ordered)
-        if upsampled and not allow_upsampling:
-            raise InvalidOptionError(
-                f"x{', x'.join(f'{s:g}' for s in upsampled)} is above the slide's scan "
-                f"magnification x{slide.magnification:g} and would need upsampling; drop it "
-                "from --scales or pass --allow-upsampling",
-                slide.path,
-            )
-        if upsampled:
-            message = (
-                f"x{', x'.join(f'{s:g}' for s in upsampled)} above the scan's "
-                f"x{slide.magnification:g}: crops upsampled from level 0"
-            )
-            warnings.warn(message, stacklevel=2)
-            notes.append(message)
-        largest = crop_px * targets[0].downsample
-        if largest > max(slide.dimensions):
-            raise InvalidOptionError(
-                f"a {crop_px}-px crop at x{ordered[0]:g} spans {largest:.0f} level-0 px, more "
-                f"than the slide ({slide.dimensions[0]} x {slide.dimensions[1]}); drop the "
-                "lowest scales",
-                slide_path,
-            )
+        reads = _plan_reads(slide, ordered, spec.image_size, allow_upsampling)
         mask = tissue if tissue is not None else slide_tissue(slide)
-        centres = _sample_points(slide, mask, points, seed, largest)
+        centres = _sample_points(slide, mask, points, seed, reads.extent_px)
         labels = load_labels(annotations, slide.dimensions) if annotations else None
-        point_labels = [_label_at(labels, xy) for xy in centres] if labels else []
-        features_by_scale = []
         stain = spec.stain if stain_normalize else None
-        normalise = StainNormalizer.from_state(dict(stain)) if stain is not None else None
-        for index, target in enumerate(targets):
-            crops = np.stack([_read_centred(slide, xy, crop_px, target) for xy in centres])
-            if normalise is not None:
-                crops = np.stack([normalise(crop) for crop in crops])
-            features_by_scale.append(_features(model, crops, spec.prepare, batch_size))
-            if progress is not None:
-                progress(index + 1, len(targets))
-        slide_magnification, slide_mpp = slide.magnification, slide.mpp
-    features = np.stack(features_by_scale, axis=1)  # (P, N, M)
-    w = weight.T  # (M, C), the seed's W
-    result_points = []
-    for k, (x, y) in enumerate(centres):
-        distances = hyperplane_distances(features[k], w, head_bias if bias else None)
-        logits = features[k] @ w + head_bias
-        result_points.append(
-            ScalePoint(
-                x=int(x),
-                y=int(y),
-                scale=ordered[point_scale_index(distances)],
-                curve=classify_curve(distances),
-                distances=distances,
-                predicted=tuple(classes[i] for i in logits.argmax(axis=1)),
-                label=point_labels[k] if point_labels else None,
-            )
+        features = _crop_features(
+            network, spec, slide, centres, reads.targets, stain, batch_size, progress
         )
+        slide_magnification, slide_mpp = slide.magnification, slide.mpp
+    point_labels = [_label_at(labels, xy) for xy in centres] if labels else None
+    result_points = _score_points(features, centres, head, bias, ordered, classes, point_labels)
     votes = [p.scale for p in result_points]
     winner = majority_vote(votes, ordered)
     histogram = vote_histogram(votes, ordered)
@@ -328,11 +293,115 @@ def search_scale(
         slide_magnification=slide_magnification,
         slide_mpp=slide_mpp,
         trained_magnification=spec.input_magnification,
-        crop_px=crop_px,
+        crop_px=spec.image_size,
         seed=seed,
-        upsampled=upsampled,
-        warnings=notes,
+        upsampled=reads.upsampled,
+        warnings=reads.notes,
     )
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """How the crops of each scale are read (:func:`_plan_reads`).
+
+    Attributes:
+        targets: one resolution per scale, in the scales' order.
+        upsampled: the scales read by enlarging level 0.
+        notes: warnings for the result.
+        extent_px: level-0 side of the largest crop (the lowest scale's).
+    """
+
+    targets: list[Resolution]
+    upsampled: list[float]
+    notes: list[str]
+    extent_px: float
+
+
+def _plan_reads(slide: Slide, scales: list[float], crop_px: int, allow_upsampling: bool) -> _Reads:
+    """The reads of ``crop_px`` crops at each of the increasing ``scales``, checked.
+
+    Raises:
+        InvalidOptionError: a scale above the scan's magnification without
+            ``allow_upsampling`` (with it: warned); the lowest scale's crop larger than the
+            slide.
+    """
+    targets, upsampled = read_resolutions(slide, scales)
+    above = f"x{', x'.join(f'{s:g}' for s in upsampled)}"
+    if upsampled and not allow_upsampling:
+        raise InvalidOptionError(
+            f"{above} is above the slide's scan magnification x{slide.magnification:g} and "
+            "would need upsampling; drop it from --scales or pass --allow-upsampling",
+            slide.path,
+        )
+    notes = []
+    if upsampled:
+        message = f"{above} above the scan's x{slide.magnification:g}: crops upsampled from level 0"
+        warnings.warn(message, stacklevel=3)
+        notes.append(message)
+    largest = crop_px * targets[0].downsample
+    if largest > max(slide.dimensions):
+        raise InvalidOptionError(
+            f"a {crop_px}-px crop at x{scales[0]:g} spans {largest:.0f} level-0 px, more "
+            f"than the slide ({slide.dimensions[0]} x {slide.dimensions[1]}); drop the "
+            "lowest scales",
+            slide.path,
+        )
+    return _Reads(targets, upsampled, notes, largest)
+
+
+def _crop_features(
+    network: nn.Module,
+    spec: ModelSpec,
+    slide: Slide,
+    centres: list[tuple[int, int]],
+    targets: list[Resolution],
+    stain: Mapping[str, Any] | None,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """``(P points, N scales, M)`` pre-logits features of the crops centred on the points, read
+    at each target and normalised to ``stain`` (a recorded stain target) when given."""
+    normalise = StainNormalizer.from_state(dict(stain)) if stain is not None else None
+    by_scale = []
+    for index, target in enumerate(targets):
+        crops = np.stack([_read_centred(slide, xy, spec.image_size, target) for xy in centres])
+        if normalise is not None:
+            crops = np.stack([normalise(crop) for crop in crops])
+        by_scale.append(_features(network, crops, spec.prepare, batch_size))
+        if progress is not None:
+            progress(index + 1, len(targets))
+    return np.stack(by_scale, axis=1)
+
+
+def _score_points(
+    features: np.ndarray[Any, np.dtype[np.float64]],
+    centres: list[tuple[int, int]],
+    head: tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]],
+    bias: bool,
+    scales: list[float],
+    classes: list[str],
+    labels: list[str | None] | None,
+) -> list[ScalePoint]:
+    """Each point's distance matrix ``D = X . W / ||W||`` (with the bias when ``bias``), its
+    scale (Algorithm 1, line 10), curve, and the class the full classifier gives each crop."""
+    weight, head_bias = head
+    w = weight.T  # (M, C), the seed's W
+    scored = []
+    for k, (x, y) in enumerate(centres):
+        distances = hyperplane_distances(features[k], w, head_bias if bias else None)
+        logits = features[k] @ w + head_bias
+        scored.append(
+            ScalePoint(
+                x=int(x),
+                y=int(y),
+                scale=scales[point_scale_index(distances)],
+                curve=classify_curve(distances),
+                distances=distances,
+                predicted=tuple(classes[i] for i in logits.argmax(axis=1)),
+                label=labels[k] if labels else None,
+            )
+        )
+    return scored
 
 
 def accuracy_table(
@@ -537,16 +606,20 @@ def _features(
     transform: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """``(P, M)`` pre-logits features of ``(P, H, W, 3) uint8`` crops."""
+    """``(P, M)`` pre-logits features of ``(P, H, W, 3) uint8`` crops (run on the model's
+    device)."""
+    device = next(model.parameters()).device
     out = []
     forward_features: Any = getattr(model, "forward_features")  # noqa: B009 - checked earlier
     forward_head: Any = getattr(model, "forward_head")  # noqa: B009
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
-            batch = torch.from_numpy(crops[start : start + batch_size]).permute(0, 3, 1, 2)
-            images = transform(batch).contiguous(memory_format=torch.channels_last)
+            batch = torch.from_numpy(crops[start : start + batch_size]).to(device)
+            images = transform(batch.permute(0, 3, 1, 2)).contiguous(
+                memory_format=torch.channels_last
+            )
             pre_logits = forward_head(forward_features(images), pre_logits=True)
-            out.append(pre_logits.double().flatten(1).numpy())
+            out.append(pre_logits.double().flatten(1).cpu().numpy())
     return np.concatenate(out)
 
 

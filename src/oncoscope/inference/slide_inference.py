@@ -18,15 +18,13 @@ a batch: the slide being written is reported with the file, the slides after it 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
-import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +33,15 @@ import torch
 from numpy.lib.format import open_memmap
 from torch import nn
 
-from oncoscope.errors import InvalidOptionError, NoTissueError, OncoscopeError
+from oncoscope.batch import BatchReport, run_until_disk_full, writing
+from oncoscope.errors import InvalidOptionError, NoTissueError
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference import heatmaps, outputs
 from oncoscope.inference.accumulate import ProbabilityAccumulator, preallocate
-from oncoscope.inference.patches import TileDataset, TileGrid, tile_grid
+from oncoscope.inference.patches import TileGrid, tile_grid
 from oncoscope.inference.predict_tiles import (
     agreement_sample,
     precision_agreement,
-    predict_tiles,
     prepare_model,
 )
 from oncoscope.inference.scale_search import (
@@ -54,11 +52,22 @@ from oncoscope.inference.scale_search import (
 )
 from oncoscope.inference.status import (
     STATUS_NAME,
+    check_on_mismatch,
     clear_status,
     file_sha256,
     read_status,
+    redo_or_refuse,
     settings_differences,
     write_status,
+)
+from oncoscope.inference.tile_runs import (
+    PhaseClock,
+    SlideRun,
+    TileRunOptions,
+    check_run_options,
+    grid_dataset,
+    run_device,
+    run_tiles,
 )
 from oncoscope.io.atomic import atomic_path
 from oncoscope.io.slides import ResolutionRequest, Slide, open_slide
@@ -84,10 +93,6 @@ TISSUE_RECIPE = {
 FIGURE_PX = 1024
 #: Tiles accumulated into the map at once.
 ACCUMULATE_CHUNK = 8192
-#: What to do with a slide done before with other settings: redo it, or refuse (an error).
-ON_MISMATCH = ("redo", "error")
-#: ``errno`` values of a full disk or an exhausted quota: they stop a batch.
-DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: Files a slide's run writes into its folder (with ``.work/`` while it runs).
 OUTPUT_NAMES = (
     "probabilities.npy",
@@ -104,73 +109,43 @@ OUTPUT_NAMES = (
 
 
 @dataclass(frozen=True)
-class SlideOptions:
-    """How slides are classified (see ``oncoscope slide --help``).
+class SlideOptions(TileRunOptions):
+    """How slides are classified (see ``oncoscope slide --help``): the options
+    :class:`~oncoscope.inference.tile_runs.TileRunOptions` describes, and:
 
     Attributes:
-        magnification, mpp: resolution of the tiles (at most one; neither: the checkpoint's
-            training resolution if it records one, else x20).
-        stride: tile step as a fraction of the tile (1, 0.5, 0.25, ...).
-        batch_size, workers: DataLoader batch size and reader processes.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
-        min_tissue: least tissue share of a tile for it to be classified.
-        allow_upsampling: allow a resolution finer than the scan's (warned).
-        devices: run through Lightning's ``trainer.predict`` on this many devices (None: the
-            plain single-device loop).
-        accelerator: Lightning accelerator with ``devices``.
-        agreement_tiles: tiles re-run at fp32 under a reduced precision to measure the
-            argmax agreement (0: none; None: 1% of the tiles, 16 to 256; see
-            :func:`oncoscope.inference.predict_tiles.agreement_sample`).
-        num_nodes: nodes with ``devices`` (each runs the same command; Lightning's cluster
-            environment tells the ranks apart).
         heatmap_class: class shown in ``heatmap.png`` (default: a tumour-like name, else max).
-        scan_mpp, scan_magnification: overrides of the scan's mpp / objective power.
-        overwrite: redo slides already done, whatever their settings.
-        on_mismatch: a slide done before with other settings (:func:`slide_settings`) is
-            ``redo``ne (with a note naming what differs) or, with ``error``, refused.
         auto_scale: find the resolution first with the scale search of seed 003
             (:func:`oncoscope.inference.scale_search.search_scale`) over ``scales`` (those above
             the scan's magnification dropped unless ``allow_upsampling``) at ``scale_points``
             random tissue points, with the same scan overrides and the same reads as the
             classification, and classify at its winner.
-        stain_normalize: normalise every tile to the stain target the checkpoint records
-            (tiles made by ``wsi tile --stain-normalize``); off: classify the slide's own
-            colours. Without a recorded target it changes nothing.
     """
 
-    magnification: float | None = None
-    mpp: float | None = None
-    stride: float = 0.5
-    batch_size: int = 16
-    workers: int = 0
-    precision: str = "auto"
-    min_tissue: float = 0.05
-    allow_upsampling: bool = False
-    devices: int | None = None
-    accelerator: str = "auto"
-    num_nodes: int = 1
-    agreement_tiles: int | None = None
     heatmap_class: str | None = None
-    scan_mpp: float | None = None
-    scan_magnification: float | None = None
-    overwrite: bool = False
-    on_mismatch: str = "redo"
     auto_scale: bool = False
     scales: tuple[float, ...] = DEFAULT_SCALES
     scale_points: int = 100
-    stain_normalize: bool = True
 
 
 @dataclass(frozen=True)
 class LoadedClassifier:
-    """A checked checkpoint: the model (eval, channels-last, on ``device``), its spec, and the
-    SHA-256 of the checkpoint file (its identity in a slide's settings)."""
+    """A checked checkpoint: the model (eval, channels-last, on ``device``, BatchNorms folded
+    where exact), its spec, the SHA-256 of the checkpoint file (its identity in a slide's
+    settings), and the network as trained (``unfolded``: the same weights, unfolded, with the
+    ``forward_features`` / ``forward_head`` the scale search needs; None: ``model`` itself)."""
 
     model: nn.Module
     spec: ModelSpec
     path: Path
     device: torch.device
     sha256: str = ""
+    unfolded: nn.Module | None = None
+
+    @property
+    def network(self) -> nn.Module:
+        """The network as trained (unfolded), on ``device``, in eval mode."""
+        return self.unfolded if self.unfolded is not None else self.model
 
     @property
     def class_names(self) -> list[str]:
@@ -178,26 +153,18 @@ class LoadedClassifier:
         return list(self.spec.classes)
 
 
-@dataclass
-class SlideOutcome:
-    """What became of one slide: its folder, its summary (None when skipped, or in a process
-    other than rank 0 of a distributed run: ``rank_zero`` False), warnings."""
+class SlideOutcome(SlideRun):
+    """What became of one slide (see :class:`~oncoscope.inference.tile_runs.SlideRun`): its
+    ``output`` is its folder."""
 
-    slide: Path
-    folder: Path
-    summary: dict[str, Any] | None
-    warnings: list[str] = field(default_factory=list)
-    rank_zero: bool = True
+    @property
+    def folder(self) -> Path:
+        """The slide's output folder."""
+        return self.output
 
 
-@dataclass
-class BatchReport:
-    """All slides of a run: outcomes of the good ones, ``(path, message)`` of the bad ones,
-    and the slides not attempted because the run stopped (a full disk)."""
-
-    outcomes: list[SlideOutcome] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    not_done: list[str] = field(default_factory=list)
+#: All slides of a run (:func:`infer_slides`): outcomes, failures, slides not done.
+SlideReport = BatchReport[SlideOutcome]
 
 
 def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> LoadedClassifier:
@@ -218,11 +185,12 @@ def load_classifier(checkpoint: str | Path, device: torch.device | None = None) 
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     example = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(0))
     example = example.to(device, memory_format=torch.channels_last)
-    folded = fold_batch_norms(prepare_model(model, device), example)
-    return LoadedClassifier(prepare_model(folded, device), spec, path, device, file_sha256(path))
+    model = prepare_model(model, device)
+    folded = prepare_model(fold_batch_norms(model, example), device)
+    return LoadedClassifier(folded, spec, path, device, file_sha256(path), unfolded=model)
 
 
-def resolution_request(options: SlideOptions, spec: ModelSpec) -> ResolutionRequest:
+def resolution_request(options: TileRunOptions, spec: ModelSpec) -> ResolutionRequest:
     """The resolution to read at: the options', else the magnification the model saw in
     training (:attr:`oncoscope.models.spec.ModelSpec.input_magnification`), else
     :data:`oncoscope.io.slides.DEFAULT_MAGNIFICATION` (x20).
@@ -275,23 +243,15 @@ def infer_slide(
     """
     slide_path = Path(slide_path)
     folder = Path(out) / slide_path.stem
-    if options.on_mismatch not in ON_MISMATCH:
-        raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
+    check_on_mismatch(options.on_mismatch)
     settings = slide_settings(classifier, slide_path, options, annotations)
     notes: list[str] = []
     status = None if options.overwrite else read_status(folder)
     if status is not None:
-        differences = settings_differences(status.get("settings"), settings)
-        if not differences:
+        said = "; ".join(settings_differences(status.get("settings"), settings))
+        if not said:
             return SlideOutcome(slide_path, folder, None)
-        said = "; ".join(differences)
-        if options.on_mismatch == "error":
-            raise InvalidOptionError(
-                f"done before with other settings ({said}); pass --on-mismatch redo to redo it, "
-                "or use another --out",
-                slide_path,
-            )
-        notes.append(f"done before with other settings ({said}); redone")
+        notes.append(redo_or_refuse("done before", said, options.on_mismatch, slide_path))
     try:
         clear_status(folder)
         return _infer_slide(
@@ -343,14 +303,14 @@ def slide_settings(
         "stride": options.stride,
         "min_tissue": options.min_tissue,
         "tissue_recipe": TISSUE_RECIPE,
-        "precision": resolve_precision(options.precision, _device(classifier, options)),
+        "precision": resolve_precision(options.precision, run_device(classifier.device, options)),
         "heatmap_class": options.heatmap_class,
         "annotations_sha256": _sha256_or_none(annotations),
         "stain": stain_target(classifier.spec, options),
     }
 
 
-def stain_target(spec: ModelSpec, options: SlideOptions) -> dict[str, Any] | None:
+def stain_target(spec: ModelSpec, options: TileRunOptions) -> dict[str, Any] | None:
     """The stain target the model's training tiles were normalised to (``wsi tile
     --stain-normalize``, recorded in the checkpoint), unless ``options.stain_normalize`` is off;
     None when there is none."""
@@ -384,18 +344,6 @@ def discard_outputs(folder: str | Path) -> None:
         folder.rmdir()
 
 
-@contextmanager
-def writing(path: str | Path) -> Iterator[None]:
-    """Name ``path`` in an :class:`OSError` raised while it is written (most writers do not
-    say which file a full disk stopped)."""
-    try:
-        yield
-    except OSError as error:
-        if error.filename is None:
-            error.filename = str(path)
-        raise
-
-
 def _size_or_none(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -423,12 +371,7 @@ def _infer_slide(
     on_tiles: Callable[[int, int], None] | None,
 ) -> SlideOutcome:
     """:func:`infer_slide` once it is decided that the slide is to be done."""
-    started = time.perf_counter()
-    phases: dict[str, float] = {}
-
-    def phase_done(name: str) -> None:
-        phases[name] = time.perf_counter() - started - sum(phases.values())
-
+    clock = PhaseClock()
     scale_search = None
     if options.auto_scale and (options.mpp is not None or options.magnification is not None):
         raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
@@ -438,12 +381,16 @@ def _infer_slide(
         tissue = slide_tissue(s)  # one mask for the scale search and the tile plan
         if options.auto_scale:
             options, scale_search = _auto_scale(classifier, s, tissue, folder, options, notes)
-            phase_done("scale_search")
+            clock.done("scale_search")
         grid = plan_tiles(classifier.spec, s, options, notes, tissue=tissue)
-        phase_done("tissue_and_grid")
+        clock.done("tissue_and_grid")
         work = folder / ".work"
-        precision, dataset = _classify(classifier, s, grid, work, options, on_tiles)
-        phase_done("tiles")
+        dataset = grid_dataset(s, grid, options, stain_target(classifier.spec, options))
+        precision = run_tiles(
+            classifier.model, classifier.spec, dataset, work / "tiles.npy",
+            len(classifier.class_names), options, classifier.device, on_tiles=on_tiles,
+        )  # fmt: skip
+        clock.done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
             return SlideOutcome(slide_path, folder, None, notes, rank_zero=False)
         agreement = None
@@ -458,7 +405,7 @@ def _infer_slide(
                 device=classifier.device,
                 sample=checked,
             )
-            phase_done("precision_agreement")
+            clock.done("precision_agreement")
         map_path = folder / "probabilities.npy"
         accumulator = ProbabilityAccumulator(
             work, grid.shape_rows_cols, len(classifier.class_names)
@@ -474,20 +421,17 @@ def _infer_slide(
             mean.flush()
             del mean
         del tile_probs, accumulator
-        phase_done("map")
+        clock.done("map")
         summary = _write_outputs(classifier, s, grid, folder, options, annotations)
         if annotations is not None and summary["annotations"]["cells"] == 0:
             labels = load_labels(annotations, s.dimensions)
             why = nothing_labelled(annotations, labels, s.dimensions) or "label no classified cell"
             notes.append(f"annotations {annotations} {why}; no scores")
     shutil.rmtree(work, ignore_errors=True)
-    phase_done("outputs")
-    seconds = time.perf_counter() - started
+    clock.done("outputs")
     summary.update(
         tiles=len(grid),
-        seconds=seconds,
-        tiles_per_second=len(grid) / seconds if seconds > 0 else None,
-        phase_seconds=phases,
+        **clock.record(len(grid)),
         precision=precision,
         stain_normalized=_stain_record(classifier.spec, options),
     )
@@ -556,6 +500,7 @@ def _auto_scale(
             stain_normalize=options.stain_normalize,
             slide=slide,
             tissue=tissue,
+            model=(classifier.network, classifier.spec),
         )
     with writing(folder / "scale.json"):
         write_scale_outputs(result, folder)
@@ -567,7 +512,7 @@ def _auto_scale(
 def plan_tiles(
     spec: ModelSpec,
     slide: Slide,
-    options: SlideOptions,
+    options: TileRunOptions,
     notes: list[str] | None = None,
     *,
     tissue: TissueMask | None = None,
@@ -604,79 +549,6 @@ def plan_tiles(
             f"no tile has at least {options.min_tissue:.0%} tissue; lower --min-tissue", slide.path
         )
     return grid
-
-
-def _classify(
-    classifier: LoadedClassifier,
-    slide: Slide,
-    grid: TileGrid,
-    work: Path,
-    options: SlideOptions,
-    on_tiles: Callable[[int, int], None] | None,
-) -> tuple[str | None, TileDataset]:
-    """Tile probabilities into ``work/tiles.npy``; ``(precision, the tiles' dataset)``, the
-    precision None off rank 0."""
-    device = _device(classifier, options)
-    precision = resolve_precision(options.precision, device)
-    dataset = TileDataset(
-        slide.path,
-        grid.positions_level0,
-        grid.tile_px,
-        grid.target,
-        options.scan_mpp,
-        options.scan_magnification,
-        stain=stain_target(classifier.spec, options),
-        slide=slide,
-    )
-    path = work / "tiles.npy"
-    shape = (len(grid), len(classifier.class_names))
-    done = [0]
-
-    def advance(count: int) -> None:
-        done[0] += count
-        if on_tiles is not None:
-            on_tiles(min(done[0], len(grid)), len(grid))
-
-    run: dict[str, Any] = {
-        "batch_size": options.batch_size,
-        "workers": options.workers,
-        "precision": precision,
-        "on_batch": advance,
-    }
-    if options.devices is None:
-        shutil.rmtree(work, ignore_errors=True)
-        with writing(path):
-            work.mkdir(parents=True)
-            probabilities = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-            preallocate(path)
-        predict_tiles(
-            classifier.model, classifier.spec, dataset, probabilities, device=device, **run
-        )
-        probabilities.flush()
-        del probabilities
-    else:
-        from oncoscope.inference.predict_distributed import predict_tiles_distributed
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*infer the batch indices.*")
-            rank_zero = predict_tiles_distributed(
-                classifier.model, classifier.spec, dataset, path, shape,
-                devices=options.devices, accelerator=options.accelerator,
-                num_nodes=options.num_nodes, **run,
-            )  # fmt: skip
-        if not rank_zero:
-            return None, dataset
-    return precision, dataset
-
-
-def _device(classifier: LoadedClassifier, options: SlideOptions) -> torch.device:
-    """The device the tiles are classified on (for ``devices``: Lightning's accelerator's)."""
-    if options.devices is None:
-        return classifier.device
-    if options.accelerator in ("gpu", "cuda", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device("cpu")
 
 
 def _write_outputs(
@@ -767,7 +639,7 @@ def infer_slides(
     annotations: str | Path | None = None,
     on_slide: Callable[[Path, int], None] | None = None,
     on_tiles: Callable[[int, int], None] | None = None,
-) -> BatchReport:
+) -> SlideReport:
     """Classify many slides; a bad slide is recorded in ``failures`` and the others go on.
 
     A full disk (or quota) stops the run: the slide being written is recorded in ``failures``
@@ -785,41 +657,16 @@ def infer_slides(
             reported, not raised).
         OSError: a file cannot be written for another reason than a full disk.
     """
-    from oncoscope.io.slide_files import find_slides
+    from oncoscope.io.slide_files import SlideJob, find_slides
 
-    if options.num_nodes > 1 and options.devices is None:
-        raise InvalidOptionError("--num-nodes needs --devices (devices per node)")
-    if options.on_mismatch not in ON_MISMATCH:
-        raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
+    check_run_options(options)
+    check_on_mismatch(options.on_mismatch)
     jobs = find_slides(inputs, annotations)
     classifier = load_classifier(checkpoint)
-    report = BatchReport()
-    for number, job in enumerate(jobs):
-        if on_slide is not None:
-            on_slide(job.path, len(jobs))
-        try:
-            report.outcomes.append(
-                infer_slide(
-                    classifier,
-                    job.path,
-                    out,
-                    options,
-                    annotations=job.annotations,
-                    on_tiles=on_tiles,
-                )
-            )
-        except OncoscopeError as error:
-            report.failures.append((str(job.path), error.message))
-        except OSError as error:
-            if error.errno not in DISK_FULL:
-                raise
-            report.failures.append(
-                (
-                    str(error.filename or job.path),
-                    f"{error.strerror or 'the disk is full'} while writing it; nothing of "
-                    f"{job.path.name} was kept: free space and run again",
-                )
-            )
-            report.not_done = [str(later.path) for later in jobs[number + 1 :]]
-            break
-    return report
+
+    def classify(job: SlideJob) -> SlideOutcome:
+        return infer_slide(
+            classifier, job.path, out, options, annotations=job.annotations, on_tiles=on_tiles
+        )
+
+    return run_until_disk_full(classify, jobs, on_slide)

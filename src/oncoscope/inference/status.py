@@ -16,11 +16,45 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from oncoscope.errors import InvalidOptionError
 from oncoscope.io.atomic import atomic_path
 
 STATUS_NAME = "status.json"
 #: Bytes read at a time when hashing a file.
 HASH_CHUNK = 1 << 20
+#: What to do with a slide done before with other settings: redo it, or refuse (an error).
+ON_MISMATCH = ("redo", "error")
+
+
+def check_on_mismatch(on_mismatch: str) -> None:
+    """Refuse an ``--on-mismatch`` that is not one of :data:`ON_MISMATCH`.
+
+    Raises:
+        InvalidOptionError: another value.
+    """
+    if on_mismatch not in ON_MISMATCH:
+        raise InvalidOptionError(f"--on-mismatch must be one of {', '.join(ON_MISMATCH)}")
+
+
+def redo_or_refuse(earlier: str, differences: str, on_mismatch: str, slide: str | Path) -> str:
+    """The note for a slide whose ``earlier`` output (``"done before"``, ``"a.h5 was made"``)
+    was made with other settings (``differences``, see :func:`settings_differences`): it is
+    redone, or, with ``on_mismatch="error"``, refused.
+
+    Raises:
+        InvalidOptionError: ``on_mismatch`` is ``error`` (naming ``slide``).
+
+    Example:
+        >>> redo_or_refuse("done before", "stride: 0.5 -> 1", "redo", "a.svs")
+        'done before with other settings (stride: 0.5 -> 1); redone'
+    """
+    if on_mismatch == "error":
+        raise InvalidOptionError(
+            f"{earlier} with other settings ({differences}); pass --on-mismatch redo to redo "
+            "it, or use another --out",
+            slide,
+        )
+    return f"{earlier} with other settings ({differences}); redone"
 
 
 def read_status(folder: str | Path) -> dict[str, Any] | None:

@@ -109,13 +109,10 @@ class DecodedTileCache:
 
 @dataclass(frozen=True)
 class _Level:
-    """One TIFF page as an OpenSlide level: geometry, where its tiles are, how to decode them."""
+    """One TIFF page as an OpenSlide level: the page (its size and tile size), where its tiles
+    are (``across`` tiles a row), how to decode them."""
 
     page: tifffile.TiffPage
-    width: int
-    height: int
-    tile_w: int
-    tile_h: int
     across: int
     offsets: Sequence[int]
     bytecounts: Sequence[int]
@@ -226,12 +223,12 @@ class TiledTiff:
             return False  # OpenSlide's later chunks start at fractions of a level pixel
         left, top = int(x), int(y)
         x0, y0 = max(left, 0), max(top, 0)
-        x1, y1 = min(left + cols, chosen.width), min(top + rows, chosen.height)
+        x1, y1 = min(left + cols, chosen.page.imagewidth), min(top + rows, chosen.page.imagelength)
         if (x0, y0, x1, y1) != (left, top, left + cols, top + rows):
             out[...] = self.background
         if x0 >= x1 or y0 >= y1:
             return True
-        th, tw = chosen.tile_h, chosen.tile_w
+        th, tw = chosen.page.tilelength, chosen.page.tilewidth
         for row in range(y0 // th, (y1 - 1) // th + 1):
             for col in range(x0 // tw, (x1 - 1) // tw + 1):
                 tile = self._tile(level, chosen, row * chosen.across + col)
@@ -265,7 +262,7 @@ class TiledTiff:
         if len(data) != count:
             return None
         tile = _decode(chosen.page, data, index)
-        if tile is None or tile.shape != (chosen.tile_h, chosen.tile_w, 3):
+        if tile is None or tile.shape != (chosen.page.tilelength, chosen.page.tilewidth, 3):
             return None
         self.cache.put(key, tile)
         return tile
@@ -355,17 +352,7 @@ def _level(page: tifffile.TiffPage, downsample: float) -> _Level | None:
     offsets, bytecounts = page.dataoffsets, page.databytecounts
     if len(offsets) != across * down or len(bytecounts) != across * down:
         return None
-    return _Level(
-        page=page,
-        width=page.imagewidth,
-        height=page.imagelength,
-        tile_w=page.tilewidth,
-        tile_h=page.tilelength,
-        across=across,
-        offsets=offsets,
-        bytecounts=bytecounts,
-        downsample=downsample,
-    )
+    return _Level(page, across, offsets, bytecounts, downsample)
 
 
 def parse_background(colour: str) -> tuple[int, int, int]:
