@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +31,7 @@ def benchmark_models(
     ] = None,
 ) -> None:
     """Parameters, GFLOPs per image, latency and throughput of models with random weights."""
-    from oncoscope.io.atomic import atomic_path
+    from oncoscope.io.atomic import write_json
     from oncoscope.models.benchmark import SEED000_MODELS
     from oncoscope.models.benchmark import benchmark_models as run_benchmark
 
@@ -84,8 +83,7 @@ def benchmark_models(
     if paper:
         console.print(record["paper_note"])
     if json_path is not None:
-        with atomic_path(json_path) as temporary:
-            temporary.write_text(json.dumps(record, indent=2))
+        write_json(json_path, record, indent=2)
         console.print(f"wrote {json_path}")
 
 

@@ -24,10 +24,12 @@ from oncoscope.cli.options import (
     OutDir,
     SpacingMm,
     finite_option,
+    landmarks_option,
     overwrite_option,
     parallel_option,
     seed_option,
     strict_option,
+    vessel_labels_option,
 )
 
 PREPROCESSING = "Preprocessing"
@@ -299,17 +301,8 @@ def ct_couinaud(
         Path, typer.Argument(help="Its segmentation: 0 background, 1 liver, 2 tumour (+ vessels).")
     ],
     out: OutDir,
-    landmarks: Annotated[
-        Path | None,
-        typer.Option(help="JSON of landmark points in RAS mm (a phantom-N.json works as is)."),
-    ] = None,
-    vessel_labels: Annotated[
-        str | None,
-        typer.Option(
-            help="Vessel label values in the segmentation, e.g. ivc=3,hepatic_veins=4,"
-            "portal_vein=5 (or right_/middle_/left_hepatic_vein=...)."
-        ),
-    ] = None,
+    landmarks: Annotated[Path | None, landmarks_option()] = None,
+    vessel_labels: Annotated[str | None, vessel_labels_option()] = None,
     spacing_mm: SpacingMm = None,
 ) -> None:
     """Couinaud segment (I-VIII, IVa/IVb) of every lesion, by planes through the liver's vessels."""

@@ -23,9 +23,11 @@ from oncoscope.cli.options import (
     checkpoint_argument,
     finite_option,
     fraction_option,
+    landmarks_option,
     on_mismatch_option,
     overwrite_option,
     positive_option,
+    vessel_labels_option,
 )
 
 CANDIDATES = "Candidates"
@@ -63,20 +65,8 @@ def locate(
             rich_help_panel=INPUT,
         ),
     ] = None,
-    landmarks: Annotated[
-        Path | None,
-        typer.Option(
-            help="Couinaud landmarks JSON (as `ct couinaud`), or a folder of them.",
-            rich_help_panel=INPUT,
-        ),
-    ] = None,
-    vessel_labels: Annotated[
-        str | None,
-        typer.Option(
-            help="Vessel labels of --liver-mask, e.g. ivc=3,hepatic_veins=4,portal_vein=5.",
-            rich_help_panel=INPUT,
-        ),
-    ] = None,
+    landmarks: Annotated[Path | None, landmarks_option(folder=True, panel=INPUT)] = None,
+    vessel_labels: Annotated[str | None, vessel_labels_option("--liver-mask", panel=INPUT)] = None,
     spacing_mm: SpacingMm = None,
     threshold: Annotated[
         float | None,

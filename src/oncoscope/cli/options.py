@@ -125,6 +125,25 @@ def out_option(help: str = "Output folder.") -> Any:
 OutDir = Annotated[Path, out_option()]
 
 
+def landmarks_option(folder: bool = False, panel: str | None = None) -> Any:
+    """``--landmarks``: Couinaud landmark points (``ct couinaud``; ``locate``: a folder too)."""
+    also = ", or a folder of them (phantom-N for volume-N)" if folder else ""
+    return typer.Option(
+        help=f"JSON of landmark points in RAS mm (a phantom-N.json works as is){also}.",
+        rich_help_panel=panel,
+    )
+
+
+def vessel_labels_option(of: str = "the segmentation", panel: str | None = None) -> Any:
+    """``--vessel-labels``: the vessel label values of a segmentation (``ct couinaud``,
+    ``locate``)."""
+    return typer.Option(
+        help=f"Vessel label values in {of}, e.g. ivc=3,hepatic_veins=4,portal_vein=5 "
+        "(or right_/middle_/left_hepatic_vein=...).",
+        rich_help_panel=panel,
+    )
+
+
 def overwrite_option(help: str) -> Any:
     """``--overwrite``: what the command redoes or replaces when asked."""
     return typer.Option(help=help, rich_help_panel=OUTPUTS)

@@ -9,7 +9,6 @@ Several slices of a volume give one panel, a row per slice and a column per step
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from oncoscope.errors import (
     InvalidVolumeError,
     UnsupportedFormatError,
 )
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.io.volumes import Volume, check_same_grid, read_label_mask, read_volume
 
 STEP_TITLES = {
@@ -362,8 +361,7 @@ def save_chains(results: list[ChainResult], out_dir: str | Path) -> Path:
             for r in results
         ],
     }
-    with atomic_path(out_dir / "panel.json") as temporary:
-        temporary.write_text(json.dumps(record, indent=2))
+    write_json(out_dir / "panel.json", record, indent=2)
     return save_panel(results, out_dir / "panel.png")
 
 
@@ -391,8 +389,7 @@ def _save_steps(result: ChainResult, out_dir: Path) -> None:
         "lesion_area_mm2": _area_mm2(result, "segmented"),
         "steps": [f"{i:02d}_{n}.png" for i, n in enumerate(result.steps, start=1)],
     }
-    with atomic_path(out_dir / "steps.json") as temporary:
-        temporary.write_text(json.dumps(record, indent=2))
+    write_json(out_dir / "steps.json", record, indent=2)
 
 
 def _area_mm2(result: ChainResult, step: str) -> float:

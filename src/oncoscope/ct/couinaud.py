@@ -50,7 +50,7 @@ from scipy import ndimage
 from oncoscope.ct.lesions import bounding_box, find_lesions, label_lesions
 from oncoscope.ct.slices import LIVER_LABEL, TUMOUR_LABEL
 from oncoscope.errors import InvalidLandmarksError, InvalidOptionError, InvalidVolumeError
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, output_files, write_json
 from oncoscope.io.volumes import (
     Volume,
     check_same_grid,
@@ -714,20 +714,15 @@ def save_couinaud(
 
     from oncoscope.ct.couinaud_figure import save_couinaud_figure
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / "couinaud.json",
-        "segments": out_dir / "segments.nii.gz",
-        "figure": out_dir / "couinaud.png",
-    }
+    paths = output_files(
+        out_dir, json="couinaud.json", segments="segments.nii.gz", figure="couinaud.png"
+    )
     image = nib.Nifti1Image(*to_ras_ijk(result.segments, result.volume.affine))
     image.header.set_xyzt_units("mm")
     with atomic_path(paths["segments"]) as temporary:
         nib.save(image, temporary)
     save_couinaud_figure(result, paths["figure"])
-    with atomic_path(paths["json"]) as temporary:
-        temporary.write_text(json.dumps(result.to_json(segmentation_path), indent=2))
+    write_json(paths["json"], result.to_json(segmentation_path), indent=2)
     return paths
 
 

@@ -39,7 +39,6 @@ sensitivity by diameter with false positives per volume.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,7 +55,7 @@ from oncoscope.ct.lesions import bounding_box, find_lesions, label_lesions
 from oncoscope.ct.liver_roi import dice, liver_roi_em
 from oncoscope.ct.slices import TUMOUR_LABEL
 from oncoscope.errors import InvalidOptionError, InvalidVolumeError, OncoscopeError
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.io.volumes import Volume, check_same_grid, read_label_mask, read_volume, to_ras_ijk
 
 Phase = Literal["hypodense", "hyperdense"]
@@ -566,8 +565,7 @@ def save_segment_em(
         writer = csv.DictWriter(handle, fieldnames=_CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    with atomic_path(paths["json"]) as temporary:
-        temporary.write_text(json.dumps(found.to_json(small_mm), indent=2))
+    write_json(paths["json"], found.to_json(small_mm), indent=2)
     return paths
 
 

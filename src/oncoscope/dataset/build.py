@@ -18,7 +18,6 @@ stratum it is split by, warnings). The skeleton then does what every such comman
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from oncoscope.batch import TableReport, run_guarded
 from oncoscope.dataset.manifest import write_manifest
 from oncoscope.dataset.split import SPLITS, split_groups
 from oncoscope.errors import InvalidOptionError, OncoscopeError, OutputWriteError
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import write_json
 
 Item = TypeVar("Item")
 
@@ -263,8 +262,7 @@ def _write(
             write_manifest(rows, writing, columns)
             written.append(writing)
         writing = out / plan.record_name
-        with atomic_path(writing) as temporary:
-            temporary.write_text(json.dumps(record, indent=2))
+        write_json(writing, record, indent=2)
     except OSError as error:
         for path in written:  # no table without the others
             path.unlink(missing_ok=True)

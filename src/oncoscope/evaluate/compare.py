@@ -8,7 +8,6 @@ seed 004 Tables 3-4).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ from oncoscope.evaluate.report import (
     write_report,
 )
 from oncoscope.evaluate.sections import HOW_TO_READ
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 
 
 @dataclass
@@ -336,8 +335,7 @@ def compare_runs(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     comparison_json, comparison_csv = out / "comparison.json", out / "comparison.csv"
-    with atomic_path(comparison_json) as temporary:
-        temporary.write_text(json.dumps(comparison, indent=2))
+    write_json(comparison_json, comparison, indent=2)
     with atomic_path(comparison_csv) as temporary:
         tidy_rows(comparison).to_csv(temporary, index=False, float_format="%.6g")
     facts = {

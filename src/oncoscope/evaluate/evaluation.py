@@ -7,7 +7,6 @@ and group level, a validation-picked operating point, figures, ``metrics.json`` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +48,7 @@ from oncoscope.evaluate.sections import (
     localization_section,
     metrics_table,
 )
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 
 if TYPE_CHECKING:
     from oncoscope.train.checkpoint import LoadedModel
@@ -598,8 +597,7 @@ def evaluate_checkpoint(
             "by_size": located["by_size"],
         }
     metrics_json = out / "metrics.json"
-    with atomic_path(metrics_json) as temporary:
-        temporary.write_text(json.dumps(metrics, indent=2))
+    write_json(metrics_json, metrics, indent=2)
     report = build_report(metrics, figures, training)
     if located is not None:
         report.add(localization_section(localization or "", located))

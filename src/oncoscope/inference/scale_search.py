@@ -40,7 +40,6 @@ in, and the seed's Table 1 is added: per-class accuracy of the patch-wise classi
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -64,7 +63,7 @@ from oncoscope.inference.scale_curves import (
     vote_histogram,
     widen_advice,
 )
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import output_files, write_json
 from oncoscope.io.slides import Resolution, ResolutionRequest, Slide, open_slide
 from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.annotations import Labels, best_label, load_labels
@@ -467,15 +466,10 @@ def write_scale_outputs(result: ScaleResult, out_dir: str | Path) -> dict[str, P
     """
     from oncoscope.inference.scale_figures import plot_curves, plot_histogram
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / "scale.json",
-        "histogram": out / "scale_histogram.png",
-        "curves": out / "scale_curves.png",
-    }
-    with atomic_path(paths["json"]) as temporary:
-        temporary.write_text(json.dumps(result.to_json(), indent=1))
+    paths = output_files(
+        out_dir, json="scale.json", histogram="scale_histogram.png", curves="scale_curves.png"
+    )
+    write_json(paths["json"], result.to_json(), indent=1)
     plot_histogram(result, paths["histogram"])
     plot_curves(result, paths["curves"])
     return paths

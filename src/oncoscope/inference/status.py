@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope.errors import InvalidOptionError
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import write_json
 
 STATUS_NAME = "status.json"
 #: Bytes read at a time when hashing a file.
@@ -134,8 +134,7 @@ def write_status(folder: str | Path, record: dict[str, Any]) -> Path:
     """Write ``status.json`` (``state: done``, ``finished`` UTC time, plus ``record``)."""
     path = Path(folder) / STATUS_NAME
     status = {"state": "done", "finished": datetime.now(UTC).isoformat(), **record}
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(status, indent=2))
+    write_json(path, status, indent=2)
     return path
 
 

@@ -57,7 +57,7 @@ from oncoscope.inference.status import (
     settings_differences,
     write_status,
 )
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.io.volumes import (
     ITK_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -840,11 +840,9 @@ def _write_run_tables(report: LocateReport, checkpoint: str | Path, context: _Co
         write_manifest(report.rows, out / "candidates.csv", CANDIDATE_COLUMNS)
         if report.detection is not None:
             record["detection"] = report.detection
-            with atomic_path(out / "detection.json") as temporary:
-                temporary.write_text(json.dumps(report.detection, indent=2))
+            write_json(out / "detection.json", report.detection, indent=2)
             write_manifest(_froc_rows(report.detection), out / "detection.csv", _FROC_COLUMNS)
-        with atomic_path(out / "locate.json") as temporary:
-            temporary.write_text(json.dumps(record, indent=2))
+        write_json(out / "locate.json", record, indent=2)
     except OSError as error:
         raise OutputWriteError(f"cannot write ({error.strerror or error})", out) from error
 

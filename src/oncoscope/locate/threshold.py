@@ -19,7 +19,7 @@ from typing import Any
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError, OutputWriteError
 from oncoscope.inference.status import file_sha256, settings_differences
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import write_json
 
 #: Appended to the checkpoint's file name.
 RECORD_SUFFIX = ".localization.json"
@@ -114,8 +114,7 @@ def write_record(
                 f"({'; '.join(changes)}) by {record['threshold']}"
             )
     try:
-        with atomic_path(path) as temporary:
-            temporary.write_text(json.dumps(record, indent=2))
+        write_json(path, record, indent=2)
     except OSError as error:
         raise OutputWriteError(f"cannot write ({error.strerror or error})", path) from error
     return path, note

@@ -25,7 +25,7 @@ import torch
 
 from oncoscope.errors import OncoscopeError
 from oncoscope.features.bags import BagInfo, find_bags, read_bag, read_bag_info
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.mil import heatmap
 from oncoscope.mil.labels import MilItem, join_bags, read_slide_table
 from oncoscope.mil.models import AttentionMIL, create_mil_model
@@ -308,8 +308,7 @@ def write_slide_outputs(
 
 
 def _write_record(out: Path, record: dict[str, Any]) -> None:
-    with atomic_path(out / RECORD) as temporary:
-        temporary.write_text(json.dumps(record, indent=2))
+    write_json(out / RECORD, record, indent=2)
 
 
 def _slide_file(info: BagInfo, bag: Path) -> Path | None:

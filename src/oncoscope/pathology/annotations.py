@@ -29,7 +29,7 @@ from shapely.validation import explain_validity
 from skimage.draw import polygon as draw_polygon
 
 from oncoscope.errors import InvalidAnnotationError
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import write_json
 from oncoscope.pathology.tissue import region_fraction
 
 UNLABELLED = "unlabelled"
@@ -131,8 +131,7 @@ def write_geojson(annotations: Sequence[Annotation], path: str | Path) -> Path:
         for a in annotations
     ]
     path = Path(path)
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    write_json(path, {"type": "FeatureCollection", "features": features})
     return path
 
 

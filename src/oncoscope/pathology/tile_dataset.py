@@ -39,7 +39,7 @@ from oncoscope.dataset.build import (
 )
 from oncoscope.dataset.split import SPLITS, split_counts
 from oncoscope.errors import InvalidOptionError
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.io.slide_files import SlideJob, find_slides
 from oncoscope.io.slides import Resolution, ResolutionRequest, Slide, pooled_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels, nothing_labelled
@@ -231,8 +231,7 @@ def tile_slide(job: SlideJob, out_dir: Path, options: TileOptions) -> SlideResul
         "warnings": warnings,
         "options": asdict(options),
     }
-    with atomic_path(out_dir / job.slide_id / "slide.json") as temporary:
-        temporary.write_text(json.dumps(record, indent=2))
+    write_json(out_dir / job.slide_id / "slide.json", record, indent=2)
     return SlideResult(job.slide_id, rows, stratum, warnings, record=record)
 
 

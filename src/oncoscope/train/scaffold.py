@@ -12,7 +12,6 @@ carries, the checks before resuming, the summary's first entries) stays with the
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
-from oncoscope.io.atomic import atomic_path
+from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
 from oncoscope.train.config import RunSettings
 
@@ -237,8 +236,7 @@ class TrainingRun:
         }
         if result.initial_weights:
             summary["initial_weights"] = result.initial_weights
-        with atomic_path(self.run_dir / "run.json") as temporary:
-            temporary.write_text(json.dumps(summary, indent=2))
+        write_json(self.run_dir / "run.json", summary, indent=2)
 
 
 def _checkpoint(run_dir: Path, name: str, *, monitor: str | None) -> RunCheckpoint:
