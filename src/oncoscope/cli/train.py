@@ -23,7 +23,7 @@ def train(
         str | None, typer.Option(help="Model name, or several comma-separated.")
     ] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="Named recipe: quick, seed000, seed001, seed004.")
+        str | None, typer.Option(help="Named recipe: quick, ct-cam, seed000, seed001, seed004.")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of training options.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
