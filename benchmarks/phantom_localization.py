@@ -34,7 +34,7 @@ import torch
 
 from oncoscope.ct.twins import write_twin_cohort
 from oncoscope.doctor import cpu_has_native_bf16
-from oncoscope.explain.score import score_localization
+from oncoscope.explain.localization_report import score_localization
 from oncoscope.train.config import TrainConfig
 from oncoscope.train.run import train
 

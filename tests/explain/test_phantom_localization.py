@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from oncoscope.ct.twins import write_twin_cohort
-from oncoscope.explain.score import score_localization
+from oncoscope.explain.localization_report import score_localization
 from oncoscope.train.config import TrainConfig
 from oncoscope.train.run import train
 

@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.explain.localization_report import score_localization
 from oncoscope.explain.overlay import FIGURE_MIN_SIDE_PX, overlay
 from oncoscope.explain.run import EXPLAIN_COLUMNS, explain_images
-from oncoscope.explain.score import score_localization
 from tests.explain.conftest import TinyGapNet, use_tiny_models, write_checkpoint
 
 CLASSES = ["healthy", "tumour"]

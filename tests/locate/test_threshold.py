@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from oncoscope.cli import app
 from oncoscope.errors import InvalidOptionError, OncoscopeError
-from oncoscope.explain.score import score_localization
+from oncoscope.explain.localization_report import score_localization
 from oncoscope.locate.threshold import choose_threshold, record_path, write_record
 from tests.explain.conftest import TinyGapNet, use_tiny_models, write_checkpoint
 from tests.explain.test_run import KWARGS, lesion_manifest

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from shapely import box
 from shapely.geometry import shape
 
@@ -16,7 +17,6 @@ from oncoscope.pathology.annotations import (
     read_geojson,
     read_label_mask,
     write_geojson,
-    write_label_mask,
 )
 from oncoscope.pathology.synthetic import default_regions
 
@@ -118,7 +118,9 @@ def test_label_mask_gives_the_same_coverage_as_the_polygons(tmp_path):
     regions = default_regions((4000, 3000))
     classes = ["tumour", "stroma", "normal"]
     mask = rasterize(regions, (500, 375), 8.0, classes)
-    path = write_label_mask(mask, classes, tmp_path / "labels.png")
+    path = tmp_path / "labels.png"  # a label mask as a user draws it, with its class names
+    Image.fromarray(mask).save(path)
+    path.with_suffix(".json").write_text(json.dumps({"1": "tumour", "2": "stroma", "3": "normal"}))
     from_file = read_label_mask(path, (4000, 3000))
     assert isinstance(from_file, MaskLabels) and from_file.downsample == 8.0
     polygons = PolygonLabels(regions)

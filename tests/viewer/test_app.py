@@ -49,6 +49,29 @@ def test_index_lists_every_output(client: TestClient) -> None:
         assert client.get(page).headers["content-type"].startswith("text/html")
 
 
+@pytest.mark.parametrize(
+    ("url", "title", "scripts"),
+    [
+        ("/", "oncoscope viewer", ["/static/common.js", "/static/index.js"]),
+        (
+            "/slide?key=slide/a",
+            "slide · oncoscope viewer",
+            ["/static/common.js", "/osd/openseadragon.min.js", "/static/slide.js"],
+        ),
+        ("/ct?key=x", "CT · oncoscope viewer", ["/static/common.js", "/static/ct.js"]),
+    ],
+)
+def test_each_page_is_one_document_with_its_title_and_scripts_in_order(
+    client: TestClient, url: str, title: str, scripts: list[str]
+) -> None:
+    text = client.get(url).text
+    assert text.startswith("<!doctype html>") and text.count("<html") == 1
+    assert f"<title>{title}</title>" in text
+    found = [part.split('"', 1)[0] for part in text.split('<script src="')[1:]]
+    assert found == scripts  # the shared helpers first, then what the page's script needs
+    assert all(client.get(src).status_code == 200 for src in found if src.startswith("/static"))
+
+
 def test_slide_facts_match_the_slide_and_summary(
     client: TestClient, generic_slide: SyntheticSlide
 ) -> None:

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from oncoscope import __version__
-from oncoscope.cli._common import console, state, user_errors
+from oncoscope.cli._common import console, quiet_lightning, state, user_errors
 from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
 from oncoscope.cli.evaluate import register as register_evaluation_commands
@@ -24,6 +24,7 @@ from oncoscope.cli.explain import register as register_explain
 from oncoscope.cli.features import register as register_features_command
 from oncoscope.cli.locate import register as register_locate
 from oncoscope.cli.mil import mil_app
+from oncoscope.cli.options import OutDir
 from oncoscope.cli.scale import register as register_scale_command
 from oncoscope.cli.slide import register as register_slide_command
 from oncoscope.cli.train import register as register_learning_commands
@@ -97,7 +98,7 @@ def doctor(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("oncoscope-demo"),
+    out: OutDir = Path("oncoscope-demo"),
     patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 16,
     lesion_free: Annotated[
         int | None,
@@ -110,13 +111,9 @@ def demo(
     ] = True,
 ) -> None:
     """Run the CT and slide pipelines end to end on SYNTHETIC data (no patient data)."""
-    import logging
-    import warnings
-
     from oncoscope.demo import run_demo
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    quiet_lightning()
 
     with user_errors(out=out):
         result = run_demo(

@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
 
 from oncoscope.cli._common import (
-    SpacingMm,
     console,
+    counted_progress,
     error_console,
     exit_on_failures,
-    finite_number,
+    options_from,
+    print_table,
     progress_bar,
     user_errors,
 )
+from oncoscope.cli.options import (
+    INPUT,
+    OUTPUTS,
+    OutDir,
+    SpacingMm,
+    finite_option,
+    overwrite_option,
+    parallel_option,
+    seed_option,
+    strict_option,
+)
+
+PREPROCESSING = "Preprocessing"
+SELECTION = "Slice selection"
 
 ct_app = typer.Typer(
     help="CT volumes: slice datasets, preprocessing, phantoms, EM lesions, Couinaud segments.",
@@ -26,52 +41,82 @@ ct_app = typer.Typer(
 
 @ct_app.command("prepare")
 def ct_prepare(
+    ctx: typer.Context,
     volumes_dir: Annotated[Path, typer.Argument(help="Folder of volume-N / segmentation-N pairs.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    *,
+    volume_prefix: Annotated[
+        str, typer.Option(help="File-name prefix of volumes.", rich_help_panel=INPUT)
+    ] = "volume-",
+    mask_prefix: Annotated[
+        str, typer.Option(help="File-name prefix of masks.", rich_help_panel=INPUT)
+    ] = "segmentation-",
+    spacing_mm: SpacingMm = None,
     window: Annotated[
         str,
         typer.Option(
             help="HU window: preset (liver, abdomen, liver-narrow, soft-tissue, bone, lung), "
-            "W/L such as 400/40, three comma-separated windows for RGB, or 'multi'."
+            "W/L such as 400/40, three comma-separated windows for RGB, or 'multi'.",
+            rich_help_panel=PREPROCESSING,
         ),
     ] = "liver",
-    small_mm: Annotated[
-        float,
+    size_px: Annotated[
+        int | None,
         typer.Option(
-            min=0.0,
-            callback=finite_number,
-            help="Small lesion: largest in-plane diameter <= this (mm).",
+            "--size",
+            min=16,
+            help="Resize slices to SIZE x SIZE pixels.",
+            rich_help_panel=PREPROCESSING,
         ),
-    ] = 20.0,
-    only_small: Annotated[
-        bool, typer.Option(help="Keep only tumour slices whose lesions are all small.")
-    ] = False,
-    healthy_per_patient: Annotated[
-        int, typer.Option(min=0, help="Healthy liver slices per patient, sampled evenly.")
-    ] = 20,
-    split: Annotated[str, typer.Option(help="Patient shares train:val:test.")] = "3:1:1",
-    seed: Annotated[int, typer.Option(help="Seed of the patient split.")] = 0,
-    size: Annotated[
-        int | None, typer.Option(min=16, help="Resize slices to SIZE x SIZE pixels.")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Volumes read in parallel.")] = 1,
-    strict: Annotated[bool, typer.Option(help="Stop at the first bad volume.")] = False,
-    volume_prefix: Annotated[str, typer.Option(help="File-name prefix of volumes.")] = "volume-",
-    mask_prefix: Annotated[str, typer.Option(help="File-name prefix of masks.")] = "segmentation-",
-    spacing_mm: SpacingMm = None,
     denoise: Annotated[
-        str, typer.Option(help="Median denoising in HU: none, median (3 px) or median:SIZE.")
+        str,
+        typer.Option(
+            help="Median denoising in HU: none, median (3 px) or median:SIZE.",
+            rich_help_panel=PREPROCESSING,
+        ),
     ] = "none",
     roi: Annotated[
         str,
         typer.Option(
             help="Liver ROI; outside it is set to the window's low end: none, em (Gaussian "
-            "mixture on HU) or mask (the segmentation's liver label)."
+            "mixture on HU) or mask (the segmentation's liver label).",
+            rich_help_panel=PREPROCESSING,
         ),
     ] = "none",
     on_empty_roi: Annotated[
-        str, typer.Option(help="A slice whose ROI is empty: keep (unmasked) or drop.")
+        str,
+        typer.Option(
+            help="A slice whose ROI is empty: keep (unmasked) or drop.",
+            rich_help_panel=PREPROCESSING,
+        ),
     ] = "keep",
+    small_mm: Annotated[
+        float,
+        finite_option(
+            "Small lesion: largest in-plane diameter <= this (mm).", min=0.0, panel=SELECTION
+        ),
+    ] = 20.0,
+    only_small: Annotated[
+        bool,
+        typer.Option(
+            help="Keep only tumour slices whose lesions are all small.", rich_help_panel=SELECTION
+        ),
+    ] = False,
+    healthy_per_patient: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Healthy liver slices per patient, sampled evenly.",
+            rich_help_panel=SELECTION,
+        ),
+    ] = 20,
+    out: OutDir,
+    split: Annotated[
+        str, typer.Option(help="Patient shares train:val:test.", rich_help_panel=OUTPUTS)
+    ] = "3:1:1",
+    seed: Annotated[int, seed_option("the patient split")] = 0,
+    workers: Annotated[int, parallel_option("Volumes read in parallel.")] = 1,
+    strict: Annotated[bool, strict_option("volume")] = False,
 ) -> None:
     """Labelled transverse slices (PNG) and a patient-split manifest.csv from LiTS-style volumes."""
     from oncoscope.ct.chain import ROI_SOURCES, RoiSource, SliceChain, parse_denoise
@@ -86,31 +131,22 @@ def ct_prepare(
             raise InvalidOptionError(f"--roi '{roi}' is not one of {', '.join(ROI_SOURCES)}")
         if on_empty_roi not in ("keep", "drop"):
             raise InvalidOptionError(f"--on-empty-roi '{on_empty_roi}' is not keep or drop")
-        options = PrepareOptions(
+        options = options_from(
+            PrepareOptions,
+            ctx,
             windows=parse_windows(window),
-            small_mm=small_mm,
-            only_small=only_small,
-            healthy_per_patient=healthy_per_patient,
             ratio=parse_ratio(split),
-            seed=seed,
-            size_px=size,
-            volume_prefix=volume_prefix,
-            mask_prefix=mask_prefix,
             spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
             chain=SliceChain(parse_denoise(denoise), cast(RoiSource, roi), seed=seed),
-            on_empty_roi="drop" if on_empty_roi == "drop" else "keep",
         )
-        with progress_bar() as progress:
-            task = progress.add_task("volumes", total=None)
+        with counted_progress("volumes") as done:
             report = prepare_dataset(
                 volumes_dir,
                 out,
                 options,
                 workers=workers,
                 strict=strict,
-                on_case_done=lambda _pid, _error, total: progress.update(
-                    task, total=total, advance=1
-                ),
+                on_case_done=lambda _pid, _error, total: done(total),
             )
     for note in report.notes:
         console.print(note, highlight=False)
@@ -139,7 +175,7 @@ def ct_preprocess(
     source: Annotated[
         Path, typer.Argument(help="A volume (NIfTI, DICOM folder or file) or an 8-bit slice image.")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out: OutDir,
     slice_index: Annotated[
         list[int] | None,
         typer.Option(
@@ -161,18 +197,13 @@ def ct_preprocess(
         str, typer.Option(help="Noise to inject: none, gaussian, salt-pepper.")
     ] = "none",
     noise_amount: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            callback=finite_number,
-            help="HU std (gaussian) or pixel fraction (salt-pepper).",
-        ),
+        float, finite_option("HU std (gaussian) or pixel fraction (salt-pepper).", min=0.0)
     ] = 0.0,
     median_size: Annotated[int, typer.Option(min=1, help="Median filter window, odd pixels.")] = 3,
     phase: Annotated[
         str, typer.Option(help="EM lesion step: hypodense or hyperdense lesions.")
     ] = "hypodense",
-    seed: Annotated[int, typer.Option(help="Seed of noise and EM.")] = 0,
+    seed: Annotated[int, seed_option("noise and EM")] = 0,
     spacing_mm: SpacingMm = None,
 ) -> None:
     """Seed-001 chain: resize, noise, median denoise, EM liver ROI, mask, EM lesions; a panel."""
@@ -247,14 +278,14 @@ def ct_preprocess(
 
 @ct_app.command("phantom")
 def ct_phantom(
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out: OutDir,
     patients: Annotated[int, typer.Option(min=1, help="Number of phantoms.")] = 6,
     slices: Annotated[int, typer.Option(min=8, help="Slices per volume.")] = 48,
     size: Annotated[int, typer.Option(min=32, help="Rows and columns per slice.")] = 256,
     lesion_free: Annotated[
         int, typer.Option(min=0, help="How many of the patients (the last ones) have no lesion.")
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: Annotated[int, seed_option("the phantoms")] = 0,
 ) -> None:
     """Write a SYNTHETIC LiTS-style cohort (volume-N / segmentation-N); never patient data."""
     from oncoscope.ct.phantom import write_cohort
@@ -272,7 +303,7 @@ def ct_couinaud(
     segmentation: Annotated[
         Path, typer.Argument(help="Its segmentation: 0 background, 1 liver, 2 tumour (+ vessels).")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out: OutDir,
     landmarks: Annotated[
         Path | None,
         typer.Option(help="JSON of landmark points in RAS mm (a phantom-N.json works as is)."),
@@ -322,7 +353,7 @@ def ct_couinaud(
 @ct_app.command("segment-em")
 def ct_segment_em(
     volume: Annotated[Path, typer.Argument(help="CT volume (NIfTI, DICOM folder, MHA, NRRD).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    out: OutDir,
     liver_mask: Annotated[
         Path | None,
         typer.Option(help="LiTS segmentation whose labels 1 and 2 are the liver ROI (else EM)."),
@@ -335,50 +366,24 @@ def ct_segment_em(
     ] = "hypodense",
     components: Annotated[int, typer.Option(help="Gaussian mixture components, 2-6.")] = 3,
     min_contrast_hu: Annotated[
-        float,
-        typer.Option(
-            callback=finite_number,
-            help="Lesion component mean at least this far from the liver's, HU.",
-        ),
+        float, finite_option("Lesion component mean at least this far from the liver's, HU.")
     ] = 15.0,
     min_area_mm2: Annotated[
-        float,
-        typer.Option(
-            callback=finite_number,
-            help="Keep lesions whose largest in-plane section is >= this, mm².",
-        ),
+        float, finite_option("Keep lesions whose largest in-plane section is >= this, mm².")
     ] = 30.0,
     margin_mm: Annotated[
-        float,
-        typer.Option(
-            callback=finite_number, help="ROI rim left out of the fit (partial volume), mm."
-        ),
+        float, finite_option("ROI rim left out of the fit (partial volume), mm.")
     ] = 3.0,
-    opening_mm: Annotated[
-        float,
-        typer.Option(
-            callback=finite_number,
-            help="In-plane opening radius, mm.",
-        ),
-    ] = 2.0,
+    opening_mm: Annotated[float, finite_option("In-plane opening radius, mm.")] = 2.0,
     median_size: Annotated[int, typer.Option(help="In-plane median filter, odd pixels.")] = 3,
     init_offset_hu: Annotated[
-        float,
-        typer.Option(
-            callback=finite_number,
-            help="EM starts at the ROI's median HU and this far below/above.",
-        ),
+        float, finite_option("EM starts at the ROI's median HU and this far below/above.")
     ] = 40.0,
     small_mm: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            callback=finite_number,
-            help="Flag lesions with diameter <= this (mm) as small.",
-        ),
+        float, finite_option("Flag lesions with diameter <= this (mm) as small.", min=0.0)
     ] = 20.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling and of EM.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace earlier outputs in --out.")] = False,
+    seed: Annotated[int, seed_option("the sampling and of EM")] = 0,
+    overwrite: Annotated[bool, overwrite_option("Replace earlier outputs in --out.")] = False,
     spacing_mm: SpacingMm = None,
 ) -> None:
     """Lesion candidates inside the liver by an EM Gaussian mixture on HU: label map and CSV."""
@@ -454,10 +459,6 @@ def ct_segment_em(
     console.print(f"wrote {paths['labels']}, {paths['csv']} and {paths['json']}")
 
 
-def print_split_table(table: list[dict[str, object]]) -> None:
-    view = Table(title="patient split")
-    for column in ("split", "patients", "slices", "tumour", "healthy"):
-        view.add_column(column, justify="left" if column == "split" else "right")
-    for row in table:
-        view.add_row(*(str(row[c]) for c in ("split", "patients", "slices", "tumour", "healthy")))
-    console.print(view)
+def print_split_table(table: list[dict[str, Any]]) -> None:
+    """The patient split of a slice dataset: patients, slices, tumour and healthy per split."""
+    print_table("patient split", ("split", "patients", "slices", "tumour", "healthy"), table)

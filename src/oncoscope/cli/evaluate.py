@@ -7,21 +7,29 @@ from typing import Annotated
 
 import typer
 
-from oncoscope.cli._common import console, exit_on_failures, finite_number, user_errors
+from oncoscope.cli._common import console, exit_on_failures, user_errors
+from oncoscope.cli.options import (
+    INPUT,
+    BatchSize,
+    Checkpoint,
+    OutDir,
+    Workers,
+    finite_option,
+    seed_option,
+)
 
 Resamples = Annotated[
     int, typer.Option(min=1, help="Bootstrap resamples of patients/slides for the 95% CIs.")
 ]
-Seed = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
-Data = Annotated[Path, typer.Option(help="manifest.csv holding the split.")]
-Split = Annotated[str, typer.Option(help="Split to score.")]
-Workers = Annotated[int, typer.Option(min=0, help="Data loader processes.")]
+Seed = Annotated[int, seed_option("the bootstrap")]
+Data = Annotated[Path, typer.Option(help="manifest.csv holding the split.", rich_help_panel=INPUT)]
+Split = Annotated[str, typer.Option(help="Split to score.", rich_help_panel=INPUT)]
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (RUN/checkpoints/best.ckpt).")],
+    checkpoint: Checkpoint,
     data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    out: OutDir,
     split: Split = "test",
     val_split: Annotated[
         str, typer.Option(help="Split the operating point is picked on ('none': skip).")
@@ -36,14 +44,13 @@ def evaluate(
     ] = None,
     target_sensitivity: Annotated[
         float | None,
-        typer.Option(
+        finite_option(
+            "Pick the threshold reaching this validation sensitivity (not Youden).",
             min=0.0,
             max=1.0,
-            callback=finite_number,
-            help="Pick the threshold reaching this validation sensitivity (not Youden).",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: BatchSize = 32,
     workers: Workers = 0,
     localization: Annotated[
         bool,
@@ -122,14 +129,14 @@ def evaluate(
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (or checkpoints).")],
     data: Data,
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    out: OutDir,
     split: Split = "test",
     reference: Annotated[
         str | None, typer.Option(help="Model the others are compared with (default: first).")
     ] = None,
     resamples: Resamples = 1000,
     seed: Seed = 0,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: BatchSize = 32,
     workers: Workers = 0,
 ) -> None:
     """Models side by side with CIs, and paired-bootstrap differences from a reference."""

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 
 from oncoscope.cli._common import console, exit_on_failures, progress_bar, user_errors
+from oncoscope.cli.options import BatchSize, Checkpoint, OutDir
 
 
 def explain(
-    checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (best.ckpt).")],
+    checkpoint: Checkpoint,
     images: Annotated[
         list[Path] | None, typer.Argument(help="Image files (or use --data and --split).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("explain"),
+    out: OutDir = Path("explain"),
     method: Annotated[
         str, typer.Option(help="gradcam, gradcam++, layercam, scorecam, cam or attention.")
     ] = "gradcam",
@@ -29,7 +30,7 @@ def explain(
     target: Annotated[
         str | None, typer.Option(help="Class to explain (default: each image's prediction).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    batch_size: BatchSize = 8,
     data: Annotated[Path | None, typer.Option(help="manifest.csv to take images from.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data to explain.")] = "test",
 ) -> None:

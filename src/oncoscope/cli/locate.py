@@ -8,15 +8,28 @@ from typing import Annotated
 import typer
 
 from oncoscope.cli._common import (
-    SpacingMm,
     console,
     error_console,
     exit_on_failures,
-    finite_number,
-    positive_number,
+    options_from,
     progress_bar,
     user_errors,
 )
+from oncoscope.cli.options import (
+    INPUT,
+    OutDir,
+    SpacingMm,
+    batch_size_option,
+    checkpoint_argument,
+    finite_option,
+    fraction_option,
+    on_mismatch_option,
+    overwrite_option,
+    positive_option,
+)
+
+CANDIDATES = "Candidates"
+SCORING = "Scoring"
 
 
 def register(app: typer.Typer) -> None:
@@ -25,80 +38,95 @@ def register(app: typer.Typer) -> None:
 
 
 def locate(
-    checkpoint: Annotated[Path, typer.Argument(help="A CT slice classifier checkpoint.")],
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path, checkpoint_argument("A CT slice classifier from `oncoscope train`")
+    ],
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(help="CT volumes (NIfTI, MHA/NRRD, DICOM folders), slice PNGs or folders."),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("locate"),
     data: Annotated[
-        Path | None, typer.Option(help="A manifest whose --split slices are located too.")
-    ] = None,
-    split: Annotated[str | None, typer.Option(help="Split of --data.")] = None,
-    threshold: Annotated[
-        float | None,
+        Path | None,
         typer.Option(
-            callback=finite_number,
-            help="Map threshold in (0, 1) (default: the one `evaluate --localization` "
-            "recorded beside the checkpoint).",
+            help="A manifest whose --split slices are located too.", rich_help_panel=INPUT
         ),
     ] = None,
-    method: Annotated[
-        str | None,
-        typer.Option(help="CAM method (default: the one the threshold was picked for)."),
+    split: Annotated[
+        str | None, typer.Option(help="Split of --data.", rich_help_panel=INPUT)
     ] = None,
-    min_prob: Annotated[
-        float,
-        typer.Option(
-            min=0.0, max=1.0, help="Slices with a lower tumour probability get no candidates."
-        ),
-    ] = 0.5,
-    small_mm: Annotated[
-        float,
-        typer.Option(
-            callback=positive_number,
-            help="Candidates at most this largest in-plane diameter (mm) are small.",
-        ),
-    ] = 20.0,
     liver_mask: Annotated[
         Path | None,
         typer.Option(
             help="Liver segmentation (labels >= 1) on the volume's grid, or a folder of them "
-            "(segmentation-N for volume-N); default: the EM liver ROI."
+            "(segmentation-N for volume-N); default: the EM liver ROI.",
+            rich_help_panel=INPUT,
         ),
     ] = None,
     landmarks: Annotated[
         Path | None,
-        typer.Option(help="Couinaud landmarks JSON (as `ct couinaud`), or a folder of them."),
+        typer.Option(
+            help="Couinaud landmarks JSON (as `ct couinaud`), or a folder of them.",
+            rich_help_panel=INPUT,
+        ),
     ] = None,
     vessel_labels: Annotated[
         str | None,
         typer.Option(
-            help="Vessel labels of --liver-mask, e.g. ivc=3,hepatic_veins=4,portal_vein=5."
+            help="Vessel labels of --liver-mask, e.g. ivc=3,hepatic_veins=4,portal_vein=5.",
+            rich_help_panel=INPUT,
         ),
     ] = None,
+    spacing_mm: SpacingMm = None,
+    threshold: Annotated[
+        float | None,
+        finite_option(
+            "Map threshold in (0, 1) (default: the one `evaluate --localization` recorded "
+            "beside the checkpoint).",
+            panel=CANDIDATES,
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="CAM method (default: the one the threshold was picked for).",
+            rich_help_panel=CANDIDATES,
+        ),
+    ] = None,
+    min_prob: Annotated[
+        float,
+        fraction_option(
+            "Slices with a lower tumour probability get no candidates.", panel=CANDIDATES
+        ),
+    ] = 0.5,
+    small_mm: Annotated[
+        float,
+        positive_option(
+            "Candidates at most this largest in-plane diameter (mm) are small.", panel=CANDIDATES
+        ),
+    ] = 20.0,
     truth: Annotated[
         Path | None,
         typer.Option(
             help="Ground-truth segmentation (tumour = 2) on the volume's grid, or a folder of "
-            "them: lesion-level detection scores."
+            "them: lesion-level detection scores.",
+            rich_help_panel=SCORING,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 8,
+    resamples: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Bootstrap resamples of the detection CIs.", rich_help_panel=SCORING
+        ),
+    ] = 1000,
+    batch_size: Annotated[int, batch_size_option("Slices")] = 8,
+    out: OutDir = Path("locate"),
     overwrite: Annotated[
-        bool, typer.Option(help="Redo inputs done before, whatever their settings.")
+        bool, overwrite_option("Redo inputs done before, whatever their settings.")
     ] = False,
     on_mismatch: Annotated[
-        str,
-        typer.Option(
-            help="An input done before with other settings: redo it, or error (refuse it, "
-            "naming what differs)."
-        ),
+        str, on_mismatch_option("An input done before with other settings")
     ] = "redo",
-    resamples: Annotated[
-        int, typer.Option(min=1, help="Bootstrap resamples of the detection CIs.")
-    ] = 1000,
-    spacing_mm: SpacingMm = None,
 ) -> None:
     """Lesion candidates: per slice and joined in 3-D, with size, score and Couinaud segment.
 
@@ -112,20 +140,11 @@ def locate(
     from oncoscope.locate.run import locate as run_locate
 
     with user_errors(out=out):
-        options = LocateOptions(
-            threshold=threshold,
-            method=method,
-            min_prob=min_prob,
-            small_mm=small_mm,
-            liver_mask=liver_mask,
-            landmarks=landmarks,
+        options = options_from(
+            LocateOptions,
+            ctx,
             vessel_labels=parse_vessel_labels(vessel_labels) if vessel_labels else None,
-            truth=truth,
             spacing_mm=parse_spacing_mm(spacing_mm) if spacing_mm else None,
-            batch_size=batch_size,
-            overwrite=overwrite,
-            on_mismatch=on_mismatch,
-            resamples=resamples,
         )
     progress = progress_bar()  # started at the first input: refusals before it print one line
     task = progress.add_task("inputs", total=None)

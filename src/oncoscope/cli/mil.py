@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from oncoscope.cli._common import (
-    console,
-    exit_on_failures,
-    finite_number,
-    positive_number,
-    user_errors,
+from oncoscope.cli._common import console, exit_on_failures, quiet_lightning, user_errors
+from oncoscope.cli.options import (
+    INPUT,
+    MODEL,
+    TRAINING,
+    NumNodes,
+    OutDir,
+    OverwriteRun,
+    Precision,
+    Resume,
+    Strategy,
+    TrainDevices,
+    checkpoint_argument,
+    epochs_option,
+    finite_option,
+    learning_rate_option,
+    out_option,
+    overwrite_option,
+    training_seed_option,
+    workers_option,
 )
+
+#: ``--bags``: the feature bags of ``oncoscope features``.
+Bags = Annotated[
+    Path,
+    typer.Option(help="Folder of feature bags <slide stem>.h5.", rich_help_panel=INPUT),
+]
 
 mil_app = typer.Typer(
     help="Attention MIL on slide/patient labels over feature bags (oncoscope features).",
@@ -25,45 +43,73 @@ mil_app = typer.Typer(
 
 @mil_app.command("train")
 def mil_train(
-    bags: Annotated[Path, typer.Option(help="Folder of feature bags <slide stem>.h5.")],
+    *,
+    bags: Bags,
     labels: Annotated[
-        Path, typer.Option(help="slides.csv: slide, label, split (train/val/test), [patient].")
+        Path,
+        typer.Option(
+            help="slides.csv: slide, label, split (train/val/test), [patient].",
+            rich_help_panel=INPUT,
+        ),
     ],
-    out: Annotated[Path, typer.Option(help="Run directory.")],
-    model: Annotated[str, typer.Option(help="abmil (gated attention) or clam_sb.")] = "abmil",
     bag_level: Annotated[
-        str, typer.Option(help="slide: a bag per slide; patient: a patient's slides joined.")
+        str,
+        typer.Option(
+            help="slide: a bag per slide; patient: a patient's slides joined.",
+            rich_help_panel=INPUT,
+        ),
     ] = "slide",
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    lr: Annotated[float, typer.Option(callback=positive_number, help="Learning rate.")] = 2e-4,
-    weight_decay: Annotated[float, typer.Option(min=0.0, callback=finite_number)] = 1e-5,
+    model: Annotated[
+        str, typer.Option(help="abmil (gated attention) or clam_sb.", rich_help_panel=MODEL)
+    ] = "abmil",
+    hidden: Annotated[
+        int, typer.Option(min=1, help="Tile embedding size.", rich_help_panel=MODEL)
+    ] = 256,
+    dropout: Annotated[
+        float,
+        finite_option(
+            "Dropout on the embedding and attention layers.", min=0.0, max=0.99, panel=MODEL
+        ),
+    ] = 0.25,
+    k_sample: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="clam_sb: tiles at each end of the attention ranking.",
+            rich_help_panel=MODEL,
+        ),
+    ] = 8,
+    precision: Precision = "auto",
+    epochs: Annotated[int, epochs_option()] = 20,
+    lr: Annotated[float, learning_rate_option()] = 2e-4,
+    weight_decay: Annotated[
+        float, finite_option("Weight decay of the optimiser.", min=0.0, panel=TRAINING)
+    ] = 1e-5,
     max_tiles: Annotated[
-        int | None, typer.Option(min=1, help="Tiles sampled per bag and step, training only.")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Tiles sampled per bag and step, training only.",
+            rich_help_panel=TRAINING,
+        ),
     ] = None,
     class_weights: Annotated[
-        bool, typer.Option(help="Weight the loss by inverse class frequency.")
+        bool,
+        typer.Option(help="Weight the loss by inverse class frequency.", rich_help_panel=TRAINING),
     ] = True,
-    hidden: Annotated[int, typer.Option(min=1, help="Tile embedding size.")] = 256,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.99, callback=finite_number)] = 0.25,
-    k_sample: Annotated[
-        int, typer.Option(min=1, help="clam_sb: tiles at each end of the attention ranking.")
-    ] = 8,
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
-    devices: Annotated[str, typer.Option(help="Lightning devices, e.g. auto, 1, 4.")] = "auto",
-    strategy: Annotated[str, typer.Option(help="Lightning strategy, e.g. ddp.")] = "auto",
-    num_nodes: Annotated[int, typer.Option(min=1)] = 1,
-    workers: Annotated[int, typer.Option(min=0, help="Data loader processes.")] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace the run already in RUN (a new run needs it empty).")
-    ] = False,
+    seed: Annotated[int, training_seed_option()] = 0,
+    workers: Annotated[int, workers_option(panel=TRAINING)] = 0,
+    devices: TrainDevices = "auto",
+    strategy: Strategy = "auto",
+    num_nodes: NumNodes = 1,
+    out: Annotated[Path, out_option("Run directory.")],
+    resume: Resume = False,
+    overwrite: OverwriteRun = False,
 ) -> None:
     """Train attention MIL on slide labels; the best checkpoint is RUN/checkpoints/best.ckpt."""
     from oncoscope.mil.train import mil_config, train_mil
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation
+    quiet_lightning()
     with user_errors(out=out):
         config = mil_config(
             bags=bags,
@@ -96,18 +142,16 @@ def mil_train(
 
 @mil_app.command("predict")
 def mil_predict(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="A MIL checkpoint (RUN/checkpoints/best.ckpt).")
-    ],
-    bags: Annotated[Path, typer.Option(help="Folder of feature bags <slide stem>.h5.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    checkpoint: Annotated[Path, checkpoint_argument("A MIL checkpoint from `oncoscope mil train`")],
+    bags: Bags,
+    out: OutDir,
     labels: Annotated[
         Path | None,
         typer.Option(help="slides.csv: predict only its slides (needed for patient bags)."),
     ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Tiles in the gallery and GeoJSON.")] = 16,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an earlier mil predict in --out.")
+        bool, overwrite_option("Replace an earlier mil predict in --out.")
     ] = False,
 ) -> None:
     """predictions.csv, and per slide attention.npy, heatmaps, top tiles and GeoJSON."""

@@ -9,27 +9,41 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from oncoscope.cli._common import (
+from oncoscope.cli._common import console, print_warning, progress_bar, user_errors
+from oncoscope.cli.options import (
+    DEFAULT_SCALES_TEXT,
+    AllowUpsampling,
+    OneSlide,
+    OutDir,
     ScanMagnification,
     ScanMpp,
-    console,
-    error_console,
-    progress_bar,
-    user_errors,
+    StainNormalize,
+    annotations_option,
+    batch_size_option,
+    checkpoint_argument,
+    scales_option,
+    search_points_option,
+    seed_option,
 )
-
-DEFAULT_SCALES_TEXT = "10,12,14,17,20,25,30,35,43"
 
 
 def scale(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint of an RGB patch classifier.")],
-    slide: Annotated[Path, typer.Argument(help="A slide OpenSlide reads (SVS, NDPI, TIFF, ...).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    checkpoint: Annotated[
+        Path, checkpoint_argument("An RGB patch classifier from `oncoscope train`")
+    ],
+    slide: OneSlide,
+    *,
+    annotations: Annotated[
+        Path | None, annotations_option("of the slide", ": adds per-class accuracy")
+    ] = None,
     scales: Annotated[
-        str, typer.Option(help="Magnifications to try, comma-separated.")
+        str, scales_option("Magnifications to try, comma-separated.")
     ] = DEFAULT_SCALES_TEXT,
-    points: Annotated[int, typer.Option(min=1, help="Random points in tissue.")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the random points.")] = 0,
+    allow_upsampling: AllowUpsampling = False,
+    scan_mpp: ScanMpp = None,
+    scan_magnification: ScanMagnification = None,
+    points: Annotated[int, search_points_option("Random points in tissue.", panel=None)] = 100,
+    seed: Annotated[int, seed_option("the random points")] = 0,
     bias: Annotated[
         bool,
         typer.Option(
@@ -37,26 +51,9 @@ def scale(
             help="Add the classifier's bias (true signed distance); default: the seed's X.W/|W|.",
         ),
     ] = False,
-    annotations: Annotated[
-        Path | None,
-        typer.Option(help="GeoJSON or label-mask PNG of the slide: adds per-class accuracy."),
-    ] = None,
-    allow_upsampling: Annotated[
-        bool,
-        typer.Option(
-            "--allow-upsampling", help="Accept scales above the scan's magnification (warns)."
-        ),
-    ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Crops per forward pass.")] = 16,
-    stain_normalize: Annotated[
-        bool,
-        typer.Option(
-            help="Normalise crops to the stain target of the checkpoint's training tiles "
-            "(wsi tile --stain-normalize); --no-stain-normalize: the slide's own colours."
-        ),
-    ] = True,
-    mpp_of_scan: ScanMpp = None,
-    magnification_of_scan: ScanMagnification = None,
+    batch_size: Annotated[int, batch_size_option("Crops")] = 16,
+    stain_normalize: StainNormalize = True,
+    out: OutDir,
 ) -> None:
     """Find the magnification a classifier works best at on a slide (seed 003, Algorithm 1).
 
@@ -79,14 +76,14 @@ def scale(
                 batch_size=batch_size,
                 allow_upsampling=allow_upsampling,
                 annotations=annotations,
-                scan_mpp=mpp_of_scan,
-                scan_magnification=magnification_of_scan,
+                scan_mpp=scan_mpp,
+                scan_magnification=scan_magnification,
                 stain_normalize=stain_normalize,
                 progress=lambda done, _total: bar.update(task, completed=done),
             )
         paths = write_scale_outputs(result, out)
     for message in result.warnings:
-        error_console.print(f"warning: {slide}: {message}", markup=False, highlight=False)
+        print_warning(slide, message)
     votes = "  ".join(f"x{s:g}: {n}" for s, n in result.histogram.items())
     console.print(f"votes over {len(result.points)} points: {votes}", highlight=False)
     trained = (

@@ -2,64 +2,96 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from oncoscope.cli._common import check_out_dir, console, positive_number, user_errors
+from oncoscope.cli._common import check_out_dir, console, quiet_lightning, user_errors
+from oncoscope.cli.options import (
+    INPUT,
+    MODEL,
+    TRAINING,
+    OverwriteRun,
+    Resume,
+    batch_size_option,
+    epochs_option,
+    learning_rate_option,
+    num_nodes_option,
+    out_option,
+    precision_option,
+    seed_option,
+    strategy_option,
+    train_devices_option,
+    training_seed_option,
+    workers_option,
+)
 
 
 def train(
-    data: Annotated[Path | None, typer.Option(help="manifest.csv to train on.")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run directory (one per model with several).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model name, or several comma-separated.")
+    data: Annotated[
+        Path | None, typer.Option(help="manifest.csv to train on.", rich_help_panel=INPUT)
     ] = None,
     recipe: Annotated[
-        str | None, typer.Option(help="Named recipe: quick, ct-cam, seed000, seed001, seed004.")
+        str | None,
+        typer.Option(
+            help="Named recipe: quick, ct-cam, seed000, seed001, seed004.", rich_help_panel=INPUT
+        ),
     ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML file of training options.")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1)] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of training options.", rich_help_panel=INPUT)
+    ] = None,
+    check_images: Annotated[
+        bool,
+        typer.Option(
+            help="Decode every image before training, not only a sample.", rich_help_panel=INPUT
+        ),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model name, or several comma-separated.", rich_help_panel=MODEL),
+    ] = None,
     image_size: Annotated[
-        int | None, typer.Option(min=8, help="Resize images to this side (px).")
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option(callback=positive_number, help="Learning rate.")
-    ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam, adamw, rmsprop or sgd.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="none, step or cosine.")] = None,
-    stain_augment: Annotated[
-        float | None, typer.Option(help="H&E stain jitter of histology tiles (0: off).")
+        int | None,
+        typer.Option(min=8, help="Resize images to this side (px).", rich_help_panel=MODEL),
     ] = None,
     pretrained: Annotated[
-        bool | None, typer.Option("--pretrained/--scratch", help="Start from pretrained weights.")
+        bool | None,
+        typer.Option(
+            "--pretrained/--scratch", help="Start from pretrained weights.", rich_help_panel=MODEL
+        ),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option(help="Local weights file (implies --pretrained).")
+        Path | None,
+        typer.Option(help="Local weights file (implies --pretrained).", rich_help_panel=MODEL),
     ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="auto, fp32, bf16 or fp16 (32 and 16: earlier spellings).")
+    precision: Annotated[str | None, precision_option(" (32 and 16: earlier spellings)")] = None,
+    epochs: Annotated[int | None, epochs_option()] = None,
+    batch_size: Annotated[int | None, batch_size_option(panel=TRAINING)] = None,
+    lr: Annotated[float | None, learning_rate_option()] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(help="adam, adamw, rmsprop or sgd.", rich_help_panel=TRAINING),
     ] = None,
-    devices: Annotated[str | None, typer.Option(help="Lightning devices, e.g. auto, 1, 4.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Lightning strategy, e.g. ddp.")] = None,
-    num_nodes: Annotated[int | None, typer.Option(min=1)] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Data loader processes.")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoints/last.ckpt.")] = False,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace the run already in RUN (a new run needs it empty).")
-    ] = False,
-    check_images: Annotated[
-        bool, typer.Option(help="Decode every image before training, not only a sample.")
-    ] = False,
+    scheduler: Annotated[
+        str | None, typer.Option(help="none, step or cosine.", rich_help_panel=TRAINING)
+    ] = None,
+    stain_augment: Annotated[
+        float | None,
+        typer.Option(
+            help="H&E stain jitter of histology tiles (0: off).", rich_help_panel=TRAINING
+        ),
+    ] = None,
+    seed: Annotated[int | None, training_seed_option()] = None,
+    workers: Annotated[int | None, workers_option(panel=TRAINING)] = None,
+    devices: Annotated[str | None, train_devices_option()] = None,
+    strategy: Annotated[str | None, strategy_option()] = None,
+    num_nodes: Annotated[int | None, num_nodes_option()] = None,
+    out: Annotated[Path | None, out_option("Run directory (one per model with several).")] = None,
+    resume: Resume = False,
+    overwrite: OverwriteRun = False,
 ) -> None:
     """Train a classifier on a manifest; the best checkpoint is RUN/checkpoints/best.ckpt."""
     from oncoscope.errors import InvalidOptionError
@@ -68,8 +100,7 @@ def train(
     from oncoscope.train.run import check_run_folder
     from oncoscope.train.run import train as run_training
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation
+    quiet_lightning()
     flags: dict[str, Any] = {
         "data": data,
         "out": out,
@@ -151,7 +182,7 @@ def manifest(
         Path | None, typer.Option(help="Where to write (default FOLDER/manifest.csv).")
     ] = None,
     split: Annotated[str, typer.Option(help="Group shares train:val:test.")] = "3:1:1",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, seed_option("the group split")] = 0,
     group_pattern: Annotated[
         str | None, typer.Option(help="Regex taking the patient/slide id from a file name.")
     ] = None,

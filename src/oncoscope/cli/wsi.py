@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from oncoscope.cli._common import (
+    console,
+    counted_progress,
+    exit_on_failures,
+    options_from,
+    print_table,
+    print_warning,
+    user_errors,
+)
+from oncoscope.cli.options import (
+    OUTPUTS,
+    TILES,
+    Mpp,
+    OneSlide,
+    OutDir,
     ScanMagnification,
     ScanMpp,
-    console,
-    error_console,
-    exit_on_failures,
-    positive_number,
-    progress_bar,
-    user_errors,
+    SlideInputs,
+    annotations_option,
+    fraction_option,
+    magnification_option,
+    parallel_option,
+    seed_option,
+    strict_option,
 )
 
 wsi_app = typer.Typer(
@@ -27,7 +42,7 @@ wsi_app = typer.Typer(
 
 @wsi_app.command("info")
 def wsi_info(
-    slide: Annotated[Path, typer.Argument(help="A slide OpenSlide reads (SVS, NDPI, TIFF, ...).")],
+    slide: OneSlide,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Levels, dimensions, microns per pixel, magnification, vendor and bounds of a slide."""
@@ -56,78 +71,79 @@ def wsi_info(
 
 @wsi_app.command("tile")
 def wsi_tile(
-    slides: Annotated[list[Path], typer.Argument(help="Slide files or folders of slides.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
-    size: Annotated[
-        int, typer.Option(min=8, help="Tile size in pixels at the target scale.")
+    ctx: typer.Context,
+    slides: SlideInputs,
+    *,
+    annotations: Annotated[Path | None, annotations_option()] = None,
+    magnification: Annotated[float | None, magnification_option("20")] = None,
+    mpp: Mpp = None,
+    scan_mpp: ScanMpp = None,
+    scan_magnification: ScanMagnification = None,
+    size_px: Annotated[
+        int,
+        typer.Option(
+            "--size", min=8, help="Tile size in pixels at the target scale.", rich_help_panel=TILES
+        ),
     ] = 256,
-    magnification: Annotated[
-        float | None,
-        typer.Option(help="Target magnification, e.g. 20 (default 20).", callback=positive_number),
-    ] = None,
-    mpp: Annotated[
-        float | None,
-        typer.Option(help="Target microns per pixel instead.", callback=positive_number),
-    ] = None,
     overlap: Annotated[
-        float, typer.Option(min=0.0, max=0.99, help="Share of a tile consecutive tiles overlap.")
+        float, fraction_option("Share of a tile consecutive tiles overlap.", max=0.99, panel=TILES)
     ] = 0.3,
     min_coverage: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Keep tiles with tissue/label coverage >= this.")
+        float, fraction_option("Keep tiles with tissue/label coverage >= this.", panel=TILES)
     ] = 0.5,
     random: Annotated[
-        int, typer.Option(min=0, help="Extra tiles per slide at random in tissue.")
+        int,
+        typer.Option(
+            min=0, help="Extra tiles per slide at random in tissue.", rich_help_panel=TILES
+        ),
     ] = 0,
-    annotations: Annotated[
-        Path | None,
-        typer.Option(help="GeoJSON or label-mask PNG (one slide), or a folder of <slide>.geojson."),
-    ] = None,
     edge: Annotated[
-        str, typer.Option(help="Tiles crossing the slide edge: drop, or shift one inward.")
+        str,
+        typer.Option(
+            help="Tiles crossing the slide edge: drop, or shift one inward.", rich_help_panel=TILES
+        ),
     ] = "drop",
+    stain_normalize: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference tile (PNG) to stain-normalise tiles to.", rich_help_panel=TILES
+        ),
+    ] = None,
+    stain_method: Annotated[
+        str, typer.Option(help="macenko or reinhard.", rich_help_panel=TILES)
+    ] = "macenko",
+    out: OutDir,
     tile_format: Annotated[
-        str, typer.Option("--format", help="png files, or one hdf5 / zarr store per slide.")
+        str,
+        typer.Option(
+            "--format",
+            help="png files, or one hdf5 / zarr store per slide.",
+            rich_help_panel=OUTPUTS,
+        ),
     ] = "png",
     split: Annotated[
         str | None,
         typer.Option(
-            help="Slide shares train:val:test (default 3:1:1; under 3 slides, all in train)."
+            help="Slide shares train:val:test (default 3:1:1; under 3 slides, all in train).",
+            rich_help_panel=OUTPUTS,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the random tiles.")] = 0,
-    workers: Annotated[int, typer.Option(min=1, help="Slides tiled in parallel.")] = 1,
-    strict: Annotated[bool, typer.Option(help="Stop at the first bad slide.")] = False,
-    mpp_of_scan: ScanMpp = None,
-    magnification_of_scan: ScanMagnification = None,
-    stain_normalize: Annotated[
-        Path | None, typer.Option(help="Reference tile (PNG) to stain-normalise tiles to.")
-    ] = None,
-    stain_method: Annotated[str, typer.Option(help="macenko or reinhard.")] = "macenko",
+    seed: Annotated[int, seed_option("the split and the random tiles")] = 0,
+    workers: Annotated[int, parallel_option("Slides tiled in parallel.")] = 1,
+    strict: Annotated[bool, strict_option("slide")] = False,
 ) -> None:
     """Tissue tiles (seed-004 overlapping grid + random) and a slide-split manifest.csv."""
     from oncoscope.dataset.split import parse_ratio
-    from oncoscope.pathology.tile_dataset import TileFormat, TileOptions, tile_slides
-    from oncoscope.pathology.tiling import EdgePolicy
+    from oncoscope.pathology.tile_dataset import TileOptions, tile_slides
 
     with user_errors(out=out):
-        options = TileOptions(
-            size_px=size,
-            magnification=magnification,
-            mpp=mpp,
-            overlap=overlap,
-            min_coverage=min_coverage,
-            random=random,
-            edge=cast(EdgePolicy, edge),
-            tile_format=cast(TileFormat, tile_format),
+        options = options_from(
+            TileOptions,
+            ctx,
             ratio=parse_ratio(split) if split is not None else None,
-            seed=seed,
-            scan_mpp=mpp_of_scan,
-            scan_magnification=magnification_of_scan,
             stain_reference=str(stain_normalize) if stain_normalize else None,
-            stain_method=stain_method,
         )
-        with progress_bar() as progress:
-            task = progress.add_task("slides", total=None)
+        with counted_progress("slides") as done:
             report = tile_slides(
                 slides,
                 out,
@@ -135,18 +151,11 @@ def wsi_tile(
                 annotations=annotations,
                 workers=workers,
                 strict=strict,
-                on_slide_done=lambda _id, _error, total: progress.update(
-                    task, total=total, advance=1
-                ),
+                on_slide_done=lambda _id, _error, total: done(total),
             )
     for path, message in report.warnings:
-        error_console.print(f"warning: {path}: {message}", markup=False, highlight=False)
+        print_warning(path, message)
     if report.manifest is not None:
-        table = Table(title="slide split")
-        for column in ("split", "slides", "tiles", "labels"):
-            table.add_column(column)
-        for row in report.split_table():
-            table.add_row(*(str(row[c]) for c in ("split", "slides", "tiles", "labels")))
-        console.print(table)
+        print_table("slide split", ("split", "slides", "tiles", "labels"), report.split_table())
         console.print(f"wrote {len(report.rows)} tiles and {report.manifest}")
     exit_on_failures(report.failures, "slide(s)")

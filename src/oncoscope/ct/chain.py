@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from oncoscope.ct.denoise import median_denoise
+from oncoscope.ct.denoise import check_median_size, median_denoise
 from oncoscope.ct.window import HUWindow
 from oncoscope.errors import InvalidOptionError, ManifestError
 
@@ -66,12 +66,8 @@ class SliceChain:
     def __post_init__(self) -> None:
         if self.roi not in ROI_SOURCES:
             raise InvalidOptionError(f"--roi '{self.roi}' is not one of {', '.join(ROI_SOURCES)}")
-        if self.median_size_px is not None and (
-            self.median_size_px < 1 or self.median_size_px % 2 == 0
-        ):
-            raise InvalidOptionError(
-                f"median filter size must be an odd number >= 1, got {self.median_size_px}"
-            )
+        if self.median_size_px is not None:
+            check_median_size(self.median_size_px)
 
     @property
     def is_identity(self) -> bool:

@@ -576,6 +576,51 @@ def assign_lesions(
     return result
 
 
+def choose_landmarks(
+    liver: npt.NDArray[np.bool_],
+    grid: Volume,
+    *,
+    landmarks_path: str | Path | None = None,
+    labels: npt.NDArray[Any] | None = None,
+    vessel_labels: Mapping[str, int] | None = None,
+) -> Landmarks:
+    """The Couinaud landmarks: from a JSON file, else the vessel labels, else approximate.
+
+    Args:
+        liver: ``(D, H, W)`` bool liver mask on ``grid``.
+        grid: the volume (or its segmentation) whose voxel grid ``liver`` and ``labels`` lie on;
+            its ``source`` is named in errors and in the vessel landmarks' description.
+        landmarks_path: a landmarks JSON (:func:`read_landmarks`); used first.
+        labels: ``(D, H, W)`` label values of the segmentation holding ``vessel_labels``.
+        vessel_labels: vessel name to label value (:func:`parse_vessel_labels`).
+
+    Returns:
+        The :class:`Landmarks`; without a file or vessel labels (and ``labels``), the
+        approximate ones (:func:`approximate_landmarks`).
+
+    Raises:
+        InvalidLandmarksError: a bad landmarks file, or landmarks outside ``grid``.
+        InvalidVolumeError: a vessel label missing from ``labels`` (naming ``grid.source``).
+    """
+    if landmarks_path is not None:
+        landmarks = Landmarks(read_landmarks(landmarks_path), "landmarks", str(landmarks_path))
+    elif vessel_labels and labels is not None:
+        shown = ",".join(f"{k}={v}" for k, v in vessel_labels.items())
+        try:
+            points = landmarks_from_vessels(labels, grid.affine, vessel_labels)
+        except InvalidVolumeError as error:
+            raise InvalidVolumeError(error.message, grid.source) from None
+        landmarks = Landmarks(points, "vessels", f"vessel labels {shown} of {grid.source}")
+    else:
+        landmarks = Landmarks(
+            approximate_landmarks(liver, grid.affine),
+            "approximate",
+            "fractions of the liver's bounding box",
+        )
+    check_landmarks_inside(landmarks.points_mm, grid, landmarks_path)
+    return landmarks
+
+
 def couinaud(
     volume_path: str | Path,
     segmentation_path: str | Path,
@@ -627,22 +672,9 @@ def couinaud(
     liver = (labels == LIVER_LABEL) | tumour | np.isin(labels, sorted(intrahepatic))
     if not liver.any():
         raise InvalidVolumeError("segmentation holds no liver (label 1 or 2)", mask.source)
-    if landmarks_path is not None:
-        landmarks = Landmarks(read_landmarks(landmarks_path), "landmarks", str(landmarks_path))
-    elif vessel_labels:
-        shown = ",".join(f"{k}={v}" for k, v in vessel_labels.items())
-        try:
-            points = landmarks_from_vessels(labels, mask.affine, vessel_labels)
-        except InvalidVolumeError as error:
-            raise InvalidVolumeError(error.message, mask.source) from None
-        landmarks = Landmarks(points, "vessels", f"vessel labels {shown} of {mask.source}")
-    else:
-        landmarks = Landmarks(
-            approximate_landmarks(liver, mask.affine),
-            "approximate",
-            "fractions of the liver's bounding box",
-        )
-    check_landmarks_inside(landmarks.points_mm, volume, landmarks_path)
+    landmarks = choose_landmarks(
+        liver, mask, landmarks_path=landmarks_path, labels=labels, vessel_labels=vessel_labels
+    )
     try:
         segments = segment_liver(liver, mask.affine, landmarks.points_mm)
     except InvalidLandmarksError as error:

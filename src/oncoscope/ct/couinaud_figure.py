@@ -83,12 +83,7 @@ def save_couinaud_figure(result: CouinaudResult, path: str | Path, *, panels: in
                 linewidth=0.8,
             )
         _outline(axis, tumour[k], (row_mm, col_mm))
-        for lesion in result.lesions:
-            centre = index_of(lesion.centroid_mm)
-            if abs(centre[0] - k) * slice_mm <= lesion.max_diameter_mm / 2:
-                _label(
-                    axis, lesion.lesion_id, lesion.segment, centre[2] * col_mm, centre[1] * row_mm
-                )
+        _label_lesions(axis, result, cut=(0, k), up=1)
         axis.set_title(f"axial slice {k} (z = {z:.0f} mm)", fontsize=9)
         axis.set_axis_off()
 
@@ -109,12 +104,7 @@ def save_couinaud_figure(result: CouinaudResult, path: str | Path, *, panels: in
     _outline(coronal, tumour[:, row, :], (slice_mm, col_mm))
     portal_d = index_of(points["portal_bifurcation"])[0]
     coronal.axhline((portal_d + 0.5) * slice_mm, color="white", linestyle="--", linewidth=0.8)
-    for lesion in result.lesions:
-        centre = index_of(lesion.centroid_mm)
-        if abs(centre[1] - row) * row_mm <= lesion.max_diameter_mm / 2:
-            _label(
-                coronal, lesion.lesion_id, lesion.segment, centre[2] * col_mm, centre[0] * slice_mm
-            )
+    _label_lesions(coronal, result, cut=(1, row), up=0)
     coronal.set_title(f"coronal row {row}; dashes: portal plane", fontsize=9)
     coronal.set_axis_off()
 
@@ -166,6 +156,22 @@ def _outline(axis: Any, mask: npt.NDArray[np.bool_], pixel_mm: tuple[float, floa
     y = (np.arange(rows) + 0.5) * pixel_mm[0]
     x = (np.arange(cols) + 0.5) * pixel_mm[1]
     axis.contour(x, y, mask.astype(float), levels=[0.5], colors="black", linewidths=1.2)
+
+
+def _label_lesions(axis: Any, result: CouinaudResult, *, cut: tuple[int, int], up: int) -> None:
+    """Label the lesions cut by a panel: voxel axis ``cut[0]`` (0 D, 1 H) at index ``cut[1]``.
+
+    A lesion is labelled when its centroid lies within half its largest diameter of the cut,
+    at (its W position, its position along voxel axis ``up``) in mm from the array's corner.
+    """
+    inverse = np.linalg.inv(result.volume.affine)
+    spacing_mm = result.volume.spacing_mm
+    along, at = cut
+    for lesion in result.lesions:
+        centre = (inverse @ np.array([*lesion.centroid_mm, 1.0]))[:3]
+        if abs(centre[along] - at) * spacing_mm[along] <= lesion.max_diameter_mm / 2:
+            x_mm, y_mm = centre[2] * spacing_mm[2], centre[up] * spacing_mm[up]
+            _label(axis, lesion.lesion_id, lesion.segment, x_mm, y_mm)
 
 
 def _label(axis: Any, lesion_id: int, segment: str, x_mm: float, y_mm: float) -> None:

@@ -58,6 +58,16 @@ def add_noise(
     raise InvalidOptionError(f"unknown noise kind '{kind}'; use one of {', '.join(NOISE_KINDS)}")
 
 
+def check_median_size(size_px: int, name: str = "median filter size") -> None:
+    """Check a median window size in pixels: odd and at least 1.
+
+    Raises:
+        InvalidOptionError: ``<name> must be an odd number >= 1, got <size_px>``.
+    """
+    if size_px < 1 or size_px % 2 == 0:
+        raise InvalidOptionError(f"{name} must be an odd number >= 1, got {size_px}")
+
+
 def median_denoise(hu: npt.NDArray[np.floating], size_px: int = 3) -> npt.NDArray[np.float32]:
     """Median-filter an image with a ``size_px`` x ``size_px`` window (edges reflected).
 
@@ -68,8 +78,7 @@ def median_denoise(hu: npt.NDArray[np.floating], size_px: int = 3) -> npt.NDArra
     Raises:
         InvalidOptionError: an even or non-positive size.
     """
-    if size_px < 1 or size_px % 2 == 0:
-        raise InvalidOptionError(f"median filter size must be an odd number >= 1, got {size_px}")
+    check_median_size(size_px)
     values = np.asarray(hu, dtype=np.float32)
     footprint = (1,) * (values.ndim - 2) + (size_px, size_px)
     return np.asarray(ndimage.median_filter(values, size=footprint, mode="reflect"), np.float32)

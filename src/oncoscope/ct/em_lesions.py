@@ -51,7 +51,7 @@ import numpy.typing as npt
 from scipy import ndimage
 from sklearn.mixture import GaussianMixture
 
-from oncoscope.ct.denoise import median_denoise
+from oncoscope.ct.denoise import check_median_size, median_denoise
 from oncoscope.ct.lesions import bounding_box, find_lesions, label_lesions
 from oncoscope.ct.liver_roi import dice, liver_roi_em
 from oncoscope.ct.slices import TUMOUR_LABEL
@@ -105,10 +105,7 @@ class EMLesionOptions:
             raise InvalidOptionError(f"--phase '{self.phase}' is not one of {', '.join(PHASES)}")
         if not 2 <= self.n_components <= 6:
             raise InvalidOptionError(f"--components must be 2 to 6, got {self.n_components}")
-        if self.median_size_px < 1 or self.median_size_px % 2 == 0:
-            raise InvalidOptionError(
-                f"--median-size must be an odd number >= 1, got {self.median_size_px}"
-            )
+        check_median_size(self.median_size_px, "--median-size")
         for name, value in (
             ("--init-offset-hu", self.init_offset_hu),
             ("--min-contrast-hu", self.min_contrast_hu),

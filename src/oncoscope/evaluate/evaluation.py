@@ -486,9 +486,10 @@ def evaluate_checkpoint(
     in the report, and in the result's ``skipped``; everything is computed on the rest.
 
     With ``localization`` (a CAM method, e.g. ``gradcam``), the weak localisation of seed 000 is
-    scored too (:func:`oncoscope.explain.score.score_localization`, threshold chosen on the
-    validation split) into ``out/localization/``, under ``localization`` in ``metrics.json``
-    and as a section of the report; the manifest needs ``lesion_mask`` (``ct prepare``).
+    scored too (:func:`oncoscope.explain.localization_report.score_localization`, threshold
+    chosen on the validation split) into ``out/localization/``, under ``localization`` in
+    ``metrics.json`` and as a section of the report; the manifest needs ``lesion_mask`` (``ct
+    prepare``).
     ``sections`` are appended to the report as they are (e.g. the Couinaud segments of the
     test patients' lesions); a callable among them is called with the metrics (and the
     threshold record of ``localization`` already written beside the checkpoint) and its
@@ -578,7 +579,7 @@ def evaluate_checkpoint(
         group_rows.to_csv(temporary, index=False, float_format="%.6g")
     located = None
     if localization is not None:
-        from oncoscope.explain.score import score_localization
+        from oncoscope.explain.localization_report import score_localization
 
         located = score_localization(
             checkpoint,

@@ -38,33 +38,56 @@ def _curve_classes(scores: Scores, positive: int) -> Iterator[tuple[int, str]]:
             yield index, scores.classes[index]
 
 
-def plot_roc(scores: Scores, path: Path, *, title: str, positive: int = 1) -> Path:
-    """ROC curve (one-vs-rest) per class, with AUROC in the legend, written to ``path``."""
+def _one_vs_rest(
+    scores: Scores, positive: int, display: Any, *, clip: bool = False, **options: Any
+) -> tuple[Figure, Any]:
+    """A figure with one scikit-learn ``display`` curve per class of :func:`_curve_classes`.
+
+    Args:
+        scores: labels and class probabilities.
+        positive: the positive class of a two-class problem.
+        display: a display class with ``from_predictions`` (``RocCurveDisplay``...).
+        clip: clip the probabilities to ``[0, 1]`` first (for rounding above 1).
+        options: passed on to ``from_predictions``.
+
+    Returns:
+        The figure and its axes.
+    """
     figure = Figure(figsize=(5.2, 4.6))
     ax = figure.add_subplot()
     for index, name in _curve_classes(scores, positive):
-        RocCurveDisplay.from_predictions(
-            scores.labels == index, scores.probabilities[:, index], name=name, ax=ax
+        probabilities = scores.probabilities[:, index]
+        display.from_predictions(
+            scores.labels == index,
+            probabilities.clip(0, 1) if clip else probabilities,
+            name=name,
+            ax=ax,
+            **options,
         )
+    return figure, ax
+
+
+def _legend(ax: Any, loc: str) -> None:
+    """A legend at ``loc``, unless nothing was drawn (a class absent from the data)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=loc, fontsize="small")
+
+
+def plot_roc(scores: Scores, path: Path, *, title: str, positive: int = 1) -> Path:
+    """ROC curve (one-vs-rest) per class, with AUROC in the legend, written to ``path``."""
+    figure, ax = _one_vs_rest(scores, positive, RocCurveDisplay)
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
     ax.set(title=title, xlabel="1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
-    if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
-        ax.legend(loc="lower right", fontsize="small")
+    _legend(ax, "lower right")
     return _save(figure, path)
 
 
 def plot_precision_recall(scores: Scores, path: Path, *, title: str, positive: int = 1) -> Path:
     """Precision-recall curve (one-vs-rest) per class, with AP in the legend."""
-    figure = Figure(figsize=(5.2, 4.6))
-    ax = figure.add_subplot()
-    for index, name in _curve_classes(scores, positive):
-        PrecisionRecallDisplay.from_predictions(
-            scores.labels == index, scores.probabilities[:, index], name=name, ax=ax
-        )
+    figure, ax = _one_vs_rest(scores, positive, PrecisionRecallDisplay)
     ax.set(title=title, xlabel="recall (sensitivity)", ylabel="precision (PPV)", ylim=(0, 1.02))
-    if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
-        ax.legend(loc="lower left", fontsize="small")
+    _legend(ax, "lower left")
     return _save(figure, path)
 
 
@@ -91,20 +114,9 @@ def plot_calibration(
 ) -> Path:
     """Reliability curve per class: the observed fraction of positives against the mean
     predicted probability in ``n_bins`` equal-width bins (the diagonal is perfect calibration)."""
-    figure = Figure(figsize=(5.2, 4.6))
-    ax = figure.add_subplot()
-    for index, name in _curve_classes(scores, positive):
-        CalibrationDisplay.from_predictions(
-            scores.labels == index,
-            scores.probabilities[:, index].clip(0, 1),
-            n_bins=n_bins,
-            name=name,
-            ax=ax,
-            ref_line=index == positive or len(scores.classes) > 2,
-        )
+    figure, ax = _one_vs_rest(scores, positive, CalibrationDisplay, clip=True, n_bins=n_bins)
     ax.set(title=title, xlabel="mean predicted probability", ylabel="observed fraction")
-    if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
-        ax.legend(loc="upper left", fontsize="small")
+    _legend(ax, "upper left")
     return _save(figure, path)
 
 
@@ -125,6 +137,5 @@ def plot_training_curves(metrics_csv: Path, path: Path) -> Path | None:
             if column in history and history[column].notna().any():
                 ax.plot(epochs, history[column], style, markersize=3, label=split)
         ax.set(title=f"{label} per epoch", xlabel="epoch", ylabel=label)
-        if ax.get_legend_handles_labels()[0]:  # a class absent from the data draws nothing
-            ax.legend(fontsize="small")
+        _legend(ax, "best")
     return _save(figure, path)

@@ -76,7 +76,12 @@ LOCALIZATION_NOTE = (
 
 
 def localization_section(method: str, located: dict[str, Any]) -> ReportSection:
-    """The report section of :func:`oncoscope.explain.score.score_localization`'s result."""
+    """The report section of a localisation result.
+
+    Args:
+        method: the CAM method scored.
+        located: :func:`oncoscope.explain.localization_report.score_localization`'s result.
+    """
     m = located["metrics"]
 
     def share(value: Any) -> str:

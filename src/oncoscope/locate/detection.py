@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from oncoscope.ct.lesions import find_lesions
 from oncoscope.evaluate.bootstrap import Key, bootstrap
-from oncoscope.explain.scores import SIZE_BINS, size_bin
+from oncoscope.explain.localization_metrics import SIZE_BINS, size_bin
 
 #: Candidate score thresholds of the FROC points (0: every candidate).
 FROC_SCORES = (0.0, 0.25, 0.5, 0.75, 0.9)

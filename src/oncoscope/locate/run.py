@@ -35,10 +35,7 @@ from torch import nn
 from oncoscope import __version__
 from oncoscope.ct.couinaud import (
     Landmarks,
-    approximate_landmarks,
-    check_landmarks_inside,
-    landmarks_from_vessels,
-    read_landmarks,
+    choose_landmarks,
 )
 from oncoscope.ct.liver_roi import liver_roi_em
 from oncoscope.ct.slices import LIVER_LABEL, TUMOUR_LABEL
@@ -477,10 +474,11 @@ def _locate_volume(
         check_same_grid(volume, truth)
         tumour = np.asarray(truth.array) == TUMOUR_LABEL
     labels = None
+    grid = volume  # the grid landmarks are placed on: the segmentation's, when given
     if liver_path is not None:
-        segmentation = read_label_mask(liver_path, spacing_mm=options.spacing_mm)
-        check_same_grid(volume, segmentation)
-        labels = np.asarray(segmentation.array)
+        grid = read_label_mask(liver_path, spacing_mm=options.spacing_mm)
+        check_same_grid(volume, grid)
+        labels = np.asarray(grid.array)
         inside = {LIVER_LABEL, TUMOUR_LABEL} | {
             v for k, v in (options.vessel_labels or {}).items() if k != "ivc"
         }
@@ -496,7 +494,13 @@ def _locate_volume(
                 item.path,
             )
         liver_source = "EM liver ROI (seed 001), largest 3-D connected piece"
-    landmarks = _landmarks(labels, liver, volume, landmarks_path, options)
+    landmarks = choose_landmarks(
+        liver,
+        grid,
+        landmarks_path=landmarks_path,
+        labels=labels,
+        vessel_labels=options.vessel_labels,
+    )
     liver_slices = [int(k) for k in np.flatnonzero(liver.any(axis=(1, 2)))]
     maps = tumour_maps(
         context.model,
@@ -713,33 +717,6 @@ def _em_liver(volume: Volume) -> npt.NDArray[np.bool_]:
     sizes = np.bincount(pieces.ravel())
     sizes[0] = 0
     return np.asarray(pieces == int(sizes.argmax()), dtype=bool)
-
-
-def _landmarks(
-    labels: npt.NDArray[Any] | None,
-    liver: npt.NDArray[np.bool_],
-    volume: Volume,
-    path: Path | None,
-    options: LocateOptions,
-) -> Landmarks:
-    """The Couinaud landmarks: a JSON file, the vessel labels, or the liver's bounding box."""
-    if path is not None:
-        landmarks = Landmarks(read_landmarks(path), "landmarks", str(path))
-    elif options.vessel_labels and labels is not None:
-        shown = ",".join(f"{k}={v}" for k, v in options.vessel_labels.items())
-        try:
-            points = landmarks_from_vessels(labels, volume.affine, options.vessel_labels)
-        except InvalidVolumeError as error:
-            raise InvalidVolumeError(error.message, options.liver_mask) from None
-        landmarks = Landmarks(points, "vessels", f"vessel labels {shown}")
-    else:
-        landmarks = Landmarks(
-            approximate_landmarks(liver, volume.affine),
-            "approximate",
-            "fractions of the liver's bounding box",
-        )
-    check_landmarks_inside(landmarks.points_mm, volume, path)
-    return landmarks
 
 
 def _couinaud_note(landmarks: Landmarks) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 ``locate``.
 
 ``evaluate --localization`` picks the threshold of the ``0..1`` maps on the validation split
-(:func:`oncoscope.explain.score.score_localization`) and records it beside the checkpoint in
-``<checkpoint>.localization.json`` with what it depends on: the CAM method, layers and stage,
-the checkpoint's SHA-256, the manifest and the split. ``locate`` never picks a threshold on what
-it locates: it reads this record, or takes ``--threshold``; with neither it refuses.
+(:func:`oncoscope.explain.localization_report.score_localization`) and records it beside the
+checkpoint in ``<checkpoint>.localization.json`` with what it depends on: the CAM method, layers
+and stage, the checkpoint's SHA-256, the manifest and the split. ``locate`` never picks a
+threshold on what it locates: it reads this record, or takes ``--threshold``; with neither it
+refuses.
 """
 
 from __future__ import annotations

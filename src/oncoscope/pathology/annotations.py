@@ -238,18 +238,6 @@ def rasterize(
     return mask
 
 
-def write_label_mask(
-    mask: np.ndarray[Any, np.dtype[np.uint8]], classes: Sequence[str], path: str | Path
-) -> Path:
-    """Write a label mask PNG and its ``.json`` class names sidecar (index -> name)."""
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        Image.fromarray(mask).save(temporary, format="PNG")
-    with atomic_path(path.with_suffix(".json")) as temporary:
-        temporary.write_text(json.dumps({str(i + 1): name for i, name in enumerate(classes)}))
-    return path
-
-
 def read_label_mask(path: str | Path, slide_wh: tuple[int, int]) -> MaskLabels:
     """Read a label-mask PNG covering a slide of level-0 size ``slide_wh``.
 

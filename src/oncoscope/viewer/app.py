@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import errno
 import functools
+import html
 import math
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import quote
 
@@ -86,6 +89,15 @@ def create_app(root: str | Path) -> FastAPI:
     viewer = Viewer(Path(root))
     app = FastAPI(title="oncoscope viewer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.viewer = viewer
+    _add_error_handlers(app)
+    _add_page_routes(app, viewer)
+    _add_slide_routes(app, viewer)
+    _add_ct_routes(app, viewer)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad requests and paths outside the folder as 4xx; failures of this machine stay 500s."""
 
     @app.exception_handler(OncoscopeError)
     async def _oncoscope_error(_: Request, error: OncoscopeError) -> JSONResponse:
@@ -100,6 +112,18 @@ def create_app(root: str | Path) -> FastAPI:
             return JSONResponse({"detail": "not found"}, status_code=404)
         raise error  # a failure of this machine: a 500, logged with its traceback
 
+
+#: The pages: URL to (title, body fragment in ``web/``), each set in the shell ``web/page.html``.
+PAGES = {
+    "/": ("oncoscope viewer", "index.html"),
+    "/slide": ("slide · oncoscope viewer", "slide.html"),
+    "/ct": ("CT · oncoscope viewer", "ct.html"),
+}
+
+
+def _add_page_routes(app: FastAPI, viewer: Viewer) -> None:
+    """The HTML pages, their scripts and styles, OpenSeadragon, the folder's files, the index."""
+
     @app.get("/static/{rel:path}")
     def static(rel: str) -> FileResponse:
         return FileResponse(inside_file(WEB_DIR, rel))
@@ -108,17 +132,8 @@ def create_app(root: str | Path) -> FastAPI:
     def openseadragon(rel: str) -> FileResponse:
         return FileResponse(inside_file(OPENSEADRAGON_DIR, rel))
 
-    @app.get("/", response_class=HTMLResponse)
-    def index_page() -> HTMLResponse:
-        return _page("index.html")
-
-    @app.get("/slide", response_class=HTMLResponse)
-    def slide_page() -> HTMLResponse:
-        return _page("slide.html")
-
-    @app.get("/ct", response_class=HTMLResponse)
-    def ct_page() -> HTMLResponse:
-        return _page("ct.html")
+    for url, (title, body) in PAGES.items():
+        app.add_api_route(url, _page_route(title, body), response_class=HTMLResponse)
 
     @app.get("/files/{rel:path}")
     def files(rel: str) -> FileResponse:
@@ -127,6 +142,10 @@ def create_app(root: str | Path) -> FastAPI:
     @app.get("/api/index")
     def index() -> dict[str, Any]:
         return _index(viewer, viewer.rescan())
+
+
+def _add_slide_routes(app: FastAPI, viewer: Viewer) -> None:
+    """A slide's facts, deep-zoom tiles, thumbnail, overlays and probe."""
 
     @app.get("/api/slide")
     def slide(key: str) -> dict[str, Any]:
@@ -198,6 +217,10 @@ def create_app(root: str | Path) -> FastAPI:
                 }
         return result
 
+
+def _add_ct_routes(app: FastAPI, viewer: Viewer) -> None:
+    """A CT patient's facts, windowed slices, mask and candidate contours, and CAM maps."""
+
     @app.get("/api/ct")
     def ct(key: str) -> dict[str, Any]:
         return _ct_patient(viewer, viewer.patient(key))
@@ -249,11 +272,19 @@ def create_app(root: str | Path) -> FastAPI:
             overlays.png_bytes(overlays.heatmap_rgba(values, "jet", fade=True)), media_type=PNG
         )
 
-    return app
+
+def _page_route(title: str, body: str) -> Callable[[], HTMLResponse]:
+    def page() -> HTMLResponse:
+        return _page(title, body)
+
+    return page
 
 
-def _page(name: str) -> HTMLResponse:
-    return HTMLResponse((WEB_DIR / name).read_text(encoding="utf-8"))
+def _page(title: str, body: str) -> HTMLResponse:
+    """The page whose body is the fragment ``web/<body>``, in the shared shell ``page.html``."""
+    shell = Template((WEB_DIR / "page.html").read_text(encoding="utf-8"))
+    fragment = (WEB_DIR / body).read_text(encoding="utf-8")
+    return HTMLResponse(shell.substitute(title=html.escape(title), body=fragment))
 
 
 def _slide_file(entry: SlideEntry) -> Path:
@@ -572,13 +603,19 @@ def _attach_predictions(
             }
 
 
-def _couinaud_for(viewer: Viewer, patient: CtPatient) -> list[dict[str, Any]]:
-    found = []
-    for rel in viewer.catalog.couinauds:
+def _readable_json(viewer: Viewer, rels: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each JSON file of ``rels`` (relative to the root) that can be read, with its contents."""
+    for rel in rels:
         try:
             data = read_json(viewer.root / rel)
         except (OSError, ValueError):
             continue
+        yield rel, data
+
+
+def _couinaud_for(viewer: Viewer, patient: CtPatient) -> list[dict[str, Any]]:
+    found = []
+    for rel, data in _readable_json(viewer, viewer.catalog.couinauds):
         named = str(data.get("patient_id", ""))
         volume = str(data.get("volume", data.get("source", "")))
         same_volume = patient.volume is not None and Path(volume).name == patient.volume.name
@@ -596,11 +633,7 @@ def _candidates_for(viewer: Viewer, patient: CtPatient) -> list[dict[str, Any]]:
     if patient.volume is None:
         return []
     found = []
-    for rel in viewer.catalog.locates:
-        try:
-            record = read_json(viewer.root / rel)
-        except (OSError, ValueError):
-            continue
+    for rel, record in _readable_json(viewer, viewer.catalog.locates):
         inputs = record.get("inputs")
         for name, summary in (inputs if isinstance(inputs, dict) else {}).items():
             if not isinstance(summary, dict) or summary.get("kind") != "volume":

@@ -39,6 +39,15 @@ function histogram(container, counts, winner) {
   }
   container.append(bars, el("div", { style: "height:22px" }), el("div", { class: "muted" }, `winner: ${winner ?? "–"}`));
 }
+// The facts of the page's item (`api?key=` the page's own key), with the page's title set from
+// them; null, the error shown, when they cannot be read.
+async function loadKeyed(api, titleOf) {
+  let data;
+  try { data = await getJSON(`${api}?key=${encodeURIComponent(param("key"))}`); } catch (error) { showError(error); return null; }
+  document.getElementById("title").textContent = titleOf(data);
+  document.title = `${titleOf(data)} · oncoscope viewer`;
+  return data;
+}
 function showError(error) {
   document.querySelector("main, .side")?.prepend(el("div", { class: "warning" }, String(error)));
 }

@@ -1,12 +1,9 @@
 // CT page: slice browser with window presets, mask contours, CAM overlays, labels and predictions.
 "use strict";
 (async function () {
-  const key = param("key");
+  const data = await loadKeyed("/api/ct", d => `patient ${d.patient_id}`);
+  if (!data) return;
   const controls = document.getElementById("controls");
-  let data;
-  try { data = await getJSON(`/api/ct?key=${encodeURIComponent(key)}`); } catch (error) { showError(error); return; }
-  document.getElementById("title").textContent = `patient ${data.patient_id}`;
-  document.title = `patient ${data.patient_id} · oncoscope viewer`;
   const v = data.volume;
   document.getElementById("subtitle").textContent = v
     ? `${v.shape[0]} slices · ${v.shape[1]} × ${v.shape[2]} px · voxel ${v.spacing_mm.map(x => fmt(x, 2)).join(" × ")} mm`

@@ -1,12 +1,9 @@
 // Slide page: deep zoom of the slide, heatmap and segmentation overlays, legend, scale bar, probe.
 "use strict";
 (async function () {
-  const key = param("key");
+  const data = await loadKeyed("/api/slide", d => d.name);
+  if (!data) return;
   const side = document.getElementById("side");
-  let data;
-  try { data = await getJSON(`/api/slide?key=${encodeURIComponent(key)}`); } catch (error) { showError(error); return; }
-  document.getElementById("title").textContent = data.name;
-  document.title = `${data.name} · oncoscope viewer`;
   const info = data.info;
   if (info) document.getElementById("subtitle").textContent =
     `${info.vendor} · ${info.dimensions[0]} × ${info.dimensions[1]} px · ${fmt(info.mpp, 4)} µm/px · ×${trim(info.magnification)}`;

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from oncoscope.explain.localize import lesion_boxes, lesion_mask
-from oncoscope.explain.scores import (
+from oncoscope.explain.localization_metrics import (
     dice_iou,
     dice_iou_curves,
     lesion_hits,
@@ -17,6 +16,7 @@ from oncoscope.explain.scores import (
     random_point_rate,
     size_bin,
 )
+from oncoscope.explain.localize import lesion_boxes, lesion_mask
 
 # A 10 x 10 image with a 2 x 2 lesion at rows 2-3, cols 2-3; the liver is rows 0-4 (50 px).
 TRUTH = np.zeros((10, 10), bool)

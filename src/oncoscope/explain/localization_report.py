@@ -9,7 +9,8 @@ maximises mean Dice on the validation split, then applied unchanged to the score
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,7 @@ from PIL import Image
 from oncoscope.ct.lesions import feret_diameter_mm
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError, OutputWriteError
-from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
-from oncoscope.explain.overlay import overlay, save_png
-from oncoscope.explain.run import ImageMap, iter_maps
-from oncoscope.explain.scores import (
+from oncoscope.explain.localization_metrics import (
     SIZE_BINS,
     dice_iou,
     dice_iou_curves,
@@ -36,6 +34,9 @@ from oncoscope.explain.scores import (
     random_point_rate,
     size_bin,
 )
+from oncoscope.explain.localize import N_BINS, lesion_boxes, lesion_mask
+from oncoscope.explain.overlay import overlay, save_png
+from oncoscope.explain.run import ImageMap, iter_maps
 from oncoscope.io.atomic import atomic_path
 from oncoscope.locate.threshold import write_record
 from oncoscope.train.checkpoint import LoadedModel, load_model
@@ -95,23 +96,11 @@ def score_localization(
     model, spec = loaded if loaded is not None else load_model(checkpoint)
     frame = read_manifest(manifest, required=("path", "label", "split", "lesion_mask"))
     folder = Path(manifest).resolve().parent
-    diameters = _lesion_diameters(folder / "lesions.csv")
+    skipped: list[tuple[str, str]] = []
 
-    def scored(name: str) -> pd.DataFrame:
-        rows = frame[frame["split"] == name]
-        if "lesion_count" in rows:
-            rows = rows[rows["lesion_count"] > 0]
-        if rows.empty:
-            raise ManifestError(f"no image with a lesion in the {name} split", manifest)
-        return rows
-
-    def maps(rows: pd.DataFrame) -> Any:
-        # iter_maps yields an unreadable image as soon as it is met, ahead of its batch's
-        # maps, so outcomes are matched to rows by path (in order, for repeated paths)
-        pending: dict[str, list[pd.Series]] = {}
-        for _, row in rows.iterrows():
-            pending.setdefault(str(row["path"]), []).append(row)
-        for path, outcome in iter_maps(
+    def maps(name: str) -> Iterator[_Explained]:
+        rows = _lesion_rows(frame, name, manifest)
+        explained = iter_maps(
             model,
             spec,
             list(rows["path"]),
@@ -120,105 +109,25 @@ def score_localization(
             stage=stage,
             targets=[str(v) for v in rows["label"]],
             batch_size=batch_size,
-        ):
-            row = pending[path].pop(0)
-            if isinstance(outcome, OncoscopeError):
-                skipped.append((path or str(manifest), outcome.message))
-                continue
-            yield row, outcome, _mask(folder / str(row["lesion_mask"]))
-
-    skipped: list[tuple[str, str]] = []
-
-    dice_sum = np.zeros(N_BINS)
-    val_images = 0
-    for _, outcome, ids in maps(scored(val_split)):
-        if ids.any():
-            dice_sum += dice_iou_curves(pixel_counts(outcome.heat, ids > 0))[0]
-            val_images += 1
-    if val_images == 0:
-        raise ManifestError(f"no readable image with a lesion in the {val_split} split", manifest)
-    step = int(np.argmax(dice_sum))
-    threshold = step / N_BINS
-
-    counts = np.zeros((2, N_BINS), np.int64)
-    per_image: list[dict[str, float]] = []
-    lesions: list[tuple[str, bool]] = []
-    figures: list[Path] = []
-    box_rows: list[dict[str, Any]] = []
-    for row, outcome, ids in maps(scored(split)):
-        truth = ids > 0
-        if not truth.any():
-            continue
-        counts += pixel_counts(outcome.heat, truth)
-        predicted = lesion_mask(outcome.heat, threshold)
-        dice, iou = dice_iou(predicted, truth)
-        liver = _liver(folder, row, truth)
-        per_image.append(
-            {
-                "pointing": float(pointing_hit(outcome.heat, truth, tolerance_px)),
-                "random_image": random_point_rate(truth, None, tolerance_px),
-                "random_liver": random_point_rate(truth, liver, tolerance_px),
-                "dice": dice,
-                "iou": iou,
-            }
         )
-        for lesion_id, hit in lesion_hits(predicted, ids).items():
-            key = (str(row.get("patient_id", row.get("group", ""))), lesion_id)
-            diameter = diameters.get(key)
-            if diameter is None:
-                diameter = feret_diameter_mm(
-                    ids == lesion_id, float(row.get("row_mm", 1.0)), float(row.get("col_mm", 1.0))
-                )
-            lesions.append((size_bin(diameter), hit))
-        boxes = lesion_boxes(predicted)
-        box_rows += [
-            {"image": row["path"], "row0": b[0], "col0": b[1], "row1": b[2], "col1": b[3]}
-            for b in boxes
-        ]
-        if len(figures) < examples:
-            figures.append(_example(out, outcome, truth, boxes, len(figures)))
-    if not per_image:
+        return _with_masks(rows, explained, folder, str(manifest), skipped)
+
+    threshold, val_dice = _choose_threshold(maps(val_split), val_split, manifest)
+    scores = _score_split(maps(split), threshold, folder, tolerance_px, out, examples)
+    if not scores.per_image:
         raise ManifestError(f"no readable image with a lesion in the {split} split", manifest)
-    table = pd.DataFrame(per_image)
-    by_size = []
-    for name in SIZE_BINS:
-        hits = [hit for bin_name, hit in lesions if bin_name == name]
-        rate = sum(hits) / len(hits) if hits else None
-        by_size.append(
-            {"size_bin": name, "lesions": len(hits), "hits": sum(hits), "hit_rate": rate}
-        )
-    metrics = {
-        "pointing_game": float(table["pointing"].mean()),
-        "pointing_game_random_image": float(table["random_image"].mean()),
-        "pointing_game_random_liver": float(table["random_liver"].mean()),
-        "pxap": pxap(counts),
-        "dice": float(table["dice"].mean()),
-        "iou": float(table["iou"].mean()),
-        "lesion_hit_rate": sum(h for _, h in lesions) / max(len(lesions), 1),
-        "val_dice": float(dice_sum[step] / max(val_images, 1)),
-        "images": float(len(table)),
-        "lesions": float(len(lesions)),
-    }
-    figures.insert(0, _pr_figure(out / "localization_pr.png", counts, metrics["pxap"]))
-    with atomic_path(out / "localization_by_size.csv") as temporary:
-        pd.DataFrame(by_size).to_csv(temporary, index=False)
-    write_manifest(
-        box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
+    metrics = _metrics(scores, val_dice)
+    figures = [_pr_figure(out / "localization_pr.png", scores.counts, metrics["pxap"])]
+    figures += scores.figures
+    by_size = _by_size(scores.lesions)
+    _write_tables(out, by_size, scores.box_rows)
+    record_file, note = _record_threshold(
+        checkpoint,
+        {"threshold": threshold, "method": method, "layers": list(layers), "stage": stage},
+        manifest=manifest,
+        val_split=val_split,
+        val_dice=val_dice,
     )
-    try:
-        record_file: Path | None
-        record_file, note = write_record(
-            checkpoint,
-            threshold=threshold,
-            method=method,
-            layers=list(layers),
-            stage=stage,
-            manifest=manifest,
-            val_split=val_split,
-            val_dice=metrics["val_dice"],
-        )
-    except OutputWriteError as error:  # a read-only model folder: the scores still stand
-        record_file, note = None, f"threshold not recorded for locate: {error}"
     result = {
         "metrics": metrics,
         "by_size": by_size,
@@ -239,6 +148,175 @@ def score_localization(
         }
         temporary.write_text(json.dumps(record, indent=2))
     return result
+
+
+#: One explained image of a split: its manifest row, its map and its lesion-id mask.
+_Explained = tuple[pd.Series, ImageMap, npt.NDArray[np.int64]]
+
+
+@dataclass
+class _SplitScores:
+    """What the scored split accumulates, image by image."""
+
+    counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((2, N_BINS), np.int64))
+    per_image: list[dict[str, float]] = field(default_factory=list)
+    lesions: list[tuple[str, bool]] = field(default_factory=list)  # (size bin, hit)
+    figures: list[Path] = field(default_factory=list)
+    box_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _lesion_rows(frame: pd.DataFrame, name: str, manifest: str | Path) -> pd.DataFrame:
+    """The rows of split ``name`` with a lesion (all its rows without a ``lesion_count``)."""
+    rows = frame[frame["split"] == name]
+    if "lesion_count" in rows:
+        rows = rows[rows["lesion_count"] > 0]
+    if rows.empty:
+        raise ManifestError(f"no image with a lesion in the {name} split", manifest)
+    return rows
+
+
+def _with_masks(
+    rows: pd.DataFrame,
+    explained: Iterable[tuple[str, ImageMap | OncoscopeError]],
+    folder: Path,
+    manifest: str,
+    skipped: list[tuple[str, str]],
+) -> Iterator[_Explained]:
+    """Each readable image's row, map and lesion mask; unreadable ones go to ``skipped``."""
+    # iter_maps yields an unreadable image as soon as it is met, ahead of its batch's maps,
+    # so outcomes are matched to rows by path (in order, for repeated paths)
+    pending: dict[str, list[pd.Series]] = {}
+    for _, row in rows.iterrows():
+        pending.setdefault(str(row["path"]), []).append(row)
+    for path, outcome in explained:
+        row = pending[path].pop(0)
+        if isinstance(outcome, OncoscopeError):
+            skipped.append((path or manifest, outcome.message))
+            continue
+        yield row, outcome, _mask(folder / str(row["lesion_mask"]))
+
+
+def _choose_threshold(
+    maps: Iterable[_Explained], split: str, manifest: str | Path
+) -> tuple[float, float]:
+    """The map threshold that maximises mean Dice over ``maps``, and that mean Dice."""
+    dice_sum = np.zeros(N_BINS)
+    images = 0
+    for _, outcome, ids in maps:
+        if ids.any():
+            dice_sum += dice_iou_curves(pixel_counts(outcome.heat, ids > 0))[0]
+            images += 1
+    if images == 0:
+        raise ManifestError(f"no readable image with a lesion in the {split} split", manifest)
+    step = int(np.argmax(dice_sum))
+    return step / N_BINS, float(dice_sum[step] / images)
+
+
+def _score_split(
+    maps: Iterable[_Explained],
+    threshold: float,
+    folder: Path,
+    tolerance_px: int,
+    out: Path,
+    examples: int,
+) -> _SplitScores:
+    """Pixel counts, per-image scores, lesion hits, boxes and example figures of ``maps``."""
+    diameters = _lesion_diameters(folder / "lesions.csv")
+    scores = _SplitScores()
+    for row, outcome, ids in maps:
+        truth = ids > 0
+        if not truth.any():
+            continue
+        scores.counts += pixel_counts(outcome.heat, truth)
+        predicted = lesion_mask(outcome.heat, threshold)
+        dice, iou = dice_iou(predicted, truth)
+        liver = _liver(folder, row, truth)
+        scores.per_image.append(
+            {
+                "pointing": float(pointing_hit(outcome.heat, truth, tolerance_px)),
+                "random_image": random_point_rate(truth, None, tolerance_px),
+                "random_liver": random_point_rate(truth, liver, tolerance_px),
+                "dice": dice,
+                "iou": iou,
+            }
+        )
+        scores.lesions += _lesion_outcomes(row, predicted, ids, diameters)
+        boxes = lesion_boxes(predicted)
+        scores.box_rows += [
+            {"image": row["path"], "row0": b[0], "col0": b[1], "row1": b[2], "col1": b[3]}
+            for b in boxes
+        ]
+        if len(scores.figures) < examples:
+            scores.figures.append(_example(out, outcome, truth, boxes, len(scores.figures)))
+    return scores
+
+
+def _lesion_outcomes(
+    row: pd.Series,
+    predicted: npt.NDArray[np.bool_],
+    ids: npt.NDArray[np.int64],
+    diameters: dict[tuple[str, int], float],
+) -> list[tuple[str, bool]]:
+    """(size bin, hit) of each lesion on one image; its 3-D diameter, else its in-plane one."""
+    outcomes = []
+    for lesion_id, hit in lesion_hits(predicted, ids).items():
+        key = (str(row.get("patient_id", row.get("group", ""))), lesion_id)
+        diameter = diameters.get(key)
+        if diameter is None:
+            diameter = feret_diameter_mm(
+                ids == lesion_id, float(row.get("row_mm", 1.0)), float(row.get("col_mm", 1.0))
+            )
+        outcomes.append((size_bin(diameter), hit))
+    return outcomes
+
+
+def _by_size(lesions: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    """One row per size bin: ``size_bin, lesions, hits, hit_rate`` (None when empty)."""
+    rows = []
+    for name in SIZE_BINS:
+        hits = [hit for bin_name, hit in lesions if bin_name == name]
+        rate = sum(hits) / len(hits) if hits else None
+        rows.append({"size_bin": name, "lesions": len(hits), "hits": sum(hits), "hit_rate": rate})
+    return rows
+
+
+def _metrics(scores: _SplitScores, val_dice: float) -> dict[str, float]:
+    """The split's mean scores over images, PxAP and lesion hit rate."""
+    table = pd.DataFrame(scores.per_image)
+    lesions = scores.lesions
+    return {
+        "pointing_game": float(table["pointing"].mean()),
+        "pointing_game_random_image": float(table["random_image"].mean()),
+        "pointing_game_random_liver": float(table["random_liver"].mean()),
+        "pxap": pxap(scores.counts),
+        "dice": float(table["dice"].mean()),
+        "iou": float(table["iou"].mean()),
+        "lesion_hit_rate": sum(h for _, h in lesions) / max(len(lesions), 1),
+        "val_dice": val_dice,
+        "images": float(len(table)),
+        "lesions": float(len(lesions)),
+    }
+
+
+def _write_tables(out: Path, by_size: list[dict[str, Any]], box_rows: list[dict[str, Any]]) -> None:
+    with atomic_path(out / "localization_by_size.csv") as temporary:
+        pd.DataFrame(by_size).to_csv(temporary, index=False)
+    write_manifest(
+        box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
+    )
+
+
+def _record_threshold(
+    checkpoint: str | Path, choice: dict[str, Any], **provenance: Any
+) -> tuple[Path | None, str | None]:
+    """Record the threshold beside the checkpoint for ``locate``: (file, note about it).
+
+    A read-only model folder records nothing (the note says so); the scores still stand.
+    """
+    try:
+        return write_record(checkpoint, **choice, **provenance)
+    except OutputWriteError as error:
+        return None, f"threshold not recorded for locate: {error}"
 
 
 def _mask(path: Path) -> npt.NDArray[np.int64]:
