@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
+from oncoscope.ct.couinaud import SEGMENT_CODES
 
 runner = CliRunner()
 
@@ -168,6 +169,9 @@ def test_demo_runs_end_to_end_and_learns_better_than_chance(tmp_path):
         assert piece in result.output
     manifest = pd.read_csv(tmp_path / "demo" / "ct" / "manifest.csv")
     assert set(manifest["split"]) == {"train", "val", "test"}
+    # every split holds patients with and without lesions: patient-level figures are defined
+    worst = manifest.groupby(["split", "patient_id"])["lesion_count"].max().gt(0)
+    assert all(set(worst[split]) == {True, False} for split in ("train", "val", "test"))
     assert (tmp_path / "demo" / "preprocess" / "panel.png").exists()
     # score the held-out patients independently of the demo's own figure
     from oncoscope.train.predict import predict_split
@@ -208,6 +212,7 @@ def check_demo_analysis(demo: Path, output: str) -> None:
     page = (demo / "evaluation" / "ct" / "report.html").read_text()
     assert "Weak localisation" in page and "data:image/png;base64," in page
     assert "Couinaud segments" in page
+    check_demo_locate(demo, manifest, page)
     assert (demo / "evaluation" / "wsi" / "report.html").is_file()
     explained = pd.read_csv(demo / "explain" / "explain.csv")
     assert len(explained) == len(test_rows)
@@ -221,9 +226,37 @@ def check_demo_analysis(demo: Path, output: str) -> None:
     assert summary["tiles"] > 0 and set(summary["classes"]) >= {"tumour", "stroma", "normal"}
     scale = json.loads((summaries[0].parent / "scale.json").read_text())
     assert sum(scale["histogram"].values()) == len(scale["points"]) == 30
-    index = TestClient(create_app(demo)).get("/api/index").json()
+    client = TestClient(create_app(demo))
+    index = client.get("/api/index").json()
     assert any(entry["inference"] for entry in index["slides"])
     assert index["ct_patients"] and index["explains"]
+    located = json.loads((demo / "locate" / "locate.json").read_text())
+    (name,) = located["inputs"]
+    pid = name.removeprefix("volume-")
+    key = next(p["key"] for p in index["ct_patients"] if p["patient_id"] == pid)
+    (run,) = client.get("/api/ct", params={"key": key}).json()["candidates"]
+    assert run["folder"] == f"locate/{name}"
+
+
+def check_demo_locate(demo: Path, manifest: pd.DataFrame, page: str) -> None:
+    """``locate`` ran on a held-out patient with lesions, its candidates placed in segments,
+    its label map on the volume's grid, and the report's section lists them."""
+    import nibabel as nib
+
+    located = json.loads((demo / "locate" / "locate.json").read_text())
+    (name,) = located["inputs"]
+    pid = name.removeprefix("volume-")
+    test = manifest[manifest["split"] == "test"]
+    assert test.loc[test["patient_id"] == pid, "lesion_count"].max() > 0
+    assert Path(located["threshold_source"]).name.endswith(".localization.json")
+    candidates = pd.read_csv(demo / "locate" / "candidates.csv", dtype={"segment": str})
+    volume = nib.load(demo / "phantoms" / f"volume-{pid}.nii.gz")
+    label_map = nib.load(demo / "locate" / name / "candidates.nii.gz")
+    assert label_map.shape == volume.shape
+    np.testing.assert_allclose(label_map.affine, volume.affine)
+    assert int(np.asarray(label_map.dataobj).max()) == len(candidates)
+    assert all(segment in SEGMENT_CODES for segment in candidates["segment"])
+    assert "Lesions located in a held-out volume" in page
 
 
 def test_train_models_and_manifest_commands(tmp_path):

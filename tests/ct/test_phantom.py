@@ -47,3 +47,20 @@ def test_cohort_files_say_they_are_synthetic(tmp_path):
     assert "not patient data" in (tmp_path / "README.txt").read_text()
     record = json.loads((tmp_path / "phantom-0.json").read_text())
     assert record["note"] == SYNTHETIC_NOTE and record["lesions"][0]["diameter_mm"] == 10.0
+
+
+def test_lesion_free_patients_have_no_tumour_voxels_and_the_others_keep_their_lesions(tmp_path):
+    shape = (12, 64, 64)
+    plain = write_cohort(tmp_path / "plain", 3, shape=shape, lesion_diameters_mm=(10.0,))
+    mixed = write_cohort(
+        tmp_path / "mixed", 3, shape=shape, lesion_diameters_mm=(10.0,), lesion_free=1
+    )
+    labels = [np.asarray(nib.load(mask).dataobj) for _, mask in mixed]
+    assert [int((label == 2).sum()) > 0 for label in labels] == [True, True, False]
+    assert int((labels[2] == 1).sum()) > 0  # a liver all the same
+    for (_, before), (_, after) in zip(plain[:2], mixed[:2], strict=True):
+        np.testing.assert_array_equal(nib.load(before).dataobj, nib.load(after).dataobj)
+    record = json.loads((tmp_path / "mixed" / "phantom-2.json").read_text())
+    assert record["lesions"] == []
+    with pytest.raises(InvalidOptionError, match="lesion-free"):
+        write_cohort(tmp_path / "bad", 2, shape=shape, lesion_free=3)

@@ -99,7 +99,11 @@ def doctor(
 @app.command()
 def demo(
     out: OutDir = Path("oncoscope-demo"),
-    patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 12,
+    patients: Annotated[int, typer.Option(min=5, help="Synthetic patients to generate.")] = 16,
+    lesion_free: Annotated[
+        int | None,
+        typer.Option(min=0, help="How many of them have no lesion (default: a quarter)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of phantoms, split, noise and training.")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Processes for ct prepare and loading.")] = 2,
     train: Annotated[
@@ -115,6 +119,7 @@ def demo(
         result = run_demo(
             out,
             n_patients=patients,
+            lesion_free=lesion_free,
             seed=seed,
             workers=workers,
             train=train,
@@ -156,11 +161,18 @@ def demo(
         located = analysis.localization.get("metrics")
         if located:
             console.print(
-                f"weak localisation:    Grad-CAM pointing game {located['pointing_game']:.3f} "
+                f"weak localisation:    CAM pointing game {located['pointing_game']:.3f} "
                 f"(random point in the liver {located['pointing_game_random_liver']:.3f}), "
                 f"PxAP {located['pxap']:.3f}"
             )
-        console.print(f"Grad-CAM maps:        {analysis.explain_csv}")
+        console.print(f"CAM maps:             {analysis.explain_csv}")
+        if analysis.located is not None:
+            found = analysis.located
+            segments = ", ".join(sorted({str(row["segment"]) for row in found.rows})) or "none"
+            console.print(
+                f"lesions located:      {len(found.rows)} candidate(s) in segments {segments}: "
+                f"{found.out_dir / 'candidates.csv'}"
+            )
         for path in analysis.couinaud:
             console.print(f"Couinaud segments:    {path}")
         console.print(f"slide heatmap:        {analysis.slide_folder} (with scale.json)")

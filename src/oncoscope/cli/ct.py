@@ -284,13 +284,18 @@ def ct_phantom(
     patients: Annotated[int, typer.Option(min=1, help="Number of phantoms.")] = 6,
     slices: Annotated[int, typer.Option(min=8, help="Slices per volume.")] = 48,
     size: Annotated[int, typer.Option(min=32, help="Rows and columns per slice.")] = 256,
+    lesion_free: Annotated[
+        int, typer.Option(min=0, help="How many of the patients (the last ones) have no lesion.")
+    ] = 0,
     seed: Annotated[int, seed_option("the phantoms")] = 0,
 ) -> None:
     """Write a SYNTHETIC LiTS-style cohort (volume-N / segmentation-N); never patient data."""
     from oncoscope.ct.phantom import write_cohort
 
     with user_errors(out=out):
-        pairs = write_cohort(out, patients, shape=(slices, size, size), seed=seed)
+        pairs = write_cohort(
+            out, patients, shape=(slices, size, size), lesion_free=lesion_free, seed=seed
+        )
     console.print(f"wrote {len(pairs)} synthetic phantom pairs to {out}")
 
 

@@ -262,14 +262,24 @@ def write_cohort(
     *,
     shape: tuple[int, int, int] = (48, 256, 256),
     lesion_diameters_mm: Sequence[float] = (8.0, 12.0, 15.0, 18.0, 25.0, 35.0),
+    lesion_free: int = 0,
     seed: int = 0,
 ) -> list[tuple[Path, Path]]:
     """Write a small cohort of phantoms, LiTS naming, patient ids ``0..n_patients-1``.
 
-    Each patient gets one to three lesions drawn from ``lesion_diameters_mm``; the stored
-    orientation cycles through LPS, RAS and LPI as real LiTS volumes vary. A README in the folder
-    says the data are synthetic.
+    Each patient gets one to three lesions drawn from ``lesion_diameters_mm``, except the last
+    ``lesion_free`` patients, who have none (their anatomy still varies with their seed); the
+    lesions of the others do not depend on ``lesion_free``. The stored orientation cycles
+    through LPS, RAS and LPI as real LiTS volumes vary. A README in the folder says the data
+    are synthetic.
+
+    Raises:
+        InvalidOptionError: ``lesion_free`` outside ``0..n_patients``.
     """
+    if not 0 <= lesion_free <= n_patients:
+        raise InvalidOptionError(
+            f"--lesion-free must be between 0 and the {n_patients} patients, got {lesion_free}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -278,6 +288,8 @@ def write_cohort(
     for patient in range(n_patients):
         count = int(rng.integers(1, 4))
         diameters = [float(d) for d in rng.choice(lesion_diameters_mm, size=count)]
+        if patient >= n_patients - lesion_free:
+            diameters = []
         phantom = make_phantom(diameters, shape=shape, seed=seed * 1000 + patient)
         pairs.append(
             write_lits_pair(phantom, out_dir, patient, orientation=orientations[patient % 3])

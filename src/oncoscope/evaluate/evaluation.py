@@ -474,7 +474,7 @@ def evaluate_checkpoint(
     batch_size: int = 32,
     num_workers: int = 0,
     localization: str | None = None,
-    sections: Sequence[ReportSection] = (),
+    sections: Sequence[ReportSection | Callable[[dict[str, Any]], ReportSection]] = (),
     bags: str | Path | None = None,
 ) -> EvaluationResult:
     """Predict a split with a checkpoint and write ``metrics.json``, ``report.html``,
@@ -490,7 +490,9 @@ def evaluate_checkpoint(
     ``metrics.json`` and as a section of the report; the manifest needs ``lesion_mask`` (``ct
     prepare``).
     ``sections`` are appended to the report as they are (e.g. the Couinaud segments of the
-    test patients' lesions).
+    test patients' lesions); a callable among them is called with the metrics (and the
+    threshold record of ``localization`` already written beside the checkpoint) and its
+    section appended, for a step that needs them (the demo's ``locate``).
 
     A MIL checkpoint (``oncoscope mil train``) is scored on its bags (``bags``, default the
     folder it was trained on) with ``manifest`` its ``slides.csv``: a row is a slide (or a
@@ -602,7 +604,7 @@ def evaluate_checkpoint(
     if located is not None:
         report.add(localization_section(localization or "", located))
     for section in sections:
-        report.add(section)
+        report.add(section(metrics) if callable(section) else section)
     report_html = write_report(report, out / "report.html")
     paths = [f.path for f in figures if f.path] + (
         [training.path] if training and training.path else []

@@ -208,3 +208,42 @@ register_model(
     parameters=19_342_887,
     head_features=1792,
 )(_front_end_factory("efficientnet_b4", _residual_front_end))
+
+
+@register_model(
+    "cam_efficientnet_lite0",
+    "EfficientNet-Lite0 cut after its stride-16 stage under a CAM head (localising CT model)",
+    "000",
+    dropout_kwarg="drop_rate",
+    parameters=813_768,
+    head_features=112,
+)
+def _create_stage_cam(
+    num_classes: int, pretrained: bool, weights: Weights, in_chans: int, kwargs: Kwargs
+) -> nn.Module:
+    """``stage`` (timm's feature index, default 3: stride 16) is where the backbone is cut,
+    ``backbone`` another timm model; ``weights`` the backbone's ImageNet weights or a whole
+    saved model of this kind (keys ``backbone.*``, loaded exactly)."""
+    from timm.models import FeatureListNet
+
+    from oncoscope.models.stage_cam import StageCAMNet
+    from oncoscope.models.weights import load_state_dict, load_weights_file
+
+    backbone_name = kwargs.pop("backbone", "efficientnet_lite0")
+    stage = int(kwargs.pop("stage", 3))
+    drop_rate = float(kwargs.pop("drop_rate", 0.0))
+    whole = load_state_dict(weights) if weights is not None else None
+    is_whole_model = whole is not None and any(k.startswith("backbone.") for k in whole)
+    whole_backbone = create_model(
+        backbone_name,
+        num_classes=num_classes,
+        pretrained=pretrained and not is_whole_model,
+        weights=None if is_whole_model else weights,
+        in_chans=in_chans,
+        **kwargs,
+    )
+    cut = FeatureListNet(whole_backbone, out_indices=(stage,), flatten_sequential=True)
+    model = StageCAMNet(cut, num_classes, drop_rate=drop_rate)
+    if is_whole_model and weights is not None:
+        load_weights_file(model, weights)
+    return model

@@ -176,6 +176,20 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": "ct",
         "pretrained": "if-available",
     },
+    # The demo's CT model, which must say where the lesion is: EfficientNet-Lite0 from its offline
+    # ImageNet weights cut after its stride-16 stage under a CAM head (models/stage_cam.py);
+    # otherwise as "quick". Explain and locate it with the plain CAM (`--method cam`).
+    "ct-cam": {
+        "model": "cam_efficientnet_lite0",
+        "epochs": 8,
+        "batch_size": 16,
+        "image_size": 224,
+        "lr": 1e-3,
+        "optimizer": "adam",
+        "scheduler": "cosine",
+        "balanced_sampling": True,
+        "pretrained": True,
+    },
     # Small and fast on CPU, for the demo: EfficientNet-Lite0 from its offline ImageNet weights.
     "quick": {
         "model": "efficientnet_lite0",
