@@ -120,16 +120,16 @@ Wrap = Callable[["nn.Module", int], "nn.Module"]
 
 
 def _front_end_factory(
-    default_backbone: str, front_end: Callable[[dict[str, Any]], Wrap]
+    default_backbone: str, front_end: Callable[[dict[str, Any]], Wrap], whole_prefix: str = "front."
 ) -> Factory:
     """A factory for a front end around a registry backbone (``backbone=``, default
     ``default_backbone``).
 
     ``front_end(kwargs)`` takes the front end's own keywords out of ``kwargs`` and says how to
     wrap the backbone; the other keywords go to the backbone. ``weights`` are the whole
-    model's (keys ``front.*``: loaded into the result exactly) or the backbone's (loaded into
-    the backbone as :func:`create_model` loads them). A layout the backbone cannot take
-    (``ValueError``) is an :class:`OncoscopeError` naming the backbone.
+    model's (a key starts with ``whole_prefix``: loaded into the result exactly) or the
+    backbone's (loaded into the backbone as :func:`create_model` loads them). A layout the
+    backbone cannot take (``ValueError``) is an :class:`OncoscopeError` naming the backbone.
     """
 
     def create(
@@ -140,7 +140,7 @@ def _front_end_factory(
         backbone_name = kwargs.pop("backbone", default_backbone)
         wrap = front_end(kwargs)
         whole = load_state_dict(weights) if weights is not None else None
-        is_whole_model = whole is not None and any(k.startswith("front.") for k in whole)
+        is_whole_model = whole is not None and any(k.startswith(whole_prefix) for k in whole)
         backbone = create_model(
             backbone_name,
             num_classes=num_classes,
@@ -210,40 +210,30 @@ register_model(
 )(_front_end_factory("efficientnet_b4", _residual_front_end))
 
 
-@register_model(
+def _stage_cam_front_end(kwargs: Kwargs) -> Wrap:
+    """The CAM head on the backbone cut after ``stage`` (timm's feature index, default 3:
+    stride 16); ``drop_rate`` is the head's dropout."""
+    stage = int(kwargs.pop("stage", 3))
+    drop_rate = float(kwargs.pop("drop_rate", 0.0))
+
+    def wrap(backbone: nn.Module, in_chans: int) -> nn.Module:
+        from timm.models import FeatureListNet
+
+        from oncoscope.models.stage_cam import StageCAMNet
+
+        timm_like: Any = backbone
+        classes = int(timm_like.get_classifier().out_features)
+        cut = FeatureListNet(backbone, out_indices=(stage,), flatten_sequential=True)
+        return StageCAMNet(cut, classes, drop_rate=drop_rate)
+
+    return wrap
+
+
+register_model(
     "cam_efficientnet_lite0",
     "EfficientNet-Lite0 cut after its stride-16 stage under a CAM head (localising CT model)",
     "000",
     dropout_kwarg="drop_rate",
     parameters=813_768,
     head_features=112,
-)
-def _create_stage_cam(
-    num_classes: int, pretrained: bool, weights: Weights, in_chans: int, kwargs: Kwargs
-) -> nn.Module:
-    """``stage`` (timm's feature index, default 3: stride 16) is where the backbone is cut,
-    ``backbone`` another timm model; ``weights`` the backbone's ImageNet weights or a whole
-    saved model of this kind (keys ``backbone.*``, loaded exactly)."""
-    from timm.models import FeatureListNet
-
-    from oncoscope.models.stage_cam import StageCAMNet
-    from oncoscope.models.weights import load_state_dict, load_weights_file
-
-    backbone_name = kwargs.pop("backbone", "efficientnet_lite0")
-    stage = int(kwargs.pop("stage", 3))
-    drop_rate = float(kwargs.pop("drop_rate", 0.0))
-    whole = load_state_dict(weights) if weights is not None else None
-    is_whole_model = whole is not None and any(k.startswith("backbone.") for k in whole)
-    whole_backbone = create_model(
-        backbone_name,
-        num_classes=num_classes,
-        pretrained=pretrained and not is_whole_model,
-        weights=None if is_whole_model else weights,
-        in_chans=in_chans,
-        **kwargs,
-    )
-    cut = FeatureListNet(whole_backbone, out_indices=(stage,), flatten_sequential=True)
-    model = StageCAMNet(cut, num_classes, drop_rate=drop_rate)
-    if is_whole_model and weights is not None:
-        load_weights_file(model, weights)
-    return model
+)(_front_end_factory("efficientnet_lite0", _stage_cam_front_end, whole_prefix="backbone."))

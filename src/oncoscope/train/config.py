@@ -127,6 +127,19 @@ class TrainConfig(RunSettings):
         return value
 
 
+#: The ``quick`` recipe, which ``ct-cam`` varies.
+_QUICK: dict[str, Any] = {
+    "model": "efficientnet_lite0",
+    "epochs": 8,
+    "batch_size": 16,
+    "image_size": 224,
+    "lr": 1e-3,
+    "optimizer": "adam",
+    "scheduler": "cosine",
+    "balanced_sampling": True,
+    "pretrained": True,
+}
+
 #: Named recipes. ``per_model`` entries override the recipe for one model name.
 RECIPES: dict[str, dict[str, Any]] = {
     # Seed 004: batch 32, 200 epochs, lr 1e-3 divided by 10 at epochs 80, 120, 160 and 180;
@@ -176,32 +189,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": "ct",
         "pretrained": "if-available",
     },
-    # The demo's CT model, which must say where the lesion is: EfficientNet-Lite0 from its offline
-    # ImageNet weights cut after its stride-16 stage under a CAM head (models/stage_cam.py);
-    # otherwise as "quick". Explain and locate it with the plain CAM (`--method cam`).
-    "ct-cam": {
-        "model": "cam_efficientnet_lite0",
-        "epochs": 8,
-        "batch_size": 16,
-        "image_size": 224,
-        "lr": 1e-3,
-        "optimizer": "adam",
-        "scheduler": "cosine",
-        "balanced_sampling": True,
-        "pretrained": True,
-    },
     # Small and fast on CPU, for the demo: EfficientNet-Lite0 from its offline ImageNet weights.
-    "quick": {
-        "model": "efficientnet_lite0",
-        "epochs": 8,
-        "batch_size": 16,
-        "image_size": 224,
-        "lr": 1e-3,
-        "optimizer": "adam",
-        "scheduler": "cosine",
-        "balanced_sampling": True,
-        "pretrained": True,
-    },
+    "quick": _QUICK,
+    # The demo's CT model, which must say where the lesion is: the same EfficientNet-Lite0 cut
+    # after its stride-16 stage under a CAM head (models/stage_cam.py). Explain and locate it
+    # with the plain CAM (`--method cam`).
+    "ct-cam": {**_QUICK, "model": "cam_efficientnet_lite0"},
 }
 
 
