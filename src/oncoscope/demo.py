@@ -391,7 +391,7 @@ def locate_section(patient_id: str, report: LocateReport) -> ReportSection:
         summary["false candidates"] = f"{false:g}" if false is not None else "-"
     figures = [
         ReportFigure(f"Slice {path.stem.split('-')[-1]}", path)
-        for path in _candidate_overlays(report.out_dir / f"volume-{patient_id}", report.rows)
+        for path in _candidate_overlays(report.out_dir, report.rows)
     ]
     return ReportSection(
         "Lesions located in a held-out volume (oncoscope locate)",
@@ -408,9 +408,15 @@ def locate_section(patient_id: str, report: LocateReport) -> ReportSection:
     )
 
 
-def _candidate_overlays(folder: Path, rows: list[dict[str, Any]], most: int = 3) -> list[Path]:
-    """The overlay PNGs of the slices through the middle of the best-scoring candidates."""
+def _candidate_overlays(out_dir: Path, rows: list[dict[str, Any]], most: int = 3) -> list[Path]:
+    """The overlay PNGs of the slices through the middle of the best-scoring candidates (each
+    in its input's folder of ``out_dir``, as ``locate`` named it in the row)."""
     chosen = sorted(rows, key=lambda r: -float(r["score"]))[:most]
-    middles = sorted({(int(r["first_slice"]) + int(r["last_slice"])) // 2 for r in chosen})
-    paths = [folder / "overlays" / f"slice-{index:04d}.png" for index in middles]
-    return [path for path in paths if path.is_file()]
+    paths = {
+        out_dir
+        / str(r["input"])
+        / "overlays"
+        / f"slice-{(int(r['first_slice']) + int(r['last_slice'])) // 2:04d}.png"
+        for r in chosen
+    }
+    return [path for path in sorted(paths) if path.is_file()]
