@@ -126,20 +126,21 @@ def end_to_end(
     return {k: summary[k] for k in keys}
 
 
-def plan_tiles(slide: Path) -> tuple[Any, float]:
+def plan_tiles(slide: Path, checkpoint: Path) -> tuple[Any, float]:
     """The slide's tile grid as ``oncoscope slide`` makes it (stride 1, 0.5 um/px, 224 px),
     and the seconds it took (opening, tissue mask, grid)."""
     from oncoscope.inference.slide_inference import SlideOptions
     from oncoscope.inference.slide_inference import plan_tiles as plan
     from oncoscope.io.slides import open_slide
+    from oncoscope.train.checkpoint import read_spec
 
     start = time.perf_counter()
     with open_slide(slide) as opened:
-        grid = plan({"image_size": 224}, opened, SlideOptions(mpp=0.5, stride=1.0))
+        grid = plan(read_spec(checkpoint), opened, SlideOptions(mpp=0.5, stride=1.0))
     return grid, time.perf_counter() - start
 
 
-def data_path(slide: Path, workers: int) -> dict[str, float]:
+def data_path(slide: Path, workers: int, checkpoint: Path) -> dict[str, float]:
     """Tiles/s of the DataLoader over the slide's tissue tiles (no model), from a cold start."""
     from oncoscope.inference.patches import TileDataset
     from oncoscope.inference.predict_tiles import tile_loader
@@ -147,7 +148,7 @@ def data_path(slide: Path, workers: int) -> dict[str, float]:
 
     close_pool()
     start = time.perf_counter()
-    grid, setup = plan_tiles(slide)
+    grid, setup = plan_tiles(slide, checkpoint)
     dataset = TileDataset(slide, grid.positions_level0, 224, grid.target)
     count = 0
     for tiles, _ in tile_loader(dataset, 16, workers, torch.device("cpu")):
@@ -289,7 +290,7 @@ def main() -> None:
     parts = set(args.parts.split(","))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="slide-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    from oncoscope.inference.predict_tiles import resolve_precision
+    from oncoscope.hardware import resolve_precision
     from oncoscope.pathology.synthetic import write_synthetic_slide
 
     auto = resolve_precision("auto", torch.device("cpu"))
@@ -364,14 +365,14 @@ def main() -> None:
                     + f" | {model:.2f} |"
                 )
     if "data" in parts:
-        grid, _ = plan_tiles(slides["large"])
+        grid, _ = plan_tiles(slides["large"], checkpoint)
         positions = grid.positions_level0.astype(int).tolist()
         reads = 0.0
         for workers in args.workers:
             best_data: tuple[float, dict[str, float], float] | None = None
             before = openslide_reads(slides["large"], positions)
             for _ in range(args.repeats):
-                result = data_path(slides["large"], workers)
+                result = data_path(slides["large"], workers, checkpoint)
                 after = openslide_reads(slides["large"], positions)
                 plain, before = max(before, after), after
                 ratio = result["streaming_tiles_per_second"] / plain

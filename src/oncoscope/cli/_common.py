@@ -206,6 +206,7 @@ def report_slides(
     failures: list[tuple[str, str]],
     output: Callable[[OutcomeT], Path],
     describe: Callable[[dict[str, Any]], str],
+    totals: Sequence[str] = (),
 ) -> None:
     """Print what a batch over slides did, and exit 2 if a slide failed.
 
@@ -217,6 +218,7 @@ def report_slides(
     Args:
         output: where a slide's outputs are (its folder, its bag).
         describe: what was made, from the slide's ``summary.json``.
+        totals: lines on the whole run, printed after the slides'.
     """
     for outcome in outcomes:
         if not outcome.rank_zero:
@@ -230,6 +232,8 @@ def report_slides(
             f"{outcome.slide}: {describe(outcome.summary)} -> {output(outcome)}",
             highlight=False,
         )
+    for line in totals:
+        console.print(line, highlight=False)
     if not_done:
         error_console.print(
             f"{len(not_done)} slide(s) not done (the run stopped at a full disk):",

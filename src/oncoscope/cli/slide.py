@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -36,6 +36,9 @@ from oncoscope.cli.options import (
     scales_option,
     search_points_option,
 )
+
+if TYPE_CHECKING:
+    from oncoscope.inference.slide_batch import SlideRunReport
 
 
 def register(app: typer.Typer) -> None:
@@ -122,7 +125,41 @@ def slide(
             on_slide=bars.on_item,
             on_tiles=bars.on_units,
         )
-    report_slides(report.outcomes, report.not_done, report.failures, lambda o: o.folder, _maps_made)
+    report_slides(
+        report.outcomes,
+        report.not_done,
+        report.failures,
+        lambda o: o.folder,
+        _maps_made,
+        totals=_run_totals(report),
+    )
+
+
+def _run_totals(report: SlideRunReport) -> list[str]:
+    """The run's lines when it classified more than one slide: slides, tiles and tiles/s over
+    the whole run (wall clock), and the fp32 agreement pooled over its slides."""
+    summaries = report.summaries
+    if len(summaries) < 2:
+        return []
+    rate = report.tiles / report.seconds if report.seconds > 0 else float("nan")
+    lines = [
+        f"run: {len(summaries)} slides, {report.tiles} tiles in {report.seconds:.1f} s "
+        f"({rate:.1f} tiles/s over the run)"
+    ]
+    pooled = report.agreement()
+    if pooled is not None:
+        low, high = pooled["argmax_agreement_ci95"]
+        lines.append(
+            f"fp32 check over the run: {pooled['argmax_agreement']:.1%} argmax agreement on "
+            f"{pooled['tiles']} tiles of {pooled['slides']} slides (95% CI {low:.1%}-{high:.1%}), "
+            f"max |difference| {pooled['max_abs_difference']:.3g}"
+            + (
+                f"; disagreeing: {', '.join(pooled['slides_with_disagreement'])}"
+                if pooled["slides_with_disagreement"]
+                else ""
+            )
+        )
+    return lines
 
 
 def _maps_made(summary: dict[str, Any]) -> str:

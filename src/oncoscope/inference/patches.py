@@ -175,14 +175,26 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         if slide is None or get_worker_info() is not None:  # a forked worker opens its own
             slide = pooled_slide(self.path, **self.scan)
         size = (self.tile_px, self.tile_px)
-        if self.stain is not None and self._normaliser is None:
-            from oncoscope.pathology.stain import StainNormalizer
-
-            self._normaliser = StainNormalizer.from_state(self.stain)
+        self._make_normaliser()
         for slot, (x, y) in enumerate(self.positions[indices].tolist()):
             slide.read_at((x, y), size, self.target, out[slot])
             if self._normaliser is not None:
                 out[slot] = self._normaliser(out[slot])
+
+    def subset(self, indices: np.ndarray[Any, Any]) -> TileDataset:
+        """The tiles at ``indices`` (in that order) as a dataset of their own, read from the
+        same open slide in this process: small to send to a reader process."""
+        self._make_normaliser()  # once, shared by the parts read in this process
+        part = TileDataset.__new__(TileDataset)
+        part.__dict__.update(self.__dict__)
+        part.positions = self.positions[np.asarray(indices, dtype=np.int64)]
+        return part
+
+    def _make_normaliser(self) -> None:
+        if self.stain is not None and self._normaliser is None:
+            from oncoscope.pathology.stain import StainNormalizer
+
+            self._normaliser = StainNormalizer.from_state(self.stain)
 
     def batches(self, batch_size: int, indices: np.ndarray[Any, Any] | None = None) -> TileBatches:
         """These tiles (or those at ``indices``, in that order) in batches of ``batch_size``."""

@@ -69,6 +69,66 @@ def agreement_sample(tiles: int, requested: int | None = None) -> int:
     return min(tiles, max(AGREEMENT_MIN_TILES, min(AGREEMENT_MAX_TILES, share)))
 
 
+def agreement_quota(tiles: int, slides: int = 1, requested: int | None = None) -> int:
+    """Tiles of one slide of a run over ``slides`` slides to check at fp32: the run's check
+    spread over its slides, without a fixed count per slide.
+
+    Default: :data:`AGREEMENT_FRACTION` of the slide's tiles, and at least its share of
+    :data:`AGREEMENT_MIN_TILES` over the run (so a run of small slides still checks at least
+    that many tiles in all), at most :data:`AGREEMENT_MAX_TILES`; a run of one slide checks
+    :func:`agreement_sample` tiles. ``requested`` tiles (0 = none) are shared out the same way.
+    Never more than ``tiles``.
+
+    Raises:
+        InvalidOptionError: a negative ``requested``, or ``slides`` below 1.
+
+    Example:
+        >>> agreement_quota(65), agreement_quota(65, slides=100), agreement_quota(65, slides=4)
+        (16, 1, 4)
+        >>> agreement_quota(5000, slides=100), agreement_quota(65, 100, requested=300)
+        (50, 3)
+    """
+    if slides < 1:
+        raise InvalidOptionError(f"a run needs at least one slide, got {slides}")
+    if requested is not None:
+        if requested < 0:
+            raise InvalidOptionError(f"--agreement-tiles must be 0 or more, got {requested}")
+        return min(tiles, math.ceil(requested / slides))
+    share = math.ceil(AGREEMENT_FRACTION * tiles)
+    floor = math.ceil(AGREEMENT_MIN_TILES / slides)
+    return min(tiles, max(floor, min(AGREEMENT_MAX_TILES, share)))
+
+
+def spread(tiles: int, sample: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """``sample`` tile indices of ``tiles`` spread evenly from the first to the last.
+
+    Example:
+        >>> spread(10, 3).tolist(), spread(5, 0).tolist()
+        ([0, 4, 9], [])
+    """
+    if sample <= 0 or tiles <= 0:
+        return np.zeros(0, dtype=np.int64)
+    chosen: np.ndarray[Any, np.dtype[np.int64]] = np.unique(
+        np.linspace(0, tiles - 1, min(sample, tiles)).round().astype(np.int64)
+    )
+    return chosen
+
+
+def compare_precisions(
+    reduced: np.ndarray[Any, Any], reference: np.ndarray[Any, Any]
+) -> dict[str, float | int]:
+    """Probabilities of the same tiles at a reduced precision and at fp32, compared:
+    ``tiles``, ``argmax_agreement`` (0..1), ``max_abs_difference``, ``mean_abs_difference``."""
+    reduced = np.asarray(reduced, dtype=np.float32)
+    difference = np.abs(reduced - reference)
+    return {
+        "tiles": len(reduced),
+        "argmax_agreement": float((reduced.argmax(1) == reference.argmax(1)).mean()),
+        "max_abs_difference": float(difference.max()),
+        "mean_abs_difference": float(difference.mean()),
+    }
+
+
 def to_model_input(tiles: torch.Tensor, spec: ModelSpec, device: torch.device) -> torch.Tensor:
     """``(B, H, W, C) uint8`` tiles -> the model's normalised ``(B, C, H, W)`` float32 input,
     channels-last, on ``device`` (:meth:`oncoscope.models.spec.ModelSpec.prepare`)."""
@@ -170,8 +230,7 @@ def precision_agreement(
         ``mean_abs_difference`` of the probabilities.
     """
     device = device or torch.device("cpu")
-    count = len(probabilities)
-    chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
+    chosen = spread(len(probabilities), sample)
     subset = (
         DataLoader(dataset.batches(batch_size, chosen), batch_size=None)
         if isinstance(dataset, TileDataset)
@@ -184,11 +243,4 @@ def precision_agreement(
             x = to_model_input(tiles, spec, device)
             reference[start : start + len(x)] = forward_probabilities(model, x, "fp32").cpu()
             start += len(x)
-    reduced = np.asarray(probabilities[chosen], dtype=np.float32)
-    difference = np.abs(reduced - reference)
-    return {
-        "tiles": len(chosen),
-        "argmax_agreement": float((reduced.argmax(1) == reference.argmax(1)).mean()),
-        "max_abs_difference": float(difference.max()),
-        "mean_abs_difference": float(difference.mean()),
-    }
+    return compare_precisions(probabilities[chosen], reference)

@@ -18,7 +18,6 @@ a batch: the slide being written is reported with the file, the slides after it 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -26,22 +25,18 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch import nn
 
-from oncoscope.batch import BatchReport, run_until_disk_full, writing
+from oncoscope.batch import writing
 from oncoscope.errors import InvalidOptionError, NoTissueError
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference import heatmaps, outputs
-from oncoscope.inference.accumulate import ProbabilityAccumulator, preallocate
 from oncoscope.inference.patches import TileGrid, tile_grid
 from oncoscope.inference.predict_tiles import (
-    agreement_sample,
-    precision_agreement,
     prepare_model,
 )
 from oncoscope.inference.scale_search import (
@@ -53,27 +48,17 @@ from oncoscope.inference.scale_search import (
 from oncoscope.inference.status import (
     STATUS_NAME,
     check_on_mismatch,
-    clear_status,
     file_sha256,
-    read_status,
-    redo_or_refuse,
-    settings_differences,
-    write_status,
 )
 from oncoscope.inference.tile_runs import (
-    PhaseClock,
     SlideRun,
     TileRunOptions,
     check_run_options,
-    grid_dataset,
     run_device,
-    run_tiles,
 )
-from oncoscope.io.atomic import atomic_path
-from oncoscope.io.slides import ResolutionRequest, Slide, open_slide
+from oncoscope.io.slides import ResolutionRequest, Slide
 from oncoscope.models.batchnorm_folding import fold_batch_norms
 from oncoscope.models.spec import ModelSpec
-from oncoscope.pathology.annotations import load_labels, nothing_labelled
 from oncoscope.pathology.tissue import (
     GLASS_MARGIN_UM,
     MIN_TISSUE_UM2,
@@ -82,6 +67,9 @@ from oncoscope.pathology.tissue import (
     slide_tissue,
 )
 from oncoscope.train.checkpoint import load_model
+
+if TYPE_CHECKING:
+    from oncoscope.inference.slide_batch import SlideRunReport
 
 #: The tissue recipe (:mod:`oncoscope.pathology.tissue`) as a slide's settings record it.
 TISSUE_RECIPE = {
@@ -163,10 +151,6 @@ class SlideOutcome(SlideRun):
         return self.output
 
 
-#: All slides of a run (:func:`infer_slides`): outcomes, failures, slides not done.
-SlideReport = BatchReport[SlideOutcome]
-
-
 def load_classifier(checkpoint: str | Path, device: torch.device | None = None) -> LoadedClassifier:
     """Load a checkpoint and check it can classify RGB slide tiles.
 
@@ -211,11 +195,13 @@ def infer_slide(
     annotations: str | Path | None = None,
     on_tiles: Callable[[int, int], None] | None = None,
 ) -> SlideOutcome:
-    """Classify one slide into ``out/<slide stem>/`` (see the module docstring).
+    """Classify one slide into ``out/<slide stem>/`` (see the module docstring): a run of
+    :func:`infer_slides` over this one slide.
 
     ``summary.json`` holds ``slide``, ``checkpoint``, ``class_names``, ``colors``,
     ``classes: {name: {area_mm2, fraction}}`` (fraction of the whole slide's area), ``tiles``,
-    ``seconds`` (opening the slide to outputs written), ``tiles_per_second``,
+    ``seconds`` (the slide's own time, opening it to outputs written: in a run over many
+    slides, time spent on the others' tiles meanwhile is not counted), ``tiles_per_second``,
     ``phase_seconds`` (``tissue_and_grid``: opening, tissue mask, tile grid, the first two in
     ``scale_search`` with ``auto_scale``; ``tiles``: reading
     and classifying the tiles; ``precision_agreement``: the fp32 re-run of a sample of tiles,
@@ -224,7 +210,7 @@ def infer_slide(
     ``magnification``, ``mpp``, ``tile_size_px``, ``stride``, ``precision``, ``grid``
     (``origin_level0_xy``, ``cell_size_level0_px``, ``shape_rows_cols``),
     ``slide_dimensions_level0``, ``slide_mpp``, ``heatmap_class``; ``precision_agreement``
-    under a reduced precision (see :func:`oncoscope.inference.predict_tiles.precision_agreement`;
+    under a reduced precision (see :func:`oncoscope.inference.predict_tiles.compare_precisions`;
     absent with ``agreement_tiles=0``); ``annotations`` scores when annotations are given.
 
     A slide whose ``status.json`` records the same :func:`slide_settings` is skipped (the
@@ -241,25 +227,18 @@ def infer_slide(
             ``on_mismatch="error"``.
         OSError: a file cannot be written (``filename`` names it), e.g. a full disk.
     """
+    from oncoscope.inference.slide_batch import classify_slides
+    from oncoscope.io.slide_files import SlideJob
+
     slide_path = Path(slide_path)
-    folder = Path(out) / slide_path.stem
+    check_run_options(options)
     check_on_mismatch(options.on_mismatch)
-    settings = slide_settings(classifier, slide_path, options, annotations)
-    notes: list[str] = []
-    status = None if options.overwrite else read_status(folder)
-    if status is not None:
-        said = "; ".join(settings_differences(status.get("settings"), settings))
-        if not said:
-            return SlideOutcome(slide_path, folder, None)
-        notes.append(redo_or_refuse("done before", said, options.on_mismatch, slide_path))
-    try:
-        clear_status(folder)
-        return _infer_slide(
-            classifier, slide_path, folder, options, settings, notes, annotations, on_tiles
-        )
-    except BaseException:
-        discard_outputs(folder)
-        raise
+    notes = Path(annotations) if annotations is not None else None
+    job = SlideJob(slide_path.stem, slide_path, notes)
+    report = classify_slides(classifier, [job], out, options, on_tiles=on_tiles, full_disk="raise")
+    if report.errors:
+        raise report.errors[0][1]
+    return report.outcomes[0]
 
 
 def slide_settings(
@@ -358,99 +337,6 @@ def _sha256_or_none(path: str | Path | None) -> str | None:
         return file_sha256(path)
     except OSError:
         return None  # reading the annotations will say what is wrong
-
-
-def _infer_slide(
-    classifier: LoadedClassifier,
-    slide_path: Path,
-    folder: Path,
-    options: SlideOptions,
-    settings: dict[str, Any],
-    notes: list[str],
-    annotations: str | Path | None,
-    on_tiles: Callable[[int, int], None] | None,
-) -> SlideOutcome:
-    """:func:`infer_slide` once it is decided that the slide is to be done."""
-    clock = PhaseClock()
-    scale_search = None
-    if options.auto_scale and (options.mpp is not None or options.magnification is not None):
-        raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
-    with open_slide(
-        slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
-    ) as s:
-        tissue = slide_tissue(s)  # one mask for the scale search and the tile plan
-        if options.auto_scale:
-            options, scale_search = _auto_scale(classifier, s, tissue, folder, options, notes)
-            clock.done("scale_search")
-        grid = plan_tiles(classifier.spec, s, options, notes, tissue=tissue)
-        clock.done("tissue_and_grid")
-        work = folder / ".work"
-        dataset = grid_dataset(s, grid, options, stain_target(classifier.spec, options))
-        precision = run_tiles(
-            classifier.model, classifier.spec, dataset, work / "tiles.npy",
-            len(classifier.class_names), options, classifier.device, on_tiles=on_tiles,
-        )  # fmt: skip
-        clock.done("tiles")
-        if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
-            return SlideOutcome(slide_path, folder, None, notes, rank_zero=False)
-        agreement = None
-        checked = agreement_sample(len(grid), options.agreement_tiles)
-        if precision != "fp32" and checked > 0:
-            agreement = precision_agreement(
-                classifier.model.to(classifier.device),
-                classifier.spec,
-                dataset,
-                np.load(work / "tiles.npy", mmap_mode="r"),
-                batch_size=options.batch_size,
-                device=classifier.device,
-                sample=checked,
-            )
-            clock.done("precision_agreement")
-        map_path = folder / "probabilities.npy"
-        accumulator = ProbabilityAccumulator(
-            work, grid.shape_rows_cols, len(classifier.class_names)
-        )
-        tile_probs = np.load(work / "tiles.npy", mmap_mode="r")
-        for start in range(0, len(grid), ACCUMULATE_CHUNK):
-            chunk = slice(start, start + ACCUMULATE_CHUNK)
-            accumulator.add(grid.cells[chunk], grid.cells_per_tile, tile_probs[chunk])
-        with writing(map_path), atomic_path(map_path) as temporary:
-            mean = open_memmap(temporary, mode="w+", dtype=np.float32, shape=accumulator.sums.shape)
-            preallocate(temporary)
-            accumulator.mean(out=mean)
-            mean.flush()
-            del mean
-        del tile_probs, accumulator
-        clock.done("map")
-        summary = _write_outputs(classifier, s, grid, folder, options, annotations)
-        if annotations is not None and summary["annotations"]["cells"] == 0:
-            labels = load_labels(annotations, s.dimensions)
-            why = nothing_labelled(annotations, labels, s.dimensions) or "label no classified cell"
-            notes.append(f"annotations {annotations} {why}; no scores")
-    shutil.rmtree(work, ignore_errors=True)
-    clock.done("outputs")
-    summary.update(
-        tiles=len(grid),
-        **clock.record(len(grid)),
-        precision=precision,
-        stain_normalized=_stain_record(classifier.spec, options),
-    )
-    if agreement is not None:
-        summary["precision_agreement"] = agreement
-    if scale_search is not None:
-        summary["scale_search"] = scale_search
-    with writing(folder / "summary.json"), atomic_path(folder / "summary.json") as temporary:
-        temporary.write_text(json.dumps(summary, indent=2))
-    with writing(folder / STATUS_NAME):
-        write_status(
-            folder,
-            {
-                "slide": str(Path(slide_path).absolute()),
-                "checkpoint": str(classifier.path),
-                "settings": settings,
-            },
-        )
-    return SlideOutcome(slide_path, folder, summary, notes)
 
 
 def _auto_scale(
@@ -639,17 +525,19 @@ def infer_slides(
     annotations: str | Path | None = None,
     on_slide: Callable[[Path, int], None] | None = None,
     on_tiles: Callable[[int, int], None] | None = None,
-) -> SlideReport:
+) -> SlideRunReport:
     """Classify many slides; a bad slide is recorded in ``failures`` and the others go on.
 
-    A full disk (or quota) stops the run: the slide being written is recorded in ``failures``
-    as ``(the file being written, message)``, with nothing of it left behind, and the slides
-    after it in ``not_done``.
+    In one process the slides stream through one model and one DataLoader, the next slide
+    planned while the current one runs (:mod:`oncoscope.inference.slide_batch`); each slide's
+    outputs are those of a run over it alone. A full disk (or quota) stops the run: the slide
+    being written is recorded in ``failures`` as ``(the file being written, message)``, with
+    nothing of it left behind, and the slides not finished in ``not_done``.
 
     Args:
         inputs: slide files or folders of slides.
         annotations: one file (one slide) or a folder of ``<slide stem>.geojson`` / ``.png``.
-        on_slide: called with ``(slide, slides in the run)`` before each slide.
+        on_slide: called with ``(slide, slides in the run)`` as each slide starts.
         on_tiles: see :func:`infer_slide`.
 
     Raises:
@@ -657,16 +545,11 @@ def infer_slides(
             reported, not raised).
         OSError: a file cannot be written for another reason than a full disk.
     """
-    from oncoscope.io.slide_files import SlideJob, find_slides
+    from oncoscope.inference.slide_batch import classify_slides
+    from oncoscope.io.slide_files import find_slides
 
     check_run_options(options)
     check_on_mismatch(options.on_mismatch)
     jobs = find_slides(inputs, annotations)
     classifier = load_classifier(checkpoint)
-
-    def classify(job: SlideJob) -> SlideOutcome:
-        return infer_slide(
-            classifier, job.path, out, options, annotations=job.annotations, on_tiles=on_tiles
-        )
-
-    return run_until_disk_full(classify, jobs, on_slide)
+    return classify_slides(classifier, jobs, out, options, on_slide=on_slide, on_tiles=on_tiles)

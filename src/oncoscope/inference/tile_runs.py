@@ -232,6 +232,15 @@ class PhaseClock:
         """Close the phase ``name``: the seconds since the previous phase ended."""
         self.phases[name] = time.perf_counter() - self.started - sum(self.phases.values())
 
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` spent elsewhere (another thread's loop) to the phase ``name``."""
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    def restart(self) -> None:
+        """Go on from now: the clock's total becomes the phases so far (time between, spent on
+        other slides of a run, is not this slide's)."""
+        self.started = time.perf_counter() - sum(self.phases.values())
+
     def record(self, tiles: int) -> dict[str, Any]:
         """``seconds`` since the start, ``tiles_per_second`` over them (None at 0 s) and
         ``phase_seconds``, as a summary records them."""

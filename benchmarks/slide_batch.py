@@ -1,0 +1,204 @@
+"""A tray of small slides through one ``oncoscope slide`` run, beside the bare model (issue 18).
+
+Run by hand, never in the test suite:
+
+    .venv/bin/python benchmarks/slide_batch.py [--slides 100] [--workers 0 2]
+        [--parts stream,loop,command,memory] [--workdir DIR] [--seconds 8]
+
+On SYNTHETIC slides (never patient data): ``--distinct`` small slides of 2220 x 2967 px at
+0.5 um/px (the size of ``slide_throughput.py``'s small slide: 60-70 tissue tiles of 224 px at
+stride 1), copied to ``--slides`` files; the resnet18 checkpoint of ``slide_throughput.py``
+(random weights, 2 classes, 224 px). Options as ``slide_throughput.py``: 0.5 um/px, stride 1,
+batch 16, ``--precision auto``. Measures, each run between two bare forwards at the same
+precision (the ratio is to the faster of the two):
+
+- ``stream``: ``infer_slides`` over all slides in this process (loading the checkpoint
+  included): tiles over the run's wall seconds;
+- ``loop``: the same slides one ``infer_slide`` call each (a DataLoader, a planning step and a
+  default agreement check per slide: how a run went before slides were streamed);
+- ``command``: the whole ``python -m oncoscope slide FOLDER`` command (start-up included);
+- ``memory``: peak resident memory (VmHWM) of a fresh process classifying 1 slide and all of
+  them (0 workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from slide_throughput import SMALL_WH, bare_forward, make_checkpoint
+
+
+def make_tray(folder: Path, slides: int, distinct: int) -> Path:
+    """``slides`` small synthetic slides in ``folder/tray`` (``distinct`` different ones,
+    copied round-robin)."""
+    from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
+
+    tray = folder / "tray"
+    if tray.is_dir() and len(list(tray.glob("*.tif"))) == slides:
+        return tray
+    shutil.rmtree(tray, ignore_errors=True)
+    tray.mkdir(parents=True)
+    originals = []
+    for i in range(distinct):
+        path = folder / f"original{i}.tif"
+        if not path.exists():
+            regions = default_regions(SMALL_WH)
+            write_synthetic_slide(path, SMALL_WH, mpp=0.5, regions=regions, quality=80 + i)
+        originals.append(path)
+    for i in range(slides):
+        shutil.copyfile(originals[i % distinct], tray / f"biopsy{i:03d}.tif")
+    return tray
+
+
+def _options(workers: int, **more: Any) -> Any:
+    from oncoscope.inference.slide_inference import SlideOptions
+
+    return SlideOptions(
+        mpp=0.5, stride=1.0, batch_size=16, workers=workers, precision="auto", overwrite=True,
+        **more,
+    )  # fmt: skip
+
+
+def run_stream(checkpoint: Path, tray: Path, out: Path, workers: int) -> dict[str, Any]:
+    from oncoscope.inference.slide_inference import infer_slides
+
+    start = time.perf_counter()
+    report = infer_slides(checkpoint, [tray], out, _options(workers))
+    seconds = time.perf_counter() - start
+    assert not report.failures, report.failures
+    pooled = report.agreement()
+    return {
+        "slides": len(report.summaries),
+        "tiles": report.tiles,
+        "seconds": seconds,
+        "tiles_per_second": report.tiles / seconds,
+        "precision": report.summaries[0]["precision"],
+        "agreement_tiles": pooled["tiles"] if pooled else 0,
+        "slide_seconds_sum": sum(s["seconds"] for s in report.summaries),
+    }
+
+
+def run_loop(checkpoint: Path, tray: Path, out: Path, workers: int) -> dict[str, Any]:
+    from oncoscope.inference.slide_inference import infer_slide, load_classifier
+
+    start = time.perf_counter()
+    classifier = load_classifier(checkpoint, torch.device("cpu"))
+    tiles = checked = 0
+    for slide in sorted(tray.glob("*.tif")):
+        summary = infer_slide(classifier, slide, out, _options(workers)).summary
+        assert summary is not None
+        tiles += summary["tiles"]
+        checked += summary.get("precision_agreement", {}).get("tiles", 0)
+    seconds = time.perf_counter() - start
+    return {
+        "tiles": tiles,
+        "seconds": seconds,
+        "tiles_per_second": tiles / seconds,
+        "agreement_tiles": checked,
+    }
+
+
+def run_command(checkpoint: Path, tray: Path, out: Path, workers: int) -> dict[str, Any]:
+    command = [
+        sys.executable, "-m", "oncoscope", "slide", str(checkpoint), str(tray), "--out", str(out),
+        "--mpp", "0.5", "--stride", "1", "--batch-size", "16", "--workers", str(workers),
+        "--overwrite",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    tiles = sum(json.loads(p.read_text())["tiles"] for p in out.glob("*/summary.json"))
+    return {"tiles": tiles, "seconds": seconds, "tiles_per_second": tiles / seconds}
+
+
+_MEMORY_CHILD = """
+import sys, resource
+from pathlib import Path
+from oncoscope.inference.slide_inference import SlideOptions, infer_slides
+paths = sorted(Path(sys.argv[2]).glob('*.tif'))[: int(sys.argv[4])]
+options = SlideOptions(mpp=0.5, stride=1.0, batch_size=16, precision='auto', overwrite=True)
+report = infer_slides(sys.argv[1], paths, sys.argv[3], options)
+assert not report.failures
+status = Path('/proc/self/status').read_text().split('\\n')
+print(next(line for line in status if line.startswith('VmHWM')).split()[1], report.tiles)
+"""
+
+
+def peak_memory(checkpoint: Path, tray: Path, out: Path, slides: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(checkpoint), str(tray), str(out), str(slides)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    kib, tiles = done.stdout.split()
+    return {"slides": slides, "tiles": int(tiles), "peak_rss_mib": int(kib) / 1024}
+
+
+def beside_bare(
+    checkpoint: Path, precision: str, seconds: float, measure: Any
+) -> tuple[dict[str, Any], float]:
+    """``measure()`` between two bare forwards; its result and the faster bare figure."""
+    before = bare_forward(checkpoint, precision, seconds)
+    result = measure()
+    after = bare_forward(checkpoint, precision, seconds)
+    return result, max(before, after)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slides", type=int, default=100)
+    parser.add_argument("--distinct", type=int, default=5)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--parts", default="stream,loop,command,memory")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    from oncoscope.hardware import resolve_precision
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="slide-batch-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = workdir / "resnet18.ckpt"
+    if not checkpoint.exists():
+        make_checkpoint(checkpoint)
+    tray = make_tray(workdir, args.slides, args.distinct)
+    precision = resolve_precision("auto", torch.device("cpu"))
+    parts = set(args.parts.split(","))
+    machine = platform.processor() or platform.machine()
+    print(
+        f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"precision {precision}, {args.slides} slides"
+    )
+    runners = {"stream": run_stream, "loop": run_loop, "command": run_command}
+    for workers in args.workers:
+        for name, runner in runners.items():
+            if name not in parts:
+                continue
+            out = workdir / f"out-{name}-{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            result, bare = beside_bare(
+                checkpoint, precision, args.seconds,
+                lambda r=runner, o=out, w=workers: r(checkpoint, tray, o, w),
+            )  # fmt: skip
+            share = result["tiles_per_second"] / bare
+            print(json.dumps({"part": name, "workers": workers, **result, "bare": bare,
+                              "share_of_bare": share}))  # fmt: skip
+    if "memory" in parts:
+        for slides in (1, args.slides):
+            out = workdir / f"out-memory-{slides}"
+            shutil.rmtree(out, ignore_errors=True)
+            print(json.dumps({"part": "memory", **peak_memory(checkpoint, tray, out, slides)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Many slides in one ``slide`` run: the same maps as one-slide runs, the fp32 check spread over
+the run and reported per slide and pooled, and a slide that cannot be read failing alone."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from oncoscope.inference.slide_inference import (
+    SlideOptions,
+    infer_slide,
+    infer_slides,
+    load_classifier,
+)
+from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
+
+OPTIONS = SlideOptions(magnification=10, stride=0.5, precision="fp32", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def tray(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small slides of different sizes and tissue (biopsy-like)."""
+    folder = tmp_path_factory.mktemp("tray")
+    sizes = [(1536, 1152), (1280, 1536), (2048, 1024)]
+    return [
+        write_synthetic_slide(folder / f"biopsy{i}.tif", size, regions=default_regions(size)).path
+        for i, size in enumerate(sizes)
+    ]
+
+
+def _maps(folder: Path, slides: list[Path]) -> list[np.ndarray]:
+    return [np.load(folder / s.stem / "probabilities.npy") for s in slides]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_over_many_slides_gives_the_maps_of_one_slide_runs(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path, workers: int
+) -> None:
+    options = replace(OPTIONS, workers=workers)
+    report = infer_slides(colour_checkpoint, tray, tmp_path / "batch", options)
+    assert report.failures == [] and report.not_done == []
+    assert [o.slide for o in report.outcomes] == tray  # in the order given
+    classifier = load_classifier(colour_checkpoint)
+    for slide in tray:
+        infer_slide(classifier, slide, tmp_path / "alone", OPTIONS)
+    batch, alone = _maps(tmp_path / "batch", tray), _maps(tmp_path / "alone", tray)
+    for together, apart in zip(batch, alone, strict=True):
+        assert together.shape == apart.shape
+        np.testing.assert_array_equal(together, apart)  # bit for bit, NaN cells included
+    assert len({m.shape for m in batch}) == 3  # three different slides, not one map thrice
+    assert report.tiles == sum(
+        json.loads((tmp_path / "alone" / s.stem / "summary.json").read_text())["tiles"]
+        for s in tray
+    )
+    assert not any((tmp_path / "batch").rglob(".work"))
+
+
+def test_the_fp32_check_is_spread_over_the_run_and_reported_per_slide(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    options = replace(OPTIONS, precision="bf16")
+    report = infer_slides(colour_checkpoint, tray, tmp_path, options)
+    summaries = report.summaries
+    assert len(summaries) == 3
+    for summary in summaries:
+        tiles = summary["tiles"]
+        # 1% of the slide's tiles, and at least its third of the run's 16: ceil(16 / 3) = 6
+        expected = min(tiles, max(6, math.ceil(tiles / 100)))
+        assert summary["precision_agreement"]["tiles"] == expected
+        # the colour model's logits are exact in bf16 on every CPU (tests/inference/conftest.py)
+        assert summary["precision_agreement"]["argmax_agreement"] == 1.0
+        assert summary["phase_seconds"]["precision_agreement"] > 0
+    pooled = report.agreement()
+    assert pooled is not None
+    assert pooled["slides"] == 3
+    assert pooled["tiles"] == sum(s["precision_agreement"]["tiles"] for s in summaries) >= 16
+    assert pooled["argmax_agreement"] == 1.0
+    low, high = pooled["argmax_agreement_ci95"]
+    assert 0.7 < low < 1.0 and high == pytest.approx(1.0)  # Wilson, 18 of 18 tiles
+    assert pooled["slides_with_disagreement"] == []
+
+
+def _break_level0_tiles(path: Path) -> None:
+    """Overwrite every tile of the full-resolution page with bytes no decoder reads; the
+    smaller pages (where the tissue mask is made) stay intact."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        spans = list(zip(page.dataoffsets, page.databytecounts, strict=True))
+    with path.open("r+b") as handle:
+        for offset, count in spans:
+            handle.seek(offset)
+            handle.write(b"\x00" * count)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_slide_whose_tiles_cannot_be_read_fails_alone(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path, workers: int
+) -> None:
+    broken = write_synthetic_slide(tmp_path / "broken.tif", (1536, 1152)).path
+    _break_level0_tiles(broken)
+    slides = [tray[0], broken, tray[1]]
+    options = replace(OPTIONS, magnification=40, stride=1.0, workers=workers)
+    report = infer_slides(colour_checkpoint, slides, tmp_path / "out", options)
+    assert [o.slide for o in report.outcomes] == [tray[0], tray[1]]
+    assert all(o.summary is not None for o in report.outcomes)
+    assert [path for path, _ in report.failures] == [str(broken)]
+    assert not (tmp_path / "out" / "broken").exists()  # nothing half-written left
+    for slide in (tray[0], tray[1]):
+        assert (tmp_path / "out" / slide.stem / "status.json").is_file()
