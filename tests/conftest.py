@@ -85,3 +85,15 @@ def generic_slide(slide_dir: Path) -> SyntheticSlide:
 def aperio_slide(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlide:
     folder = tmp_path_factory.mktemp("svs")
     return write_synthetic_slide(folder / "scan.svs", SLIDE_WH, vendor="aperio", mpp=0.2525)
+
+
+@pytest.fixture(scope="session")
+def tray(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small SYNTHETIC slides of different sizes and tissue (biopsy-like), for runs over
+    many slides."""
+    folder = tmp_path_factory.mktemp("tray")
+    sizes = [(1536, 1152), (1280, 1536), (2048, 1024)]
+    return [
+        write_synthetic_slide(folder / f"biopsy{i}.tif", size, regions=default_regions(size)).path
+        for i, size in enumerate(sizes)
+    ]

@@ -18,20 +18,9 @@ from oncoscope.inference.slide_inference import (
     infer_slides,
     load_classifier,
 )
-from oncoscope.pathology.synthetic import default_regions, write_synthetic_slide
+from oncoscope.pathology.synthetic import write_synthetic_slide
 
 OPTIONS = SlideOptions(magnification=10, stride=0.5, precision="fp32", batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def tray(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three small slides of different sizes and tissue (biopsy-like)."""
-    folder = tmp_path_factory.mktemp("tray")
-    sizes = [(1536, 1152), (1280, 1536), (2048, 1024)]
-    return [
-        write_synthetic_slide(folder / f"biopsy{i}.tif", size, regions=default_regions(size)).path
-        for i, size in enumerate(sizes)
-    ]
 
 
 def _maps(folder: Path, slides: list[Path]) -> list[np.ndarray]:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from oncoscope.batch import BatchReport, run_until_disk_full, writing
 from oncoscope.errors import OncoscopeError
@@ -38,9 +38,8 @@ from oncoscope.hardware import resolve_precision
 from oncoscope.inference import tile_runs
 from oncoscope.inference.patches import TileDataset, TileGrid, cells_per_tile
 from oncoscope.inference.predict_tiles import (
-    agreement_sample,
-    forward_probabilities,
-    to_model_input,
+    agreement_quota,
+    precision_agreement,
 )
 from oncoscope.inference.slide_inference import (
     SlideOptions,
@@ -53,7 +52,9 @@ from oncoscope.inference.status import (
     redo_or_refuse,
     settings_differences,
 )
-from oncoscope.io.slides import open_slide
+from oncoscope.inference.tile_stream import PlannedTiles, StreamRun
+from oncoscope.io.slide_files import SlideJob
+from oncoscope.io.slides import Slide, open_slide
 
 #: Default tile step: non-overlapping tiles, as MIL pipelines (CLAM, slideflow) use.
 DEFAULT_STRIDE = 1.0
@@ -156,14 +157,15 @@ def extract_slide(
     *,
     on_tiles: Callable[[int, int], None] | None = None,
 ) -> BagOutcome:
-    """Encode the tiles of one slide into ``out/<slide stem>.h5`` (see the module docstring).
+    """Encode the tiles of one slide into ``out/<slide stem>.h5`` (see the module docstring):
+    a run of :func:`extract_slides` over this one slide.
 
-    The bag's ``summary`` attribute holds ``tiles``, ``seconds`` (opening the slide to the
-    features computed, before the bag is written), ``tiles_per_second``, ``phase_seconds``
-    (``tissue_and_grid``, ``tiles``, ``precision_agreement``), ``precision``, ``notes`` and,
-    under a reduced
-    precision, ``precision_agreement`` (``tiles``, ``cosine_min``, ``cosine_mean``,
-    ``max_abs_difference``; see :func:`feature_agreement`).
+    The bag's ``summary`` attribute holds ``tiles``, ``seconds`` (the slide's own time, opening
+    it to the features computed, before the bag is written; in a run over many slides, time
+    spent on the others' tiles meanwhile is not counted), ``tiles_per_second``,
+    ``phase_seconds`` (``tissue_and_grid``, ``tiles``, ``precision_agreement``), ``precision``,
+    ``notes`` and, under a reduced precision, ``precision_agreement`` (``tiles``,
+    ``cosine_min``, ``cosine_mean``, ``max_abs_difference``; see :func:`feature_agreement`).
 
     Args:
         on_tiles: called with ``(tiles done, tiles in the slide)`` as batches finish.
@@ -175,23 +177,62 @@ def extract_slide(
         OSError: the bag or work file cannot be written (``filename`` names it).
     """
     slide_path = Path(slide_path)
-    bag = bag_path(out, slide_path)
-    settings = feature_settings(encoder, slide_path, options)
-    notes: list[str] = []
-    if bag.exists() and not options.overwrite:
-        said = _differences(bag, settings)
-        if not said:
-            return BagOutcome(slide_path, bag, None)
-        notes.append(redo_or_refuse(f"{bag.name} was made", said, options.on_mismatch, slide_path))
-    work = Path(out) / f".work-{slide_path.stem}"
+    tile_runs.check_run_options(options)
+    job = SlideJob(slide_path.stem, slide_path, None)
+    errors, report = _run_bags(encoder, [job], Path(out), options, None, on_tiles, "raise")
+    if errors:
+        raise errors[0][1]
+    return report.outcomes[0]
+
+
+@dataclass(eq=False, kw_only=True)
+class PlannedBag(PlannedTiles):
+    """A slide ready for its tiles (see :meth:`_BagRun.plan`): the open slide, its grid, its bag
+    and work folder, the settings the bag records."""
+
+    job: SlideJob
+    bag: Path
+    work: Path
+    settings: dict[str, Any]
+    slide: Slide
+    grid: TileGrid
+
+    def close(self) -> None:
+        """Close the slide and let go of the work file's memory map."""
+        super().close()
+        self.slide.close()
+
+    def discard(self) -> None:
+        """Close it and remove its work folder (its bag is only ever written whole)."""
+        self.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def finish_bag(encoder: Encoder, planned: PlannedBag, precision: str) -> BagOutcome:
+    """Write the bag of a slide whose features are in its work file (and its ``agreement``
+    set, if checked); the slide is closed and the work folder removed, whatever happens.
+
+    Raises:
+        OSError: the bag cannot be written (``filename`` names it).
+    """
     try:
-        outcome = _extract(encoder, slide_path, bag, work, options, settings, notes, on_tiles)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if outcome.rank_zero:  # the other ranks of a distributed run leave it to rank 0
-        shutil.rmtree(work, ignore_errors=True)
-    return outcome
+        summary: dict[str, Any] = {
+            "tiles": len(planned.grid),
+            "precision": precision,
+            "notes": planned.notes,
+        }
+        if planned.agreement is not None:
+            summary["precision_agreement"] = planned.agreement
+        attrs = bag_attrs(encoder, planned.job.path, planned.grid, planned.settings)
+        summary.update(planned.clock.record(len(planned.grid)))
+        attrs["summary"] = summary
+        features = np.load(planned.work / "features.npy", mmap_mode="r")
+        with writing(planned.bag):
+            write_bag(planned.bag, features, tile_coords(planned.grid), attrs)
+        del features
+    finally:
+        planned.discard()
+    return BagOutcome(planned.job.path, planned.bag, summary, planned.notes)
 
 
 def _differences(bag: Path, settings: dict[str, Any]) -> str:
@@ -217,54 +258,43 @@ def _differences(bag: Path, settings: dict[str, Any]) -> str:
     return "; ".join(settings_differences(recorded, settings))
 
 
-def _extract(
+def _distributed_bag(
     encoder: Encoder,
-    slide_path: Path,
-    bag: Path,
-    work: Path,
+    key: int,
+    job: SlideJob,
+    out: Path,
     options: FeatureOptions,
-    settings: dict[str, Any],
-    notes: list[str],
     on_tiles: Callable[[int, int], None] | None,
+    slides_in_run: int,
 ) -> BagOutcome:
-    clock = tile_runs.PhaseClock()
-    chosen = slide_options(encoder, options)
-    side = tile_side(encoder, options)
-    with open_slide(
-        slide_path, mpp=options.scan_mpp, magnification=options.scan_magnification
-    ) as slide:
-        grid = plan_tiles(encoder.tile_spec(side), slide, chosen, notes)
-        clock.done("tissue_and_grid")
-        dataset = tile_runs.grid_dataset(slide, grid, options, _stain(encoder, chosen))
+    """One slide through Lightning over ``options.devices`` (every rank runs this)."""
+    planned = _BagRun(encoder, [job], out, options, "fp32", (None, None), stream=False).plan(
+        key, job
+    )
+    if planned is None:
+        return BagOutcome(job.path, bag_path(out, job.path), None)
+    try:
         precision = tile_runs.run_tiles(
-            encoder.model, encoder.tile_spec(grid.tile_px), dataset, work / "features.npy",
-            encoder.feature_dim, options, encoder.device, on_tiles=on_tiles, head=as_features,
+            encoder.model, encoder.tile_spec(planned.grid.tile_px), planned.tiles,
+            planned.work / "features.npy", encoder.feature_dim, options, encoder.device,
+            on_tiles=on_tiles, head=as_features,
         )  # fmt: skip
-        clock.done("tiles")
+        planned.clock.done("tiles")
         if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
-            return BagOutcome(slide_path, bag, None, notes, rank_zero=False)
-        features = np.load(work / "features.npy", mmap_mode="r")
-        agreement = None
-        checked = agreement_sample(len(grid), options.agreement_tiles)
+            planned.close()
+            return BagOutcome(job.path, planned.bag, None, planned.notes, rank_zero=False)
+        features = np.load(planned.work / "features.npy", mmap_mode="r")
+        checked = agreement_quota(len(planned.grid), slides_in_run, options.agreement_tiles)
         if precision != "fp32" and checked > 0:
-            agreement = feature_agreement(
-                encoder, dataset, features, batch_size=options.batch_size, sample=checked
+            planned.agreement = feature_agreement(
+                encoder, planned.tiles, features, batch_size=options.batch_size, sample=checked
             )
-            clock.done("precision_agreement")
-        summary: dict[str, Any] = {
-            "tiles": len(grid),
-            "precision": precision,
-            "notes": notes,
-        }
-        if agreement is not None:
-            summary["precision_agreement"] = agreement
-        attrs = bag_attrs(encoder, slide_path, grid, settings)
-        summary.update(clock.record(len(grid)))
-        attrs["summary"] = summary
-        with writing(bag):
-            write_bag(bag, features, tile_coords(grid), attrs)
+            planned.clock.done("precision_agreement")
         del features
-    return BagOutcome(slide_path, bag, summary, notes)
+    except BaseException:
+        planned.discard()
+        raise
+    return finish_bag(encoder, planned, precision)
 
 
 def tile_coords(grid: TileGrid) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -303,35 +333,36 @@ def feature_agreement(
     *,
     batch_size: int = 16,
     sample: int = 256,
-) -> dict[str, float | int]:
+) -> dict[str, Any]:
     """How reduced-precision features compare with fp32 ones on ``sample`` tiles spread evenly
-    over the slide (encoded again at fp32).
+    over the slide (encoded again at fp32; see :func:`compare_features`)."""
+    return precision_agreement(
+        encoder.model.to(encoder.device), encoder.tile_spec(dataset.tile_px), dataset, features,
+        batch_size=batch_size, device=encoder.device, sample=sample, head=as_features,
+        compare=compare_features,
+    )  # fmt: skip
 
-    Returns:
-        ``tiles`` compared, ``cosine_min`` and ``cosine_mean`` (cosine similarity of each
-        tile's two feature vectors; two zero vectors count as 1), ``max_abs_difference``.
+
+def compare_features(
+    reduced: np.ndarray[Any, Any], reference: np.ndarray[Any, Any]
+) -> dict[str, Any]:
+    """Features of the same tiles at a reduced precision and at fp32, compared: ``tiles``,
+    ``cosine_min`` and ``cosine_mean`` (cosine similarity of each tile's two feature vectors;
+    two zero vectors count as 1), ``max_abs_difference``.
+
+    Example:
+        >>> record = compare_features(np.array([[1.0, 0.0], [0.0, 0.0]]), np.eye(2)[[0, 1]] * 0)
+        >>> record["tiles"], record["cosine_min"], record["cosine_mean"]
+        (2, 0.0, 0.5)
     """
-    count = len(features)
-    chosen = np.unique(np.linspace(0, count - 1, min(sample, count)).round().astype(np.int64))
-    device = encoder.device
-    spec = encoder.tile_spec(dataset.tile_px)
-    model = encoder.model.to(device)
-    reference = np.zeros((len(chosen), features.shape[1]), dtype=np.float32)
-    start = 0
-    with torch.inference_mode():
-        for tiles, _ in DataLoader(dataset.batches(batch_size, chosen), batch_size=None):
-            x = to_model_input(tiles, spec, device)
-            out = forward_probabilities(model, x, "fp32", as_features)
-            reference[start : start + len(x)] = out.cpu().numpy()
-            start += len(x)
-    reduced = np.asarray(features[chosen], dtype=np.float64)
-    exact = reference.astype(np.float64)
+    reduced = np.asarray(reduced, dtype=np.float64)
+    exact = np.asarray(reference, dtype=np.float64)
     norms = np.linalg.norm(reduced, axis=1) * np.linalg.norm(exact, axis=1)
     dots = (reduced * exact).sum(axis=1)
     both_zero = (np.linalg.norm(reduced, axis=1) == 0) & (np.linalg.norm(exact, axis=1) == 0)
     cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero.astype(float))
     return {
-        "tiles": len(chosen),
+        "tiles": len(reduced),
         "cosine_min": float(cosine.min()),
         "cosine_mean": float(cosine.mean()),
         "max_abs_difference": float(np.abs(reduced - exact).max()),
@@ -354,21 +385,137 @@ def extract_slides(
 ) -> FeatureReport:
     """Bags for many slides; a bad slide is recorded in ``failures`` and the others go on.
 
-    A full disk (or quota) stops the run: the slide being written is recorded with the file,
-    nothing of its bag is left, and the slides after it are listed in ``not_done``.
+    In one process the slides stream through one encoder and one DataLoader, the next slide
+    planned while the current one runs, as ``oncoscope slide`` runs them
+    (:class:`~oncoscope.inference.tile_stream.StreamRun`); with ``devices``, one slide after
+    the other through Lightning. A full disk (or quota) stops the run: the slide being written
+    is recorded with the file, nothing of its bag is left, and the slides not finished are
+    listed in ``not_done``.
 
     Raises:
         OncoscopeError: bad options or no slides (per-slide errors are reported, not raised).
         OSError: a file cannot be written for another reason than a full disk.
     """
-    from oncoscope.io.slide_files import SlideJob, find_slides
+    from oncoscope.io.slide_files import find_slides
 
     tile_runs.check_run_options(options)
     jobs = find_slides(inputs)
     slide_options(encoder, options)  # refuses bad options before any work
     cells_per_tile(options.stride, tile_side(encoder, options))
+    return _run_bags(encoder, jobs, Path(out), options, on_slide, on_tiles, "stop")[1]
 
-    def extract(job: SlideJob) -> BagOutcome:
-        return extract_slide(encoder, job.path, out, options, on_tiles=on_tiles)
 
-    return run_until_disk_full(extract, jobs, on_slide)
+def _run_bags(
+    encoder: Encoder,
+    jobs: Sequence[SlideJob],
+    out: Path,
+    options: FeatureOptions,
+    on_slide: Callable[[Path, int], None] | None,
+    on_tiles: Callable[[int, int], None] | None,
+    full_disk: str,
+) -> tuple[list[tuple[SlideJob, OncoscopeError]], FeatureReport]:
+    """The bags of ``jobs``, and each failed job's error."""
+    if options.devices is not None:
+        errors: list[tuple[SlideJob, OncoscopeError]] = []
+
+        def extract(job: SlideJob) -> BagOutcome:
+            try:
+                return _distributed_bag(
+                    encoder, jobs.index(job), job, out, options, on_tiles, len(jobs)
+                )
+            except OncoscopeError as error:
+                errors.append((job, error))
+                raise
+
+        if full_disk == "raise":
+            report: FeatureReport = BatchReport()
+            for job in jobs:
+                with suppress(OncoscopeError):
+                    report.outcomes.append(extract(job))
+            return errors, report
+        return errors, run_until_disk_full(extract, jobs, on_slide)
+    precision = resolve_precision(options.precision, encoder.device)
+    run = _BagRun(encoder, jobs, out, options, precision, (on_slide, on_tiles))
+    spec = encoder.tile_spec(tile_side(encoder, options))
+    run.run(
+        encoder.model, spec, batch_size=options.batch_size, workers=options.workers,
+        device=encoder.device, head=as_features, full_disk=full_disk,
+    )  # fmt: skip
+    report = BatchReport()
+    return run.report(into=report), report
+
+
+class _BagRun(StreamRun[SlideJob, PlannedBag, BagOutcome]):
+    """``features``' run: slides planned by :meth:`plan`, bags written by :func:`finish_bag`,
+    checked by :func:`compare_features`."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        jobs: Sequence[SlideJob],
+        out: Path,
+        options: FeatureOptions,
+        precision: str,
+        progress: tuple[Callable[[Path, int], None] | None, Callable[[int, int], None] | None],
+        *,
+        stream: bool = True,
+    ) -> None:
+        super().__init__(jobs, precision, *progress, stream=stream)
+        self.encoder, self.out, self.options = encoder, out, options
+
+    def plan(self, key: int, job: SlideJob) -> PlannedBag | None:
+        """Get one slide ready for its tiles; None when its bag exists with these settings.
+
+        The slide is opened once for its tissue mask and grid (:func:`plan_tiles`, as
+        ``slide`` plans); its work file and checked tiles come from
+        :meth:`~oncoscope.inference.tile_stream.StreamRun.work_values`.
+
+        Raises:
+            OncoscopeError: see :func:`extract_slide`.
+            OSError: the work file cannot be written (``filename`` names it).
+        """
+        encoder, options = self.encoder, self.options
+        bag = bag_path(self.out, job.path)
+        settings = feature_settings(encoder, job.path, options)
+        notes: list[str] = []
+        if bag.exists() and not options.overwrite:
+            said = _differences(bag, settings)
+            if not said:
+                return None
+            made = f"{bag.name} was made"
+            notes.append(redo_or_refuse(made, said, options.on_mismatch, job.path))
+        clock = tile_runs.PhaseClock()
+        chosen = slide_options(encoder, options)
+        work = self.out / f".work-{job.path.stem}"
+        scan = {"mpp": options.scan_mpp, "magnification": options.scan_magnification}
+        slide = open_slide(job.path, **scan)
+        try:
+            spec = encoder.tile_spec(tile_side(encoder, options))
+            grid = plan_tiles(spec, slide, chosen, notes)
+            values, checked = self.work_values(
+                work / "features.npy", len(grid), encoder.feature_dim, options.agreement_tiles
+            )
+            clock.done("tissue_and_grid")
+            dataset = tile_runs.grid_dataset(slide, grid, options, _stain(encoder, chosen))
+        except BaseException:
+            slide.close()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return PlannedBag(
+            key=key, tiles=dataset, values=values, checked=checked, job=job, clock=clock,
+            notes=notes, bag=bag, work=work, settings=settings, slide=slide, grid=grid,
+        )  # fmt: skip
+
+    def finish(self, planned: PlannedBag) -> BagOutcome:
+        return finish_bag(self.encoder, planned, self.precision)
+
+    def skipped(self, key: int, job: SlideJob) -> BagOutcome:
+        return BagOutcome(job.path, self.output_of(job), None)
+
+    def output_of(self, job: SlideJob) -> Path:
+        return bag_path(self.out, job.path)
+
+    def compare(
+        self, reduced: np.ndarray[Any, Any], reference: np.ndarray[Any, Any]
+    ) -> dict[str, Any]:
+        return compare_features(reduced, reference)

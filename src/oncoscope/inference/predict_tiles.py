@@ -219,15 +219,19 @@ def precision_agreement(
     batch_size: int = 16,
     device: torch.device | None = None,
     sample: int = AGREEMENT_MAX_TILES,
-) -> dict[str, float | int]:
+    head: Head = softmax_head,
+    compare: Callable[[np.ndarray[Any, Any], np.ndarray[Any, Any]], dict[str, Any]] = (
+        compare_precisions
+    ),
+) -> dict[str, Any]:
     """How a reduced-precision run compares with fp32 on a sample of its tiles.
 
-    ``sample`` tiles spread evenly over the slide are run again at fp32 and compared with
-    their stored ``probabilities``.
+    ``sample`` tiles spread evenly over the slide are run again at fp32 (stored through
+    ``head``) and compared with their stored values (``probabilities``) by ``compare``.
 
     Returns:
-        ``tiles`` compared, ``argmax_agreement`` (0..1), ``max_abs_difference`` and
-        ``mean_abs_difference`` of the probabilities.
+        By default (:func:`compare_precisions`): ``tiles`` compared, ``argmax_agreement``
+        (0..1), ``max_abs_difference`` and ``mean_abs_difference`` of the probabilities.
     """
     device = device or torch.device("cpu")
     chosen = spread(len(probabilities), sample)
@@ -241,6 +245,7 @@ def precision_agreement(
         start = 0
         for tiles, _ in subset:
             x = to_model_input(tiles, spec, device)
-            reference[start : start + len(x)] = forward_probabilities(model, x, "fp32").cpu()
+            exact = forward_probabilities(model, x, "fp32", head)
+            reference[start : start + len(x)] = exact.cpu().numpy()
             start += len(x)
-    return compare_precisions(probabilities[chosen], reference)
+    return compare(probabilities[chosen], reference)

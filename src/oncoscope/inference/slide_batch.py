@@ -2,7 +2,7 @@
 
 Three steps per slide, shared by the two runners:
 
-- :func:`plan_slide`: the re-run check against ``status.json``, then open the slide, its tissue
+- ``_SlideRun.plan``: the re-run check against ``status.json``, then open the slide, its tissue
   mask, the scale search with ``auto_scale``, the tile grid, the work file;
 - the tiles: in one process, every slide of the run streams through one model and one
   DataLoader (:func:`oncoscope.inference.tile_stream.stream_tiles`) while the next slide is
@@ -35,7 +35,6 @@ from oncoscope.inference.predict_tiles import (
     agreement_quota,
     compare_precisions,
     precision_agreement,
-    spread,
 )
 from oncoscope.inference.slide_inference import (
     ACCUMULATE_CHUNK,
@@ -72,7 +71,7 @@ OnTiles = Callable[[int, int], None]
 
 @dataclass(eq=False, kw_only=True)
 class PlannedSlide(PlannedTiles):
-    """A slide ready for its tiles (see :func:`plan_slide`): the open slide, its grid, folder,
+    """A slide ready for its tiles (see ``_SlideRun.plan``): the open slide, its grid, folder,
     options (the resolution the scale search chose, with ``auto_scale``) and settings, beside
     what :class:`~oncoscope.inference.tile_stream.PlannedTiles` holds."""
 
@@ -117,81 +116,6 @@ def done_before(
     if not said:
         return True, settings, []
     return False, settings, [redo_or_refuse("done before", said, options.on_mismatch, job.path)]
-
-
-def plan_slide(
-    classifier: LoadedClassifier,
-    key: int,
-    job: SlideJob,
-    out: Path,
-    options: SlideOptions,
-    *,
-    slides_in_run: int = 1,
-    precision: str = "fp32",
-    stream: bool = True,
-) -> PlannedSlide | None:
-    """Get one slide ready for its tiles; None when it is done already with these settings.
-
-    Its ``status.json`` is removed first; its tissue mask, scale search (``auto_scale``) and
-    tile grid are made on the slide opened once; with ``stream``, its work file of tile values
-    is reserved on disk and the tiles to check at fp32 are chosen
-    (:func:`~oncoscope.inference.predict_tiles.agreement_quota` over ``slides_in_run``, when
-    ``precision`` is not fp32). If anything fails, the slide's outputs are removed.
-
-    Raises:
-        OncoscopeError: an unreadable slide, no tissue, a resolution the slide cannot give, bad
-            options, done before with other settings under ``on_mismatch="error"``.
-        OSError: the work file cannot be written (``filename`` names it).
-    """
-    folder = out / job.path.stem
-    skip, settings, notes = done_before(classifier, job, folder, options)
-    if skip:
-        return None
-    if options.auto_scale and (options.mpp is not None or options.magnification is not None):
-        raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
-    clear_status(folder)
-    clock = PhaseClock()
-    slide: Slide | None = None
-    try:
-        slide = open_slide(job.path, mpp=options.scan_mpp, magnification=options.scan_magnification)
-        tissue = slide_tissue(slide)  # one mask for the scale search and the tile plan
-        scale_search = None
-        if options.auto_scale:
-            options, scale_search = _auto_scale(classifier, slide, tissue, folder, options, notes)
-            clock.done("scale_search")
-        grid = plan_tiles(classifier.spec, slide, options, notes, tissue=tissue)
-        width = len(classifier.class_names)
-        values = np.zeros((0, width), dtype=np.float32)
-        checked = np.zeros(0, dtype=np.int64)
-        if stream:
-            values = _work_file(folder / ".work" / "tiles.npy", (len(grid), width))
-            if precision != "fp32":
-                quota = agreement_quota(len(grid), slides_in_run, options.agreement_tiles)
-                checked = spread(len(grid), quota)
-        clock.done("tissue_and_grid")
-        dataset = grid_dataset(slide, grid, options, stain_target(classifier.spec, options))
-        return PlannedSlide(
-            key=key, tiles=dataset, values=values, checked=checked, job=job, folder=folder,
-            options=options, settings=settings, notes=notes, slide=slide, grid=grid,
-            clock=clock, scale_search=scale_search,
-        )  # fmt: skip
-    except BaseException:
-        if slide is not None:
-            slide.close()
-        discard_outputs(folder)
-        raise
-
-
-def _work_file(path: Path, shape: tuple[int, int]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """A fresh ``(tiles, width)`` float32 ``.npy`` memory map, reserved on disk."""
-    shutil.rmtree(path.parent, ignore_errors=True)
-    with writing(path):
-        path.parent.mkdir(parents=True)
-        values: np.ndarray[Any, np.dtype[np.float32]] = open_memmap(
-            path, mode="w+", dtype=np.float32, shape=shape
-        )
-        preallocate(path)
-    return values
 
 
 def finish_slide(
@@ -361,7 +285,7 @@ def classify_slides(
         report = _one_by_one(batch)
     else:
         precision = resolve_precision(options.precision, classifier.device)
-        run = _SlideStream(batch, precision)
+        run = _SlideRun(batch, precision)
         run.run(
             classifier.model, classifier.spec, batch_size=options.batch_size,
             workers=options.workers, device=classifier.device, full_disk=full_disk,
@@ -385,18 +309,61 @@ class _Batch:
     full_disk: str
 
 
-class _SlideStream(StreamRun[SlideJob, PlannedSlide, SlideOutcome]):
-    """``slide``'s run through one stream: slides planned by :func:`plan_slide`, finished by
-    :func:`finish_slide`, checked by :func:`compare_precisions`."""
+class _SlideRun(StreamRun[SlideJob, PlannedSlide, SlideOutcome]):
+    """``slide``'s run: slides planned by :meth:`plan`, finished by :func:`finish_slide`,
+    checked by :func:`compare_precisions`."""
 
-    def __init__(self, batch: _Batch, precision: str) -> None:
-        super().__init__(batch.jobs, precision, batch.on_slide, batch.on_tiles)
+    def __init__(self, batch: _Batch, precision: str, *, stream: bool = True) -> None:
+        super().__init__(batch.jobs, precision, batch.on_slide, batch.on_tiles, stream=stream)
         self.batch = batch
 
     def plan(self, key: int, job: SlideJob) -> PlannedSlide | None:
-        return plan_slide(
-            self.batch.classifier, key, job, self.batch.out, self.batch.options,
-            slides_in_run=len(self.jobs), precision=self.precision,
+        """Get one slide ready for its tiles; None when it is done already with these settings.
+
+        Its ``status.json`` is removed first; its tissue mask, scale search (``auto_scale``)
+        and tile grid are made on the slide opened once; its work file and checked tiles come
+        from :meth:`~oncoscope.inference.tile_stream.StreamRun.work_values`. If anything fails,
+        the slide's outputs are removed.
+
+        Raises:
+            OncoscopeError: an unreadable slide, no tissue, a resolution the slide cannot give,
+                bad options, done before with other settings under ``on_mismatch="error"``.
+            OSError: the work file cannot be written (``filename`` names it).
+        """
+        classifier, options = self.batch.classifier, self.batch.options
+        folder = self.output_of(job)
+        skip, settings, notes = done_before(classifier, job, folder, options)
+        if skip:
+            return None
+        if options.auto_scale and (options.mpp is not None or options.magnification is not None):
+            raise InvalidOptionError("give --auto-scale or --mpp/--magnification, not both")
+        clear_status(folder)
+        clock = PhaseClock()
+        scan = {"mpp": options.scan_mpp, "magnification": options.scan_magnification}
+        slide = open_slide(job.path, **scan)
+        try:
+            tissue = slide_tissue(slide)  # one mask for the scale search and the tile plan
+            scale_search = None
+            if options.auto_scale:
+                options, scale_search = _auto_scale(
+                    classifier, slide, tissue, folder, options, notes
+                )
+                clock.done("scale_search")
+            grid = plan_tiles(classifier.spec, slide, options, notes, tissue=tissue)
+            values, checked = self.work_values(
+                folder / ".work" / "tiles.npy", len(grid), len(classifier.class_names),
+                options.agreement_tiles,
+            )  # fmt: skip
+            clock.done("tissue_and_grid")
+            dataset = grid_dataset(slide, grid, options, stain_target(classifier.spec, options))
+        except BaseException:
+            slide.close()
+            discard_outputs(folder)
+            raise
+        return PlannedSlide(
+            key=key, tiles=dataset, values=values, checked=checked, job=job, folder=folder,
+            options=options, settings=settings, notes=notes, slide=slide, grid=grid,
+            clock=clock, scale_search=scale_search,
         )  # fmt: skip
 
     def finish(self, planned: PlannedSlide) -> SlideOutcome:
@@ -446,7 +413,7 @@ def _one_by_one(batch: _Batch) -> SlideRunReport:
 
 def _distributed_slide(batch: _Batch, key: int, job: SlideJob) -> SlideOutcome:
     classifier, options = batch.classifier, batch.options
-    planned = plan_slide(classifier, key, job, batch.out, options, stream=False)
+    planned = _SlideRun(batch, "fp32", stream=False).plan(key, job)
     if planned is None:
         return SlideOutcome(job.path, batch.out / job.path.stem, None)
     try:

@@ -193,11 +193,7 @@ def run_tiles(
         "head": head,
     }
     if options.devices is None:
-        shutil.rmtree(path.parent, ignore_errors=True)
-        with writing(path):
-            path.parent.mkdir(parents=True)
-            values = open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-            preallocate(path)
+        values = work_file(path, shape)
         predict_tiles(model, spec, dataset, values, device=device, **run)
         values.flush()
         del values
@@ -212,6 +208,20 @@ def run_tiles(
             accelerator=options.accelerator, num_nodes=options.num_nodes, **run,
         )  # fmt: skip
     return precision if rank_zero else None
+
+
+def work_file(path: Path, shape: tuple[int, int]) -> np.memmap[Any, np.dtype[np.float32]]:
+    """A fresh ``(tiles, width)`` float32 ``.npy`` memory map at ``path``, in a folder made
+    afresh, reserved on disk (a full disk is an :class:`OSError` naming it now, not a crash
+    when its pages are written back)."""
+    shutil.rmtree(path.parent, ignore_errors=True)
+    with writing(path):
+        path.parent.mkdir(parents=True)
+        values: np.memmap[Any, np.dtype[np.float32]] = open_memmap(
+            path, mode="w+", dtype=np.float32, shape=shape
+        )
+        preallocate(path)
+    return values
 
 
 class PhaseClock:

@@ -40,11 +40,13 @@ from oncoscope.errors import OncoscopeError
 from oncoscope.inference.patches import TileDataset
 from oncoscope.inference.predict_tiles import (
     Head,
+    agreement_quota,
     forward_probabilities,
     softmax_head,
+    spread,
     to_model_input,
 )
-from oncoscope.inference.tile_runs import PhaseClock
+from oncoscope.inference.tile_runs import PhaseClock, work_file
 from oncoscope.models.spec import ModelSpec
 
 Job = TypeVar("Job")
@@ -387,8 +389,11 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         precision: str,
         on_slide: Callable[[Path, int], None] | None = None,
         on_tiles: Callable[[int, int], None] | None = None,
+        *,
+        stream: bool = True,
     ) -> None:
         self.jobs = jobs
+        self.stream = stream
         self.precision = precision
         self.on_slide = on_slide
         self.on_tiles = on_tiles
@@ -400,6 +405,21 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
     def plan(self, key: int, job: JobT) -> Tiles | None:
         """The job ready for its tiles; None when it is done already."""
         raise NotImplementedError
+
+    def work_values(
+        self, path: Path, tiles: int, width: int, requested: int | None
+    ) -> tuple[np.ndarray[Any, np.dtype[np.float32]], np.ndarray[Any, np.dtype[np.int64]]]:
+        """A planned slide's ``values`` and ``checked`` tiles: in a streamed run, a fresh
+        ``(tiles, width)`` work file at ``path`` (:func:`~oncoscope.inference.tile_runs.work_file`)
+        and, under a reduced precision, the tiles :func:`agreement_quota` gives it of the run's
+        check (``requested``: ``--agreement-tiles``); otherwise empty (the runner writes its
+        own file)."""
+        if not self.stream:
+            return np.zeros((0, width), np.float32), np.zeros(0, np.int64)
+        values = work_file(path, (tiles, width))
+        if self.precision == "fp32":
+            return values, np.zeros(0, np.int64)
+        return values, spread(tiles, agreement_quota(tiles, len(self.jobs), requested))
 
     def finish(self, planned: Tiles) -> Outcome:
         """Write a slide whose tiles are all stored (removing its outputs if that fails)."""
@@ -519,9 +539,9 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         name = Path(str(error.filename or ""))
         outputs = [self.output_of(job) for job in self.jobs]
         key = next((k for k, o in enumerate(outputs) if name.is_relative_to(o)), None)
-        stem = self.jobs[key].path.stem if key is not None else "the slide being written"
+        name_ = self.jobs[key].path.name if key is not None else "the slide being written"
         message = (
-            f"{error.strerror or 'the disk is full'} while writing it; nothing of {stem} was "
+            f"{error.strerror or 'the disk is full'} while writing it; nothing of {name_} was "
             "kept: free space and run again"
         )
         self.stopped = (key, str(error.filename or ""), message)
