@@ -367,10 +367,12 @@ def _write_tiles(
     rows: list[dict[str, Any]] = []
     with atomic_path(out_dir / job.slide_id) as temporary:
         temporary.mkdir(parents=True)
-        Image.fromarray(tissue.mask.astype(np.uint8) * 255).save(temporary / "tissue.png")
+        # quality-control figures: fast zlib (level 1), a slide's fixed cost in a tray of biopsies
+        mask = Image.fromarray(tissue.mask.astype(np.uint8) * 255)
+        mask.save(temporary / "tissue.png", compress_level=1)
         thumbnail = slide.thumbnail(options.thumbnail_px)
         _overlay(thumbnail, tissue, chosen, size * target.downsample).save(
-            temporary / "overlay.png"
+            temporary / "overlay.png", compress_level=1
         )
         with _TileSink(temporary, job.slide_id, options.tile_format, size, len(chosen)) as sink:
             for x, y, label, coverage, kind in chosen:
