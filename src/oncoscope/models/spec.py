@@ -22,12 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torchvision.transforms import v2
 
 from oncoscope.ct.window import HUWindow, parse_windows
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 
 #: Keys of a stored spec that :class:`ModelSpec` has fields for (others go to ``extra``).
@@ -304,6 +306,8 @@ class ModelSpec:
         """One ``(C, H, W) uint8`` image -> the model's normalised ``(C, image_size,
         image_size) float32`` input: resize (antialiased), scale to 0..1, normalise with
         ``mean``/``std``. Gives what :meth:`prepare` gives for the same image."""
+        from torchvision.transforms import v2  # torchvision's import costs seconds: when used
+
         return v2.Compose(
             [
                 v2.Resize((self.image_size, self.image_size), antialias=True),
@@ -332,11 +336,12 @@ class ModelSpec:
                 f"the model takes (N, {self.in_chans}, H, W) batches, got {tuple(batch.shape)}"
             )
         if tuple(batch.shape[-2:]) != (self.image_size, self.image_size):
-            size = [self.image_size, self.image_size]
-            batch = v2.functional.resize(batch, size, antialias=True)
-        x = v2.functional.to_dtype(batch, torch.float32, scale=True)
-        if x.dtype != torch.float32:  # a float64 batch
-            x = x.float()
+            from torchvision.transforms.v2.functional import resize
+
+            batch = resize(batch, [self.image_size, self.image_size], antialias=True)
+        x = batch.to(torch.float32)  # as torchvision's to_dtype(..., scale=True): x * (1 / max)
+        if not batch.is_floating_point():
+            x = x.mul_(1.0 / torch.iinfo(batch.dtype).max)
         mean, std = self._device_stats(x.device)
         normalised: torch.Tensor = (x - mean) / std
         return normalised
