@@ -102,3 +102,24 @@ def test_a_slide_whose_tiles_cannot_be_read_fails_alone(
     assert not (tmp_path / "out" / "broken").exists()  # nothing half-written left
     for slide in (tray[0], tray[1]):
         assert (tmp_path / "out" / slide.stem / "status.json").is_file()
+
+
+def test_the_command_ends_with_the_run_and_its_pooled_check(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+
+    args = ["slide", str(colour_checkpoint), *map(str, tray), "--out", str(tmp_path)]
+    args += ["--magnification", "10", "--precision", "bf16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summaries = [json.loads((tmp_path / s.stem / "summary.json").read_text()) for s in tray]
+    tiles = sum(s["tiles"] for s in summaries)
+    checked = sum(s["precision_agreement"]["tiles"] for s in summaries)
+    assert f"run: 3 slides, {tiles} tiles in " in result.output
+    assert (
+        f"fp32 check over the run: 100.0% argmax agreement on {checked} tiles of 3 slides"
+        in result.output
+    )

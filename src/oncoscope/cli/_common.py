@@ -244,6 +244,19 @@ def report_slides(
     exit_on_failures(failures, "slide(s)")
 
 
+def run_line(summaries: Sequence[dict[str, Any]], seconds: float) -> list[str]:
+    """``run: N slides, T tiles in S s (R tiles/s over the run)`` when a run did more than one
+    slide (``summaries``: those it did; ``seconds``: the whole run's wall clock), else none."""
+    if len(summaries) < 2:
+        return []
+    tiles = sum(int(s["tiles"]) for s in summaries)
+    rate = f"{tiles / seconds:.1f}" if seconds > 0 else "-"
+    return [
+        f"run: {len(summaries)} slides, {tiles} tiles in {seconds:.1f} s "
+        f"({rate} tiles/s over the run)"
+    ]
+
+
 OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from oncoscope.cli._common import item_progress, options_from, report_slides, user_errors
+from oncoscope.cli._common import (
+    item_progress,
+    options_from,
+    report_slides,
+    run_line,
+    user_errors,
+)
 from oncoscope.cli.options import (
     MODEL,
     TILES,
@@ -145,10 +152,13 @@ def features(
             std=parse_rgb("--std", std),
         )
         slide_options(loaded, options)
+    started = time.perf_counter()
     with user_errors(), item_progress() as bars:
         report = extract_slides(
             loaded, slides, out, options, on_slide=bars.on_item, on_tiles=bars.on_units
         )
+    made = [o.summary for o in report.outcomes if o.summary is not None]
+    totals = run_line(made, time.perf_counter() - started)
 
     def bag_made(summary: dict[str, Any]) -> str:
         check = summary.get("precision_agreement")
@@ -164,4 +174,6 @@ def features(
             f"{summary['precision']}{agreement})"
         )
 
-    report_slides(report.outcomes, report.not_done, report.failures, lambda o: o.bag, bag_made)
+    report_slides(
+        report.outcomes, report.not_done, report.failures, lambda o: o.bag, bag_made, totals
+    )

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from oncoscope.cli._common import item_progress, options_from, report_slides, user_errors
+from oncoscope.cli._common import (
+    item_progress,
+    options_from,
+    report_slides,
+    run_line,
+    user_errors,
+)
 from oncoscope.cli.options import (
     DEFAULT_SCALES_TEXT,
     OUTPUTS,
@@ -138,16 +144,9 @@ def slide(
 def _run_totals(report: SlideRunReport) -> list[str]:
     """The run's lines when it classified more than one slide: slides, tiles and tiles/s over
     the whole run (wall clock), and the fp32 agreement pooled over its slides."""
-    summaries = report.summaries
-    if len(summaries) < 2:
-        return []
-    rate = report.tiles / report.seconds if report.seconds > 0 else float("nan")
-    lines = [
-        f"run: {len(summaries)} slides, {report.tiles} tiles in {report.seconds:.1f} s "
-        f"({rate:.1f} tiles/s over the run)"
-    ]
+    lines = run_line(report.summaries, report.seconds)
     pooled = report.agreement()
-    if pooled is not None:
+    if lines and pooled is not None:
         low, high = pooled["argmax_agreement_ci95"]
         lines.append(
             f"fp32 check over the run: {pooled['argmax_agreement']:.1%} argmax agreement on "
