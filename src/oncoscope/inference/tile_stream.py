@@ -16,8 +16,9 @@ its tissue step in line (issue 18). Here, over a whole run:
   (:func:`oncoscope.inference.predict_tiles.agreement_quota`: spread over the run's slides, no
   fixed per-slide count) are run again at fp32 from the batch already in memory: no second read.
 
-Hand-written because neither torch's DataLoader nor Lightning streams a changing list of
-datasets through persistent workers; TIAToolbox and slideflow restart their loaders per slide.
+Hand-written because a DataLoader iterates one dataset fixed when it starts (a loader per slide
+restarts its workers per slide) and Lightning's predict loop takes whole dataloaders; here the
+requests themselves say which slide to read, so slides can join a loader that is running.
 """
 
 from __future__ import annotations
