@@ -275,6 +275,7 @@ class PlanAhead(Generic[Job, Planned]):
         self.plan = plan
         self.settled = settled
         self.discard = discard
+        self.ahead = ahead
         self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=max(1, ahead))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="oncoscope-plan", daemon=True)
@@ -306,6 +307,9 @@ class PlanAhead(Generic[Job, Planned]):
         self._put((len(self.jobs), _End()))
 
     def __iter__(self) -> Iterator[Planned]:
+        if self.ahead == 0:  # in the iterating thread, when asked
+            yield from self._inline()
+            return
         self._thread.start()
         try:
             while True:
@@ -321,6 +325,19 @@ class PlanAhead(Generic[Job, Planned]):
                 yield item
         finally:
             self.close()
+
+    def _inline(self) -> Iterator[Planned]:
+        for index, job in enumerate(self.jobs):
+            self.taken = index + 1
+            try:
+                planned = self.plan(index, job)
+            except OncoscopeError as error:
+                self.settled(index, job, error)
+                continue
+            if planned is None:
+                self.settled(index, job, None)
+                continue
+            yield planned
 
     def close(self) -> None:
         """Stop planning (after the slide being planned) and discard what was planned but not
@@ -395,6 +412,7 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
     ) -> None:
         self.jobs = jobs
         self.stream = stream
+        self.ahead = 1  # slides planned in a thread ahead of the stream (0: in line)
         self.precision = precision
         self.on_slide = on_slide
         self.on_tiles = on_tiles
@@ -458,8 +476,9 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
             OSError: a file cannot be written for another reason than a full disk.
         """
         planner: PlanAhead[JobT, Tiles] = PlanAhead(
-            self.jobs, self.plan, self.settled, discard=lambda planned: planned.discard()
-        )
+            self.jobs, self.plan, self.settled, discard=lambda planned: planned.discard(),
+            ahead=self.ahead,
+        )  # fmt: skip
         try:
             stream_tiles(
                 model, spec, self._track(iter(planner)), self, batch_size=batch_size,
