@@ -115,12 +115,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # two shared cores: one thread is several times faster
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    print(f"# {model}; native bf16: {cpu_has_native_bf16()}; torch {torch.__version__}")
+    print(machine_line())
     rows = []
     for seed in args.seeds:
         for precision in args.precisions:
@@ -129,12 +124,33 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     keys = ("pointing_game", "pointing_game_random_liver", "pxap", "dice", "lesion_hit_rate")
-    print(f"\n| {args.preset} | " + " | ".join(keys) + " |")
+    print_ranges(args.preset, rows, keys, args.precisions, args.seeds)
+
+
+def machine_line() -> str:
+    """``# CPU model; native bf16: ...; torch version`` for the head of a result."""
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"# {model}; native bf16: {cpu_has_native_bf16()}; torch {torch.__version__}"
+
+
+def print_ranges(
+    title: str,
+    rows: list[dict[str, Any]],
+    keys: tuple[str, ...],
+    precisions: list[str],
+    seeds: list[int],
+) -> None:
+    """A Markdown table: one row per precision, the range over runs of each of ``keys``."""
+    print(f"\n| {title} | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
-    for precision in args.precisions:
+    for precision in precisions:
         chosen = [r for r in rows if r["precision"] == precision]
         cells = [f"{min(r[k] for r in chosen):.2f}-{max(r[k] for r in chosen):.2f}" for k in keys]
-        print(f"| {precision}, seeds {args.seeds} | " + " | ".join(cells) + " |")
+        print(f"| {precision}, seeds {seeds} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,34 @@ def test_plain_cam_equals_weights_times_feature_map():
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+class EveryFourthPixel(TinyGapNet):
+    """Feature cell ``(i, j)`` reads input pixel ``(4i, 4j)`` only, so it is centred there."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward_features(x)[:, :, ::4, ::4]
+
+
+def test_a_model_stating_its_feature_grid_gets_its_cam_where_its_cells_read():
+    model = EveryFourthPixel([1.0], [[1.0], [-1.0]])
+    image = torch.zeros(1, 1, 32, 32)
+    image[0, 0, 12, 20] = 1.0  # read by cell (3, 5) only
+    model.cam_origin_px = 0.0
+    heat = explain_batch(model, image, "cam", targets=[0]).maps[0]
+    assert np.unravel_index(np.argmax(heat), heat.shape) == (12, 20)
+    # bilinear between cell centres 4 px apart: half way at 2 px, nothing at the next cell
+    np.testing.assert_allclose(
+        [heat[12, 22], heat[10, 20], heat[12, 24], heat[16, 20]], [0.5, 0.5, 0.0, 0.0], atol=1e-6
+    )
+    del model.cam_origin_px  # an image resize puts the cell's value on pixels 12..15 instead
+    resized = explain_batch(model, image, "cam", targets=[0]).maps[0]
+    assert np.unravel_index(np.argmax(resized), resized.shape) in {
+        (13, 21),
+        (13, 22),
+        (14, 21),
+        (14, 22),
+    }
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "scorecam"])
 def test_hooks_are_released_after_every_batch(method):
     model = create_model("simple_cnn", num_classes=2, in_chans=1, input_size=16, channels=(4, 4))

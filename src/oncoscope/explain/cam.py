@@ -16,7 +16,12 @@ attention each pixel received relative to uniform attention, averaged over the f
 layers): where the self-attention looked, the same for every class.
 
 Every map is ReLU'd, scaled to ``0..1`` per image (pytorch-grad-cam's ``scale_cam_image``) and
-resized to the model's input size.
+resized to the model's input size. A model that says where its feature grid lies on the input
+(``cam_origin_px``: the input pixel at the centre of feature cell 0, cells ``stride`` pixels
+apart, as in a stack of zero-padded odd-kernel convolutions, where cell ``j`` is centred on
+pixel ``j * stride``) has its plain CAM interpolated on that grid instead of on the half-pixel
+grid of an image resize, which would place every value ``stride / 2`` pixels down and right of
+where the network read it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy.ndimage import map_coordinates
 from torch import nn
 
 from oncoscope.errors import InvalidOptionError
@@ -115,8 +121,13 @@ def explain_batch(
         maps = scale_cam_image(np.maximum(raw, 0), size_wh)
         return BatchMaps(np.asarray(maps, np.float32), chosen, probs, "front")
     if method == "cam":
-        maps = scale_cam_image(plain_cam(model, images, chosen), size_wh)
-        return BatchMaps(maps, chosen, probs, "forward_features")
+        raw = plain_cam(model, images, chosen)
+        origin = getattr(model, "cam_origin_px", None)
+        if origin is None:
+            maps = scale_cam_image(raw, size_wh)
+        else:
+            maps = scale_cam_image(on_input_grid(raw, size_wh, float(origin)))
+        return BatchMaps(np.asarray(maps, np.float32), chosen, probs, "forward_features")
     named = target_layers(model, layers, stage=stage)
     explainer = _GRAD_CAMS[method](model=model, target_layers=[m for _, m in named])
     try:
@@ -165,3 +176,22 @@ def plain_cam(
     weights = classifier.weight.detach().float()[list(targets)]  # (B, C)
     cam = torch.einsum("bc,bchw->bhw", weights, features).clamp(min=0)
     return cam.numpy().astype(np.float32)
+
+
+def on_input_grid(
+    maps: npt.NDArray[np.float32], size_wh: tuple[int, int], origin_px: float
+) -> npt.NDArray[np.float32]:
+    """Feature-grid maps ``(B, h, w)`` interpolated (bilinear) to ``(B, H, W)`` input pixels,
+    cell ``(i, j)`` centred on input pixel ``(origin_px + i * H / h, origin_px + j * W / w)``;
+    pixels beyond the outermost cell centres take the edge cell's value.
+
+    Example:
+        >>> on_input_grid(np.array([[[0.0, 1.0]]], np.float32), (4, 1), 0.0)[0, 0]
+        array([0. , 0.5, 1. , 1. ], dtype=float32)
+    """
+    batch, h, w = maps.shape
+    rows = (np.arange(size_wh[1]) - origin_px) * h / size_wh[1]
+    cols = (np.arange(size_wh[0]) - origin_px) * w / size_wh[0]
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"))
+    out = [map_coordinates(m, grid, order=1, mode="nearest") for m in maps.astype(np.float32)]
+    return np.stack(out).reshape(batch, size_wh[1], size_wh[0]).astype(np.float32)

@@ -212,9 +212,13 @@ register_model(
 
 def _stage_cam_front_end(kwargs: Kwargs) -> Wrap:
     """The CAM head on the backbone cut after ``stage`` (timm's feature index, default 3:
-    stride 16); ``drop_rate`` is the head's dropout."""
+    stride 16); ``drop_rate`` is the head's dropout, ``pool`` how it pools its class map
+    (``avg``, ``max``, ``lse``); the backbone's own keywords (``output_stride=8``) pass on."""
     stage = int(kwargs.pop("stage", 3))
     drop_rate = float(kwargs.pop("drop_rate", 0.0))
+    pool = str(kwargs.pop("pool", "avg"))
+    fine = kwargs.pop("fine_stage", None)
+    indices = (stage,) if fine is None else (int(fine), stage)
 
     def wrap(backbone: nn.Module, in_chans: int) -> nn.Module:
         from timm.models import FeatureListNet
@@ -223,8 +227,8 @@ def _stage_cam_front_end(kwargs: Kwargs) -> Wrap:
 
         timm_like: Any = backbone
         classes = int(timm_like.get_classifier().out_features)
-        cut = FeatureListNet(backbone, out_indices=(stage,), flatten_sequential=True)
-        return StageCAMNet(cut, classes, drop_rate=drop_rate)
+        cut = FeatureListNet(backbone, out_indices=indices, flatten_sequential=True)
+        return StageCAMNet(cut, classes, drop_rate=drop_rate, pool=pool)
 
     return wrap
 

@@ -22,11 +22,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from oncoscope.models.pooling import pool_positions
+
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh"]
 Pooling = Literal["max", "avg"]
 GlobalPool = Literal["", "max", "avg", "lse"]
-#: Sharpness of log-sum-exp pooling: ``(1/r) log mean exp(r s)``, near ``max`` for large ``r``.
-LSE_SHARPNESS = 5.0
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -168,9 +168,9 @@ class SimpleCNN(nn.Module):
             out: torch.Tensor = head(features)
             return out
         if pre_logits:
-            return _pool(features.flatten(2), self.global_pool)
+            return pool_positions(features.flatten(2), self.global_pool)
         scores = self.classifier(features.permute(0, 2, 3, 1))  # (B, h, w, K)
-        return _pool(scores.flatten(1, 2).transpose(1, 2), self.global_pool)
+        return pool_positions(scores.flatten(1, 2).transpose(1, 2), self.global_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, input_size, input_size)`` -> ``(B, num_classes)`` logits."""
@@ -179,17 +179,6 @@ class SimpleCNN(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The output layer."""
         return self.classifier[-1]
-
-
-def _pool(values: torch.Tensor, how: str) -> torch.Tensor:
-    """``(B, K, N)`` -> ``(B, K)``: max, mean or log-sum-exp over the last axis."""
-    if how == "max":
-        return values.amax(dim=-1)
-    if how == "avg":
-        return values.mean(dim=-1)
-    r = LSE_SHARPNESS
-    count = torch.log(torch.tensor(float(values.shape[-1]), device=values.device))
-    return (torch.logsumexp(r * values, dim=-1) - count) / r
 
 
 def _block_end(index: int, batch_norm: bool) -> int:

@@ -1,0 +1,111 @@
+"""Weak localisation of the demo's CT model over training seeds and precisions (run by hand).
+
+Each seed writes the demo's phantom cohort (16 patients of 40 x 256 x 256 voxels, 4 without
+lesions, ``ct prepare`` with the liver window and 10 healthy slices per patient, as
+``oncoscope demo`` makes it), trains the ``ct-cam`` recipe on image labels only, predicts the
+test split (accuracy, AUROC) and scores the plain CAM on the test patients' tumour slices with
+``score_localization`` (threshold chosen on the val split): pointing game beside a random
+point in the liver, PxAP, Dice, lesion hit rate by size. One JSON line per run, then a table
+with the range over runs.
+
+    .venv/bin/python benchmarks/demo_ct_localization.py --seeds 0 1 2 --precisions fp32
+
+``--model-kwargs '{"pool": "avg"}'`` replaces the recipe's model keywords (the heads that
+failed: benchmarks/README.md); ``--work DIR`` keeps the cohorts (one per seed, reused) and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from phantom_localization import machine_line, print_ranges  # beside this script
+from sklearn.metrics import roc_auc_score
+
+from oncoscope.ct.phantom import write_cohort
+from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
+from oncoscope.ct.window import PRESETS
+from oncoscope.explain.localization_report import score_localization
+from oncoscope.train.config import resolve_config
+from oncoscope.train.predict import predict_split
+from oncoscope.train.run import train
+
+KEYS = ("auroc", "accuracy", "pointing_game", "pointing_game_random_liver", "pxap", "dice")
+
+
+def cohort(folder: Path, seed: int) -> Path:
+    """The demo's CT cohort for ``seed`` under ``folder`` (made once); its manifest."""
+    manifest = folder / "ct" / "manifest.csv"
+    if not manifest.is_file():
+        write_cohort(folder / "phantoms", 16, shape=(40, 256, 256), lesion_free=4, seed=seed)
+        options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=10, seed=seed)
+        prepare_dataset(folder / "phantoms", folder / "ct", options, workers=1)
+    return manifest
+
+
+def run_once(
+    manifest: Path, seed: int, precision: str, kwargs: dict[str, Any] | None, out: Path
+) -> dict[str, Any]:
+    """Train ``ct-cam`` (its model keywords replaced by ``kwargs``) and score it."""
+    started = time.perf_counter()
+    overrides: dict[str, Any] = {
+        "data": manifest,
+        "out": out / "run",
+        "seed": seed,
+        "num_workers": 0,
+        "precision": precision,
+    }
+    if kwargs is not None:
+        overrides["model_kwargs"] = kwargs
+    config = resolve_config(recipe="ct-cam", overrides=overrides)
+    run = train(config, progress_bar=False)
+    result = score_localization(
+        run.best_checkpoint, manifest, "test", method="cam", out_dir=out / "localization"
+    )
+    frame = predict_split(run.best_checkpoint, manifest, "test")
+    metrics = {k: round(float(v), 3) for k, v in result["metrics"].items()}
+    hits = {row["size_bin"]: f"{row['hits']}/{row['lesions']}" for row in result["by_size"]}
+    return {
+        "seed": seed,
+        "precision": precision,
+        "model_kwargs": config.model_kwargs,
+        "auroc": round(float(roc_auc_score(frame["label"] == "tumour", frame["prob_tumour"])), 3),
+        "accuracy": round(float((frame["pred"] == frame["label"]).mean()), 3),
+        **metrics,
+        "hits_by_size": hits,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
+    parser.add_argument("--model-kwargs", type=json.loads, default=None)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)  # two shared cores: one thread is several times faster
+    print(machine_line())
+    work = args.work or Path(tempfile.mkdtemp(prefix="demo-ct-loc-"))
+    rows = []
+    for seed in args.seeds:
+        manifest = cohort(work / f"cohort-{seed}", seed)
+        for precision in args.precisions:
+            out = Path(tempfile.mkdtemp(prefix=f"run-{seed}-{precision}-", dir=work))
+            row = run_once(manifest, seed, precision, args.model_kwargs, out)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print_ranges("ct-cam", rows, KEYS, args.precisions, args.seeds)
+
+
+if __name__ == "__main__":
+    main()
