@@ -71,11 +71,14 @@ def _options(workers: int, **more: Any) -> Any:
     )  # fmt: skip
 
 
-def run_stream(checkpoint: Path, tray: Path, out: Path, workers: int) -> dict[str, Any]:
+def run_stream(
+    checkpoint: Path, tray: Path, out: Path, workers: int, limit: int | None = None
+) -> dict[str, Any]:
     from oncoscope.inference.slide_inference import infer_slides
 
+    slides = sorted(tray.glob("*.tif"))[:limit]
     start = time.perf_counter()
-    report = infer_slides(checkpoint, [tray], out, _options(workers))
+    report = infer_slides(checkpoint, slides, out, _options(workers))
     seconds = time.perf_counter() - start
     assert not report.failures, report.failures
     pooled = report.agreement()
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--parts", default="stream,loop,command,memory")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each part, alternating")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
@@ -179,8 +183,11 @@ def main() -> None:
         f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"precision {precision}, {args.slides} slides"
     )
+    # warm-up, not measured: the first run in a process paid 20-50% more on this VM (imports,
+    # thread pools, page cache), whichever runner came first
+    run_stream(checkpoint, tray, workdir / "out-warmup", 0, limit=3)
     runners = {"stream": run_stream, "loop": run_loop, "command": run_command}
-    for workers in args.workers:
+    for workers in [w for w in args.workers for _ in range(args.repeats)]:
         for name, runner in runners.items():
             if name not in parts:
                 continue
