@@ -66,3 +66,14 @@ def test_attention_overlay_paints_each_tile_its_percentile(
         client.get("/api/slide/attention.png", params={"key": "slide/a", "index": -1}).status_code
         == 422
     )
+
+
+def test_a_broken_attention_record_is_a_problem_not_a_failure(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "attention.json").write_text("{")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "attention.json").write_text('{"attention": [1, 2]}')  # not ours
+    index = TestClient(create_app(tmp_path)).get("/api/index").json()
+    assert index["slides"] == []
+    assert [p["path"] for p in index["problems"]] == ["bad/attention.json"]
+    assert index["problems"][0]["problem"].startswith("unreadable attention.json")
