@@ -23,11 +23,12 @@ def _invoke(*args: str | Path) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def paired(task: Task, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """slides.csv with two test slides per patient, and a CLAM-SB run on the same bags."""
+    """slides.csv with two test slides of one label per patient (slides alternate labels),
+    and a CLAM-SB run on the same bags."""
     root = tmp_path_factory.mktemp("mil-compare")
     labels = pd.read_csv(task.labels)
     test = labels["split"] == "test"
-    labels.loc[test, "patient"] = [f"t{i // 2}" for i in range(int(test.sum()))]
+    labels.loc[test, "patient"] = [f"t{(i // 4) * 2 + i % 2}" for i in range(int(test.sum()))]
     labels.to_csv(root / "slides.csv", index=False)
     code, output = _invoke("mil", "train", "--bags", task.bags_dir, "--labels", task.labels,
                            "--out", root / "clam", "--model", "clam_sb", "--epochs", "2",
@@ -47,7 +48,10 @@ def test_compare_two_mil_runs_slide_by_slide(
     assert comparison["n_images"] == 16 and comparison["n_groups"] == 8  # slides, patients
     assert comparison["settings"]["group_column"] == "patient"
     assert comparison["architectures"] == {"run": "abmil", "clam": "clam_sb"}
-    auroc = {}
+    patients = comparison["patient_level"]
+    assert patients["n_images"] == patients["n_groups"] == 8
+    assert patients["aggregation"]["method"] == "max"
+    auroc, by_patient = {}, {}
     for name, run in (("run", task.run), ("clam", clam)):  # truth: mil predict's own output
         code, output = _invoke("mil", "predict", run / "checkpoints" / "best.ckpt",
                                "--bags", task.bags_dir, "--labels", labels,
@@ -58,12 +62,21 @@ def test_compare_two_mil_runs_slide_by_slide(
         auroc[name] = roc_auc_score(rows["label"] == "tumour", rows["prob_tumour"])
         got = comparison["models"][name]["macro"]["auroc"]
         assert got["value"] == pytest.approx(auroc[name], abs=1e-6)
+        worst = rows.groupby("patient").agg(tumour=("label", lambda y: (y == "tumour").any()),
+                                            score=("prob_tumour", "max"))  # fmt: skip
+        by_patient[name] = roc_auc_score(worst["tumour"], worst["score"])
+        got = patients["models"][name]["macro"]["auroc"]
+        assert got["value"] == pytest.approx(by_patient[name], abs=1e-6)
     difference = comparison["models"]["clam"]["difference"]["macro"]["auroc"]
     assert difference["value"] == pytest.approx(auroc["clam"] - auroc["run"], abs=1e-6)
     itself = comparison["models"]["run"]["difference"]["macro"]["auroc"]
     assert (itself["value"], itself["ci_low"], itself["ci_high"]) == (0, 0, 0)
+    difference = patients["models"]["clam"]["difference"]["macro"]["auroc"]
+    assert difference["value"] == pytest.approx(by_patient["clam"] - by_patient["run"], abs=1e-6)
     report = (tmp_path / "cmp" / "report.html").read_text()
-    assert "16 slides, 8 groups" in report
+    assert "16 slides, 8 groups" in report and "Patient level: Macro average" in report
+    tidy = pd.read_csv(tmp_path / "cmp" / "comparison_patients.csv")
+    assert set(tidy["model"]) == {"run", "clam"}
 
 
 def test_compare_refuses_mil_runs_it_cannot_pair(

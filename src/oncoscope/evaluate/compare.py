@@ -17,6 +17,11 @@ import numpy as np
 import pandas as pd
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.evaluate.aggregate import (
+    aggregate_groups,
+    describe_aggregation,
+    resolve_aggregation,
+)
 from oncoscope.evaluate.bootstrap import bootstrap, interval_trust, nest
 from oncoscope.evaluate.evaluation import group_column_of, scores_of
 from oncoscope.evaluate.metrics import (
@@ -180,6 +185,22 @@ def compare_predictions(
     }
 
 
+def patient_rows(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per patient (``patient``, ``label``, ``prob_<class>``) from slide rows, as
+    ``evaluate``'s patient level makes it (``auto``: the positive class's highest probability
+    over the patient's slides for two classes, the mean for more; see
+    :mod:`oncoscope.evaluate.aggregate`)."""
+    scores = scores_of(frame, classes)
+    method = resolve_aggregation("auto", len(classes))
+    grouped = aggregate_groups(scores, frame["patient"].astype(str).to_numpy(), method)
+    rows = pd.DataFrame(
+        {"patient": grouped.groups, "label": [classes[i] for i in grouped.scores.labels]}
+    )
+    for index, name in enumerate(classes):
+        rows[f"prob_{name}"] = grouped.scores.probabilities[:, index]
+    return rows
+
+
 def tidy_rows(comparison: dict[str, Any]) -> pd.DataFrame:
     """One row per model, scope (``macro`` or a class) and metric, with the difference."""
     rows = []
@@ -226,8 +247,11 @@ def _scope(block: dict[str, Any], scope: str) -> dict[str, Any]:
     return figures
 
 
-def comparison_report(comparison: dict[str, Any], facts: dict[str, str]) -> Report:
-    """Tables per scope (macro, each class): models by metrics, then differences."""
+def comparison_report(
+    comparison: dict[str, Any], facts: dict[str, str], *, level: str = ""
+) -> Report:
+    """Tables per scope (macro, each class): models by metrics, then differences; ``level``
+    (e.g. ``"Patient level"``) heads every scope's title."""
     report = Report("oncoscope model comparison", facts)
     report.add(
         ReportSection(
@@ -243,8 +267,9 @@ def comparison_report(comparison: dict[str, Any], facts: dict[str, str]) -> Repo
         report.sections[0].paragraphs.append(f"Warning: {warning}.")
     models = comparison["models"]
     reference = comparison["reference"]
-    scopes = [("Macro average", "macro", MACRO_METRICS)] + [
-        (f"Class {c}", c, CLASS_METRICS) for c in comparison["classes"]
+    lead = f"{level}: " if level else ""
+    scopes = [(f"{lead}Macro average", "macro", MACRO_METRICS)] + [
+        (f"{lead}Class {c}", c, CLASS_METRICS) for c in comparison["classes"]
     ]
     for title, scope, metric_names in scopes:
         columns = ["model", *(METRIC_NAMES[m] for m in metric_names)]
@@ -358,6 +383,21 @@ def compare_runs(
         seed=seed,
         group_column=group_column,
     )
+    patients = None
+    if mil and "slide" in predictions[names[0]].columns:  # slide bags: patients too
+        patients = compare_predictions(
+            {name: patient_rows(frame, classes) for name, frame in predictions.items()},
+            classes,
+            reference=reference,
+            resamples=resamples,
+            seed=seed,
+            group_column="patient",
+        )
+        method = resolve_aggregation("auto", len(classes))
+        patients["aggregation"] = {
+            "method": method,
+            "description": describe_aggregation(method, len(classes)),
+        }
     comparison = {
         "data": str(Path(manifest).resolve()),
         "split": split,
@@ -365,6 +405,7 @@ def compare_runs(
         "checkpoints": {name: str(path.resolve()) for name, path in checkpoints.items()},
         "architectures": architectures,
         **comparison,
+        **({"patient_level": patients} if patients is not None else {}),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -372,6 +413,9 @@ def compare_runs(
     write_json(comparison_json, comparison, indent=2)
     with atomic_path(comparison_csv) as temporary:
         tidy_rows(comparison).to_csv(temporary, index=False, float_format="%.6g")
+    if patients is not None:
+        with atomic_path(out / "comparison_patients.csv") as temporary:
+            tidy_rows(patients).to_csv(temporary, index=False, float_format="%.6g")
     rows = next(what for column, what in ROW_COLUMNS.items() if column in predictions[names[0]])
     facts = {
         "models": ", ".join(f"{n} ({architectures[n]})" for n in names),
@@ -382,7 +426,14 @@ def compare_runs(
         "confidence intervals": f"95% percentile bootstrap, {resamples} paired resamples of "
         f"groups, seed {seed}",
     }
-    report_html = write_report(comparison_report(comparison, facts), out / "report.html")
+    report = comparison_report(comparison, facts)
+    if patients is not None:
+        by_patient = comparison_report(patients, facts, level="Patient level")
+        about = "Each model's slide probabilities joined per patient: "
+        report.add(ReportSection("Patient level", [about + patients["aggregation"]["description"]]))
+        for section in by_patient.sections[1:]:  # its "how to read" is the one above
+            report.add(section)
+    report_html = write_report(report, out / "report.html")
     return ComparisonResult(
         names, comparison["reference"], comparison_json, comparison_csv, report_html, comparison
     )
