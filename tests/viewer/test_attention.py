@@ -4,6 +4,7 @@ overlay layer (the tile's attention percentile in the heatmap colour map)."""
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,20 @@ def test_a_broken_attention_record_is_a_problem_not_a_failure(tmp_path: Path) ->
     assert index["slides"] == []
     assert [p["path"] for p in index["problems"]] == ["bad/attention.json"]
     assert index["problems"][0]["problem"].startswith("unreadable attention.json")
+
+
+def test_an_attention_map_outside_the_folder_is_not_shown(
+    attention_dir: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    root = tmp_path / "served"
+    shutil.copytree(attention_dir[0] / "mil-out" / "a", root / "m" / "a")
+    (root / "m" / "a" / "attention.tif").unlink()
+    (root / "m" / "a" / "attention.tif").symlink_to(
+        attention_dir[0] / "mil-out" / "a" / "attention.tif"
+    )
+    client = TestClient(create_app(root), raise_server_exceptions=False)
+    params = {"key": "m/a", "index": 0}
+    assert client.get("/api/slide", params={"key": "m/a"}).json()["attention"][0]["run"] == "m"
+    assert client.get("/api/slide/attention.png", params=params).status_code == 404
+    (root / "m" / "a" / "attention.tif").unlink()
+    assert client.get("/api/slide/attention.png", params=params).status_code == 404

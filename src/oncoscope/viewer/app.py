@@ -15,7 +15,7 @@ import html
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from string import Template
 from typing import Any
 from urllib.parse import quote
@@ -206,8 +206,8 @@ def _add_slide_routes(app: FastAPI, viewer: Viewer) -> None:
         entry = viewer.slide_entry(key)
         if index >= len(entry.attention):
             raise HTTPException(404, "no such attention map for this slide")
-        path = viewer.root / entry.attention[index]
-        rgba = overlays.heatmap_rgba(_cached_attention(path.with_name("attention.tif")))
+        tif = str(PurePosixPath(entry.attention[index]).with_name("attention.tif"))
+        rgba = overlays.heatmap_rgba(_cached_attention(inside_file(viewer.root, tif)))
         return Response(overlays.png_bytes(overlays.enlarge(rgba)), media_type=PNG)
 
     @app.get("/api/slide/probe")
@@ -322,8 +322,6 @@ def _probabilities(entry: SlideEntry) -> np.ndarray[Any, np.dtype[np.float32]]:
 
 
 def _cached_attention(path: Path) -> np.ndarray[Any, np.dtype[np.float32]]:
-    if not path.is_file():
-        raise HTTPException(404, "no attention.tif beside attention.json")
     return _attention_map(path, path.stat().st_mtime_ns)
 
 
