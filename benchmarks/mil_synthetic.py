@@ -28,7 +28,26 @@ from oncoscope.hardware import cpu_model
 from oncoscope.mil.models import create_mil_model
 from oncoscope.mil.predict import load_mil_model
 from oncoscope.mil.synthetic import write_slides_csv, write_synthetic_bags
-from oncoscope.mil.train import mil_config, train_mil
+from oncoscope.mil.train import MilConfig, mil_config, train_mil
+
+
+def train_and_predict(
+    config: MilConfig, tests: list[tuple[Path, bool]]
+) -> tuple[float, float, list[np.ndarray]]:
+    """Train as configured, predict the ``(bag, positive)`` test bags with every tile:
+    ``(slide AUROC, training seconds, each test bag's attention)``."""
+    started = time.perf_counter()
+    result = train_mil(config, overwrite=True, progress_bar=False)
+    seconds = time.perf_counter() - started
+    network, _ = load_mil_model(result.best_checkpoint)
+    scores, attentions = [], []
+    for bag, _ in tests:
+        features, _, _ = read_bag(bag)
+        with torch.inference_mode():
+            logits, attention = network(torch.from_numpy(features))
+        scores.append(float(torch.softmax(logits, 1)[0, 1]))
+        attentions.append(attention.numpy())
+    return roc_auc_score([positive for _, positive in tests], scores), seconds, attentions
 
 
 def run(seed: int, model: str, root: Path) -> tuple[float, float, float, float]:
@@ -38,23 +57,18 @@ def run(seed: int, model: str, root: Path) -> tuple[float, float, float, float]:
     labels = write_slides_csv(bags, root / f"slides-{seed}.csv")
     config = mil_config(bags=root / f"bags-{seed}", labels=labels, out=root / f"run-{model}-{seed}",
                         model=model, epochs=8, lr=5e-3, precision="fp32", seed=seed)  # fmt: skip
-    started = time.perf_counter()
-    result = train_mil(config, overwrite=True, progress_bar=False)
-    seconds = time.perf_counter() - started
-    network, _ = load_mil_model(result.best_checkpoint)
-    truth, scores, top1, top5 = [], [], [], []
-    for bag in (b for b in bags if b.split == "test"):
-        features, _, _ = read_bag(bag.path)
-        with torch.inference_mode():
-            logits, attention = network(torch.from_numpy(features))
-        truth.append(bag.label == "tumour")
-        scores.append(float(torch.softmax(logits, 1)[0, 1]))
+    test = [b for b in bags if b.split == "test"]
+    auroc, seconds, attentions = train_and_predict(
+        config, [(b.path, b.label == "tumour") for b in test]
+    )
+    top1, top5 = [], []
+    for bag, attention in zip(test, attentions, strict=True):
         if bag.label == "tumour":
-            order = torch.argsort(attention, descending=True).tolist()
+            order = np.argsort(-attention)
             focus = set(bag.focus.tolist())
             top1.append(order[0] in focus)
             top5.append(np.mean([i in focus for i in order[:5]]))
-    return roc_auc_score(truth, scores), float(np.mean(top1)), float(np.mean(top5)), seconds
+    return auroc, float(np.mean(top1)), float(np.mean(top5)), seconds
 
 
 def big_bag_step(tiles: int) -> float:
@@ -70,17 +84,28 @@ def big_bag_step(tiles: int) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def arguments(out: str) -> argparse.ArgumentParser:
+    """The options the MIL benchmarks share: ``--seeds``, ``--models``, ``--out``, ``--threads``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=["abmil", "clam_sb"])
-    parser.add_argument("--out", type=Path, default=Path("mil-bench"))
+    parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--big-bag", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def quiet(threads: int) -> None:
+    """Lightning's and the libraries' chatter off; torch on ``threads`` threads."""
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
+
+
+def main() -> None:
+    parser = arguments("mil-bench")
+    parser.add_argument("--big-bag", type=int, default=0)
+    args = parser.parse_args()
+    quiet(args.threads)
     print(f"machine: {cpu_model()}, torch threads {args.threads}")
     print("| model | seed | test AUROC | top-1 tile in focus | top-5 tiles in focus | train s |")
     print("|---|---|---|---|---|---|")

@@ -14,6 +14,8 @@ from oncoscope.cli import app
 from oncoscope.features.bags import read_bag
 from oncoscope.mil.data import BagDataset
 from oncoscope.mil.labels import load_mil_data
+from oncoscope.mil.models import create_mil_model
+from oncoscope.mil.predict import load_mil_model
 from oncoscope.train.checkpoint import read_checkpoint
 from tests.mil.conftest import Task, one_thread
 
@@ -126,3 +128,35 @@ def test_max_tiles_caps_training_bags_only(task: Task) -> None:
     assert all(tuple(r) in rows for r in first.tolist())
     whole, _ = capped[0]  # evaluation: every tile
     np.testing.assert_array_equal(whole.numpy(), full)
+
+
+def test_standardize_scales_by_the_training_tiles_and_is_kept_in_the_checkpoint(
+    task: Task, tmp_path: Path
+) -> None:
+    """--standardize: the model subtracts the mean and divides by the std of every training
+    tile's features (val/test tiles left out); the checkpoint carries both, and the loaded
+    model predicts as the same weights fed the standardized features by hand."""
+    labels = _subset(task, tmp_path / "slides.csv")
+    _train("--bags", str(task.bags_dir), "--labels", str(labels), "--epochs", "1",
+           "--standardize", "--out", str(tmp_path / "run"))  # fmt: skip
+    frame = pd.read_csv(labels)
+    train = frame[frame["split"] == "train"]["slide"].map(lambda s: Path(s).stem)
+    tiles = np.concatenate([read_bag(task.bags_dir / f"{s}.h5")[0] for s in train])
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert checkpoint["spec"]["model_kwargs"]["standardize"] is True
+    state = checkpoint["state_dict"]
+    mean = next(v for k, v in state.items() if k.endswith("feature_mean")).numpy()
+    std = next(v for k, v in state.items() if k.endswith("feature_std")).numpy()
+    np.testing.assert_allclose(mean, tiles.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, tiles.std(axis=0), rtol=1e-5)
+    model, spec = load_mil_model(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    kwargs = {**spec["model_kwargs"], "standardize": False}
+    plain = create_mil_model("abmil", 32, 2, **kwargs).eval()
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith("feature_")}
+    plain.load_state_dict(weights)
+    features = read_bag(task.bags_dir / f"{train.iloc[0]}.h5")[0]
+    with torch.no_grad():
+        logits, attention = model(torch.from_numpy(features))
+        by_hand = plain(torch.from_numpy((features - mean) / std))
+    torch.testing.assert_close(logits, by_hand[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(attention, by_hand[1], rtol=1e-4, atol=1e-6)

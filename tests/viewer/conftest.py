@@ -4,11 +4,13 @@
 folder, as slides usually are), whose probabilities follow the slide's drawn regions; ``ct/``:
 a real ``ct prepare`` of the ``lits_dir`` phantoms; ``explain/``, ``eval/``, ``couinaud/``:
 small fake outputs in the documented formats; ``leak`` a symbolic link to a file outside.
+``attention_dir``: ``mil predict``'s outputs beside ``slide``'s, for the attention overlay.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ from shapely.geometry import Point
 
 from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS
+from oncoscope.features.bags import bag_attributes, write_bag
+from oncoscope.mil.predict import write_slide_outputs
 from oncoscope.pathology.synthetic import SyntheticSlide
 
 CLASSES = ("tumour", "stroma", "normal")
@@ -172,3 +176,54 @@ def viewer_dir(
     (root / "couinaud" / "couinaud.json").write_text(json.dumps(couinaud))
     (root / "leak").symlink_to(outside_file)
     return root
+
+
+#: Tile side (level-0 px) of the bags of ``attention_dir``.
+TILE_PX = 256
+
+
+def _mil_output(slide: Path, regions: SyntheticSlide, bags: Path, out: Path) -> np.ndarray:
+    """A bag of the tissue tiles of ``slide`` (256-px tiles abutting at level 0) and the
+    outputs ``mil predict`` writes for it, with distinct attention weights; returns coords."""
+    w, h = regions.size_wh
+    coords = np.array(
+        [
+            (x, y)
+            for y in range(0, h - TILE_PX + 1, TILE_PX)
+            for x in range(0, w - TILE_PX + 1, TILE_PX)
+            if any(
+                r.geometry.contains(Point(x + TILE_PX / 2, y + TILE_PX / 2))
+                for r in regions.regions
+            )
+        ],
+        dtype=np.int64,
+    )
+    attrs = bag_attributes(
+        slide=slide, tile_px=TILE_PX, tile_px_level0=TILE_PX, stride_px=TILE_PX, mpp=0.25,
+        magnification=40.0, encoder="test", encoder_spec={"name": "test", "feature_dim": 2},
+    )  # fmt: skip
+    bags.mkdir(parents=True, exist_ok=True)
+    bag = write_bag(
+        bags / f"{slide.stem}.h5", np.zeros((len(coords), 2), np.float32), coords, attrs
+    )
+    attention = np.random.default_rng(0).permutation(len(coords)).astype(np.float32) + 1
+    write_slide_outputs(bag, attention / attention.sum(), out / slide.stem, top_k=4)
+    return coords
+
+
+@pytest.fixture(scope="module")
+def attention_dir(
+    tmp_path_factory: pytest.TempPathFactory, generic_slide: SyntheticSlide
+) -> tuple[Path, np.ndarray]:
+    """The served folder (``slide/a``: ``slide``'s output over the generic slide; ``mil-out``:
+    ``mil predict``'s of the same slide and of a slide no longer at hand), and the tile
+    coords of the generic slide's bag."""
+    root = tmp_path_factory.mktemp("served-mil")
+    write_slide_output(generic_slide, root / "slide" / "a")
+    coords = _mil_output(generic_slide.path, generic_slide, root / "bags", root / "mil-out")
+    moved = root.parent / f"{root.name}-moved" / "gone.tif"  # a slide file that is not at hand
+    moved.parent.mkdir()
+    shutil.copy(generic_slide.path, moved)
+    _mil_output(moved, generic_slide, root / "bags", root / "mil-out")
+    moved.unlink()
+    return root, coords

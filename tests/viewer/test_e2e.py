@@ -45,14 +45,22 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(viewer_dir: Path) -> Iterator[str]:
+    yield from serving(viewer_dir)
+
+
+@pytest.fixture(scope="module")
+def attention_server(attention_dir: tuple[Path, np.ndarray]) -> Iterator[str]:
+    yield from serving(attention_dir[0])
+
+
+def serving(root: Path) -> Iterator[str]:
+    """The viewer over ``root`` on a free local port, in a thread, until the generator ends."""
     import uvicorn
 
     from oncoscope.viewer.app import create_app
 
     port = free_port()
-    config = uvicorn.Config(
-        create_app(viewer_dir), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning")
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
@@ -95,11 +103,11 @@ def save(image: bytes, name: str, tmp_path: Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(image)).convert("RGB")).astype(int)
 
 
-def settled(page: Any) -> None:
-    """Wait until OpenSeadragon has every shown image (slide, visible overlays) loaded."""
+def settled(page: Any, items: int = 3) -> None:
+    """Wait until OpenSeadragon has every shown image (slide, ``items`` - 1 overlays) loaded."""
     page.wait_for_function(
         "() => { const v = window.oncoscopeViewer;"
-        " if (!v || v.world.getItemCount() < 3) return false;"
+        f" if (!v || v.world.getItemCount() < {items}) return false;"
         " for (let i = 0; i < v.world.getItemCount(); i++) { const item = v.world.getItemAt(i);"
         "   if (item.getOpacity() > 0 && !item.getFullyLoaded()) return false; }"
         " return true; }",
@@ -174,3 +182,17 @@ def test_gallery_captions_show_the_true_label(server: str, page: Any) -> None:
         "true tumour · predicted tumour",
         "true tumour · predicted tumour",
     ]
+
+
+def test_attention_overlay_over_its_slide(attention_server: str, page: Any, tmp_path: Path) -> None:
+    page.goto(f"{attention_server}/slide?key=slide/a")
+    settled(page, items=4)  # the slide, heatmap, segmentation and attention
+    assert page.locator("label[for='toggle-attention-0']").inner_text() == "Attention (mil-out)"
+    stage = page.locator(".stage")
+    page.locator("#toggle-heatmap").click()  # the attention alone over the slide
+    page.wait_for_timeout(700)
+    with_attention = save(stage.screenshot(), "slide-attention.png", tmp_path)
+    page.locator("#toggle-attention-0").click()
+    page.wait_for_timeout(700)
+    without = save(stage.screenshot(), "slide-no-attention.png", tmp_path)
+    assert np.abs(with_attention - without).mean() > 2, "hiding the attention changed nothing"

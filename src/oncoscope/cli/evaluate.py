@@ -138,6 +138,10 @@ def compare(
     seed: Seed = 0,
     batch_size: BatchSize = 32,
     workers: Workers = 0,
+    bags: Annotated[
+        Path | None,
+        typer.Option(help="MIL runs: the feature bags (default: those the first was trained on)."),
+    ] = None,
 ) -> None:
     """Models side by side with CIs, and paired-bootstrap differences from a reference."""
     from oncoscope.evaluate.compare import compare_runs
@@ -153,6 +157,7 @@ def compare(
             seed=seed,
             batch_size=batch_size,
             num_workers=workers,
+            bags=bags,
         )
     console.print(f"models: {', '.join(result.models)} (reference {result.reference})")
     if result.comparison["intervals"]["warning"]:

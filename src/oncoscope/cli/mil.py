@@ -79,6 +79,15 @@ def mil_train(
             rich_help_panel=MODEL,
         ),
     ] = 8,
+    standardize: Annotated[
+        bool,
+        typer.Option(
+            "--standardize",
+            help="Scale each feature by the training tiles' mean and std (for encoders whose "
+            "features are far from unit scale, e.g. random weights).",
+            rich_help_panel=MODEL,
+        ),
+    ] = False,
     precision: Precision = "auto",
     epochs: Annotated[int, epochs_option()] = 20,
     lr: Annotated[float, learning_rate_option()] = 2e-4,
@@ -125,6 +134,7 @@ def mil_train(
             hidden=hidden,
             dropout=dropout,
             k_sample=k_sample,
+            standardize=standardize,
             precision=precision,
             devices=devices,
             strategy=strategy,

@@ -17,6 +17,11 @@ import numpy as np
 import pandas as pd
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.evaluate.aggregate import (
+    aggregate_groups,
+    describe_aggregation,
+    resolve_aggregation,
+)
 from oncoscope.evaluate.bootstrap import bootstrap, interval_trust, nest
 from oncoscope.evaluate.evaluation import group_column_of, scores_of
 from oncoscope.evaluate.metrics import (
@@ -36,6 +41,9 @@ from oncoscope.evaluate.report import (
 )
 from oncoscope.evaluate.sections import HOW_TO_READ
 from oncoscope.io.atomic import atomic_path, write_json
+
+#: The column naming a prediction table's rows, first found first, and what its rows are.
+ROW_COLUMNS = {"path": "images", "slide": "slides", "patient": "patients"}
 
 
 @dataclass
@@ -93,7 +101,8 @@ def compare_predictions(
 
     Args:
         predictions: per model, the prediction table of the same rows (``label``,
-            ``prob_<class>``, a group column), as :func:`predict_split` returns.
+            ``prob_<class>``, a group column, and the rows' ``path`` (images), ``slide`` or
+            ``patient`` (MIL bags)), as :func:`predict_split` returns.
         classes: class names, the same for every model.
         reference: the model to compare with (default: the first).
         resamples, seed, confidence: of the group bootstrap shared by all models.
@@ -117,13 +126,16 @@ def compare_predictions(
     if reference not in predictions:
         raise InvalidOptionError(f"reference '{reference}' is not one of the models {names}")
     first = predictions[names[0]]
+    row = next(c for c in ROW_COLUMNS if c in first.columns)
     for name, frame in predictions.items():
-        if list(frame["path"]) != list(first["path"]) or list(frame["label"]) != list(
-            first["label"]
+        if (
+            row not in frame.columns
+            or list(frame[row]) != list(first[row])
+            or list(frame["label"]) != list(first["label"])
         ):
             raise OncoscopeError(
-                f"model {name} was scored on other images than {names[0]}; compare runs on the "
-                "same manifest and split"
+                f"model {name} was scored on other {ROW_COLUMNS[row]} than {names[0]}; compare "
+                "runs on the same manifest and split"
             )
     scores: dict[str, Scores] = {
         name: scores_of(frame, classes) for name, frame in predictions.items()
@@ -173,6 +185,22 @@ def compare_predictions(
     }
 
 
+def patient_rows(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per patient (``patient``, ``label``, ``prob_<class>``) from slide rows, as
+    ``evaluate``'s patient level makes it (``auto``: the positive class's highest probability
+    over the patient's slides for two classes, the mean for more; see
+    :mod:`oncoscope.evaluate.aggregate`)."""
+    scores = scores_of(frame, classes)
+    method = resolve_aggregation("auto", len(classes))
+    grouped = aggregate_groups(scores, frame["patient"].astype(str).to_numpy(), method)
+    rows = pd.DataFrame(
+        {"patient": grouped.groups, "label": [classes[i] for i in grouped.scores.labels]}
+    )
+    for index, name in enumerate(classes):
+        rows[f"prob_{name}"] = grouped.scores.probabilities[:, index]
+    return rows
+
+
 def tidy_rows(comparison: dict[str, Any]) -> pd.DataFrame:
     """One row per model, scope (``macro`` or a class) and metric, with the difference."""
     rows = []
@@ -219,8 +247,11 @@ def _scope(block: dict[str, Any], scope: str) -> dict[str, Any]:
     return figures
 
 
-def comparison_report(comparison: dict[str, Any], facts: dict[str, str]) -> Report:
-    """Tables per scope (macro, each class): models by metrics, then differences."""
+def comparison_report(
+    comparison: dict[str, Any], facts: dict[str, str], *, level: str = ""
+) -> Report:
+    """Tables per scope (macro, each class): models by metrics, then differences; ``level``
+    (e.g. ``"Patient level"``) heads every scope's title."""
     report = Report("oncoscope model comparison", facts)
     report.add(
         ReportSection(
@@ -236,8 +267,9 @@ def comparison_report(comparison: dict[str, Any], facts: dict[str, str]) -> Repo
         report.sections[0].paragraphs.append(f"Warning: {warning}.")
     models = comparison["models"]
     reference = comparison["reference"]
-    scopes = [("Macro average", "macro", MACRO_METRICS)] + [
-        (f"Class {c}", c, CLASS_METRICS) for c in comparison["classes"]
+    lead = f"{level}: " if level else ""
+    scopes = [(f"{lead}Macro average", "macro", MACRO_METRICS)] + [
+        (f"{lead}Class {c}", c, CLASS_METRICS) for c in comparison["classes"]
     ]
     for title, scope, metric_names in scopes:
         columns = ["model", *(METRIC_NAMES[m] for m in metric_names)]
@@ -281,14 +313,23 @@ def compare_runs(
     seed: int = 0,
     batch_size: int = 32,
     num_workers: int = 0,
+    bags: str | Path | None = None,
 ) -> ComparisonResult:
     """Predict ``split`` with each run's best checkpoint and write ``comparison.json``,
     ``comparison.csv`` (tidy) and ``report.html`` under ``out``.
 
+    MIL runs (``mil train``) are compared on the bags of ``split`` of the ``slides.csv`` given
+    as ``manifest`` (``bags``: their folder, default the first run's), a row per slide (or per
+    patient with patient bags), patients resampled.
+
     Raises:
-        OncoscopeError: a folder that is not a run, runs with other classes, a bad reference.
+        OncoscopeError: a folder that is not a run, runs with other classes, a bad reference;
+            MIL runs beside patch-model runs, or MIL runs of other bag levels; a slide of the
+            split without a readable bag.
     """
-    from oncoscope.train.checkpoint import load_model
+    from oncoscope.mil.evaluation import predict_mil_runs
+    from oncoscope.mil.predict import is_mil_spec
+    from oncoscope.train.checkpoint import model_from_checkpoint, read_checkpoint
     from oncoscope.train.predict import predict_split
 
     runs = [Path(r) for r in runs]
@@ -296,41 +337,75 @@ def compare_runs(
     if reference is not None and reference not in names:
         raise InvalidOptionError(f"reference '{reference}' is not one of the models {names}")
     checkpoints = {name: find_checkpoint(run) for name, run in zip(names, runs, strict=True)}
-    loaded = {name: load_model(path) for name, path in checkpoints.items()}  # each read once
-    specs = {name: spec for name, (_, spec) in loaded.items()}
-    classes = list(specs[names[0]].classes)
-    for name, spec in specs.items():
-        if list(spec.classes) != classes:
+    stored = {name: read_checkpoint(path) for name, path in checkpoints.items()}  # read once
+    mil = [name for name in names if is_mil_spec(stored[name]["spec"])]
+    if mil and len(mil) < len(names):
+        other = next(name for name in names if name not in mil)
+        raise OncoscopeError(
+            f"{mil[0]} is a MIL model (slide labels) and {other} a patch model: they predict "
+            "other rows and cannot be compared",
+            checkpoints[other],
+        )
+    if bags is not None and not mil:
+        raise InvalidOptionError("--bags applies to MIL checkpoints (mil train) only")
+    raw_specs = {name: stored[name]["spec"] for name in names}
+    classes = [str(c) for c in raw_specs[names[0]]["classes"]]
+    for name, spec in raw_specs.items():
+        if [str(c) for c in spec["classes"]] != classes:
             raise OncoscopeError(
-                f"classes {list(spec.classes)} differ from {names[0]}'s {classes}",
+                f"classes {list(spec['classes'])} differ from {names[0]}'s {classes}",
                 checkpoints[name],
             )
-    predictions = {
-        name: predict_split(
-            path,
-            manifest,
-            split,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            loaded=loaded[name],
-        )
-        for name, path in checkpoints.items()
-    }
+    if mil:
+        predictions = predict_mil_runs(checkpoints, raw_specs, manifest, split, bags=bags)
+        architectures = {name: str(spec["model"]) for name, spec in raw_specs.items()}
+        group_column: str | None = "patient"
+    else:
+        loaded = {name: model_from_checkpoint(stored[name], checkpoints[name]) for name in names}
+        predictions = {
+            name: predict_split(
+                path,
+                manifest,
+                split,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                loaded=loaded[name],
+            )
+            for name, path in checkpoints.items()
+        }
+        architectures = {name: spec.model for name, (_, spec) in loaded.items()}
+        group_column = loaded[names[0]][1].group_column
     comparison = compare_predictions(
         predictions,
         classes,
         reference=reference,
         resamples=resamples,
         seed=seed,
-        group_column=specs[names[0]].group_column,
+        group_column=group_column,
     )
+    patients = None
+    if mil and "slide" in predictions[names[0]].columns:  # slide bags: patients too
+        patients = compare_predictions(
+            {name: patient_rows(frame, classes) for name, frame in predictions.items()},
+            classes,
+            reference=reference,
+            resamples=resamples,
+            seed=seed,
+            group_column="patient",
+        )
+        method = resolve_aggregation("auto", len(classes))
+        patients["aggregation"] = {
+            "method": method,
+            "description": describe_aggregation(method, len(classes)),
+        }
     comparison = {
         "data": str(Path(manifest).resolve()),
         "split": split,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "checkpoints": {name: str(path.resolve()) for name, path in checkpoints.items()},
-        "architectures": {name: spec.model for name, spec in specs.items()},
+        "architectures": architectures,
         **comparison,
+        **({"patient_level": patients} if patients is not None else {}),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -338,16 +413,27 @@ def compare_runs(
     write_json(comparison_json, comparison, indent=2)
     with atomic_path(comparison_csv) as temporary:
         tidy_rows(comparison).to_csv(temporary, index=False, float_format="%.6g")
+    if patients is not None:
+        with atomic_path(out / "comparison_patients.csv") as temporary:
+            tidy_rows(patients).to_csv(temporary, index=False, float_format="%.6g")
+    rows = next(what for column, what in ROW_COLUMNS.items() if column in predictions[names[0]])
     facts = {
-        "models": ", ".join(f"{n} ({specs[n].model})" for n in names),
+        "models": ", ".join(f"{n} ({architectures[n]})" for n in names),
         "reference": comparison["reference"],
         "data": comparison["data"],
-        "split": f"{split} ({comparison['n_images']} images, {comparison['n_groups']} groups)",
+        "split": f"{split} ({comparison['n_images']} {rows}, {comparison['n_groups']} groups)",
         "date": comparison["date"],
         "confidence intervals": f"95% percentile bootstrap, {resamples} paired resamples of "
         f"groups, seed {seed}",
     }
-    report_html = write_report(comparison_report(comparison, facts), out / "report.html")
+    report = comparison_report(comparison, facts)
+    if patients is not None:
+        by_patient = comparison_report(patients, facts, level="Patient level")
+        about = "Each model's slide probabilities joined per patient: "
+        report.add(ReportSection("Patient level", [about + patients["aggregation"]["description"]]))
+        for section in by_patient.sections[1:]:  # its "how to read" is the one above
+            report.add(section)
+    report_html = write_report(report, out / "report.html")
     return ComparisonResult(
         names, comparison["reference"], comparison_json, comparison_csv, report_html, comparison
     )

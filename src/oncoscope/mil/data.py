@@ -38,6 +38,28 @@ def bag_features(
     return joined, coords
 
 
+def feature_statistics(
+    items: Sequence[MilItem],
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """Per-feature mean and standard deviation ``(d,)`` over every tile of ``items``' bags
+    (each tile counts once; read bag by bag, summed in float64).
+
+    Raises:
+        CorruptFileError, OncoscopeError: an unreadable bag (see :mod:`oncoscope.features.bags`).
+    """
+    count, total, squares = 0, np.zeros(0), np.zeros(0)
+    for path in (path for item in items for path in item.bags):
+        features = read_bag(path)[0].astype(np.float64)
+        if not count:
+            total, squares = np.zeros(features.shape[1]), np.zeros(features.shape[1])
+        count += len(features)
+        total += features.sum(axis=0)
+        squares += np.square(features).sum(axis=0)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
+    return mean, std
+
+
 def sample_tiles(n_tiles: int, max_tiles: int | None, seed: int) -> np.ndarray[Any, Any] | None:
     """Sorted indices of ``max_tiles`` tiles drawn without replacement, or None to keep all.
 

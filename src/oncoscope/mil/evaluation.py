@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from oncoscope.errors import InvalidOptionError, ManifestError
+from oncoscope.errors import InvalidOptionError, ManifestError, OncoscopeError
 from oncoscope.features.bags import find_bags
 from oncoscope.mil.labels import PATIENT_COLUMN, join_bags, read_slide_table
 from oncoscope.mil.predict import (
@@ -94,6 +94,52 @@ def predict_mil_split(
         table[PATIENT_COLUMN] = table[level]
     table["label"] = table["label"].astype(str)
     return SplitPredictions(table, skipped)
+
+
+def predict_mil_runs(
+    checkpoints: dict[str, Path],
+    specs: dict[str, dict[str, Any]],
+    labels: str | Path,
+    split: str,
+    *,
+    bags: str | Path | None = None,
+) -> dict[str, Any]:
+    """Each MIL checkpoint's predictions of the same split, for ``oncoscope compare``.
+
+    Args:
+        checkpoints: per model name, its MIL checkpoint; ``specs`` their stored specs.
+        labels, split, bags: as :func:`predict_mil_split`.
+
+    Returns:
+        Per model, the prediction table (rows: the split's bags, slides or patients).
+
+    Raises:
+        OncoscopeError: checkpoints of other bag levels (slides against patients); a slide of
+            the split without a bag or with an unreadable one (models are compared on the
+            same slides); see also :func:`predict_mil_split`.
+    """
+    names = list(checkpoints)
+    levels = {name: str(spec.get("bag_level", "slide")) for name, spec in specs.items()}
+    for name in names:
+        if levels[name] != levels[names[0]]:
+            raise OncoscopeError(
+                f"{name} was trained on {levels[name]} bags, {names[0]} on "
+                f"{levels[names[0]]} bags: compare runs of one bag level",
+                checkpoints[name],
+            )
+    predictions = {}
+    for name, path in checkpoints.items():
+        predicted = predict_mil_split(path, labels, split, bags=bags)
+        assert predicted is not None  # required: an empty split raises
+        if predicted.skipped:
+            slide, problem = predicted.skipped[0]
+            raise OncoscopeError(
+                f"{slide}: {problem} ({len(predicted.skipped)} slide(s) not predicted); models "
+                "are compared on the same slides",
+                labels,
+            )
+        predictions[name] = predicted.frame
+    return predictions
 
 
 def mil_predictors(

@@ -121,6 +121,33 @@ def write_attention_tiff(
     )
 
 
+def attention_record(
+    painted: np.ndarray[Any, Any],
+    layout: TileLayout,
+    slide: str,
+    slide_found: Path | None,
+    slide_wh: tuple[int, int],
+    bag: Path,
+) -> dict[str, Any]:
+    """What ``attention.json`` says of a painted map: the slide (as the bag names it, and the
+    file found), the bag, and the map's cell grid on level 0 in the form of ``oncoscope
+    slide``'s ``summary.json`` (``grid``: ``origin_level0_xy``, ``cell_size_level0_px``,
+    ``shape_rows_cols``), so ``oncoscope view`` lays ``attention.tif`` over the slide."""
+    return {
+        "slide": slide,
+        "slide_found": str(slide_found.absolute()) if slide_found is not None else None,
+        "bag": str(bag.absolute()),
+        "slide_dimensions_level0": list(slide_wh),
+        "slide_mpp": layout.slide_mpp,
+        "painted": "percentile of the tile's attention within its slide (0 lowest, 1 highest)",
+        "grid": {
+            "origin_level0_xy": [0.0, 0.0],
+            "cell_size_level0_px": layout.cell_size_level0,
+            "shape_rows_cols": [int(n) for n in painted.shape[:2]],
+        },
+    }
+
+
 def write_attention_png(
     painted: np.ndarray[Any, Any],
     path: str | Path,

@@ -48,6 +48,7 @@ class AttentionLayers(TypedDict, total=False):
     hidden: int
     attention_dim: int
     dropout: float
+    standardize: bool
 
 
 class AttentionMIL(nn.Module):
@@ -59,7 +60,13 @@ class AttentionMIL(nn.Module):
         hidden: size of the tile embedding (a linear layer + ReLU on the features).
         attention_dim: size of the gated attention's hidden layer.
         dropout: dropout on the embedding and attention layers.
+        standardize: subtract ``feature_mean`` and divide by ``feature_std`` (buffers of size
+            ``d``, saved with the weights; set by :meth:`set_feature_statistics`) before the
+            embedding, for encoders whose features are far from unit scale (random weights).
     """
+
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
 
     def __init__(
         self,
@@ -68,15 +75,34 @@ class AttentionMIL(nn.Module):
         hidden: int = 256,
         attention_dim: int = 128,
         dropout: float = 0.25,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
+        self.standardize = standardize
+        if standardize:
+            self.register_buffer("feature_mean", torch.zeros(in_dim))
+            self.register_buffer("feature_std", torch.ones(in_dim))
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attention = GatedAttention(hidden, attention_dim, dropout)
         self.classifier = nn.Linear(hidden, num_classes)
         self.num_classes = num_classes
 
+    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the per-feature ``(d,)`` mean and standard deviation of a model built with
+        ``standardize``; a zero standard deviation is taken as 1.
+
+        Raises:
+            ValueError: the model does not standardize.
+        """
+        if not self.standardize:
+            raise ValueError("the model was built without standardize")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
     def attend(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n, d)`` features -> ``(n, hidden)`` embeddings and ``(n,)`` attention weights."""
+        if self.standardize:
+            features = (features - self.feature_mean) / self.feature_std
         h = self.embed(features)
         attention = torch.softmax(self.attention(h).float(), dim=0)
         return h, attention
@@ -109,7 +135,7 @@ class ClamSB(AttentionMIL):
         instance_weight: share of the instance loss in the total loss (CLAM's default 0.3);
             the bag loss gets the rest.
         in_dim, num_classes: as :class:`AttentionMIL`; ``layers``: its ``hidden``,
-            ``attention_dim`` and ``dropout`` (:class:`AttentionLayers`).
+            ``attention_dim``, ``dropout`` and ``standardize`` (:class:`AttentionLayers`).
     """
 
     def __init__(

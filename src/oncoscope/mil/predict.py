@@ -33,6 +33,8 @@ from oncoscope.train.checkpoint import load_module_weights, read_checkpoint
 
 #: The record of a prediction folder; ``--overwrite`` removes only what it lists.
 RECORD = "predict.json"
+#: Per slide folder: where the attention map lies on the slide (read by ``oncoscope view``).
+ATTENTION_RECORD = "attention.json"
 
 
 @dataclass
@@ -262,8 +264,9 @@ def predict_bags(
 def write_slide_outputs(
     bag: Path, attention: np.ndarray[Any, Any], folder: Path, *, top_k: int = 16
 ) -> tuple[Path, list[str]]:
-    """``attention.npy``, ``attention.tif``, ``attention.png``, ``top_attention.geojson`` and
-    (with the slide file) ``top_tiles.png`` of one slide; returns the folder and notes."""
+    """``attention.npy``, ``attention.tif``, ``attention.json``, ``attention.png``,
+    ``top_attention.geojson`` and (with the slide file) ``top_tiles.png`` of one slide;
+    returns the folder and notes."""
     from oncoscope.io.slides import open_slide
 
     _, coords, info = read_bag(bag)
@@ -289,6 +292,11 @@ def write_slide_outputs(
             heatmap.attention_percentiles(attention), coords, layout, slide_wh
         )
         heatmap.write_attention_tiff(painted, folder / "attention.tif", layout)
+        write_json(
+            folder / ATTENTION_RECORD,
+            heatmap.attention_record(painted, layout, info.slide, slide_path, slide_wh, bag),
+            indent=2,
+        )
         thumbnail, downsample = slide.overview(heatmap.FIGURE_PX) if slide else (None, None)
         heatmap.write_attention_png(
             painted, folder / "attention.png", layout, thumbnail, downsample

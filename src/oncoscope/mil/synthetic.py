@@ -8,9 +8,10 @@ negative slide has no focus. No slide file exists: the bags record a slide path 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,24 @@ class SyntheticBag:
     split: str
     patient: str
     focus: np.ndarray[Any, np.dtype[np.int64]]
+
+    @property
+    def slide_name(self) -> str:
+        """The ``slide`` cell of ``slides.csv`` (a slide file that does not exist)."""
+        return f"{self.path.stem}.svs"
+
+
+class LabelledSlide(Protocol):
+    """A slide of a synthetic task as ``slides.csv`` lists it."""
+
+    @property
+    def slide_name(self) -> str: ...
+    @property
+    def patient(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def split(self) -> str: ...
 
 
 def write_synthetic_bags(
@@ -97,11 +116,11 @@ def write_synthetic_bags(
     return bags
 
 
-def write_slides_csv(bags: list[SyntheticBag], path: str | Path) -> Path:
-    """``slides.csv`` (slide, patient, label, split) of synthetic bags."""
+def write_slides_csv(bags: Sequence[LabelledSlide], path: str | Path) -> Path:
+    """``slides.csv`` (slide, patient, label, split) of synthetic bags or slides."""
     frame = pd.DataFrame(
         {
-            "slide": [f"{b.path.stem}.svs" for b in bags],
+            "slide": [b.slide_name for b in bags],
             "patient": [b.patient for b in bags],
             "label": [b.label for b in bags],
             "split": [b.split for b in bags],

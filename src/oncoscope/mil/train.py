@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from pydantic import Field
 
 from oncoscope import __version__
 from oncoscope.errors import InvalidOptionError, OncoscopeError
-from oncoscope.mil.data import BagDataModule
+from oncoscope.mil.data import BagDataModule, feature_statistics
 from oncoscope.mil.labels import MilData, load_mil_data
 from oncoscope.mil.models import MIL_MODELS, create_mil_model
 from oncoscope.mil.module import MilClassifier
@@ -48,6 +49,7 @@ class MilConfig(RunSettings):
     attention_dim: int = Field(128, ge=1)
     dropout: float = Field(0.25, ge=0, lt=1)
     k_sample: int = Field(8, ge=1)
+    standardize: bool = False
     num_workers: int = Field(0, ge=0)
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -59,6 +61,8 @@ class MilConfig(RunSettings):
         }
         if self.model == "clam_sb":
             kwargs["k_sample"] = self.k_sample
+        if self.standardize:
+            kwargs["standardize"] = True
         return kwargs
 
 
@@ -80,6 +84,9 @@ def build_mil_module(config: MilConfig, data: MilData) -> MilClassifier:
     """The MIL model and the LightningModule around it, with the checkpoint's spec."""
     kwargs = config.model_kwargs()
     model = create_mil_model(config.model, data.feature_dim, len(data.classes), **kwargs)
+    if config.standardize:
+        mean, std = feature_statistics(data.split("train"))
+        model.set_feature_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     counts = data.class_counts()
     weights = None
     if config.class_weights:

@@ -15,7 +15,7 @@ import html
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from string import Template
 from typing import Any
 from urllib.parse import quote
@@ -201,6 +201,15 @@ def _add_slide_routes(app: FastAPI, viewer: Viewer) -> None:
             rgba = overlays.segmentation_rgba(labels, colours, visible)
         return Response(overlays.png_bytes(overlays.enlarge(rgba)), media_type=PNG)
 
+    @app.get("/api/slide/attention.png")
+    def attention_overlay(key: str, index: int = Query(0, ge=0)) -> Response:
+        entry = viewer.slide_entry(key)
+        if index >= len(entry.attention):
+            raise HTTPException(404, "no such attention map for this slide")
+        tif = str(PurePosixPath(entry.attention[index]).with_name("attention.tif"))
+        rgba = overlays.heatmap_rgba(_cached_attention(inside_file(viewer.root, tif)))
+        return Response(overlays.png_bytes(overlays.enlarge(rgba)), media_type=PNG)
+
     @app.get("/api/slide/probe")
     def probe(key: str, x: float, y: float) -> dict[str, Any]:
         entry = viewer.slide_entry(key)
@@ -312,6 +321,15 @@ def _probabilities(entry: SlideEntry) -> np.ndarray[Any, np.dtype[np.float32]]:
     return _cached_probabilities(path, path.stat().st_mtime_ns, len(names))
 
 
+def _cached_attention(path: Path) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return _attention_map(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _attention_map(path: Path, mtime_ns: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+    return overlays.load_attention_map(path)
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_probabilities(
     path: Path, mtime_ns: int, n_classes: int
@@ -361,6 +379,7 @@ def _index(viewer: Viewer, catalog: Catalog) -> dict[str, Any]:
                 "key": e.key,
                 "name": e.name,
                 "inference": e.summary is not None,
+                "attention": len(e.attention),
                 "slide_found": e.slide_path is not None,
                 "classes": (e.summary or {}).get("classes", {}),
                 "thumbnail": f"/api/slide/thumbnail.png?key={quote(e.key)}"
@@ -446,11 +465,27 @@ def _slide(viewer: Viewer, entry: SlideEntry) -> dict[str, Any]:
             url = viewer.url(entry.output_dir / name)
             if url:
                 result["images"][name] = url
+    result["attention"] = [_attention(viewer, rel) for rel in entry.attention]
     if entry.scale is not None:
         try:
             result["scale"] = read_json(viewer.root / entry.scale)
         except (OSError, ValueError):
             result["scale"] = None
+    return result
+
+
+def _attention(viewer: Viewer, rel: str) -> dict[str, Any]:
+    """One ``mil predict`` attention map of a slide: the prediction folder it belongs to, its
+    level-0 extent and its files."""
+    folder = (viewer.root / rel).parent
+    result: dict[str, Any] = {"run": relative_to_root(viewer.root, folder.parent), "grid": None}
+    try:
+        x, y, w, h = overlays.Grid.from_summary(read_json(viewer.root / rel)).extent_level0()
+        result["grid"] = {"x": x, "y": y, "width": w, "height": h}
+    except (OSError, ValueError, InvalidOptionError):
+        result["grid"] = None
+    names = ("attention.png", "top_tiles.png", "top_attention.geojson", "attention.json")
+    result["files"] = {n: u for n in names if (u := viewer.url(folder / n)) is not None}
     return result
 
 

@@ -1,4 +1,5 @@
-"""Maps as transparent PNG overlays: class probabilities, segmentation, mask contours, CAMs.
+"""Maps as transparent PNG overlays: class probabilities, MIL attention, segmentation, mask
+contours, CAMs.
 
 Inputs are the arrays the other commands write: ``probabilities.npy`` ``(rows, cols, C)``
 float32 in ``[0, 1]`` on the output-cell grid of ``oncoscope slide`` (NaN where not computed),
@@ -106,6 +107,27 @@ def load_probabilities(path: Path, n_classes: int | None = None) -> npt.NDArray[
         )
     probabilities: npt.NDArray[np.float32] = array.astype(np.float32, copy=False)
     return probabilities
+
+
+def load_attention_map(path: Path) -> npt.NDArray[np.float32]:
+    """Level 0 of ``attention.tif`` of ``oncoscope mil predict``: ``(rows, cols)`` float32,
+    each tile's attention percentile (0..1) on its cells, NaN where no tile lies.
+
+    Raises:
+        UnsupportedFormatError: not a TIFF, or its first page not a 2-D float image.
+    """
+    import tifffile
+
+    try:
+        array = tifffile.imread(path, key=0)
+    except (OSError, ValueError, tifffile.TiffFileError) as error:
+        raise UnsupportedFormatError(f"not a TIFF map: {error}", path) from None
+    if array.ndim != 2 or array.dtype.kind != "f":
+        raise UnsupportedFormatError(
+            f"expected a (rows, cols) float map, got {array.shape} {array.dtype}", path
+        )
+    values: npt.NDArray[np.float32] = array.astype(np.float32, copy=False)
+    return values
 
 
 def parse_colour(text: str) -> tuple[int, int, int]:

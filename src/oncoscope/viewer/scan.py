@@ -8,13 +8,15 @@ Recognised files (see the README's ``oncoscope view``): ``summary.json`` of ``on
 (with ``probabilities.npy``, ``heatmap.png``, ``segmentation.png`` beside it), whole-slide
 images OpenSlide opens, CT ``manifest.csv`` files (columns ``path, patient_id, slice_index``),
 ``report.html`` of ``oncoscope evaluate``, ``explain.csv``, ``couinaud.json``, ``locate.json``,
-``scale.json`` and ``predictions.csv``.
+``scale.json``, ``predictions.csv`` and ``attention.json`` of ``oncoscope mil predict`` (with
+``attention.tif`` beside it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ SLIDE_SUFFIXES = (
 #: Folders never walked into.
 SKIPPED_FOLDERS = frozenset({"node_modules", ".venv", ".git", "__pycache__", "checkpoints"})
 #: File names that are outputs, never slides.
-NOT_SLIDES = frozenset({"probabilities.tif"})
+NOT_SLIDES = frozenset({"probabilities.tif", "attention.tif"})
 #: Deepest folder level walked (0 = the folder itself).
 MAX_DEPTH = 8
 #: Largest JSON or CSV file parsed while scanning (bytes).
@@ -60,6 +62,8 @@ class SlideEntry:
         output_dir: the folder holding ``summary.json``; None for a slide without inference.
         summary: the parsed ``summary.json``.
         scale: relative path of a ``scale.json`` that belongs to this slide, if any.
+        attention: relative paths of the ``attention.json`` files of ``oncoscope mil predict``
+            for this slide (``attention.tif`` beside each), one per MIL prediction folder.
     """
 
     key: str
@@ -68,6 +72,7 @@ class SlideEntry:
     output_dir: Path | None = None
     summary: dict[str, Any] | None = None
     scale: str | None = None
+    attention: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -146,6 +151,7 @@ def scan(root: str | Path) -> Catalog:
         getattr(catalog, attribute).extend(sorted(rel(p) for p in by_name.get(name, [])))
     _add_inference(catalog, by_name.get("summary.json", []), rel)
     _add_plain_slides(catalog, files, rel)
+    _attach_attention(catalog, by_name.get("attention.json", []), rel)
     _attach_scales(catalog, rel)
     for manifest in sorted(by_name.get("manifest.csv", [])):
         _add_ct_manifest(catalog, manifest, rel, by_name)
@@ -198,13 +204,19 @@ def _is_slide(path: Path) -> bool:
         return False
 
 
-def _add_inference(catalog: Catalog, summaries: list[Path], rel: Any) -> None:
-    for summary_path in sorted(summaries):
+def _records(
+    catalog: Catalog, paths: list[Path], rel: Any
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each JSON file of ``paths`` (sorted) parsed; one that cannot be is listed as a problem."""
+    for path in sorted(paths):
         try:
-            summary = read_json(summary_path)
+            yield path, read_json(path)
         except (OSError, ValueError) as error:
-            catalog.problems.append((rel(summary_path), f"unreadable summary.json: {error}"))
-            continue
+            catalog.problems.append((rel(path), f"unreadable {path.name}: {error}"))
+
+
+def _add_inference(catalog: Catalog, summaries: list[Path], rel: Any) -> None:
+    for summary_path, summary in _records(catalog, summaries, rel):
         if "class_names" not in summary and "classes" not in summary:
             continue  # another tool's summary
         folder = summary_path.parent
@@ -229,6 +241,32 @@ def _add_plain_slides(catalog: Catalog, files: list[Path], rel: Any) -> None:
             continue
         if _is_slide(path):
             catalog.slides.append(SlideEntry(rel(path), path.stem, path.resolve()))
+
+
+def _attach_attention(catalog: Catalog, records: list[Path], rel: Any) -> None:
+    """An ``attention.json`` of ``mil predict`` belongs to the slide it names (found as the
+    record says, or as the bag names it); a slide not yet listed gets an entry keyed by the
+    record's folder."""
+    for path, record in _records(catalog, records, rel):
+        if "grid" not in record or "slide" not in record:
+            continue  # another tool's file
+        slide = next(
+            (
+                found
+                for ref in (record.get("slide_found"), record.get("slide"))
+                if isinstance(ref, str)
+                and (found := resolve_reference(ref, path.parent, catalog.root)) is not None
+            ),
+            None,
+        )
+        entry = next(
+            (e for e in catalog.slides if slide is not None and e.slide_path == slide), None
+        )
+        if entry is None:
+            name = Path(str(record["slide"])).stem
+            entry = SlideEntry(rel(path.parent), name, slide)
+            catalog.slides.append(entry)
+        entry.attention.append(rel(path))
 
 
 def _attach_scales(catalog: Catalog, rel: Any) -> None:

@@ -21,7 +21,8 @@
         el("div", {}, `${name}: ${fmt(c.area_mm2, 2)} mm² (${pct(c.fraction)})`));
       cards.append(el("div", { class: "card" },
         el("a", { href: `/slide?key=${encodeURIComponent(s.key)}` }, el("strong", {}, s.name)),
-        el("div", { class: "muted" }, s.inference ? "with inference" : "slide only",
+        el("div", { class: "muted" }, s.inference ? "with inference" : s.attention ? "" : "slide only",
+          s.attention ? `${s.inference ? " · " : ""}MIL attention${s.attention > 1 ? ` ×${s.attention}` : ""}` : "",
           s.slide_found ? "" : " · slide file not found"),
         s.thumbnail ? el("img", { src: s.thumbnail, alt: `thumbnail of ${s.name}`, style: "width:100%;image-rendering:auto" }) : null,
         classes));

@@ -1,4 +1,5 @@
-// Slide page: deep zoom of the slide, heatmap and segmentation overlays, legend, scale bar, probe.
+// Slide page: deep zoom of the slide, heatmap, segmentation and MIL attention overlays, legend,
+// scale bar, probe.
 "use strict";
 (async function () {
   const data = await loadKeyed("/api/slide", d => d.name);
@@ -13,6 +14,8 @@
     visible: Object.fromEntries(data.classes.map(c => [c.name, true])),
     heatmap: { on: true, opacity: 0.5 }, segmentation: { on: false, opacity: 0.5 },
   };
+  const attention = data.attention || [];
+  attention.forEach((a, i) => { state[`attention-${i}`] = { on: i === 0, opacity: 0.5 }; });
   const layers = {};  // name -> {item, on, opacity}
   let viewer = null;
   if (typeof OpenSeadragon === "undefined") {
@@ -20,7 +23,8 @@
       el("code", {}, "npm ci --prefix src/oncoscope/viewer/web"), " and reload."));
   } else if (!data.slide_found) {
     side.append(el("div", { class: "warning" }, data.slide_error || `The slide file is not at hand: ${data.slide_file}`));
-    if (data.images["heatmap.png"]) document.getElementById("osd").append(el("img", { src: data.images["heatmap.png"], style: "max-width:100%" }));
+    const still = data.images["heatmap.png"] || (attention.length && attention[0].files["attention.png"]);
+    if (still) document.getElementById("osd").append(el("img", { src: still, style: "max-width:100%" }));
   } else {
     viewer = OpenSeadragon({
       id: "osd", prefixUrl: "/osd/images/", tileSources: dzi, drawer: "canvas",
@@ -42,13 +46,19 @@
   }
 
   function addOverlays() {
-    if (!data.probabilities || !data.grid || !info) return;
-    for (const kind of ["heatmap", "segmentation"]) setLayer(kind);
+    if (!info) return;
+    if (data.probabilities && data.grid) for (const kind of ["heatmap", "segmentation"]) setLayer(kind);
+    attention.forEach((a, i) => { if (a.grid) setLayer(`attention-${i}`); });
+  }
+  function layerSource(kind) {  // [PNG url, level-0 extent]
+    if (!kind.startsWith("attention-")) return [overlayUrl(kind), data.grid];
+    const index = Number(kind.slice("attention-".length));
+    return [`/api/slide/attention.png?key=${encodeURIComponent(data.key)}&index=${index}`, attention[index].grid];
   }
   function setLayer(kind) {
-    const W = info.dimensions[0], g = data.grid, old = layers[kind];
+    const W = info.dimensions[0], [url, g] = layerSource(kind), old = layers[kind];
     const options = {
-      tileSource: { type: "image", url: overlayUrl(kind) }, x: g.x / W, y: g.y / W, width: g.width / W,
+      tileSource: { type: "image", url }, x: g.x / W, y: g.y / W, width: g.width / W,
       opacity: state[kind].on ? state[kind].opacity : 0,
       success: (event) => { layers[kind] = event.item; },
     };
@@ -59,25 +69,29 @@
     if (layers[kind]) layers[kind].setOpacity(state[kind].on ? state[kind].opacity : 0);
   }
 
+  function toggleRow(kind, label) {  // an overlay's on/off box and opacity slider
+    return el("div", { class: "row" },
+      el("input", { type: "checkbox", id: `toggle-${kind}`, checked: state[kind].on,
+        onchange: (e) => { state[kind].on = e.target.checked; setOpacity(kind); } }),
+      el("label", { for: `toggle-${kind}` }, label),
+      el("input", { type: "range", id: `opacity-${kind}`, min: 0, max: 100, value: 100 * state[kind].opacity,
+        title: "opacity", oninput: (e) => { state[kind].opacity = e.target.value / 100; setOpacity(kind); } }));
+  }
+  function colorbar(caption) {
+    return [el("div", { class: "muted" }, caption),
+      el("div", { class: "colorbar", style: `background:linear-gradient(to right, ${data.colormap.join(",")})` }),
+      el("div", { class: "row muted" }, el("span", {}, "0"), el("span", { style: "flex:1;text-align:center" }, "0.5"), el("span", {}, "1"))];
+  }
+
   function buildSide() {
     if (data.classes.length && data.probabilities) {
       side.append(el("h3", {}, "Overlays"));
-      for (const kind of ["heatmap", "segmentation"]) {
-        const label = kind === "heatmap" ? "Probability heatmap" : "Segmentation (most probable class)";
-        side.append(el("div", { class: "row" },
-          el("input", { type: "checkbox", id: `toggle-${kind}`, checked: state[kind].on,
-            onchange: (e) => { state[kind].on = e.target.checked; setOpacity(kind); } }),
-          el("label", { for: `toggle-${kind}` }, label),
-          el("input", { type: "range", id: `opacity-${kind}`, min: 0, max: 100, value: 100 * state[kind].opacity,
-            title: "opacity", oninput: (e) => { state[kind].opacity = e.target.value / 100; setOpacity(kind); } })));
-      }
+      side.append(toggleRow("heatmap", "Probability heatmap"), toggleRow("segmentation", "Segmentation (most probable class)"));
       const select = el("select", { id: "heatmap-class", onchange: (e) => { state.heatmapClass = e.target.value; if (viewer) setLayer("heatmap"); } },
         data.classes.map(c => el("option", { value: c.name, selected: c.name === state.heatmapClass }, c.name)));
       side.append(el("div", { class: "row" }, el("label", { for: "heatmap-class" }, "Heatmap of class"), select));
       side.append(el("h3", {}, "Legend"));
-      side.append(el("div", { class: "muted" }, "Heatmap: probability of the chosen class"),
-        el("div", { class: "colorbar", style: `background:linear-gradient(to right, ${data.colormap.join(",")})` }),
-        el("div", { class: "row muted" }, el("span", {}, "0"), el("span", { style: "flex:1;text-align:center" }, "0.5"), el("span", {}, "1")));
+      side.append(...colorbar("Heatmap: probability of the chosen class"));
       const legend = el("table", { id: "legend" }, el("tr", {}, el("th", {}, "Show"), el("th", {}, "Class"), el("th", { class: "num" }, "Area (mm²)"), el("th", { class: "num" }, "Share")));
       for (const c of data.classes) {
         legend.append(el("tr", {},
@@ -89,6 +103,14 @@
       side.append(legend);
     } else if (data.summary) {
       side.append(el("div", { class: "warning" }, "No probabilities.npy beside summary.json: overlays unavailable."));
+    }
+    if (attention.length) {
+      side.append(el("h3", {}, "MIL attention"));
+      attention.forEach((a, i) => {
+        side.append(toggleRow(`attention-${i}`, `Attention (${a.run})`),
+          el("div", { class: "attention-files" }, Object.entries(a.files).map(([name, url]) => el("a", { href: url, target: "_blank", style: "margin-right:8px" }, name))));
+      });
+      side.append(...colorbar("Attention: the tile's percentile within the slide"));
     }
     if (info) {
       side.append(el("h3", {}, "Slide"));
