@@ -44,40 +44,15 @@ def softmax_head(output: torch.Tensor) -> torch.Tensor:
     return output.softmax(dim=1)
 
 
-def agreement_sample(tiles: int, requested: int | None = None) -> int:
-    """Tiles of a slide of ``tiles`` to re-run at fp32 for :func:`precision_agreement`.
-
-    ``requested`` (0 = none) overrides the default: :data:`AGREEMENT_FRACTION` of the tiles,
-    between :data:`AGREEMENT_MIN_TILES` and :data:`AGREEMENT_MAX_TILES`; never more than
-    ``tiles``. An fp32 forward costs about twice a bf16 one on a CPU, so the default check
-    costs about 2% of a large slide's model time.
-
-    Raises:
-        InvalidOptionError: a negative ``requested``.
-
-    Example:
-        >>> agreement_sample(526), agreement_sample(10), agreement_sample(50_000)
-        (16, 10, 256)
-        >>> agreement_sample(5000, 0), agreement_sample(5000, 1000)
-        (0, 1000)
-    """
-    if requested is not None:
-        if requested < 0:
-            raise InvalidOptionError(f"--agreement-tiles must be 0 or more, got {requested}")
-        return min(requested, tiles)
-    share = math.ceil(AGREEMENT_FRACTION * tiles)
-    return min(tiles, max(AGREEMENT_MIN_TILES, min(AGREEMENT_MAX_TILES, share)))
-
-
 def agreement_quota(tiles: int, slides: int = 1, requested: int | None = None) -> int:
     """Tiles of one slide of a run over ``slides`` slides to check at fp32: the run's check
     spread over its slides, without a fixed count per slide.
 
     Default: :data:`AGREEMENT_FRACTION` of the slide's tiles, and at least its share of
     :data:`AGREEMENT_MIN_TILES` over the run (so a run of small slides still checks at least
-    that many tiles in all), at most :data:`AGREEMENT_MAX_TILES`; a run of one slide checks
-    :func:`agreement_sample` tiles. ``requested`` tiles (0 = none) are shared out the same way.
-    Never more than ``tiles``.
+    that many tiles in all), at most :data:`AGREEMENT_MAX_TILES`. ``requested`` tiles (0 = none)
+    are shared out the same way. Never more than ``tiles``. An fp32 forward costs about twice a
+    bf16 one on a CPU, so the default check costs about 2% of a large slide's model time.
 
     Raises:
         InvalidOptionError: a negative ``requested``, or ``slides`` below 1.
@@ -87,6 +62,10 @@ def agreement_quota(tiles: int, slides: int = 1, requested: int | None = None) -
         (16, 1, 4)
         >>> agreement_quota(5000, slides=100), agreement_quota(65, 100, requested=300)
         (50, 3)
+        >>> agreement_quota(526), agreement_quota(10), agreement_quota(50_000)
+        (16, 10, 256)
+        >>> agreement_quota(5000, requested=0), agreement_quota(5000, requested=1000)
+        (0, 1000)
     """
     if slides < 1:
         raise InvalidOptionError(f"a run needs at least one slide, got {slides}")

@@ -55,8 +55,9 @@ class TileRunOptions:
         num_nodes: nodes with ``devices`` (each runs the same command; Lightning's cluster
             environment tells the ranks apart).
         agreement_tiles: tiles re-run at fp32 under a reduced precision to measure the
-            agreement (0: none; None: 1% of the tiles, 16 to 256; see
-            :func:`oncoscope.inference.predict_tiles.agreement_sample`).
+            agreement, shared out over the run's slides (0: none; None: 1% of a slide's tiles,
+            at most 256, at least its share of 16; see
+            :func:`oncoscope.inference.predict_tiles.agreement_quota`).
         overwrite: redo every slide, whatever its settings.
         on_mismatch: a slide done before with other settings is ``redo``ne (with a note naming
             what differs) or, with ``error``, refused.
