@@ -53,7 +53,7 @@ SHARED = [
     ("--workers", ["mil train", "train"]),  # in their Training panel
     ("--precision", ["slide", "features", "mil train"]),
     ("--stain-normalize", ["slide", "features", "scale"]),
-    ("--devices", ["slide", "features"]),
+    # --devices differs on purpose: slide shards a slide's tiles, features deals out slides
     ("--accelerator", ["slide", "features"]),
     ("--num-nodes", ["slide", "features", "mil train", "train"]),
     ("--strategy", ["mil train", "train"]),

@@ -248,28 +248,55 @@ def test_bf16_is_checked_against_fp32_by_cosine_similarity(
     assert "fp32 cosine min" in output
 
 
-def test_two_processes_through_lightning_ddp_give_the_single_process_bags(
-    small_slide: Path, colour_checkpoint: Path, tmp_path: Path
-) -> None:
-    """``--devices 2 --accelerator cpu``: Lightning starts a second process (gloo) and shards
-    the slide's tiles; the bag equals the one-process bag and only rank 0 speaks."""
-    common = [str(colour_checkpoint), str(small_slide), "--magnification", "10"]
-    common += ["--precision", "fp32", "--stride", "0.5"]
-    code, output = _run(*common, "--out", tmp_path / "one")
-    assert code == 0, output
-    command = [sys.executable, "-m", "oncoscope", "features", *common]
-    done = subprocess.run(
-        [*command, "--out", str(tmp_path / "two"), "--devices", "2", "--accelerator", "cpu"],
+def _features_in_processes(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``python -m oncoscope features ARGS --devices 2 --accelerator cpu``: Lightning starts a
+    second process (gloo)."""
+    command = [sys.executable, "-m", "oncoscope", "features", *map(str, args)]
+    return subprocess.run(
+        [*command, "--devices", "2", "--accelerator", "cpu"],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_two_processes_share_the_slides_and_give_the_single_process_bags(
+    small_slide: Path, colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    """``--devices 2``: each slide is encoded by one of the two ranks, both ranks work, every
+    bag equals the one-process bag, and only rank 0 speaks. A re-run after a bag is lost (a
+    lost node) encodes only that slide."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(small_slide, slides / f"{name}.tif")
+    common = [colour_checkpoint, slides, "--magnification", "10", "--precision", "fp32"]
+    common += ["--stride", "0.5"]
+    code, output = _run(*common, "--out", tmp_path / "one")
+    assert code == 0, output
+    done = _features_in_processes(*common, "--out", tmp_path / "two")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "MEMBER: 2/2" in done.stderr + done.stdout  # two processes really ran
-    assert done.stdout.count("small.tif:") == 1
-    single, single_coords, _ = read_bag(tmp_path / "one" / "small.h5")
-    distributed, coords, _ = read_bag(tmp_path / "two" / "small.h5")
-    np.testing.assert_array_equal(coords, single_coords)
-    np.testing.assert_allclose(distributed, single, rtol=1e-5, atol=1e-6)
+    ranks = []
+    for name in ("a", "b", "c"):
+        assert done.stdout.count(f"{name}.tif:") == 1, done.stdout
+        single, single_coords, _ = read_bag(tmp_path / "one" / f"{name}.h5")
+        distributed, coords, info = read_bag(tmp_path / "two" / f"{name}.h5")
+        np.testing.assert_array_equal(coords, single_coords)
+        np.testing.assert_allclose(distributed, single, rtol=1e-5, atol=1e-6)
+        assert info.attrs["summary"]["world_size"] == 2
+        ranks.append(info.attrs["summary"]["rank"])
+    assert sorted(ranks) in ([0, 0, 1], [0, 1, 1])  # each slide on one rank, both ranks used
     assert not list((tmp_path / "two").glob(".*"))
+
+    (tmp_path / "two" / "b.h5").unlink()
+    again = _features_in_processes(*common, "--out", tmp_path / "two")
+    assert again.returncode == 0, again.stderr[-2000:]
+    said = " ".join(again.stdout.split())
+    assert "a.tif: already done, skipped" in said and "c.tif: already done, skipped" in said
+    assert said.count("b.tif:") == 1 and "b.tif: already" not in said, said
+    redone, _, info = read_bag(tmp_path / "two" / "b.h5")
+    single = read_bag(tmp_path / "one" / "b.h5")[0]
+    np.testing.assert_allclose(redone, single, rtol=1e-5, atol=1e-6)
+    assert info.attrs["summary"]["rank"] == 0  # the one missing slide is dealt to rank 0

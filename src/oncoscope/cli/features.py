@@ -24,9 +24,9 @@ from oncoscope.cli.options import (
     Mpp,
     NumNodes,
     Precision,
-    PredictDevices,
     ScanMagnification,
     ScanMpp,
+    SlideDevices,
     SlideInputs,
     StainNormalize,
     Stride,
@@ -114,7 +114,7 @@ def features(
         int | None, agreement_tiles_option("re-encoded", "the cosine similarity")
     ] = None,
     stain_normalize: StainNormalize = True,
-    devices: PredictDevices = None,
+    devices: SlideDevices = None,
     accelerator: Accelerator = "auto",
     num_nodes: NumNodes = 1,
     out: Annotated[Path, out_option("Output folder (one <slide>.h5 per slide).")],
@@ -157,7 +157,7 @@ def features(
         report = extract_slides(
             loaded, slides, out, options, on_slide=bars.on_item, on_tiles=bars.on_units
         )
-    made = [o.summary for o in report.outcomes if o.summary is not None]
+    made = [o.summary for o in report.outcomes if o.summary is not None and o.rank_zero]
     totals = run_line(made, time.perf_counter() - started)
 
     def bag_made(summary: dict[str, Any]) -> str:

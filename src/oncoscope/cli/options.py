@@ -306,6 +306,16 @@ StainNormalize = Annotated[
 
 # --- Distribution and training ---
 
+#: ``--devices`` of ``features``: the slides dealt over N devices per node, one rank a slide.
+SlideDevices = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Share the slides out over N devices per node (Lightning's launcher); each "
+        "slide is encoded by one process.",
+        rich_help_panel=DISTRIBUTED,
+    ),
+]
 #: ``--devices`` of an inference command: Lightning's ``trainer.predict`` over N devices.
 PredictDevices = Annotated[
     int | None,

@@ -2,12 +2,12 @@
 
 The tiles are those ``oncoscope slide`` plans
 (:func:`oncoscope.inference.slide_inference.plan_tiles`: the same tissue mask, resolution,
-stride and tissue share), read by the same streamed ``TileDataset`` and batched by the same
-runners (:func:`oncoscope.inference.predict_tiles.predict_tiles`, or Lightning's
-``trainer.predict`` over ``devices`` through
-:func:`~oncoscope.inference.predict_distributed.predict_tiles_distributed`), which store the
-encoder's features instead of class probabilities. Features go to a memory-mapped work file by
-tile index and are copied into the bag in chunks, so memory stays flat in the slide's size.
+stride and tissue share), read and batched by the same stream over all the slides of a run
+(:class:`~oncoscope.inference.tile_stream.StreamRun`), which stores the encoder's features
+instead of class probabilities. With ``devices`` the slides are shared out over processes,
+each slide encoded by one rank (:mod:`oncoscope.features.distributed`). Features go to a
+memory-mapped work file by tile index and are copied into the bag in chunks, so memory stays
+flat in the slide's size.
 
 Under a reduced precision (bf16/fp16) a sample of tiles is encoded again at fp32 and the cosine
 similarity of the two feature vectors reported (min and mean) in the bag's ``summary``.
@@ -19,10 +19,10 @@ with ``on_mismatch="error"``, refuses) one made with other settings.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,17 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from oncoscope.batch import BatchReport, run_until_disk_full, writing
+from oncoscope.batch import BatchReport, writing
 from oncoscope.errors import OncoscopeError
 from oncoscope.features.bags import bag_path, read_bag_attrs, write_bag
 from oncoscope.features.encoders import Encoder
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference import tile_runs
-from oncoscope.inference.patches import TileDataset, TileGrid, cells_per_tile
-from oncoscope.inference.predict_tiles import (
-    agreement_quota,
-    precision_agreement,
-)
+from oncoscope.inference.patches import TileGrid, cells_per_tile
 from oncoscope.inference.slide_inference import (
     SlideOptions,
     plan_tiles,
@@ -165,7 +161,7 @@ def extract_slide(
     spent on the others' tiles meanwhile is not counted), ``tiles_per_second``,
     ``phase_seconds`` (``tissue_and_grid``, ``tiles``, ``precision_agreement``), ``precision``,
     ``notes`` and, under a reduced precision, ``precision_agreement`` (``tiles``,
-    ``cosine_min``, ``cosine_mean``, ``max_abs_difference``; see :func:`feature_agreement`).
+    ``cosine_min``, ``cosine_mean``, ``max_abs_difference``; see :func:`compare_features`).
 
     Args:
         on_tiles: called with ``(tiles done, tiles in the slide)`` as batches finish.
@@ -208,9 +204,16 @@ class PlannedBag(PlannedTiles):
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def finish_bag(encoder: Encoder, planned: PlannedBag, precision: str) -> BagOutcome:
+def finish_bag(
+    encoder: Encoder,
+    planned: PlannedBag,
+    precision: str,
+    process: tuple[int, int] | None = None,
+) -> BagOutcome:
     """Write the bag of a slide whose features are in its work file (and its ``agreement``
     set, if checked); the slide is closed and the work folder removed, whatever happens.
+    ``process``: ``(rank, world size)`` of the process that encoded it in a distributed run,
+    recorded in the summary as ``rank`` and ``world_size``.
 
     Raises:
         OSError: the bag cannot be written (``filename`` names it).
@@ -223,6 +226,8 @@ def finish_bag(encoder: Encoder, planned: PlannedBag, precision: str) -> BagOutc
         }
         if planned.agreement is not None:
             summary["precision_agreement"] = planned.agreement
+        if process is not None:
+            summary["rank"], summary["world_size"] = process
         attrs = bag_attrs(encoder, planned.job.path, planned.grid, planned.settings)
         summary.update(planned.clock.record(len(planned.grid)))
         attrs["summary"] = summary
@@ -258,45 +263,6 @@ def _differences(bag: Path, settings: dict[str, Any]) -> str:
     return "; ".join(settings_differences(recorded, settings))
 
 
-def _distributed_bag(
-    encoder: Encoder,
-    key: int,
-    job: SlideJob,
-    out: Path,
-    options: FeatureOptions,
-    on_tiles: Callable[[int, int], None] | None,
-    slides_in_run: int,
-) -> BagOutcome:
-    """One slide through Lightning over ``options.devices`` (every rank runs this)."""
-    planned = _BagRun(encoder, [job], out, options, "fp32", (None, None), stream=False).plan(
-        key, job
-    )
-    if planned is None:
-        return BagOutcome(job.path, bag_path(out, job.path), None)
-    try:
-        precision = tile_runs.run_tiles(
-            encoder.model, encoder.tile_spec(planned.grid.tile_px), planned.tiles,
-            planned.work / "features.npy", encoder.feature_dim, options, encoder.device,
-            on_tiles=on_tiles, head=as_features,
-        )  # fmt: skip
-        planned.clock.done("tiles")
-        if precision is None:  # a non-zero rank of a distributed run: rank 0 writes
-            planned.close()
-            return BagOutcome(job.path, planned.bag, None, planned.notes, rank_zero=False)
-        features = np.load(planned.work / "features.npy", mmap_mode="r")
-        checked = agreement_quota(len(planned.grid), slides_in_run, options.agreement_tiles)
-        if precision != "fp32" and checked > 0:
-            planned.agreement = feature_agreement(
-                encoder, planned.tiles, features, batch_size=options.batch_size, sample=checked
-            )
-            planned.clock.done("precision_agreement")
-        del features
-    except BaseException:
-        planned.discard()
-        raise
-    return finish_bag(encoder, planned, precision)
-
-
 def tile_coords(grid: TileGrid) -> np.ndarray[Any, np.dtype[np.int64]]:
     """``(n, 2)`` int64 level-0 ``(x, y)`` of the tiles' top-left corners, rounded."""
     coords: np.ndarray[Any, np.dtype[np.int64]] = np.rint(grid.positions_level0).astype(np.int64)
@@ -324,23 +290,6 @@ def bag_attrs(
         "oncoscope_version": __version__,
         "settings": json.dumps(settings),
     }
-
-
-def feature_agreement(
-    encoder: Encoder,
-    dataset: TileDataset,
-    features: np.ndarray[Any, Any],
-    *,
-    batch_size: int = 16,
-    sample: int = 256,
-) -> dict[str, Any]:
-    """How reduced-precision features compare with fp32 ones on ``sample`` tiles spread evenly
-    over the slide (encoded again at fp32; see :func:`compare_features`)."""
-    return precision_agreement(
-        encoder.model.to(encoder.device), encoder.tile_spec(dataset.tile_px), dataset, features,
-        batch_size=batch_size, device=encoder.device, sample=sample, head=as_features,
-        compare=compare_features,
-    )  # fmt: skip
 
 
 def compare_features(
@@ -387,10 +336,11 @@ def extract_slides(
 
     In one process the slides stream through one encoder and one DataLoader, the next slide
     planned while the current one runs, as ``oncoscope slide`` runs them
-    (:class:`~oncoscope.inference.tile_stream.StreamRun`); with ``devices``, one slide after
-    the other through Lightning. A full disk (or quota) stops the run: the slide being written
-    is recorded with the file, nothing of its bag is left, and the slides not finished are
-    listed in ``not_done``.
+    (:class:`~oncoscope.inference.tile_stream.StreamRun`); with ``devices``, the slides are
+    shared out over Lightning's processes, each slide encoded by one rank, and the report is
+    rank 0's (:func:`~oncoscope.features.distributed.extract_over_ranks`). A full disk (or
+    quota) stops the run: the slide being written is recorded with the file, nothing of its
+    bag is left, and the slides not finished are listed in ``not_done``.
 
     Raises:
         OncoscopeError: bad options or no slides (per-slide errors are reported, not raised).
@@ -416,24 +366,12 @@ def _run_bags(
 ) -> tuple[list[tuple[SlideJob, OncoscopeError]], FeatureReport]:
     """The bags of ``jobs``, and each failed job's error."""
     if options.devices is not None:
-        errors: list[tuple[SlideJob, OncoscopeError]] = []
+        from oncoscope.features.distributed import extract_over_ranks
 
-        def extract(job: SlideJob) -> BagOutcome:
-            try:
-                return _distributed_bag(
-                    encoder, jobs.index(job), job, out, options, on_tiles, len(jobs)
-                )
-            except OncoscopeError as error:
-                errors.append((job, error))
-                raise
-
-        if full_disk == "raise":
-            report: FeatureReport = BatchReport()
-            for job in jobs:
-                with suppress(OncoscopeError):
-                    report.outcomes.append(extract(job))
-            return errors, report
-        return errors, run_until_disk_full(extract, jobs, on_slide)
+        errors, report = extract_over_ranks(encoder, jobs, out, options, on_slide, on_tiles)
+        if full_disk == "raise" and report.failures and not errors:  # a full disk stopped it
+            raise OSError(errno.ENOSPC, report.failures[0][1], report.failures[0][0])
+        return errors, report
     precision = resolve_precision(options.precision, encoder.device)
     run = _BagRun(encoder, jobs, out, options, precision, (on_slide, on_tiles))
     spec = encoder.tile_spec(tile_side(encoder, options))
@@ -457,11 +395,10 @@ class _BagRun(StreamRun[SlideJob, PlannedBag, BagOutcome]):
         options: FeatureOptions,
         precision: str,
         progress: tuple[Callable[[Path, int], None] | None, Callable[[int, int], None] | None],
-        *,
-        stream: bool = True,
     ) -> None:
-        super().__init__(jobs, precision, *progress, stream=stream)
+        super().__init__(jobs, precision, *progress)
         self.encoder, self.out, self.options = encoder, out, options
+        self.process: tuple[int, int] | None = None  # (rank, world size) in a distributed run
 
     def plan(self, key: int, job: SlideJob) -> PlannedBag | None:
         """Get one slide ready for its tiles; None when its bag exists with these settings.
@@ -507,7 +444,7 @@ class _BagRun(StreamRun[SlideJob, PlannedBag, BagOutcome]):
         )  # fmt: skip
 
     def finish(self, planned: PlannedBag) -> BagOutcome:
-        return finish_bag(self.encoder, planned, self.precision)
+        return finish_bag(self.encoder, planned, self.precision, self.process)
 
     def skipped(self, key: int, job: SlideJob) -> BagOutcome:
         return BagOutcome(job.path, self.output_of(job), None)

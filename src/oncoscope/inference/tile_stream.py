@@ -411,6 +411,7 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         stream: bool = True,
     ) -> None:
         self.jobs = jobs
+        self.slides_in_run = len(jobs)  # the run's fp32 check is shared over these slides
         self.stream = stream
         self.ahead = 1  # slides planned in a thread ahead of the stream (0: in line)
         self.precision = precision
@@ -438,7 +439,7 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         values = work_file(path, (tiles, width))
         if self.precision == "fp32":
             return values, np.zeros(0, np.int64)
-        return values, spread(tiles, agreement_quota(tiles, len(self.jobs), requested))
+        return values, spread(tiles, agreement_quota(tiles, self.slides_in_run, requested))
 
     def finish(self, planned: Tiles) -> Outcome:
         """Write a slide whose tiles are all stored (removing its outputs if that fails)."""
