@@ -3,7 +3,7 @@
 Run by hand, never in the test suite:
 
     .venv/bin/python benchmarks/slide_batch.py [--slides 100] [--workers 0 2]
-        [--parts stream,loop,command,memory] [--workdir DIR] [--seconds 8]
+        [--parts stream,compiled,loop,command,memory] [--workdir DIR] [--seconds 8]
 
 On SYNTHETIC slides (never patient data): ``--distinct`` small slides of 2220 x 2967 px at
 0.5 um/px (the size of ``slide_throughput.py``'s small slide: 60-70 tissue tiles of 224 px at
@@ -14,6 +14,9 @@ precision (the ratio is to the faster of the two):
 
 - ``stream``: ``infer_slides`` over all slides in this process (loading the checkpoint
   included): tiles over the run's wall seconds;
+- ``compiled``: the same with ``compile=True`` (``--compile``), compilation included; inductor's
+  cache is in the work folder, so the first such run of a fresh ``--workdir`` compiles from
+  scratch and later ones find the graph cached (not in the default parts);
 - ``loop``: the same slides one ``infer_slide`` call each (a DataLoader, a planning step and a
   default agreement check per slide: how a run went before slides were streamed);
 - ``command``: the whole ``python -m oncoscope slide FOLDER`` command (start-up included);
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -72,13 +76,18 @@ def _options(workers: int, **more: Any) -> Any:
 
 
 def run_stream(
-    checkpoint: Path, tray: Path, out: Path, workers: int, limit: int | None = None
+    checkpoint: Path,
+    tray: Path,
+    out: Path,
+    workers: int,
+    limit: int | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     from oncoscope.inference.slide_inference import infer_slides
 
     slides = sorted(tray.glob("*.tif"))[:limit]
     start = time.perf_counter()
-    report = infer_slides(checkpoint, slides, out, _options(workers))
+    report = infer_slides(checkpoint, slides, out, _options(workers, compile=compile))
     seconds = time.perf_counter() - start
     assert not report.failures, report.failures
     pooled = report.agreement()
@@ -186,7 +195,16 @@ def main() -> None:
     # warm-up, not measured: the first run in a process paid 20-50% more on this VM (imports,
     # thread pools, page cache), whichever runner came first
     run_stream(checkpoint, tray, workdir / "out-warmup", 0, limit=3)
-    runners = {"stream": run_stream, "loop": run_loop, "command": run_command}
+    # inductor's on-disk cache in the work folder: the first compiled run of a fresh
+    # --workdir compiles from scratch, later ones find the graph cached (as a second nightly
+    # run on the same machine would)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(workdir / "inductor-cache"))
+    runners = {
+        "stream": run_stream,
+        "compiled": lambda c, t, o, w: run_stream(c, t, o, w, compile=True),
+        "loop": run_loop,
+        "command": run_command,
+    }
     for workers in [w for w in args.workers for _ in range(args.repeats)]:
         for name, runner in runners.items():
             if name not in parts:

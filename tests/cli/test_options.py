@@ -53,6 +53,7 @@ SHARED = [
     ("--workers", ["mil train", "train"]),  # in their Training panel
     ("--precision", ["slide", "features", "mil train"]),
     ("--stain-normalize", ["slide", "features", "scale"]),
+    ("--compile", ["slide", "features"]),
     # --devices differs on purpose: slide shards a slide's tiles, features deals out slides
     ("--accelerator", ["slide", "features"]),
     ("--num-nodes", ["slide", "features", "mil train", "train"]),
@@ -98,6 +99,7 @@ def test_precision_has_one_vocabulary_and_train_names_the_old_spellings() -> Non
                     "--batch-size",
                     "--workers",
                     "--precision",
+                    "--compile",
                     "--agreement-tiles",
                     "--stain-normalize",
                 ],
@@ -117,6 +119,7 @@ def test_precision_has_one_vocabulary_and_train_names_the_old_spellings() -> Non
                     "--batch-size",
                     "--workers",
                     "--precision",
+                    "--compile",
                     "--agreement-tiles",
                     "--stain-normalize",
                 ],

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from oncoscope.inference.slide_inference import (
     SlideOptions,
@@ -123,3 +124,36 @@ def test_the_command_ends_with_the_run_and_its_pooled_check(
         f"fp32 check over the run: 100.0% argmax agreement on {checked} tiles of 3 slides"
         in result.output
     )
+
+
+def test_a_compiled_run_gives_the_maps_of_the_eager_run(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    """``--compile``: one graph for the run (its smaller last batches padded to the batch
+    size, the padding's outputs dropped); the maps agree with the eager run's to the float
+    rounding of inductor's fused kernels (about 1e-5 on probabilities here), at fp32."""
+    from torch._dynamo.utils import counters
+
+    eager = infer_slides(colour_checkpoint, tray, tmp_path / "eager", OPTIONS)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = infer_slides(
+        colour_checkpoint, tray, tmp_path / "compiled", replace(OPTIONS, compile=True)
+    )
+    assert compiled.failures == [] and compiled.tiles == eager.tiles
+    assert any(s["tiles"] % OPTIONS.batch_size for s in eager.summaries)  # a padded batch
+    assert counters["stats"]["unique_graphs"] == 1  # compiled, and once for all batch sizes
+    for a, b in zip(
+        _maps(tmp_path / "eager", tray), _maps(tmp_path / "compiled", tray), strict=True
+    ):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4, equal_nan=True)
+
+
+def test_compile_is_refused_where_lightning_runs_the_model(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path
+) -> None:
+    from oncoscope.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match="--compile"):
+        infer_slides(colour_checkpoint, tray, tmp_path, replace(OPTIONS, compile=True, devices=2))
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

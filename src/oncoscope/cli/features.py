@@ -20,6 +20,7 @@ from oncoscope.cli.options import (
     TILES,
     Accelerator,
     AllowUpsampling,
+    Compile,
     Magnification,
     Mpp,
     NumNodes,
@@ -110,6 +111,7 @@ def features(
     batch_size: Annotated[int, batch_size_option("Tiles")] = 16,
     workers: Workers = 0,
     precision: Precision = "auto",
+    compile: Compile = False,
     agreement_tiles: Annotated[
         int | None, agreement_tiles_option("re-encoded", "the cosine similarity")
     ] = None,

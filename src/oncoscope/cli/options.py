@@ -281,6 +281,16 @@ def precision_option(note: str = "") -> Any:
 
 #: ``--precision``: auto, fp32, bf16 or fp16.
 Precision = Annotated[str, precision_option()]
+#: ``--compile`` of the tile commands (``slide``, ``features``).
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the model once for the run (seconds to a minute of compiling, "
+        "cached for later runs; pays off over thousands of tiles, most on a GPU).",
+        rich_help_panel=MODEL,
+    ),
+]
 
 
 def agreement_tiles_option(redone: str, measure: str) -> Any:

@@ -21,6 +21,7 @@ from oncoscope.cli.options import (
     Accelerator,
     AllowUpsampling,
     Checkpoint,
+    Compile,
     Magnification,
     Mpp,
     NumNodes,
@@ -84,6 +85,7 @@ def slide(
     batch_size: Annotated[int, batch_size_option("Tiles")] = 16,
     workers: Workers = 0,
     precision: Precision = "auto",
+    compile: Compile = False,
     agreement_tiles: Annotated[
         int | None, agreement_tiles_option("re-run", "the argmax agreement")
     ] = None,

@@ -129,7 +129,7 @@ def extract_over_ranks(
     run.run(
         on_device.model, on_device.tile_spec(tile_side(encoder, options)),
         batch_size=options.batch_size, workers=options.workers, device=device,
-        head=as_features, full_disk="stop",
+        head=as_features, full_disk="stop", compiled=options.compile,
     )  # fmt: skip
     local: FeatureReport = BatchReport()
     errors = run.report(into=local)

@@ -378,6 +378,7 @@ def _run_bags(
     run.run(
         encoder.model, spec, batch_size=options.batch_size, workers=options.workers,
         device=encoder.device, head=as_features, full_disk=full_disk,
+        compiled=options.compile,
     )  # fmt: skip
     report = BatchReport()
     return run.report(into=report), report

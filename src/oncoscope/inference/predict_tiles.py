@@ -146,6 +146,23 @@ def forward_probabilities(
     return head(logits.float())
 
 
+def compile_model(model: nn.Module) -> nn.Module:
+    """``torch.compile`` of ``model`` (inductor) for batches of one shape: the runners pad a
+    run's last, smaller batches to the batch size (:func:`pad_batch`), so one graph serves the
+    whole run. Compiling takes seconds to minutes on the first batch (cached on disk by
+    inductor for later processes), so it pays off over long runs only."""
+    return torch.compile(model, dynamic=False)  # type: ignore[return-value]
+
+
+def pad_batch(x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``x`` with zero tiles appended up to ``batch_size`` (their outputs are dropped)."""
+    missing = batch_size - len(x)
+    if missing <= 0:
+        return x
+    padding = x.new_zeros((missing, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
+    return torch.cat([x, padding]).contiguous(memory_format=torch.channels_last)
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """The model in eval mode on ``device``, channels-last."""
     return model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]

@@ -239,6 +239,7 @@ def run_agreement(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     if tiles == 0:
         return None
     from scipy.stats import binomtest  # 0.7 s of import: only when there is a check to pool
+
     agreeing = [round(r["argmax_agreement"] * r["tiles"]) for r in records]
     interval = binomtest(sum(agreeing), tiles).proportion_ci(0.95, method="wilson")
     return {
@@ -288,6 +289,7 @@ def classify_slides(
         run.run(
             classifier.model, classifier.spec, batch_size=options.batch_size,
             workers=options.workers, device=classifier.device, full_disk=full_disk,
+            compiled=options.compile,
         )  # fmt: skip
         report = SlideRunReport()
         report.errors = run.report(into=report)

@@ -231,7 +231,7 @@ def infer_slide(
     from oncoscope.io.slide_files import SlideJob
 
     slide_path = Path(slide_path)
-    check_run_options(options)
+    check_run_options(options, lightning_runs_model=True)
     check_on_mismatch(options.on_mismatch)
     notes = Path(annotations) if annotations is not None else None
     job = SlideJob(slide_path.stem, slide_path, notes)
@@ -548,7 +548,7 @@ def infer_slides(
     from oncoscope.inference.slide_batch import classify_slides
     from oncoscope.io.slide_files import find_slides
 
-    check_run_options(options)
+    check_run_options(options, lightning_runs_model=True)
     check_on_mismatch(options.on_mismatch)
     jobs = find_slides(inputs, annotations)
     classifier = load_classifier(checkpoint)

@@ -64,6 +64,11 @@ class TileRunOptions:
         stain_normalize: normalise every tile to the stain target the checkpoint records
             (tiles made by ``wsi tile --stain-normalize``); off: the slide's own colours.
             Without a recorded target it changes nothing.
+        compile: run the model through ``torch.compile`` (one graph for the run; see
+            :func:`oncoscope.inference.predict_tiles.compile_model`); one process only (not
+            with ``devices`` in ``slide``, where Lightning runs the model). Not a setting
+            that makes a re-run redo a slide: compiled and eager outputs agree to float
+            rounding.
     """
 
     magnification: float | None = None
@@ -83,6 +88,7 @@ class TileRunOptions:
     overwrite: bool = False
     on_mismatch: str = "redo"
     stain_normalize: bool = True
+    compile: bool = False
 
 
 @dataclass
@@ -104,14 +110,24 @@ class SlideRun:
     rank_zero: bool = True
 
 
-def check_run_options(options: TileRunOptions) -> None:
+def check_run_options(options: TileRunOptions, *, lightning_runs_model: bool = False) -> None:
     """Refuse options no run can use.
 
+    Args:
+        lightning_runs_model: the command runs the model through Lightning's predict loop
+            with ``devices`` (``slide``), which ``compile`` does not reach.
+
     Raises:
-        InvalidOptionError: ``num_nodes`` above 1 without ``devices``.
+        InvalidOptionError: ``num_nodes`` above 1 without ``devices``; ``compile`` where
+            Lightning runs the model.
     """
     if options.num_nodes > 1 and options.devices is None:
         raise InvalidOptionError("--num-nodes needs --devices (devices per node)")
+    if options.compile and options.devices is not None and lightning_runs_model:
+        raise InvalidOptionError(
+            "--compile compiles the model of a one-process run; with --devices Lightning runs "
+            "the model: drop one of them"
+        )
 
 
 def run_device(loaded_on: torch.device, options: TileRunOptions) -> torch.device:

@@ -42,7 +42,9 @@ from oncoscope.inference.patches import TileDataset
 from oncoscope.inference.predict_tiles import (
     Head,
     agreement_quota,
+    compile_model,
     forward_probabilities,
+    pad_batch,
     softmax_head,
     spread,
     to_model_input,
@@ -176,6 +178,7 @@ def stream_tiles(
     device: torch.device | None = None,
     precision: str = "fp32",
     head: Head = softmax_head,
+    compiled: bool = False,
 ) -> None:
     """Run ``model`` over the tiles of every slide ``slides`` yields, with one DataLoader.
 
@@ -190,8 +193,11 @@ def stream_tiles(
         batch_size, workers: tiles per batch, reader processes (0: this process).
         device: where the model runs (default CPU).
         precision: ``fp32``, ``bf16`` or ``fp16`` (resolved).
+        compiled: run the batches through :func:`compile_model` of ``model``, every batch
+            padded to ``batch_size`` (the fp32 check runs ``model`` itself).
     """
     device = device or torch.device("cpu")
+    forward = compile_model(model) if compiled else model
     live: dict[int, Planned] = {}
     loader: DataLoader[Any] = DataLoader(
         RequestReader(),  # type: ignore[arg-type]
@@ -218,7 +224,9 @@ def stream_tiles(
                 callbacks.started(slide)
             rows = indices.numpy()
             x = to_model_input(pixels, spec, device)
-            slide.values[rows] = forward_probabilities(model, x, precision, head).cpu().numpy()
+            batch = pad_batch(x, batch_size) if compiled else x
+            out = forward_probabilities(forward, batch, precision, head)[: len(rows)]
+            slide.values[rows] = out.cpu().numpy()
             slide.done += len(rows)
             now = time.perf_counter()
             slide.seconds["tiles"] += now - last
@@ -469,9 +477,11 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         device: torch.device,
         head: Head = softmax_head,
         full_disk: str = "stop",
+        compiled: bool = False,
     ) -> None:
         """Plan and stream every job (see the class docstring); ``full_disk="raise"`` raises
-        the full disk's :class:`OSError` instead of recording it.
+        the full disk's :class:`OSError` instead of recording it; ``compiled``: see
+        :func:`stream_tiles`.
 
         Raises:
             OSError: a file cannot be written for another reason than a full disk.
@@ -484,6 +494,7 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
             stream_tiles(
                 model, spec, self._track(iter(planner)), self, batch_size=batch_size,
                 workers=workers, device=device, precision=self.precision, head=head,
+                compiled=compiled,
             )  # fmt: skip
         except OSError as error:
             if error.errno not in DISK_FULL or full_disk == "raise":
