@@ -323,3 +323,25 @@ def test_label_masks_are_8_or_16_bit_class_indices(tmp_path):
             [made.path], tmp_path / f"o-{name}", options, annotations=tmp_path / name
         )
         assert len(report.failures) == 1 and message in report.failures[0][1]
+
+
+def test_overlay_tints_the_tissue_green_and_outlines_the_kept_tiles():
+    """The QC overlay: thumbnail pixels under the tissue mask are 0.8 of themselves plus 0.2 of
+    (0, 200, 0), the others untouched; a kept tile is outlined at its place."""
+    from oncoscope.pathology.tile_dataset import _overlay
+    from oncoscope.pathology.tissue import TissueMask
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    mask = np.zeros((16, 24), bool)  # 4 thumbnail px per mask px
+    mask[4:12, 6:18] = True
+    tissue = TissueMask(mask=mask, downsample=8.0, threshold=0.1)
+    image = np.asarray(_overlay((pixels, 2.0), tissue, [(8, 8, "t", 1.0, "grid")], 40.0))
+    inside = np.kron(mask, np.ones((4, 4), bool))
+    expected = pixels.astype(float)
+    expected[inside] = 0.8 * expected[inside] + 0.2 * np.array([0, 200, 0])
+    outline = np.zeros(inside.shape, bool)
+    outline[4:25, 4:25] = True
+    outline[5:24, 5:24] = False  # the tile at level-0 (8, 8), 40 px wide: thumbnail 4..24
+    assert np.abs(image[~outline].astype(float) - expected[~outline]).max() <= 1.0
+    assert (image[outline] == (0, 0, 255)).all()

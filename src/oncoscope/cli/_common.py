@@ -129,6 +129,12 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+def quiet_compiler() -> None:
+    """Keep ``torch.compile``'s notes on its C++ toolchain (``No CUDA runtime is found, using
+    CUDA_HOME=...`` on a CPU machine) off a command's output; its errors still show."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
     """Print ``rows`` (dicts with the ``columns``) as a rich table: columns of numbers right
     aligned, the others left aligned."""

@@ -11,6 +11,7 @@ import typer
 from oncoscope.cli._common import (
     item_progress,
     options_from,
+    quiet_compiler,
     report_slides,
     run_line,
     user_errors,
@@ -143,6 +144,8 @@ def features(
 
     with user_errors(out=out):
         options = options_from(FeatureOptions, ctx)
+        if options.compile:
+            quiet_compiler()
         ResolutionRequest(mpp=mpp, magnification=magnification)  # not both: before any work
         find_slides(slides)  # missing inputs are refused before the encoder is loaded
         loaded = load_encoder(

@@ -10,6 +10,7 @@ import typer
 from oncoscope.cli._common import (
     item_progress,
     options_from,
+    quiet_compiler,
     report_slides,
     run_line,
     user_errors,
@@ -123,6 +124,8 @@ def slide(
 
     with user_errors(out=out):
         options = options_from(SlideOptions, ctx, scales=tuple(parse_scales(scales)))
+        if options.compile:
+            quiet_compiler()
     with user_errors(), item_progress() as bars:
         report = infer_slides(
             checkpoint,

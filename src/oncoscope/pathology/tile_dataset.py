@@ -456,16 +456,18 @@ def _overlay(
     extent: float,
 ) -> Image.Image:
     """The thumbnail (image, level-0 px per pixel) with the tissue mask (8 um/px, resized to
-    it) tinted green and the kept tiles outlined."""
+    it) tinted green (0.8 of the pixel, 0.2 of ``(0, 200, 0)``) and the kept tiles outlined.
+    Tinted by PIL's blend and composite, in C (a float copy of the thumbnail took a third of
+    ``wsi tile``'s per-slide time on a tray of biopsies)."""
     pixels, downsample = thumbnail
-    height, width = pixels.shape[:2]
+    base = Image.fromarray(np.ascontiguousarray(pixels[..., :3]).astype(np.uint8, copy=False))
+    width, height = base.size
     mask = Image.fromarray(tissue.mask.astype(np.uint8) * 255)
     scale = tissue.downsample / downsample  # thumbnail px per mask px
     mask = mask.crop((0, 0, round(width / scale), round(height / scale)))
-    inside = np.asarray(mask.resize((width, height), Image.Resampling.NEAREST)) > 0
-    rgb = pixels.astype(np.float32)
-    rgb[inside] = 0.8 * rgb[inside] + 0.2 * np.array([0, 200, 0])
-    image = Image.fromarray(rgb.astype(np.uint8))
+    inside = mask.resize((width, height), Image.Resampling.NEAREST)
+    tinted = Image.blend(base, Image.new("RGB", base.size, (0, 200, 0)), 0.2)
+    image = Image.composite(tinted, base, inside)
     draw = ImageDraw.Draw(image)
     side = extent / downsample
     for x, y, _label, _coverage, kind in chosen:
