@@ -10,6 +10,7 @@ with the range over runs.
 
     .venv/bin/python benchmarks/demo_ct_localization.py --seeds 0 1 2 --precisions fp32
 
+``--method smoothgrad`` scores SmoothGrad maps instead of the plain CAM (the demo's map).
 ``--model-kwargs '{"pool": "avg"}'`` replaces the recipe's model keywords (the heads that
 failed: benchmarks/README.md); ``--work DIR`` keeps the cohorts (one per seed, reused) and runs.
 """
@@ -51,7 +52,12 @@ def cohort(folder: Path, seed: int) -> Path:
 
 
 def run_once(
-    manifest: Path, seed: int, precision: str, kwargs: dict[str, Any] | None, out: Path
+    manifest: Path,
+    seed: int,
+    precision: str,
+    kwargs: dict[str, Any] | None,
+    out: Path,
+    method: str = "cam",
 ) -> dict[str, Any]:
     """Train ``ct-cam`` (its model keywords replaced by ``kwargs``) and score it."""
     started = time.perf_counter()
@@ -67,7 +73,7 @@ def run_once(
     config = resolve_config(recipe="ct-cam", overrides=overrides)
     run = train(config, progress_bar=False)
     result = score_localization(
-        run.best_checkpoint, manifest, "test", method="cam", out_dir=out / "localization"
+        run.best_checkpoint, manifest, "test", method=method, out_dir=out / "localization"
     )
     frame = predict_split(run.best_checkpoint, manifest, "test")
     metrics = {k: round(float(v), 3) for k, v in result["metrics"].items()}
@@ -76,6 +82,7 @@ def run_once(
         "seed": seed,
         "precision": precision,
         "model_kwargs": config.model_kwargs,
+        "method": method,
         "auroc": round(float(roc_auc_score(frame["label"] == "tumour", frame["prob_tumour"])), 3),
         "accuracy": round(float((frame["pred"] == frame["label"]).mean()), 3),
         **metrics,
@@ -90,6 +97,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
     parser.add_argument("--model-kwargs", type=json.loads, default=None)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--method", default="cam", help="map scored (explain's methods)")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -101,7 +109,7 @@ def main() -> None:
         manifest = cohort(work / f"cohort-{seed}", seed)
         for precision in args.precisions:
             out = Path(tempfile.mkdtemp(prefix=f"run-{seed}-{precision}-", dir=work))
-            row = run_once(manifest, seed, precision, args.model_kwargs, out)
+            row = run_once(manifest, seed, precision, args.model_kwargs, out, args.method)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print_ranges("ct-cam", rows, KEYS, args.precisions, args.seeds)

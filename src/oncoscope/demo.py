@@ -82,10 +82,11 @@ class AnalysisOutcome:
     located: LocateReport | None = None
 
 
-#: The demo's CT recipe and the map it is explained and located with: the stride-16 CAM of a
-#: cut EfficientNet-Lite0 (a whole one's Grad-CAM follows anatomy, README "What is measured").
+#: The demo's CT recipe and the map it is explained and located with: EfficientNet-Lite0 cut
+#: at stride 16 under a CAM head, read by SmoothGrad (input gradients at pixel resolution; its
+#: plain CAM peaks beside the lesions, README "What is measured").
 CT_RECIPE = "ct-cam"
-CT_MAP = "cam"
+CT_MAP = "smoothgrad"
 
 #: Magnifications the demo's scale search tries around the tiles' x10 (the model sees x8.75).
 DEMO_SCALES = (5.0, 6.25, 7.5, 8.75, 10.0, 12.5, 15.0, 20.0)
@@ -116,9 +117,8 @@ def run_demo(
     The cohort has ``lesion_free`` patients without lesions (default a quarter), so every split
     holds patients of both kinds and the patient-level figures are defined. With ``train``,
     the ``ct-cam`` recipe (EfficientNet-Lite0 from its offline ImageNet weights, cut at stride
-    16 under a CAM head, so that its map says where the lesion is) is trained on the slice
-    dataset, scored and its map scored as a lesion detector on the test patients, whom it never
-    saw, and ``locate`` finds the lesions of a held-out patient's volume; the ``quick`` recipe
+    16 under a CAM head) is trained on the slice dataset, scored, and its SmoothGrad map
+    scored as a lesion detector on the test patients, whom it never saw, and ``locate`` finds the lesions of a held-out patient's volume; the ``quick`` recipe
     is trained on the slide tiles.
     """
     out = Path(out_dir)
@@ -214,7 +214,7 @@ def _analyse(
         located.append(report)
         return locate_section(pid, report)
 
-    say("evaluate: metrics with patient-bootstrap CIs and weak localisation (CAM)")
+    say("evaluate: metrics with patient-bootstrap CIs and weak localisation (SmoothGrad)")
     ct_eval = evaluate_checkpoint(
         ct_checkpoint,
         ct_manifest,
@@ -227,7 +227,7 @@ def _analyse(
     tile_eval = evaluate_checkpoint(
         tile_checkpoint, tile_manifest, out / "evaluation" / "wsi", EvaluationSettings(seed=seed)
     )
-    say("explain: the CAM of every test slice")
+    say("explain: the SmoothGrad map of every test slice")
     paths, keys, labels = manifest_images(ct_manifest, "test")
     explained = explain_images(
         ct_checkpoint,

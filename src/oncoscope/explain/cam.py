@@ -15,6 +15,10 @@ configurations: :meth:`oncoscope.models.sa_efficientnet.SAEfficientNet.attention
 attention each pixel received relative to uniform attention, averaged over the front end's
 layers): where the self-attention looked, the same for every class.
 
+``smoothgrad`` is the input gradient of the class's log-probability averaged over noisy copies
+(captum; :mod:`oncoscope.explain.smoothgrad`): at pixel resolution, for lesions smaller than a
+feature cell.
+
 Every map is ReLU'd, scaled to ``0..1`` per image (pytorch-grad-cam's ``scale_cam_image``) and
 resized to the model's input size. A model that says where its feature grid lies on the input
 (``cam_origin_px``: the input pixel at the centre of feature cell 0, cells ``stride`` pixels
@@ -49,7 +53,7 @@ _GRAD_CAMS: dict[str, Any] = {
     "scorecam": ScoreCAM,
 }
 #: Every explanation method, in the order the CLI lists them.
-METHODS = (*_GRAD_CAMS, "cam", "attention")
+METHODS = (*_GRAD_CAMS, "cam", "attention", "smoothgrad")
 
 
 @dataclass
@@ -120,6 +124,10 @@ def explain_batch(
         raw = attentive.attention_map().float().numpy()
         maps = scale_cam_image(np.maximum(raw, 0), size_wh)
         return BatchMaps(np.asarray(maps, np.float32), chosen, probs, "front")
+    if method == "smoothgrad":
+        from oncoscope.explain.smoothgrad import smoothgrad_maps
+
+        return BatchMaps(smoothgrad_maps(model, images, chosen), chosen, probs, "input")
     if method == "cam":
         raw = plain_cam(model, images, chosen)
         origin = getattr(model, "cam_origin_px", None)

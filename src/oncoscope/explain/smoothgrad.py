@@ -1,0 +1,95 @@
+"""SmoothGrad maps: where in the image the class's log-probability is most sensitive.
+
+SmoothGrad (Smilkov et al., 2017): the absolute gradient of the target class's score with
+respect to the input pixels, averaged over noisy copies of the image, through captum's
+``NoiseTunnel`` over ``Saliency``. The score is the class's log-probability (``log_softmax``
+of the logits: for two classes, the target's logit margin scaled by ``1 - p``), so evidence
+*against* the other class counts as well. The map is summed over channels, smoothed by a
+Gaussian of ``sigma_px`` pixels (the maps are as fine as the input, and a lesion is a blob,
+not an edge), and scaled to ``0..1`` per image.
+
+Why here, beside the CAMs: a CAM is as coarse as the feature map it reads (stride 16 for the
+``ct-cam`` model: cell centres 18 px apart on a 256-px slice, wider than the lesions) and it
+peaks where features that *see* the lesion sit, beside it; the input gradient is at pixel
+resolution and peaks on the pixels that change the decision (benchmarks/README.md, "Weak
+localisation of the demo's CT model"). The noise is drawn from a fixed seed, so a map is the
+same on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from captum.attr import NoiseTunnel, Saliency
+from scipy.ndimage import gaussian_filter
+from torch import nn
+
+#: Noisy copies per image, noise level (a fraction of the images' value range, as the
+#: paper sets it) and smoothing in pixels: what the localisation figures were measured with.
+SAMPLES = 8
+NOISE = 0.04
+SIGMA_PX = 4.0
+
+
+class _LogProbabilities(nn.Module):
+    """``log_softmax`` of a classifier's logits, float32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.model(x).float(), dim=1)
+
+
+def smoothgrad_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: Sequence[int],
+    *,
+    samples: int = SAMPLES,
+    noise: float = NOISE,
+    sigma_px: float = SIGMA_PX,
+    seed: int = 0,
+) -> npt.NDArray[np.float32]:
+    """``(B, H, W)`` SmoothGrad maps in ``0..1`` of ``images`` (``(B, C, H, W)``, normalised as
+    the model expects) for each image's target class.
+
+    Args:
+        samples: noisy copies averaged per image.
+        noise: standard deviation of the Gaussian noise as a fraction of the batch's value
+            range (max minus min; images normalised alike share it).
+        sigma_px: Gaussian smoothing of the map, in pixels (0: none).
+        seed: seed of the noise (the global random state is left as it was).
+
+    Raises:
+        ValueError: ``samples`` below 1, or a negative ``noise`` or ``sigma_px``.
+    """
+    if samples < 1 or noise < 0 or sigma_px < 0:
+        raise ValueError(
+            f"need samples >= 1, noise >= 0, sigma_px >= 0; got {samples}, {noise}, {sigma_px}"
+        )
+    model.eval()
+    explainer = NoiseTunnel(Saliency(_LogProbabilities(model)))
+    stdev = float(noise * (images.max() - images.min()))  # captum takes one per input tensor
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        attributions = explainer.attribute(
+            images.detach().float(),
+            nt_type="smoothgrad",
+            nt_samples=samples,
+            stdevs=stdev,
+            target=list(targets),
+        )
+    model.zero_grad(set_to_none=True)
+    maps = attributions.detach().abs().sum(dim=1).cpu().numpy()
+    out = np.empty(maps.shape, dtype=np.float32)
+    for index, raw in enumerate(maps):
+        smooth = gaussian_filter(raw, sigma_px) if sigma_px > 0 else raw
+        smooth = smooth - smooth.min()
+        peak = smooth.max()
+        out[index] = smooth / peak if peak > 0 else smooth
+    return out
