@@ -118,8 +118,9 @@ def run_demo(
     holds patients of both kinds and the patient-level figures are defined. With ``train``,
     the ``ct-cam`` recipe (EfficientNet-Lite0 from its offline ImageNet weights, cut at stride
     16 under a CAM head) is trained on the slice dataset, scored, and its SmoothGrad map
-    scored as a lesion detector on the test patients, whom it never saw, and ``locate`` finds the lesions of a held-out patient's volume; the ``quick`` recipe
-    is trained on the slide tiles.
+    scored as a lesion detector on the test patients, whom it never saw; ``locate`` finds the
+    lesions of a held-out patient's volume; the ``quick`` recipe is trained on the slide
+    tiles.
     """
     out = Path(out_dir)
     say = step or (lambda _: None)

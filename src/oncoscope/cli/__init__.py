@@ -111,7 +111,7 @@ def demo(
     ] = True,
 ) -> None:
     """Run the CT and slide pipelines end to end on SYNTHETIC data (no patient data)."""
-    from oncoscope.demo import run_demo
+    from oncoscope.demo import CT_MAP, run_demo
 
     quiet_lightning()
 
@@ -161,11 +161,11 @@ def demo(
         located = analysis.localization.get("metrics")
         if located:
             console.print(
-                f"weak localisation:    CAM pointing game {located['pointing_game']:.3f} "
+                f"weak localisation:    {CT_MAP} pointing game {located['pointing_game']:.3f} "
                 f"(random point in the liver {located['pointing_game_random_liver']:.3f}), "
                 f"PxAP {located['pxap']:.3f}"
             )
-        console.print(f"CAM maps:             {analysis.explain_csv}")
+        console.print(f"{CT_MAP} maps:      {analysis.explain_csv}")
         if analysis.located is not None:
             found = analysis.located
             segments = ", ".join(sorted({str(row["segment"]) for row in found.rows})) or "none"

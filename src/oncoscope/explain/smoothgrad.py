@@ -32,6 +32,9 @@ from torch import nn
 SAMPLES = 8
 NOISE = 0.04
 SIGMA_PX = 4.0
+#: Noisy images through the model at once (captum's ``nt_samples_batch_size`` is set from it):
+#: all ``samples`` copies of a batch of 8 at once took the demo's peak memory from 2.8 to 8.4 GB.
+IMAGES_PER_PASS = 16
 
 
 class _LogProbabilities(nn.Module):
@@ -82,6 +85,7 @@ def smoothgrad_maps(
             nt_type="smoothgrad",
             nt_samples=samples,
             stdevs=stdev,
+            nt_samples_batch_size=max(1, IMAGES_PER_PASS // len(images)),
             target=list(targets),
         )
     model.zero_grad(set_to_none=True)
