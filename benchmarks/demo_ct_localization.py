@@ -11,6 +11,8 @@ with the range over runs.
     .venv/bin/python benchmarks/demo_ct_localization.py --seeds 0 1 2 --precisions fp32
 
 ``--method smoothgrad`` scores SmoothGrad maps instead of the plain CAM (the demo's map).
+``--recipe seed000 --model sa_efficientnet_lite0`` trains another recipe and model the same way
+(the seed-000 recipe's own model is the paper-size SA-EfficientNet-B4, too slow for 2 cores).
 ``--model-kwargs '{"pool": "avg"}'`` replaces the recipe's model keywords (the heads that
 failed: benchmarks/README.md); ``--work DIR`` keeps the cohorts (one per seed, reused) and runs.
 """
@@ -58,8 +60,10 @@ def run_once(
     kwargs: dict[str, Any] | None,
     out: Path,
     method: str = "cam",
+    recipe: str = "ct-cam",
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``ct-cam`` (its model keywords replaced by ``kwargs``) and score it."""
+    """Train ``recipe`` (its model, or its model keywords, replaced) and score it."""
     started = time.perf_counter()
     overrides: dict[str, Any] = {
         "data": manifest,
@@ -70,23 +74,36 @@ def run_once(
     }
     if kwargs is not None:
         overrides["model_kwargs"] = kwargs
-    config = resolve_config(recipe="ct-cam", overrides=overrides)
+    if model is not None:
+        overrides["model"] = model
+    config = resolve_config(recipe=recipe, overrides=overrides)
     run = train(config, progress_bar=False)
     result = score_localization(
         run.best_checkpoint, manifest, "test", method=method, out_dir=out / "localization"
     )
     frame = predict_split(run.best_checkpoint, manifest, "test")
     metrics = {k: round(float(v), 3) for k, v in result["metrics"].items()}
+    estimates = result["intervals"]["estimates"]
+    intervals = {  # 95%, resampling the test patients
+        f"{name}_ci": [
+            round(float(estimates[name][end] or 0.0), 3) for end in ("ci_low", "ci_high")
+        ]
+        for name in ("pointing_game", "pxap", "lesion_hit_rate")
+    }
     hits = {row["size_bin"]: f"{row['hits']}/{row['lesions']}" for row in result["by_size"]}
     return {
         "seed": seed,
         "precision": precision,
+        "recipe": recipe,
+        "model": config.model,
         "model_kwargs": config.model_kwargs,
         "method": method,
         "auroc": round(float(roc_auc_score(frame["label"] == "tumour", frame["prob_tumour"])), 3),
         "accuracy": round(float((frame["pred"] == frame["label"]).mean()), 3),
         **metrics,
         "hits_by_size": hits,
+        **intervals,
+        "patients": result["intervals"]["patients"],
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -98,6 +115,8 @@ def main() -> None:
     parser.add_argument("--model-kwargs", type=json.loads, default=None)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--method", default="cam", help="map scored (explain's methods)")
+    parser.add_argument("--recipe", default="ct-cam", help="training recipe (train --recipe)")
+    parser.add_argument("--model", default=None, help="replaces the recipe's model")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -109,10 +128,19 @@ def main() -> None:
         manifest = cohort(work / f"cohort-{seed}", seed)
         for precision in args.precisions:
             out = Path(tempfile.mkdtemp(prefix=f"run-{seed}-{precision}-", dir=work))
-            row = run_once(manifest, seed, precision, args.model_kwargs, out, args.method)
+            row = run_once(
+                manifest,
+                seed,
+                precision,
+                args.model_kwargs,
+                out,
+                args.method,
+                recipe=args.recipe,
+                model=args.model,
+            )
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print_ranges("ct-cam", rows, KEYS, args.precisions, args.seeds)
+    print_ranges(args.recipe, rows, KEYS, args.precisions, args.seeds)
 
 
 if __name__ == "__main__":

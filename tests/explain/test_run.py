@@ -128,6 +128,9 @@ def test_threshold_is_chosen_on_val_and_applied_to_test(tmp_path, checkpoint):
     assert all(Path(f).is_file() for f in result["figures"])
     saved = json.loads((tmp_path / "loc" / "localization.json").read_text())
     assert saved["threshold"] == pytest.approx(0.501)
+    # one test patient: its interval is the point itself, and is said not to be trusted
+    assert saved["intervals"]["estimates"]["pxap"]["ci_low"] == pytest.approx(1.0)
+    assert saved["intervals"]["patients"] == 1 and not saved["intervals"]["trusted"]
 
 
 def test_evaluate_localization_adds_the_scores_to_metrics_and_report(tmp_path, checkpoint):

@@ -89,3 +89,26 @@ def test_pretrained_takes_true_false_or_if_available(value):
 
     with pytest.raises(InvalidOptionError, match="pretrained"):
         resolve_config(overrides={"data": "m.csv", "out": "r", "pretrained": value})
+
+
+def test_if_available_finds_a_front_end_models_backbone_weights():
+    """``sa_efficientnet_lite0`` wraps EfficientNet-Lite0, whose ImageNet weights ship in a
+    package: ``if-available`` must start its kept stages from them, not from random weights."""
+    from oncoscope.models import create_model
+    from oncoscope.models.sa_efficientnet import CONFIGS
+
+    imagenet = dict(create_model("efficientnet_lite0", pretrained=True).named_parameters())
+    config = resolve_config(
+        overrides={
+            "data": "m.csv",
+            "out": "r",
+            "model": "sa_efficientnet_lite0_pairwise",
+            "pretrained": "if-available",
+        }
+    )
+    model, note = initial_model(config, num_classes=2, in_chans=3, kwargs={})
+    assert not note.startswith("random weights"), note
+    stage = CONFIGS["sa_efficientnet_lite0_pairwise"].feed_stage
+    key = next(k for k in imagenet if k.startswith(f"blocks.{stage}.") and k.endswith("weight"))
+    kept = dict(model.backbone.named_parameters())[key]
+    assert torch.equal(kept, imagenet[key])

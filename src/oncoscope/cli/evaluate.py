@@ -103,13 +103,17 @@ def evaluate(
         if block["intervals"]["warning"]:
             console.print(f"  warning: {level}-level {block['intervals']['warning']}")
     if "localization" in metrics:
-        located = metrics["localization"]["metrics"]
-        console.print(
-            f"localisation ({cam_method}): pointing game {located['pointing_game']:.3f} "
-            f"(random point in the liver {located['pointing_game_random_liver']:.3f}), "
-            f"PxAP {located['pxap']:.3f}"
-        )
         record = metrics["localization"]
+        estimates = record["intervals"]["estimates"]
+        console.print(
+            f"localisation ({cam_method}): pointing game "
+            f"{format_estimate(estimates['pointing_game'])} (random point in the liver "
+            f"{estimates['pointing_game_random_liver']['value']:.3f}), "
+            f"PxAP {format_estimate(estimates['pxap'])}; 95% intervals over "
+            f"{record['intervals']['patients']} patients"
+        )
+        if record["intervals"]["warning"]:
+            console.print(f"  warning: localisation {record['intervals']['warning']}")
         if record["threshold_record"]:
             console.print(
                 f"localisation threshold {record['threshold']:g} recorded for `oncoscope "
@@ -142,9 +146,18 @@ def compare(
         Path | None,
         typer.Option(help="MIL runs: the feature bags (default: those the first was trained on)."),
     ] = None,
+    localization: Annotated[
+        str | None,
+        typer.Option(
+            help="CT models: also compare their weak localisation with this explain method "
+            "(smoothgrad, cam, gradcam, ...) against the manifest's lesion masks.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Models side by side with CIs, and paired-bootstrap differences from a reference."""
     from oncoscope.evaluate.compare import compare_runs
+    from oncoscope.evaluate.report import format_estimate
 
     with user_errors(out=out):
         result = compare_runs(
@@ -158,12 +171,22 @@ def compare(
             batch_size=batch_size,
             num_workers=workers,
             bags=bags,
+            localization=localization,
         )
     console.print(f"models: {', '.join(result.models)} (reference {result.reference})")
     if result.comparison["intervals"]["warning"]:
         console.print(
             f"warning: {result.comparison['intervals']['warning']}; no difference is marked *"
         )
+    located = result.comparison.get("localization")
+    if located is not None:
+        for name, block in located["models"].items():
+            console.print(
+                f"{name}: pointing game {format_estimate(block['pointing_game'])}, "
+                f"PxAP {format_estimate(block['pxap'])} ({located['method']})"
+            )
+        if located["warning"]:
+            console.print(f"warning: localisation {located['warning']}")
     console.print(f"comparison: {result.comparison_json}, {result.comparison_csv}")
     console.print(f"report:     {result.report_html}")
 

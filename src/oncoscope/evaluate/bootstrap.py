@@ -7,7 +7,7 @@ SciPy's ``bootstrap`` draw single rows, not groups.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -159,6 +159,17 @@ def bootstrap(
             low, high = (float(v) for v in np.percentile(draws[name], [tail, 100 - tail]))
         result[name] = {"value": value, "ci_low": low, "ci_high": high}
     return result
+
+
+def mark_differences(estimates: Iterable[dict[str, Any]], trusted: bool) -> None:
+    """Add ``spans_zero`` (the interval contains 0) and ``significant`` (it excludes 0 and the
+    intervals can be ``trusted``) to each difference estimate, in place (None without an
+    interval)."""
+    for estimate in estimates:
+        low, high = estimate["ci_low"], estimate["ci_high"]
+        spans = None if low is None or high is None else low <= 0 <= high
+        estimate["spans_zero"] = spans
+        estimate["significant"] = None if spans is None else not spans and trusted
 
 
 def nest(flat: Mapping[Key, Any]) -> dict[str, Any]:

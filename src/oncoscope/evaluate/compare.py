@@ -8,6 +8,7 @@ seed 004 Tables 3-4).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,13 @@ from oncoscope.evaluate.aggregate import (
     describe_aggregation,
     resolve_aggregation,
 )
-from oncoscope.evaluate.bootstrap import bootstrap, interval_trust, nest
+from oncoscope.evaluate.bootstrap import bootstrap, interval_trust, mark_differences, nest
+from oncoscope.evaluate.compare_extras import (
+    compare_localization,
+    cost_section,
+    localization_section,
+    model_cost,
+)
 from oncoscope.evaluate.evaluation import group_column_of, scores_of
 from oncoscope.evaluate.metrics import (
     CLASS_METRICS,
@@ -36,10 +43,12 @@ from oncoscope.evaluate.report import (
     Report,
     ReportSection,
     ReportTable,
+    format_difference,
     format_estimate,
     write_report,
 )
 from oncoscope.evaluate.sections import HOW_TO_READ
+from oncoscope.explain.localization_intervals import FIGURES
 from oncoscope.io.atomic import atomic_path, write_json
 
 #: The column naming a prediction table's rows, first found first, and what its rows are.
@@ -163,11 +172,7 @@ def compare_predictions(
     for name in names:
         diff = nested[name]["difference"]
         per_class = (e for values in diff["classes"].values() for e in values.values())
-        for estimate in [*diff["macro"].values(), *per_class]:
-            low, high = estimate["ci_low"], estimate["ci_high"]
-            spans = None if low is None or high is None else low <= 0 <= high
-            estimate["spans_zero"] = spans
-            estimate["significant"] = None if spans is None else not spans and trust["trusted"]
+        mark_differences([*diff["macro"].values(), *per_class], trust["trusted"])
     return {
         "reference": reference,
         "classes": classes,
@@ -209,37 +214,34 @@ def tidy_rows(comparison: dict[str, Any]) -> pd.DataFrame:
             (c, block["classes"][c], block["difference"]["classes"][c]) for c in block["classes"]
         ]:
             for metric, estimate in metrics.items():
-                diff = diffs[metric]
-                rows.append(
-                    {
-                        "model": name,
-                        "scope": scope,
-                        "metric": metric,
-                        "value": estimate["value"],
-                        "ci_low": estimate["ci_low"],
-                        "ci_high": estimate["ci_high"],
-                        "reference": comparison["reference"],
-                        "difference": diff["value"],
-                        "difference_ci_low": diff["ci_low"],
-                        "difference_ci_high": diff["ci_high"],
-                        "difference_spans_zero": diff["spans_zero"],
-                        "difference_significant": diff["significant"],
-                    }
-                )
+                row = _tidy_row(estimate, diffs[metric], comparison["reference"])
+                rows.append({"model": name, "scope": scope, "metric": metric, **row})
     return pd.DataFrame(rows)
 
 
-def _difference_cell(estimate: dict[str, Any]) -> str:
-    if estimate["value"] is None:
-        return "N/A"
-    text = f"{estimate['value']:+.3f}"
-    if estimate["ci_low"] is not None:
-        text += f" ({estimate['ci_low']:+.3f} to {estimate['ci_high']:+.3f})"
-        if estimate["spans_zero"]:
-            text += " spans 0"
-        else:
-            text += " *" if estimate["significant"] else " (too few groups to judge)"
-    return text
+def _tidy_row(estimate: dict[str, Any], diff: dict[str, Any], reference: str) -> dict[str, Any]:
+    """The columns of a tidy row after model, scope and metric."""
+    return {
+        "value": estimate["value"],
+        "ci_low": estimate["ci_low"],
+        "ci_high": estimate["ci_high"],
+        "reference": reference,
+        "difference": diff["value"],
+        "difference_ci_low": diff["ci_low"],
+        "difference_ci_high": diff["ci_high"],
+        "difference_spans_zero": diff["spans_zero"],
+        "difference_significant": diff["significant"],
+    }
+
+
+def localization_rows(located: dict[str, Any]) -> pd.DataFrame:
+    """One row per model and localisation figure, with the difference from the reference."""
+    rows = []
+    for name, block in located["models"].items():
+        for figure in FIGURES:
+            row = _tidy_row(block[figure], block["difference"][figure], located["reference"])
+            rows.append({"model": name, "metric": figure, **row})
+    return pd.DataFrame(rows)
 
 
 def _scope(block: dict[str, Any], scope: str) -> dict[str, Any]:
@@ -281,7 +283,7 @@ def comparison_report(
             [
                 n,
                 *(
-                    _difference_cell(_scope(models[n]["difference"], scope)[m])
+                    format_difference(_scope(models[n]["difference"], scope)[m])
                     for m in metric_names
                 ),
             ]
@@ -314,6 +316,7 @@ def compare_runs(
     batch_size: int = 32,
     num_workers: int = 0,
     bags: str | Path | None = None,
+    localization: str | None = None,
 ) -> ComparisonResult:
     """Predict ``split`` with each run's best checkpoint and write ``comparison.json``,
     ``comparison.csv`` (tidy) and ``report.html`` under ``out``.
@@ -321,6 +324,13 @@ def compare_runs(
     MIL runs (``mil train``) are compared on the bags of ``split`` of the ``slides.csv`` given
     as ``manifest`` (``bags``: their folder, default the first run's), a row per slide (or per
     patient with patient bags), patients resampled.
+
+    Patch and CT models also get their size and speed (``costs``: parameters, GFLOPs per image,
+    seconds to classify the split). ``localization`` (an ``explain`` method) also scores each
+    CT model's maps on the split's tumour slices against the manifest's lesion masks and
+    compares them on the same resampled patients (``localization`` in ``comparison.json``,
+    ``comparison_localization.csv``, a report section; each model's figures under
+    ``out/localization/<name>``).
 
     Raises:
         OncoscopeError: a folder that is not a run, runs with other classes, a bad reference;
@@ -348,6 +358,8 @@ def compare_runs(
         )
     if bags is not None and not mil:
         raise InvalidOptionError("--bags applies to MIL checkpoints (mil train) only")
+    if localization is not None and mil:
+        raise InvalidOptionError("--localization applies to CT slice models, not MIL models")
     raw_specs = {name: stored[name]["spec"] for name in names}
     classes = [str(c) for c in raw_specs[names[0]]["classes"]]
     for name, spec in raw_specs.items():
@@ -362,8 +374,10 @@ def compare_runs(
         group_column: str | None = "patient"
     else:
         loaded = {name: model_from_checkpoint(stored[name], checkpoints[name]) for name in names}
-        predictions = {
-            name: predict_split(
+        predictions, seconds = {}, {}
+        for name, path in checkpoints.items():
+            started = time.perf_counter()
+            predictions[name] = predict_split(
                 path,
                 manifest,
                 split,
@@ -371,7 +385,9 @@ def compare_runs(
                 num_workers=num_workers,
                 loaded=loaded[name],
             )
-            for name, path in checkpoints.items()
+            seconds[name] = time.perf_counter() - started
+        costs = {
+            name: model_cost(loaded[name], seconds[name], len(predictions[name])) for name in names
         }
         architectures = {name: spec.model for name, (_, spec) in loaded.items()}
         group_column = loaded[names[0]][1].group_column
@@ -398,6 +414,21 @@ def compare_runs(
             "method": method,
             "description": describe_aggregation(method, len(classes)),
         }
+    out = Path(out)
+    located = None
+    if localization is not None:
+        located = compare_localization(
+            checkpoints,
+            loaded,
+            manifest,
+            split,
+            method=localization,
+            out=out,
+            reference=comparison["reference"],
+            resamples=resamples,
+            seed=seed,
+            batch_size=batch_size,
+        )
     comparison = {
         "data": str(Path(manifest).resolve()),
         "split": split,
@@ -406,8 +437,9 @@ def compare_runs(
         "architectures": architectures,
         **comparison,
         **({"patient_level": patients} if patients is not None else {}),
+        **({"costs": costs} if not mil else {}),
+        **({"localization": located} if located is not None else {}),
     }
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     comparison_json, comparison_csv = out / "comparison.json", out / "comparison.csv"
     write_json(comparison_json, comparison, indent=2)
@@ -416,6 +448,9 @@ def compare_runs(
     if patients is not None:
         with atomic_path(out / "comparison_patients.csv") as temporary:
             tidy_rows(patients).to_csv(temporary, index=False, float_format="%.6g")
+    if located is not None:
+        with atomic_path(out / "comparison_localization.csv") as temporary:
+            localization_rows(located).to_csv(temporary, index=False, float_format="%.6g")
     rows = next(what for column, what in ROW_COLUMNS.items() if column in predictions[names[0]])
     facts = {
         "models": ", ".join(f"{n} ({architectures[n]})" for n in names),
@@ -433,6 +468,10 @@ def compare_runs(
         report.add(ReportSection("Patient level", [about + patients["aggregation"]["description"]]))
         for section in by_patient.sections[1:]:  # its "how to read" is the one above
             report.add(section)
+    if not mil:
+        report.add(cost_section(costs))
+    if located is not None:
+        report.add(localization_section(located))
     report_html = write_report(report, out / "report.html")
     return ComparisonResult(
         names, comparison["reference"], comparison_json, comparison_csv, report_html, comparison

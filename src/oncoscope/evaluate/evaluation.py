@@ -596,6 +596,7 @@ def evaluate_checkpoint(
             "threshold_record": located["threshold_record"],
             "threshold_record_note": located["threshold_record_note"],
             "metrics": located["metrics"],
+            "intervals": located["intervals"],
             "by_size": located["by_size"],
         }
     metrics_json = out / "metrics.json"

@@ -163,6 +163,26 @@ def write_report(report: Report, path: str | Path) -> Path:
     return path
 
 
+def format_difference(estimate: Mapping[str, Any], groups: str = "groups") -> str:
+    """A paired difference: ``"+0.120 (+0.050 to +0.190) *"`` (interval excludes 0),
+    ``"... spans 0"``, ``"... (too few <groups> to judge)"`` or ``"N/A"``.
+
+    Example:
+        >>> format_difference({"value": 0.1, "ci_low": -0.1, "ci_high": 0.3, "spans_zero": True})
+        '+0.100 (-0.100 to +0.300) spans 0'
+    """
+    if estimate["value"] is None:
+        return "N/A"
+    text = f"{estimate['value']:+.3f}"
+    if estimate["ci_low"] is not None:
+        text += f" ({estimate['ci_low']:+.3f} to {estimate['ci_high']:+.3f})"
+        if estimate["spans_zero"]:
+            text += " spans 0"
+        else:
+            text += " *" if estimate["significant"] else f" (too few {groups} to judge)"
+    return text
+
+
 def format_estimate(estimate: Mapping[str, float | None] | None, digits: int = 3) -> str:
     """``"0.912 (0.850 to 0.960)"``, ``"0.912"`` without an interval, ``"N/A"`` when undefined.
 

@@ -83,25 +83,31 @@ def localization_section(method: str, located: dict[str, Any]) -> ReportSection:
         located: :func:`oncoscope.explain.localization_report.score_localization`'s result.
     """
     m = located["metrics"]
+    intervals = located["intervals"]
+    estimates = intervals["estimates"]
 
-    def share(value: Any) -> str:
-        return "N/A" if value is None else f"{float(value):.3f}"
+    def share(name: str) -> str:
+        return format_estimate(estimates[name])
 
     summary = {
-        "Pointing game": f"{share(m['pointing_game'])} (random point: image "
-        f"{share(m['pointing_game_random_image'])}, "
-        f"liver {share(m['pointing_game_random_liver'])})",
-        "PxAP": share(m["pxap"]),
-        "Dice / IoU at threshold": f"{share(m['dice'])} / {share(m['iou'])} "
+        "Pointing game": f"{share('pointing_game')} (random point: image "
+        f"{share('pointing_game_random_image')}, liver {share('pointing_game_random_liver')})",
+        "PxAP": share("pxap"),
+        "Dice / IoU at threshold": f"{share('dice')} / {share('iou')} "
         f"(threshold {float(located['threshold']):.3f}, chosen on validation)",
-        "Lesion hit rate": share(m["lesion_hit_rate"]),
-        "Scored": f"{m['images']} tumour slices, {m['lesions']} lesions",
+        "Lesion hit rate": share("lesion_hit_rate"),
+        "Scored": f"{m['images']:.0f} tumour slices of {intervals['patients']} patients, "
+        f"{m['lesions']:.0f} lesion sections; 95% intervals resample patients",
     }
+    if intervals["warning"]:
+        summary["Intervals"] = intervals["warning"]
     rows = [
-        [row["size_bin"], row["lesions"], row["hits"], share(row["hit_rate"])]
+        [row["size_bin"], row["lesions"], row["hits"], share(f"hit_rate {row['size_bin']}")]
         for row in located["by_size"]
     ]
-    table = ReportTable("Lesion hit rate by size", ["size", "lesions", "hits", "hit rate"], rows)
+    table = ReportTable(
+        "Lesion hit rate by size", ["size", "lesions", "hits", "hit rate (95% CI)"], rows
+    )
     figures = [
         ReportFigure(Path(path).stem.replace("_", " "), Path(path)) for path in located["figures"]
     ]

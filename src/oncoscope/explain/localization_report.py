@@ -22,6 +22,12 @@ from PIL import Image
 from oncoscope.ct.lesions import feret_diameter_mm
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError, OutputWriteError
+from oncoscope.explain.localization_intervals import (
+    FIGURES,
+    ImageScore,
+    localization_intervals,
+    split_figures,
+)
 from oncoscope.explain.localization_metrics import (
     SIZE_BINS,
     dice_iou,
@@ -30,7 +36,6 @@ from oncoscope.explain.localization_metrics import (
     pixel_counts,
     pointing_hit,
     precision_recall,
-    pxap,
     random_point_rate,
     size_bin,
 )
@@ -55,6 +60,7 @@ def score_localization(
     tolerance_px: int = 0,
     batch_size: int = 8,
     examples: int = 6,
+    resamples: int = 1000,
     loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
     """Score the maps of ``method`` as lesion detectors against the manifest's lesion masks.
@@ -71,6 +77,7 @@ def score_localization(
         tolerance_px: pointing-game tolerance in pixels (0 = the maximum must be in a lesion).
         batch_size: images per forward pass.
         examples: example overlays (map, true lesion contour in white, boxes in green).
+        resamples: patient-bootstrap resamples of the intervals (seed 0).
         loaded: ``checkpoint`` already loaded (:func:`load_model`; ``evaluate
             --localization`` passes the model it predicted with); else the file is read here.
 
@@ -86,6 +93,11 @@ def score_localization(
         (means over images at the threshold), ``lesion_hit_rate``, ``val_dice`` (the mean Dice
         that chose the threshold), ``images`` and ``lesions`` (counts). ``by_size``: one row per
         bin with ``size_bin, lesions, hits, hit_rate`` (``hit_rate`` None when a bin is empty).
+        ``intervals``: every figure (those of ``metrics`` and ``hit_rate <bin>``) with a 95%
+        patient-bootstrap interval (:func:`~oncoscope.explain.localization_intervals.
+        localization_intervals`: ``estimates``, ``patients``, ``trusted``, ``warning``).
+        ``images``: the per-slice scores (:class:`ImageScore`, not written to the JSON), which
+        ``compare --localization`` pairs across models.
 
     Raises:
         ManifestError: no mask columns, or no (readable) image with a lesion in ``split`` or
@@ -119,7 +131,8 @@ def score_localization(
     metrics = _metrics(scores, val_dice)
     figures = [_pr_figure(out / "localization_pr.png", scores.counts, metrics["pxap"])]
     figures += scores.figures
-    by_size = _by_size(scores.lesions)
+    by_size = _by_size(scores.per_image)
+    intervals = localization_intervals(scores.per_image, resamples=resamples, seed=0)
     _write_tables(out, by_size, scores.box_rows)
     record_file, note = _record_threshold(
         checkpoint,
@@ -130,16 +143,18 @@ def score_localization(
     )
     result = {
         "metrics": metrics,
+        "intervals": intervals,
         "by_size": by_size,
         "threshold": threshold,
         "threshold_record": str(record_file) if record_file else None,
         "threshold_record_note": note,
         "figures": figures,
         "skipped": [{"path": path, "problem": problem} for path, problem in skipped],
+        "images": scores.per_image,
     }
     with atomic_path(out / "localization.json") as temporary:
         record = {
-            **result,
+            **{key: value for key, value in result.items() if key != "images"},
             "figures": [str(f) for f in figures],
             "method": method,
             "split": split,
@@ -159,8 +174,7 @@ class _SplitScores:
     """What the scored split accumulates, image by image."""
 
     counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((2, N_BINS), np.int64))
-    per_image: list[dict[str, float]] = field(default_factory=list)
-    lesions: list[tuple[str, bool]] = field(default_factory=list)  # (size bin, hit)
+    per_image: list[ImageScore] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     box_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -227,20 +241,24 @@ def _score_split(
         truth = ids > 0
         if not truth.any():
             continue
-        scores.counts += pixel_counts(outcome.heat, truth)
         predicted = lesion_mask(outcome.heat, threshold)
         dice, iou = dice_iou(predicted, truth)
         liver = _liver(folder, row, truth)
+        counts = pixel_counts(outcome.heat, truth)
+        scores.counts += counts
         scores.per_image.append(
-            {
-                "pointing": float(pointing_hit(outcome.heat, truth, tolerance_px)),
-                "random_image": random_point_rate(truth, None, tolerance_px),
-                "random_liver": random_point_rate(truth, liver, tolerance_px),
-                "dice": dice,
-                "iou": iou,
-            }
+            ImageScore(
+                path=str(row["path"]),
+                group=_patient(row),
+                pointing=float(pointing_hit(outcome.heat, truth, tolerance_px)),
+                random_image=random_point_rate(truth, None, tolerance_px),
+                random_liver=random_point_rate(truth, liver, tolerance_px),
+                dice=dice,
+                iou=iou,
+                counts=counts,
+                lesions=tuple(_lesion_outcomes(row, predicted, ids, diameters)),
+            )
         )
-        scores.lesions += _lesion_outcomes(row, predicted, ids, diameters)
         boxes = lesion_boxes(predicted)
         scores.box_rows += [
             {"image": row["path"], "row0": b[0], "col0": b[1], "row1": b[2], "col1": b[3]}
@@ -260,7 +278,7 @@ def _lesion_outcomes(
     """(size bin, hit) of each lesion on one image; its 3-D diameter, else its in-plane one."""
     outcomes = []
     for lesion_id, hit in lesion_hits(predicted, ids).items():
-        key = (str(row.get("patient_id", row.get("group", ""))), lesion_id)
+        key = (_patient(row), lesion_id)
         diameter = diameters.get(key)
         if diameter is None:
             diameter = feret_diameter_mm(
@@ -270,8 +288,13 @@ def _lesion_outcomes(
     return outcomes
 
 
-def _by_size(lesions: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+def _patient(row: pd.Series) -> str:
+    return str(row.get("patient_id", row.get("group", "")))
+
+
+def _by_size(images: list[ImageScore]) -> list[dict[str, Any]]:
     """One row per size bin: ``size_bin, lesions, hits, hit_rate`` (None when empty)."""
+    lesions = [lesion for image in images for lesion in image.lesions]
     rows = []
     for name in SIZE_BINS:
         hits = [hit for bin_name, hit in lesions if bin_name == name]
@@ -282,19 +305,16 @@ def _by_size(lesions: list[tuple[str, bool]]) -> list[dict[str, Any]]:
 
 def _metrics(scores: _SplitScores, val_dice: float) -> dict[str, float]:
     """The split's mean scores over images, PxAP and lesion hit rate."""
-    table = pd.DataFrame(scores.per_image)
-    lesions = scores.lesions
+    figures = split_figures(scores.per_image)
+    metrics = {
+        name: float(figures[name] or 0.0) for name in FIGURES if not name.startswith("hit_rate")
+    }
+    lesions = sum(len(image.lesions) for image in scores.per_image)
     return {
-        "pointing_game": float(table["pointing"].mean()),
-        "pointing_game_random_image": float(table["random_image"].mean()),
-        "pointing_game_random_liver": float(table["random_liver"].mean()),
-        "pxap": pxap(scores.counts),
-        "dice": float(table["dice"].mean()),
-        "iou": float(table["iou"].mean()),
-        "lesion_hit_rate": sum(h for _, h in lesions) / max(len(lesions), 1),
+        **metrics,
         "val_dice": val_dice,
-        "images": float(len(table)),
-        "lesions": float(len(lesions)),
+        "images": float(len(scores.per_image)),
+        "lesions": float(lesions),
     }
 
 

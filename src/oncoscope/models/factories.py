@@ -35,6 +35,8 @@ _SA_SIZES = {
     "sa_efficientnet": (75_501_291, 1792),
     "sa_efficientnet_lite0": (4_628_800, 1280),
     "sa_efficientnet_b0": (5_255_114, 1280),
+    "sa_efficientnet_lite0_pairwise": (4_628_539, 1280),
+    "sa_efficientnet_lite0_patchwise": (4_632_370, 1280),
 }
 
 
@@ -198,6 +200,7 @@ for _name, _config in CONFIGS.items():
         dropout_kwarg="drop_rate",
         parameters=_parameters,
         head_features=_features,
+        backbone=_config.backbone,
     )(_front_end_factory(_config.backbone, _sa_front_end(_config)))
 
 register_model(
@@ -207,6 +210,7 @@ register_model(
     dropout_kwarg="drop_rate",
     parameters=19_342_887,
     head_features=1792,
+    backbone="efficientnet_b4",
 )(_front_end_factory("efficientnet_b4", _residual_front_end))
 
 
@@ -240,4 +244,5 @@ register_model(
     dropout_kwarg="drop_rate",
     parameters=813_768,
     head_features=112,
+    backbone="efficientnet_lite0",
 )(_front_end_factory("efficientnet_lite0", _stage_cam_front_end, whole_prefix="backbone."))

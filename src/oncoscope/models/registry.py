@@ -20,7 +20,7 @@ cache and hub. timm does the rest of a pretrained load: it adapts the first conv
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,8 @@ class ModelEntry:
             :data:`RECORDED_CLASSES` outputs, or None when not recorded (the test suite checks
             every recorded count against the built model).
         head_features: input width of its linear classifier (with bias), or None.
+        backbone: the registry model a front-end model wraps by default (its pretrained
+            weights are that model's), or None.
     """
 
     name: str
@@ -61,6 +63,7 @@ class ModelEntry:
     input_size_kwarg: str | None = None
     parameters: int | None = None
     head_features: int | None = None
+    backbone: str | None = None
 
     def parameter_count(self, num_classes: int) -> int | None:
         """Parameters with ``num_classes`` outputs, from the recorded count (no model is
@@ -100,12 +103,14 @@ def register_model(
     input_size_kwarg: str | None = None,
     parameters: int | None = None,
     head_features: int | None = None,
+    backbone: str | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register one of oncoscope's own models under ``name`` (as timm's ``@register_model``).
 
     Adding a model is one decorated factory; :func:`create_model`, ``oncoscope models`` and
     training find it here. ``parameters`` and ``head_features`` record its size for
     ``oncoscope models`` (:class:`ModelEntry`); without them the listing builds the model.
+    ``backbone`` names the model a front end wraps (whose pretrained weights it starts from).
     """
 
     def register(factory: Factory) -> Factory:
@@ -118,10 +123,25 @@ def register_model(
             input_size_kwarg,
             parameters,
             head_features,
+            backbone,
         )
         return factory
 
     return register
+
+
+def pretrained_architecture(name: str, kwargs: Mapping[str, Any] | None = None) -> str:
+    """The architecture whose pretrained weights ``name`` starts from: the backbone of a
+    front-end model (its ``backbone=`` keyword, else its default), else ``name`` itself.
+
+    Example:
+        >>> pretrained_architecture("sa_efficientnet_lite0"), pretrained_architecture("resnet50")
+        ('efficientnet_lite0', 'resnet50')
+    """
+    entry = MODELS.get(name)
+    if entry is None or entry.backbone is None:
+        return name
+    return str((kwargs or {}).get("backbone", entry.backbone))
 
 
 def training_kwargs(

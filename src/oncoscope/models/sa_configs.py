@@ -53,7 +53,7 @@ _SMALL_LITE0 = SAConfig(
 #: quarter-step that lands nearest the paper: 73.7M parameters with a 2-class head, 75.5M with
 #: a 1000-class head (pairwise 74.2M, patchwise 85.5M at 2 classes). ``oncoscope
 #: benchmark-models`` prints the count beside the paper's. The small ones train on a 2-core CPU
-#: and share one layout.
+#: and share one layout; the Lite0 one comes with each relation, for the seed-000 comparison.
 CONFIGS: dict[str, SAConfig] = {
     "sa_efficientnet": SAConfig(
         "SAN front end (SAN-19 layout x3.25, dot relation) feeding EfficientNet-B4 blocks.4 "
@@ -70,5 +70,16 @@ CONFIGS: dict[str, SAConfig] = {
         _SMALL_LITE0,
         description="small SAN front end feeding EfficientNet-B0 blocks.3 (CPU)",
         backbone="efficientnet_b0",
+    ),
+    # The seed-000 comparison trains each relation by name (`train --model a,b,c`).
+    "sa_efficientnet_lite0_pairwise": replace(
+        _SMALL_LITE0,
+        description="sa_efficientnet_lite0 with SAN's pairwise (subtraction) relation (CPU)",
+        relation="pairwise",
+    ),
+    "sa_efficientnet_lite0_patchwise": replace(
+        _SMALL_LITE0,
+        description="sa_efficientnet_lite0 with SAN's patchwise relation (CPU)",
+        relation="patchwise",
     ),
 }

@@ -20,7 +20,7 @@ from torch import nn
 from oncoscope import __version__
 from oncoscope.errors import CorruptFileError, OncoscopeError
 from oncoscope.models import check_model_name, create_model
-from oncoscope.models.registry import training_kwargs
+from oncoscope.models.registry import pretrained_architecture, training_kwargs
 from oncoscope.models.spec import ModelSpec
 from oncoscope.models.weights import cached_timm_weights, package_weights
 from oncoscope.train.checkpoint import read_spec
@@ -70,12 +70,15 @@ def initial_model(
     missing = ""
     if config.pretrained == "if-available" and weights is None:
         pretrained = True
-        if package_weights(config.model) is None:
-            weights = cached_timm_weights(config.model)
+        architecture = pretrained_architecture(config.model, kwargs)  # a front end's backbone
+        if package_weights(architecture) is None:
+            weights = cached_timm_weights(architecture)
             if weights is None:
                 pretrained = False
                 missing = (
-                    f"random weights: no pretrained weights for {config.model} were found "
+                    f"random weights: no pretrained weights for {config.model}"
+                    + (f" (its backbone {architecture})" if architecture != config.model else "")
+                    + " were found "
                     "offline (no --weights FILE, no weight package, not in timm's cache)"
                 )
     model = create_model(
