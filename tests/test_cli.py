@@ -283,6 +283,9 @@ def test_train_models_and_manifest_commands(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
     listing = runner.invoke(app, ["models"])
     assert listing.exit_code == 0 and "25,557,032" in listing.output  # resnet50, as timm counts
+    from oncoscope.models import MODELS
+
+    assert all(name in listing.output for name in MODELS)  # whole names, however narrow
     folder = tmp_path / "folder"
     for label in ("a", "b"):
         for i in range(5):

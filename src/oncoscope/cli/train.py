@@ -164,7 +164,11 @@ def models(
     from oncoscope.models.registry import listed_parameters
 
     table = Table(title="oncoscope models")
-    for column in ("name", "parameters", "seed", "what"):
+    longest = max(len(name) for name in MODELS)
+    table.add_column(
+        "name", min_width=longest, no_wrap=True
+    )  # a name is what users type: never cut
+    for column in ("parameters", "seed", "what"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for entry in MODELS.values():
         count = listed_parameters(entry.name, num_classes)
