@@ -112,3 +112,14 @@ def test_if_available_finds_a_front_end_models_backbone_weights():
     key = next(k for k in imagenet if k.startswith(f"blocks.{stage}.") and k.endswith("weight"))
     kept = dict(model.backbone.named_parameters())[key]
     assert torch.equal(kept, imagenet[key])
+
+
+def test_the_run_says_which_file_a_cam_head_models_weights_came_from():
+    """``cam_efficientnet_lite0`` keeps no timm config of its own: run.json must still name
+    the weight package's file, not a vague "timm"."""
+    from oncoscope.models.weights import package_weights
+
+    config = resolve_config(recipe="ct-cam", overrides={"data": "m.csv", "out": "r"})
+    _, note = initial_model(config, num_classes=2, in_chans=1, kwargs={})
+    found = package_weights("efficientnet_lite0")
+    assert found is not None and note == f"pretrained from {found[0]}"

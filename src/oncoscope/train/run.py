@@ -94,6 +94,10 @@ def initial_model(
     if not pretrained:
         return model, "random weights (not pretrained)"
     cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if weights is None and not (cfg.get("file") or cfg.get("hf_hub_id")):
+        # a model that keeps no timm config (a CAM head on backbone stages): its package's file
+        found = package_weights(pretrained_architecture(config.model, kwargs))
+        cfg = {"file": found[0]} if found else cfg
     return model, f"pretrained from {cfg.get('file') or cfg.get('hf_hub_id') or 'timm'}"
 
 
