@@ -110,3 +110,20 @@ def test_compare_gives_each_models_size_and_speed(tmp_path, monkeypatch):
     assert costs["one"]["seconds_to_classify"] > 0
     assert "Size and speed" in (out / "report.html").read_text()
     assert not (out / "comparison_localization.csv").exists()
+
+
+def test_a_manifest_without_lesion_masks_stops_before_any_prediction(tmp_path, monkeypatch):
+    use_tiny_models(monkeypatch)
+    manifest = cohort(tmp_path / "data", patients=2)
+    pd.read_csv(manifest).drop(columns=["lesion_mask"]).to_csv(manifest, index=False)
+    predicted = []
+    import oncoscope.train.predict as predict
+
+    monkeypatch.setattr(predict, "predict_split", lambda *a, **k: predicted.append(a))
+    result = CliRunner().invoke(
+        app,
+        ["compare", str(run_dir(tmp_path / "one", SEES)), "--data", str(manifest),
+         "--localization", "cam", "--out", str(tmp_path / "cmp")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "missing columns ['lesion_mask']" in result.output
+    assert predicted == [] and not (tmp_path / "cmp").exists()

@@ -360,6 +360,10 @@ def compare_runs(
         raise InvalidOptionError("--bags applies to MIL checkpoints (mil train) only")
     if localization is not None and mil:
         raise InvalidOptionError("--localization applies to CT slice models, not MIL models")
+    if localization is not None:  # before any model predicts: a manifest without masks stops
+        from oncoscope.dataset.manifest import read_manifest
+
+        read_manifest(manifest, required=("path", "label", "split", "lesion_mask"))
     raw_specs = {name: stored[name]["spec"] for name in names}
     classes = [str(c) for c in raw_specs[names[0]]["classes"]]
     for name, spec in raw_specs.items():

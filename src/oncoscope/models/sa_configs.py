@@ -74,8 +74,8 @@ CONFIGS: dict[str, SAConfig] = {
     # The seed-000 comparison trains each relation by name (`train --model a,b,c`).
     "sa_efficientnet_lite0_pairwise": replace(
         _SMALL_LITE0,
-        description="small SAN front end, pairwise (subtraction) relation, feeding EfficientNet-Lite0 "
-        "blocks.3 (CPU)",
+        description="small SAN front end, pairwise (subtraction) relation, feeding "
+        "EfficientNet-Lite0 blocks.3 (CPU)",
         relation="pairwise",
     ),
     "sa_efficientnet_lite0_patchwise": replace(
