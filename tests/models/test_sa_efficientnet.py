@@ -85,6 +85,16 @@ def test_the_paper_configuration_has_the_papers_size_and_geometry():
     assert front > 2 * (count - front)  # the front end is the bulk of the model
 
 
+def test_the_named_configurations_have_a_3x3_stem_and_take_sans_1x1_as_a_keyword():
+    # a 1x1 stem (SAN's) could not learn the features it replaces (benchmarks/README.md)
+    for name in CONFIGS:
+        assert CONFIGS[name].stem_kernel == 3
+    model = create_model("sa_efficientnet_lite0", num_classes=2, in_chans=1)
+    assert model.front.stem[0].kernel_size == (3, 3)
+    san = create_model("sa_efficientnet_lite0", num_classes=2, in_chans=1, stem_kernel=1)
+    assert san.front.stem[0].kernel_size == (1, 1)
+
+
 def test_a_width_list_that_does_not_fit_the_stage_is_a_clear_error():
     with pytest.raises(OncoscopeError, match="stride 8: the front end needs 3 stages"):
         create_model("sa_efficientnet_b0", num_classes=2, widths=(8, 16))

@@ -130,3 +130,22 @@ def test_bad_front_end_arguments():
         LocalAttention2d(8, 4, 8, relation="cosine")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one entry per stage"):
         SANFrontEnd(1, 8, widths=(8, 8), depths=(1,), kernel_sizes=(3, 3))
+    with pytest.raises(ValueError, match="stem_kernel must be odd"):
+        SANFrontEnd(1, 8, widths=(8,), depths=(1,), kernel_sizes=(3,), stem_kernel=2)
+
+
+@pytest.mark.parametrize("stem_kernel", [1, 3, 5])
+def test_the_stem_mixes_a_stem_kernel_wide_neighbourhood_at_full_resolution(stem_kernel):
+    # one changed pixel moves the stem's output (before any pooling) exactly over the
+    # stem_kernel x stem_kernel square around it: 1x1 is SAN's stem, 3x3 the named configs'
+    torch.manual_seed(0)
+    front = SANFrontEnd(1, 8, (8,), (1,), (3,), stem_kernel=stem_kernel).eval()
+    x = torch.randn(1, 1, 15, 15)
+    changed = x.clone()
+    changed[0, 0, 7, 7] += 5.0
+    with torch.no_grad():
+        moved = (front.stem[:2](changed) - front.stem[:2](x)).abs().amax(dim=1)[0] > 1e-6
+    half = stem_kernel // 2
+    expected = torch.zeros(15, 15, dtype=torch.bool)
+    expected[7 - half : 8 + half, 7 - half : 8 + half] = True
+    assert torch.equal(moved, expected)

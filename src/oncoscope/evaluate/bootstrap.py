@@ -172,6 +172,47 @@ def mark_differences(estimates: Iterable[dict[str, Any]], trusted: bool) -> None
         estimate["significant"] = None if spans is None else not spans and trusted
 
 
+def paired_bootstrap(
+    figures: Callable[[str, NDArray[np.intp]], Mapping[Key, float | None]],
+    names: Sequence[str],
+    reference: str,
+    groups: Sequence[Any] | NDArray[Any],
+    *,
+    resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict[str, Any]:
+    """Each model's figures and their differences from ``reference``'s, with intervals over the
+    same resampled groups (a paired bootstrap: every model was scored on the same rows).
+
+    Args:
+        figures: ``(model name, row indices) -> {figure key: value or None}``.
+        names: the models; ``reference`` is one of them.
+        groups, resamples, seed, confidence: as :func:`bootstrap`.
+
+    Returns:
+        ``{name: {*key: estimate, "difference": {*key: estimate}}}``, nested (:func:`nest`), each
+        estimate as :func:`bootstrap` gives it; mark the differences with
+        :func:`mark_differences`.
+    """
+
+    def statistic(indices: NDArray[np.intp]) -> dict[Key, float | None]:
+        per_model = {name: figures(name, indices) for name in names}
+        out: dict[Key, float | None] = {}
+        for name, values in per_model.items():
+            for key, value in values.items():
+                base = per_model[reference][key]
+                out[(name, *key)] = value
+                out[(name, "difference", *key)] = (
+                    None if value is None or base is None else value - base
+                )
+        return out
+
+    return nest(
+        bootstrap(statistic, groups, n_resamples=resamples, seed=seed, confidence=confidence)
+    )
+
+
 def nest(flat: Mapping[Key, Any]) -> dict[str, Any]:
     """Turn path names back into nested mappings.
 

@@ -23,7 +23,7 @@ from oncoscope.evaluate.aggregate import (
     describe_aggregation,
     resolve_aggregation,
 )
-from oncoscope.evaluate.bootstrap import bootstrap, interval_trust, mark_differences, nest
+from oncoscope.evaluate.bootstrap import interval_trust, mark_differences, paired_bootstrap
 from oncoscope.evaluate.compare_extras import (
     compare_localization,
     cost_section,
@@ -152,21 +152,14 @@ def compare_predictions(
     column = group_column_of(first, group_column)
     groups = first[column].astype(str).to_numpy() if column else np.arange(len(first)).astype(str)
 
-    def statistic(indices: Any) -> dict[tuple[str, ...], float | None]:
-        figures = {
-            name: flatten(classification_metrics(s.subset(indices))) for name, s in scores.items()
-        }
-        out: dict[tuple[str, ...], float | None] = {}
-        for name, values in figures.items():
-            for key, value in values.items():
-                out[(name, *key)] = value
-                base = figures[reference][key]
-                diff = None if value is None or base is None else value - base
-                out[(name, "difference", *key)] = diff
-        return out
-
-    nested = nest(
-        bootstrap(statistic, groups, n_resamples=resamples, seed=seed, confidence=confidence)
+    nested = paired_bootstrap(
+        lambda name, indices: flatten(classification_metrics(scores[name].subset(indices))),
+        names,
+        reference,
+        groups,
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
     )
     trust = interval_trust(scores[reference].labels, groups, classes)
     for name in names:

@@ -16,7 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from oncoscope.errors import OncoscopeError
-from oncoscope.evaluate.bootstrap import MIN_GROUPS_PER_CLASS, bootstrap, mark_differences, nest
+from oncoscope.evaluate.bootstrap import (
+    MIN_GROUPS_PER_CLASS,
+    bootstrap,
+    mark_differences,
+    paired_bootstrap,
+)
 from oncoscope.explain.localization_metrics import SIZE_BINS, pxap
 
 #: Figures of a split, in report order: name -> what it is.
@@ -189,20 +194,16 @@ def paired_localization(
     stacked = {name: _Stacked(images) for name, images in per_model.items()}
     groups = [image.group for image in per_model[reference]]
 
-    def statistic(indices: npt.NDArray[np.intp]) -> dict[tuple[str, ...], float | None]:
-        figures = {name: s.figures(indices) for name, s in stacked.items()}
-        out: dict[tuple[str, ...], float | None] = {}
-        for name, values in figures.items():
-            for key, value in values.items():
-                base = figures[reference][key]
-                out[(name, key)] = value
-                out[(name, "difference", key)] = (
-                    None if value is None or base is None else value - base
-                )
-        return out
-
-    nested = nest(
-        bootstrap(statistic, groups, n_resamples=resamples, seed=seed, confidence=confidence)
+    nested = paired_bootstrap(
+        lambda name, indices: {
+            (key,): value for key, value in stacked[name].figures(indices).items()
+        },
+        names,
+        reference,
+        groups,
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
     )
     trust = _trust(groups)
     for name in names:

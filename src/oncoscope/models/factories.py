@@ -29,14 +29,22 @@ Kwargs = dict[str, Any]
 #: Keywords of the residual SA-EfficientNet's front end.
 _RESIDUAL_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
 #: :class:`SAConfig` fields a keyword overrides.
-_SA_KEYS = ("feed_stage", "widths", "depths", "kernel_sizes", "relation", "share")
+_SA_KEYS = (
+    "feed_stage",
+    "widths",
+    "depths",
+    "kernel_sizes",
+    "relation",
+    "share",
+    "stem_kernel",
+)
 #: Parameters at 1000 classes and classifier input width of each named SA-EfficientNet.
 _SA_SIZES = {
-    "sa_efficientnet": (75_501_291, 1792),
-    "sa_efficientnet_lite0": (4_628_800, 1280),
-    "sa_efficientnet_b0": (5_255_114, 1280),
-    "sa_efficientnet_lite0_pairwise": (4_628_539, 1280),
-    "sa_efficientnet_lite0_patchwise": (4_632_370, 1280),
+    "sa_efficientnet": (75_506_283, 1792),
+    "sa_efficientnet_lite0": (4_629_568, 1280),
+    "sa_efficientnet_b0": (5_255_882, 1280),
+    "sa_efficientnet_lite0_pairwise": (4_629_307, 1280),
+    "sa_efficientnet_lite0_patchwise": (4_633_138, 1280),
 }
 
 
@@ -157,6 +165,8 @@ def _front_end_factory(
             raise OncoscopeError(f"{backbone_name}: {error}") from None
         if is_whole_model and weights is not None:
             load_weights_file(model, weights)
+            # the front end came with the weights: nothing to warm-start from
+            object.__setattr__(model, "replaced_stages", None)
         return model
 
     return create
@@ -165,7 +175,7 @@ def _front_end_factory(
 def _sa_front_end(config: SAConfig) -> Callable[[dict[str, Any]], Wrap]:
     """The front end of one named SA-EfficientNet configuration; every field can be overridden
     (``feed_stage=``, ``widths=``, ``depths=``, ``kernel_sizes=`` or one ``kernel_size=`` for
-    all stages, ``relation=``, ``share=``)."""
+    all stages, ``relation=``, ``share=``, ``stem_kernel=``)."""
 
     def front_end(kwargs: Kwargs) -> Wrap:
         from oncoscope.models.sa_efficientnet import SAEfficientNet

@@ -23,6 +23,7 @@ class SAConfig:
         widths, depths, kernel_sizes: per front-end stage (stage ``s`` at stride ``2**(s+1)``).
         relation: ``pairwise``, ``patchwise`` or ``dot``.
         share: value channels per attention weight (SAN: 8).
+        stem_kernel: side of the stem's convolution at full resolution, odd (SAN: 1).
     """
 
     description: str
@@ -33,6 +34,11 @@ class SAConfig:
     kernel_sizes: tuple[int, ...]
     relation: Relation = "pairwise"
     share: int = 8
+    #: 3, not SAN's 1: with a 1x1 stem the first pixels to meet are already max-pooled, and the
+    #: small front end could not learn the features it replaces (benchmarks/README.md, "The SA
+    #: front end's stem and warm start"); stand-alone self-attention (Ramachandran et al.
+    #: 2019) likewise keeps a convolutional stem.
+    stem_kernel: int = 3
 
 
 _SMALL_LITE0 = SAConfig(

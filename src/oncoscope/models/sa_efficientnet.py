@@ -95,8 +95,12 @@ class SAEfficientNet(FrontEndModel):
         config: the front end's layout: ``feed_stage`` (the backbone stage it feeds; ``0``:
             it replaces the stem only), ``widths``, ``depths``, ``kernel_sizes`` (one stage per
             halving, so the number of stages is ``log2`` of the fed stage's stride),
-            ``relation`` and ``share`` (:mod:`oncoscope.models.san`). Its ``backbone`` name and
-            ``description`` are not read here.
+            ``relation``, ``share`` and ``stem_kernel`` (:mod:`oncoscope.models.san`). Its
+            ``backbone`` name and ``description`` are not read here.
+
+    ``replaced_stages`` is the removed stem and stages (with the backbone's weights), outside
+    the module tree: :mod:`oncoscope.train.warm_start` trains the front end to reproduce them
+    before training; it is None when the whole model came from a weight file.
 
     The backbone's timm interface is passed through (:class:`FrontEndModel`), with
     ``feature_info`` listing the front end's stages first, so the rest of oncoscope treats it
@@ -131,8 +135,12 @@ class SAEfficientNet(FrontEndModel):
             config.kernel_sizes,
             relation=config.relation,
             share=config.share,
+            stem_kernel=config.stem_kernel,
         )
         timm_model: Any = backbone
+        replaced = nn.Sequential(
+            timm_model.conv_stem, timm_model.bn1, *list(timm_model.blocks)[:feed_stage]
+        )
         timm_model.conv_stem = nn.Identity()
         timm_model.bn1 = nn.Identity()
         for index in range(feed_stage):
@@ -145,4 +153,7 @@ class SAEfficientNet(FrontEndModel):
         # timm's stage n is blocks[n - 1]: the stages after the fed one are kept
         super().__init__(front, backbone, front_info=front_info, first_stage=feed_stage + 1)
         self.feed_stage, self.fed = feed_stage, fed
+        # what the front end replaces, kept outside the module tree (not trained, not saved):
+        # training's warm start (oncoscope.train.warm_start) has the front end copy it first
+        object.__setattr__(self, "replaced_stages", replaced)
         self.pretrained_cfg["first_conv"] = "front.stem.0"

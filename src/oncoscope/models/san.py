@@ -15,9 +15,9 @@ neighbourhood sum to one). Three relations give the weights ``w``:
   (as in stand-alone self-attention), normalised with the softmax.
 
 Written with ``F.unfold`` so that it runs on CPU and GPU alike (SAN's aggregation kernels are
-CUDA-only). :class:`SANFrontEnd` stacks SAN stages (a 1x1 stem at full resolution, then per
-stage: 2x2 max pooling, a 1x1 transition, ``depth`` pre-activation bottlenecks, BN-ReLU) and
-ends with a 1x1 projection to the channels a backbone stage consumes, at its stride.
+CUDA-only). :class:`SANFrontEnd` stacks SAN stages (a convolutional stem at full resolution,
+then per stage: 2x2 max pooling, a 1x1 transition, ``depth`` pre-activation bottlenecks,
+BN-ReLU) and ends with a 1x1 projection to the channels a backbone stage consumes, at its stride.
 """
 
 from __future__ import annotations
@@ -265,14 +265,16 @@ class SANFrontEnd(nn.Module):
         kernel_sizes: neighbourhood side per stage (same length), odd.
         relation: ``pairwise``, ``patchwise`` or ``dot`` (see the module docstring).
         share: see :class:`SANBottleneck`.
+        stem_kernel: side of the stem's convolution at full resolution, odd (SAN's is 1; at 1
+            the first pixels to meet are already max-pooled).
 
     Shapes:
         ``(B, in_chans, H, W)`` -> ``(B, out_channels, ceil(H/S), ceil(W/S))`` with
         ``S = 2**len(widths)``.
 
     Raises:
-        ValueError: no stages, lists of different lengths, a depth below 1, an even kernel,
-            an unknown relation.
+        ValueError: no stages, lists of different lengths, a depth below 1, an even kernel or
+            stem kernel, an unknown relation.
     """
 
     def __init__(
@@ -285,8 +287,11 @@ class SANFrontEnd(nn.Module):
         *,
         relation: Relation = "pairwise",
         share: int = 8,
+        stem_kernel: int = 1,
     ) -> None:
         super().__init__()
+        if stem_kernel < 1 or stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel must be odd and positive, got {stem_kernel}")
         if not widths or not len(widths) == len(depths) == len(kernel_sizes):
             raise ValueError(
                 f"widths, depths and kernel_sizes need one entry per stage, got {list(widths)}, "
@@ -299,7 +304,9 @@ class SANFrontEnd(nn.Module):
         self.relation = relation
         self.stride = 2 ** len(widths)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, widths[0], 1), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_chans, widths[0], stem_kernel, padding=stem_kernel // 2),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
         )
         stages = []
         previous = widths[0]

@@ -117,6 +117,9 @@ class TrainConfig(RunSettings):
     #: weights, said in the run's log and ``run.json``.
     pretrained: bool | Literal["if-available"] = False
     weights: Path | None = None
+    #: Epochs of the front-end warm start (:mod:`oncoscope.train.warm_start`) for a model
+    #: whose front end replaces pretrained stages (the SA-EfficientNets); 0: none.
+    warm_start_epochs: int = Field(8, ge=0)
     recipe: str | None = None
 
     @field_validator("milestones")

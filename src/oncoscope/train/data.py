@@ -417,9 +417,13 @@ class ManifestDataModule(pl.LightningDataModule):
             persistent_workers=False,
         )
 
+    def train_dataset(self) -> ManifestDataset:
+        """The training images as training feeds them (augmented for ``(index, epoch)`` items)."""
+        return self._dataset("train", training=True)
+
     def train_dataloader(self) -> DataLoader[Any]:
         """Shuffled (or class-balanced) training batches, split across processes."""
-        dataset = self._dataset("train", training=True)
+        dataset = self.train_dataset()
         weights = None
         if self.balanced:
             counts = self.data.class_counts()

@@ -39,6 +39,7 @@ from oncoscope.train.scaffold import (
     check_run_folder,
     training_device,
 )
+from oncoscope.train.warm_start import replaced_stages, warm_start_front
 
 #: ``check_run_folder``, ``RunResult`` and ``training_device`` are the scaffold's, named here too.
 __all__ = [
@@ -201,6 +202,7 @@ def train(
         seed=config.seed,
         stain_augment=config.stain_augment,
     )
+    warm_start = _warm_start(module, datamodule, config, resumed=last is not None, initial=notes[0])
     try:
         result = run.fit(module, datamodule, progress_bar=progress_bar, initial_weights=notes[0])
     except CorruptFileError as error:
@@ -211,9 +213,40 @@ def train(
         "train_images": int((data.frame["split"] == "train").sum()),
         "val_images": int((data.frame["split"] == "val").sum()),
         "stain_augment": config.stain_augment,
+        **({"warm_start": warm_start} if warm_start is not None else {}),
     }
     run.write_summary(result, about)
     return result
+
+
+def _warm_start(
+    module: LitClassifier,
+    datamodule: ManifestDataModule,
+    config: TrainConfig,
+    *,
+    resumed: bool,
+    initial: str,
+) -> dict[str, Any] | str | None:
+    """Warm-start a front end that replaces pretrained stages (:mod:`.warm_start`) before
+    training; what was done, or why not, for ``run.json`` (None: the model has no such front
+    end, or the warm start is off)."""
+    if config.warm_start_epochs == 0 or replaced_stages(module.model) is None:
+        return None
+    if resumed:
+        return "skipped: resumed from the run's last checkpoint"
+    if initial.startswith("random weights"):
+        return "skipped: the stages the front end replaces have random weights"
+    log.info("%s: warm start of the front end, %d epochs", config.model, config.warm_start_epochs)
+    done = warm_start_front(
+        module.model,
+        datamodule.train_dataset(),
+        epochs=config.warm_start_epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
+    )
+    log.info("%s: warm start relative error %.3f", config.model, done.relative_error)
+    return done.to_dict()
 
 
 def _unreadable_image(error: CorruptFileError) -> CorruptFileError:

@@ -1,0 +1,142 @@
+"""Can the SA front end learn the features it replaces? 1x1 (SAN's) against 3x3 stems (run by hand).
+
+The small SA-EfficientNet-Lite0 front end takes the place of Lite0's stem and ``blocks.0-2``.
+Here it is trained alone, on the demo cohort's training slices (image pixels only, no labels,
+no masks), to reproduce what those pretrained layers produce (the input of ``blocks.3``, each
+channel standardised over the training slices), by mean squared error: Adam 1e-3, batch 16,
+``--epochs`` epochs. The figure is the relative error on the val slices (mean squared error of
+the standardised target; 1.0 is what predicting each channel's mean gives, 0 a perfect copy),
+per stem kernel and seed, beside a plain three-layer 3x3 convolution stack as a reference.
+
+    .venv/bin/python benchmarks/sa_front_end_stem.py --seeds 0 1 2 --epochs 4
+
+``--work DIR`` keeps the cohort (``benchmarks/demo_ct_localization.py`` writes the same one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
+from demo_ct_localization import cohort  # beside this script
+from phantom_localization import machine_line
+from PIL import Image
+from torch import nn
+
+from oncoscope.dataset.manifest import read_manifest
+from oncoscope.models import create_model
+
+SIDE = 224
+
+
+def slices(manifest: Path, split: str, mean: float, std: float) -> torch.Tensor:
+    """The split's slices as normalised ``(N, 1, SIDE, SIDE)`` float32, as training feeds them."""
+    frame = read_manifest(manifest)
+    frame = frame[frame["split"] == split]
+    images = []
+    for path in frame["path"]:
+        with Image.open(manifest.parent / path if not Path(path).is_absolute() else path) as im:
+            grey = np.asarray(im.convert("L").resize((SIDE, SIDE), Image.BILINEAR), np.float32)
+        images.append((grey / 255.0 - mean) / std)
+    return torch.from_numpy(np.stack(images))[:, None]
+
+
+def conv_reference() -> nn.Module:
+    """Three 3x3 stride-2 convolutions (BN-ReLU) and a 1x1 projection to Lite0's 40 channels."""
+    layers: list[nn.Module] = []
+    for cin, cout in ((1, 32), (32, 64), (64, 128)):
+        layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Conv2d(128, 40, 1), nn.BatchNorm2d(40))
+
+
+def fit(
+    student: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    seed: int,
+) -> dict[str, float]:
+    """Train ``student`` to the standardised target; relative errors (train: last epoch)."""
+    (x, target), (x_val, target_val) = train, val
+    optimiser = torch.optim.Adam(student.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    for _ in range(epochs):
+        student.train()
+        losses = []
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x) - 15, 16):
+            batch = order[start : start + 16]
+            loss = F.mse_loss(student(x[batch]), target[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss))
+    student.eval()
+    with torch.no_grad():
+        val_error = float(F.mse_loss(student(x_val), target_val))
+    return {"train_rel_mse": round(float(np.mean(losses)), 3), "val_rel_mse": round(val_error, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    print(machine_line())
+    work = args.work or Path(tempfile.mkdtemp(prefix="sa-stem-"))
+    manifest = cohort(work / "cohort-0", 0)
+    teacher_model = create_model("efficientnet_lite0", num_classes=2, pretrained=True, in_chans=1)
+    cfg = teacher_model.pretrained_cfg
+    mean, std = float(np.mean(cfg["mean"])), float(np.mean(cfg["std"]))
+    teacher = nn.Sequential(
+        teacher_model.conv_stem, teacher_model.bn1, *teacher_model.blocks[:3]
+    ).eval()
+    x, x_val = slices(manifest, "train", mean, std), slices(manifest, "val", mean, std)
+    with torch.no_grad():
+        target, target_val = teacher(x), teacher(x_val)
+    centre = target.mean(dim=(0, 2, 3), keepdim=True)
+    scale = target.std(dim=(0, 2, 3), keepdim=True) + 1e-3
+    train_pair = (x, (target - centre) / scale)
+    val_pair = (x_val, (target_val - centre) / scale)
+    print(f"# {len(x)} training and {len(x_val)} val slices; target {tuple(target.shape[1:])}")
+    rows = []
+    for seed in args.seeds:
+        for student_name in ("stem 1x1 (SAN)", "stem 3x3", "3x3 conv stack"):
+            torch.manual_seed(seed)
+            if student_name == "3x3 conv stack":
+                student = conv_reference()
+            else:
+                kernel = 1 if "1x1" in student_name else 3
+                student = create_model(
+                    "sa_efficientnet_lite0", num_classes=2, in_chans=1, stem_kernel=kernel
+                ).front
+            started = time.perf_counter()
+            row = {
+                "student": student_name,
+                "seed": seed,
+                "epochs": args.epochs,
+                **fit(student, train_pair, val_pair, args.epochs, seed),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| student | val relative error (range over seeds) | train, last epoch |")
+    print("|---|---|---|")
+    for name in dict.fromkeys(r["student"] for r in rows):
+        val = [r["val_rel_mse"] for r in rows if r["student"] == name]
+        tr = [r["train_rel_mse"] for r in rows if r["student"] == name]
+        print(f"| {name} | {min(val):.3f}-{max(val):.3f} | {min(tr):.3f}-{max(tr):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

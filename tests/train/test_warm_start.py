@@ -1,0 +1,135 @@
+"""The front-end warm start: the SA front end learns to reproduce the stages it replaces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from skimage.data import camera
+from torch.utils.data import Dataset
+
+from oncoscope.models import create_model
+from oncoscope.train.config import resolve_config
+from oncoscope.train.run import train
+from oncoscope.train.warm_start import replaced_stages, warm_start_front
+
+
+class _Images(Dataset[tuple[torch.Tensor, int]]):
+    """Crops of scikit-image's camera photograph, standardised; items are ``(index, epoch)`` as
+    training's sampler gives them."""
+
+    def __init__(self, count: int, side: int) -> None:
+        photo = torch.from_numpy(camera().astype("float32") / 255.0)
+        generator = torch.Generator().manual_seed(0)
+        corners = torch.randint(0, photo.shape[0] - side, (count, 2), generator=generator)
+        crops = [photo[r : r + side, c : c + side] for r, c in corners.tolist()]
+        self.images = (torch.stack(crops)[:, None] - 0.45) / 0.25
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, _epoch = item
+        return self.images[index], 0
+
+
+def _small_sa_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(
+        "sa_efficientnet_lite0",
+        num_classes=2,
+        in_chans=1,
+        depths=(1, 1, 1),
+        pretrained=True,
+    )
+
+
+def test_the_front_end_learns_to_reproduce_the_stages_it_replaces():
+    model = _small_sa_model()
+    teacher = replaced_stages(model)
+    assert teacher is not None
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    images = _Images(16, 32)
+    done = warm_start_front(model, images, epochs=30, batch_size=8, seed=0)
+
+    # the truth: the replaced stages' output, standardised per channel here, independently
+    model.eval()
+    x = images.images
+    with torch.no_grad():
+        target, copied = teacher.eval()(x), model.front(x)
+    mean = target.mean(dim=(0, 2, 3), keepdim=True)
+    spread = target.std(dim=(0, 2, 3), keepdim=True)
+    error = float(F.mse_loss((copied - mean) / spread, (target - mean) / spread))
+    assert error < 0.8  # 1.0 is what each channel's mean gives (measured: 0.65)
+    # on the replaced stages' own scale, not the normalised one the front end ends in
+    assert torch.allclose(copied.std(dim=(0, 2, 3)), target.std(dim=(0, 2, 3)), rtol=0.5)
+    assert done.epochs == 30 and done.relative_error < done.first_relative_error
+    # the teacher is not trained, and the classifier starts at zero: equal logits
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    with torch.no_grad():
+        assert torch.count_nonzero(model(x)) == 0
+
+
+def test_a_model_without_replaced_stages_is_refused():
+    with pytest.raises(ValueError, match="no pretrained stages"):
+        warm_start_front(
+            create_model("simple_cnn", num_classes=2),
+            _Images(4, 32),
+            epochs=1,
+            batch_size=2,
+            seed=0,
+        )
+    with pytest.raises(ValueError, match="at least 1"):
+        warm_start_front(_small_sa_model(), _Images(4, 32), epochs=0, batch_size=2, seed=0)
+
+
+def test_a_whole_model_weight_file_brings_its_front_end_so_nothing_is_warm_started(tmp_path):
+    model = _small_sa_model()
+    torch.save(model.state_dict(), tmp_path / "whole.pt")
+    loaded = create_model(
+        "sa_efficientnet_lite0",
+        num_classes=2,
+        in_chans=1,
+        depths=(1, 1, 1),
+        weights=tmp_path / "whole.pt",
+    )
+    assert replaced_stages(loaded) is None
+    assert torch.equal(loaded.front.stem[0].weight, model.front.stem[0].weight)
+
+
+@pytest.mark.parametrize(
+    ("pretrained", "epochs", "expected"),
+    [
+        ("if-available", 3, "done"),
+        (False, 8, "skipped: the stages the front end replaces have random weights"),
+        ("if-available", 0, None),
+    ],
+)
+def test_training_warm_starts_an_sa_model_and_says_so(
+    patches, tmp_path, pretrained, epochs, expected
+):
+    config = resolve_config(
+        overrides={
+            "data": patches,
+            "out": tmp_path / "run",
+            "model": "sa_efficientnet_lite0",
+            "pretrained": pretrained,
+            "warm_start_epochs": epochs,
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 8,
+            "num_workers": 0,
+            "precision": "fp32",
+        }
+    )
+    train(config, progress_bar=False)
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    if expected is None:
+        assert "warm_start" not in summary
+    elif expected == "done":
+        warm = summary["warm_start"]
+        assert warm["epochs"] == 3 and warm["relative_error"] < warm["first_relative_error"]
+    else:
+        assert summary["warm_start"] == expected
