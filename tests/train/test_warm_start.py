@@ -66,6 +66,18 @@ def test_the_front_end_learns_to_reproduce_the_stages_it_replaces():
     # on the replaced stages' own scale, not the normalised one the front end ends in
     assert torch.allclose(copied.std(dim=(0, 2, 3)), target.std(dim=(0, 2, 3)), rtol=0.5)
     assert done.epochs == 30 and done.relative_error < done.first_relative_error
+    # the running statistics are those of the final weights over the images (precise BN):
+    # the stem's normalisation holds the mean of the stem convolution's output, exactly
+    stem_conv, stem_norm = model.front.stem[0], model.front.stem[1]
+    with torch.no_grad():
+        stem_mean = stem_conv(x).mean(dim=(0, 2, 3))
+    assert torch.allclose(stem_norm.running_mean, stem_mean, atol=1e-5)
+    # evaluation (running statistics) gives what training (batch statistics) gives
+    model.front.train()
+    with torch.no_grad():
+        trained = model.front(x)
+    training_error = float(F.mse_loss((trained - mean) / spread, (target - mean) / spread))
+    assert error == pytest.approx(training_error, abs=0.03)
     # the teacher is not trained, and the classifier starts at zero: equal logits
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
     with torch.no_grad():

@@ -7,9 +7,11 @@ a few hundred CT slices, the front end did not learn, and the model classified n
 (benchmarks/README.md, "The SA front end's stem and warm start"). Before training, therefore,
 the front end alone is trained to reproduce what the pretrained stages it replaces produce on
 the training images (feature distillation: mean squared error against each channel of their
-output standardised over the training images; images only, no labels and no masks). Its output
-normalisation is then set to the target's per-channel mean and spread, so the stages after it
-receive what they were trained on, and the classifier starts at zero, so the first steps of
+output standardised over the training images; images only, no labels and no masks). Then its
+batch normalisations' running statistics are recomputed over the training images with the
+final weights, so that it evaluates as it trained; its output is put on the target's
+per-channel mean and spread, so the stages after it receive what they were trained on; and
+the classifier starts at zero, so the first steps of
 training (a random two-class head on 1280 features gives logits of several units) do not undo
 the warm start. Nothing here does what a library does: the distillation is a plain loop.
 """
@@ -141,6 +143,7 @@ def warm_start_front(
             seen += len(x)
         errors.append(total_error / max(seen, 1))
         log.info("warm start epoch %d: relative error %.3f", epoch, errors[-1])
+    _recompute_batch_statistics(front, batches(epochs))
     front.train(was_training)
     _rescale_output(front, mean.float(), spread.float())
     classifier = model.get_classifier()  # type: ignore[operator]
@@ -148,6 +151,24 @@ def warm_start_front(
         for parameter in classifier.parameters():
             parameter.zero_()
     return WarmStart(epochs, errors[-1], errors[0], time.perf_counter() - started)
+
+
+def _recompute_batch_statistics(front: nn.Module, images: Any) -> None:
+    """Set every batch normalisation's running statistics to their average over ``images``
+    with the final weights (precise BN): the running averages trail the weights that changed
+    under them, and evaluation uses them (measured: relative error 0.65 in evaluation against
+    0.54 in training on the same slices)."""
+    norms = [m for m in front.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    front.train()
+    with torch.no_grad():
+        for x in images:
+            front(x)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
 
 
 def _rescale_output(front: Any, mean: torch.Tensor, spread: torch.Tensor) -> None:
