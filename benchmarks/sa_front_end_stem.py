@@ -1,12 +1,14 @@
 """Can the SA front end learn the features it replaces? 1x1 (SAN's) against 3x3 stems (run by hand).
 
 The small SA-EfficientNet-Lite0 front end takes the place of Lite0's stem and ``blocks.0-2``.
-Here it is trained alone, on the demo cohort's training slices (image pixels only, no labels,
-no masks), to reproduce what those pretrained layers produce (the input of ``blocks.3``, each
-channel standardised over the training slices), by mean squared error: Adam 1e-3, batch 16,
-``--epochs`` epochs. The figure is the relative error on the val slices (mean squared error of
-the standardised target; 1.0 is what predicting each channel's mean gives, 0 a perfect copy),
-per stem kernel and seed, beside a plain three-layer 3x3 convolution stack as a reference.
+Here it goes through training's warm start alone (``oncoscope.train.warm_start``: trained on
+the demo cohort's training slices, image pixels only, no labels, no masks, to reproduce what
+those pretrained layers produce, the input of ``blocks.3``, each channel standardised over the
+training slices, by mean squared error; Adam 1e-3, batch 16, ``--epochs`` epochs, then its
+batch statistics recomputed). The figure is the relative error on the val slices in evaluation
+mode (mean squared error of the standardised target; 1.0 is what predicting each channel's mean
+gives, 0 a perfect copy), per stem kernel and seed, beside a plain three-layer 3x3 convolution
+stack through the same warm start as a reference.
 
     .venv/bin/python benchmarks/sa_front_end_stem.py --seeds 0 1 2 --epochs 4
 
@@ -18,9 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +31,11 @@ from demo_ct_localization import cohort  # beside this script
 from phantom_localization import machine_line
 from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset
 
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.models import create_model
+from oncoscope.train.warm_start import warm_start_front
 
 SIDE = 224
 
@@ -48,41 +52,45 @@ def slices(manifest: Path, split: str, mean: float, std: float) -> torch.Tensor:
     return torch.from_numpy(np.stack(images))[:, None]
 
 
-def conv_reference() -> nn.Module:
-    """Three 3x3 stride-2 convolutions (BN-ReLU) and a 1x1 projection to Lite0's 40 channels."""
-    layers: list[nn.Module] = []
-    for cin, cout in ((1, 32), (32, 64), (64, 128)):
-        layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Conv2d(128, 40, 1), nn.BatchNorm2d(40))
+class _ConvFront(nn.Module):
+    """Three 3x3 stride-2 convolutions (BN-ReLU), then a 1x1 projection to Lite0's 40 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout in ((1, 32), (32, 64), (64, 128)):
+            layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.project = nn.Sequential(nn.Conv2d(128, 40, 1), nn.BatchNorm2d(40))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.project(self.body(x))
+        return out
 
 
-def fit(
-    student: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    epochs: int,
-    seed: int,
-) -> dict[str, float]:
-    """Train ``student`` to the standardised target; relative errors (train: last epoch)."""
-    (x, target), (x_val, target_val) = train, val
-    optimiser = torch.optim.Adam(student.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    for _ in range(epochs):
-        student.train()
-        losses = []
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x) - 15, 16):
-            batch = order[start : start + 16]
-            loss = F.mse_loss(student(x[batch]), target[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss))
-    student.eval()
-    with torch.no_grad():
-        val_error = float(F.mse_loss(student(x_val), target_val))
-    return {"train_rel_mse": round(float(np.mean(losses)), 3), "val_rel_mse": round(val_error, 3)}
+class _WithFront(nn.Module):
+    """What the warm start needs of a model: ``front``, ``replaced_stages``, a classifier."""
+
+    def __init__(self, front: nn.Module, replaced: nn.Module) -> None:
+        super().__init__()
+        self.front, self.head = front, nn.Linear(1, 1)
+        object.__setattr__(self, "replaced_stages", replaced)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+
+class _Slices(Dataset[tuple[torch.Tensor, int]]):
+    """Items ``(index, epoch)`` as training's sampler gives them; no augmentation."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        return self.images[item[0]], 0
 
 
 def main() -> None:
@@ -106,27 +114,32 @@ def main() -> None:
         target, target_val = teacher(x), teacher(x_val)
     centre = target.mean(dim=(0, 2, 3), keepdim=True)
     scale = target.std(dim=(0, 2, 3), keepdim=True) + 1e-3
-    train_pair = (x, (target - centre) / scale)
-    val_pair = (x_val, (target_val - centre) / scale)
     print(f"# {len(x)} training and {len(x_val)} val slices; target {tuple(target.shape[1:])}")
     rows = []
     for seed in args.seeds:
         for student_name in ("stem 1x1 (SAN)", "stem 3x3", "3x3 conv stack"):
             torch.manual_seed(seed)
             if student_name == "3x3 conv stack":
-                student = conv_reference()
+                model: nn.Module = _WithFront(_ConvFront(), teacher)
             else:
                 kernel = 1 if "1x1" in student_name else 3
-                student = create_model(
+                model = create_model(
                     "sa_efficientnet_lite0", num_classes=2, in_chans=1, stem_kernel=kernel
-                ).front
-            started = time.perf_counter()
+                )
+                object.__setattr__(model, "replaced_stages", teacher)  # the same pretrained one
+            done = warm_start_front(model, _Slices(x), epochs=args.epochs, batch_size=16, seed=seed)
+            front: Any = model.front
+            front.eval()
+            with torch.no_grad():  # on the target's scale after the warm start
+                copied = front(x_val)
+            val_error = float(F.mse_loss((copied - centre) / scale, (target_val - centre) / scale))
             row = {
                 "student": student_name,
                 "seed": seed,
                 "epochs": args.epochs,
-                **fit(student, train_pair, val_pair, args.epochs, seed),
-                "seconds": round(time.perf_counter() - started, 1),
+                "train_rel_mse": round(done.relative_error, 3),
+                "val_rel_mse": round(val_error, 3),
+                "seconds": round(done.seconds, 1),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
