@@ -233,7 +233,7 @@ def _warm_start(
     if config.warm_start_epochs == 0 or replaced_stages(module.model) is None:
         return None
     if resumed:
-        return "skipped: resumed from the run's last checkpoint"
+        return "skipped: resumed from the run's last checkpoint (any warm start ran when it began)"
     if initial.startswith("random weights"):
         return "skipped: the stages the front end replaces have random weights"
     log.info("%s: warm start of the front end, %d epochs", config.model, config.warm_start_epochs)
