@@ -113,15 +113,14 @@ def warm_start_front(
             yield x.to(device)
 
     with torch.no_grad():  # the target's per-channel mean and spread over the training images
-        total = squares = count = None
+        total: Any = 0.0
+        squares: Any = 0.0
+        count = 0
         for x in batches(0):
             target = teacher(x).double()
-            n = target.shape[0] * target.shape[2] * target.shape[3]
-            sums, sums2 = target.sum(dim=(0, 2, 3)), (target**2).sum(dim=(0, 2, 3))
-            total = sums if total is None else total + sums
-            squares = sums2 if squares is None else squares + sums2
-            count = n if count is None else count + n
-        assert total is not None and squares is not None and count is not None
+            total = total + target.sum(dim=(0, 2, 3))
+            squares = squares + (target**2).sum(dim=(0, 2, 3))
+            count += target.shape[0] * target.shape[2] * target.shape[3]
         mean = total / count
         spread = (squares / count - mean**2).clamp_min(0).sqrt() + 1e-3
     shape = (1, -1, 1, 1)
