@@ -40,6 +40,7 @@ from oncoscope.dataset.build import (
 from oncoscope.dataset.split import SPLITS, split_counts
 from oncoscope.errors import InvalidOptionError
 from oncoscope.io.atomic import atomic_path, write_json
+from oncoscope.io.background_writes import BackgroundWrites
 from oncoscope.io.slide_files import SlideJob, find_slides
 from oncoscope.io.slides import Resolution, ResolutionRequest, Slide, pooled_slide
 from oncoscope.pathology.annotations import Labels, best_label, load_labels, nothing_labelled
@@ -365,16 +366,19 @@ def _write_tiles(
 ) -> list[dict[str, Any]]:
     size = options.size_px
     rows: list[dict[str, Any]] = []
-    with atomic_path(out_dir / job.slide_id) as temporary:
+    with (
+        atomic_path(out_dir / job.slide_id) as temporary,
+        BackgroundWrites(threads=1, pending=8) as writes,  # PNGs encode while tiles are read
+    ):
         temporary.mkdir(parents=True)
         # quality-control figures: fast zlib (level 1), a slide's fixed cost in a tray of biopsies
         mask = Image.fromarray(tissue.mask.astype(np.uint8) * 255)
-        mask.save(temporary / "tissue.png", compress_level=1)
+        writes.submit(partial(mask.save, temporary / "tissue.png", compress_level=1))
         thumbnail = slide.thumbnail(options.thumbnail_px)
-        _overlay(thumbnail, tissue, chosen, size * target.downsample).save(
-            temporary / "overlay.png", compress_level=1
-        )
-        with _TileSink(temporary, job.slide_id, options.tile_format, size, len(chosen)) as sink:
+        overlay = _overlay(thumbnail, tissue, chosen, size * target.downsample)
+        writes.submit(partial(overlay.save, temporary / "overlay.png", compress_level=1))
+        fmt = options.tile_format
+        with _TileSink(temporary, job.slide_id, fmt, size, len(chosen), writes) as sink:
             for x, y, label, coverage, kind in chosen:
                 rgb = slide.read_at((x, y), (size, size), target)
                 if normalise is not None:
@@ -402,10 +406,19 @@ def _write_tiles(
 
 
 class _TileSink:
-    """Writes tiles as PNG files, or into one HDF5/zarr store, returning each tile's path."""
+    """Writes tiles as PNG files (through ``writes``), or into one HDF5/zarr store (in the
+    calling thread), returning each tile's path."""
 
-    def __init__(self, folder: Path, slide_id: str, fmt: TileFormat, size: int, count: int):
-        self.folder, self.fmt, self.index = folder, fmt, 0
+    def __init__(
+        self,
+        folder: Path,
+        slide_id: str,
+        fmt: TileFormat,
+        size: int,
+        count: int,
+        writes: BackgroundWrites,
+    ):
+        self.folder, self.fmt, self.index, self.writes = folder, fmt, 0, writes
         self.store: Any = None
         shape = (count, size, size, 3)
         if fmt == "png":
@@ -440,7 +453,8 @@ class _TileSink:
     def add(self, rgb: np.ndarray[Any, Any], x: int, y: int) -> str:
         if self.fmt == "png":
             name = f"tiles/x{x}_y{y}.png"
-            Image.fromarray(rgb).save(self.folder / name, compress_level=3)
+            tile = Image.fromarray(rgb)  # rgb is the reader's own array, never reused
+            self.writes.submit(partial(tile.save, self.folder / name, compress_level=3))
         else:
             self.tiles[self.index] = rgb
             self.xy[self.index] = (x, y)
