@@ -3,18 +3,19 @@
 For each slide: open it (per-process pool, :mod:`oncoscope.io.slides`), resolve the target
 resolution to a downsample and the pyramid level to read
 (:meth:`oncoscope.io.slides.Slide.resolve`), make the slide's tissue mask at 8 um/px
-(:func:`oncoscope.pathology.tissue.read_tissue`, the mask ``slide`` and ``scale`` use), lay
-the overlapping grid (:mod:`oncoscope.pathology.tiling`) plus ``random`` extra positions in
-tissue, and keep a tile when its coverage is at least ``min_coverage`` (and above 0): the
-coverage of its majority annotation label when the slide has annotations
-(:mod:`oncoscope.pathology.annotations`), otherwise its tissue fraction by the coverage rule of
-:mod:`oncoscope.pathology.tissue` (label ``tissue``). Kept tiles are read one at a time (memory
-does not grow with the slide) and written to ``OUT/<slide>/`` under a temporary name, renamed
-when complete, with ``tissue.png`` (the mask), ``overlay.png`` (the slide, mask and kept tiles)
-and ``slide.json`` (mpp actually used, level, tissue threshold and mask mpp, options). Slides
-are then split train/val/test by slide (:func:`oncoscope.dataset.split.split_groups`,
-stratified by majority label) and ``OUT/manifest.csv`` and ``OUT/tile.json`` (run record with
-failures) are written. A bad slide is reported and the others still tiled, unless ``strict``.
+(:func:`oncoscope.pathology.tissue.read_tissue`, the mask ``slide`` and ``scale`` use), lay the
+overlapping grid (:mod:`oncoscope.pathology.tiling`) plus ``random`` extra positions in tissue, and
+keep a tile when its coverage is at least ``min_coverage`` (and above 0): the coverage of its
+majority annotation label when the slide has annotations (:mod:`oncoscope.pathology.annotations`),
+otherwise its tissue fraction by the coverage rule of :mod:`oncoscope.pathology.tissue` (label
+``tissue``). Kept tiles are read one at a time, their PNGs encoded on two writer threads with at
+most 8 waiting (memory does not grow with the slide), and written to ``OUT/<slide>/`` under a
+temporary name, renamed when complete, with ``tissue.png`` (the mask), ``overlay.png`` (the slide,
+mask and kept tiles) and ``slide.json`` (mpp actually used, level, tissue threshold and mask mpp,
+options). Slides are then split train/val/test by slide
+(:func:`oncoscope.dataset.split.split_groups`, stratified by majority label) and
+``OUT/manifest.csv`` and ``OUT/tile.json`` (run record with failures) are written. A bad slide is
+reported and the others still tiled, unless ``strict``.
 """
 
 from __future__ import annotations
@@ -368,7 +369,7 @@ def _write_tiles(
     rows: list[dict[str, Any]] = []
     with (
         atomic_path(out_dir / job.slide_id) as temporary,
-        BackgroundWrites(threads=1, pending=8) as writes,  # PNGs encode while tiles are read
+        BackgroundWrites(threads=2, pending=8) as writes,  # PNGs encode while tiles are read
     ):
         temporary.mkdir(parents=True)
         # quality-control figures: fast zlib (level 1), a slide's fixed cost in a tray of biopsies

@@ -1,0 +1,197 @@
+"""Where does a trained SA-EfficientNet look? Classification and pointing game (run by hand).
+
+The small SA-EfficientNet-Lite0 on the demo cohort's split (``benchmarks/demo_ct_localization.py``
+writes the same cohort): training's warm start (``oncoscope.train.warm_start``, 8 epochs), then
+a plain training loop without augmentation (Adam 1e-3, cosine, batch 16, balanced sampling,
+``--epochs``), on one of two heads:
+
+- ``whole``: the model as registered (the EfficientNet's stages to stride 32, its pooled head);
+- ``cam``: the front end and Lite0's ``blocks.3-4`` only (stride 16), under a class-activation
+  head from zero (the layout of the demo's ``cam_efficientnet_lite0``).
+
+``--freeze-front`` keeps the warm-started front end fixed. ``--model efficientnet_lite0`` runs
+the plain EfficientNet-Lite0 through the same loop (``whole`` head, no warm start). Printed per
+run: val and test AUROC, and on the test tumour slices the pointing game of SmoothGrad maps
+(``explain --method smoothgrad``'s) and, for ``cam``, of the class map, against the lesion
+masks; and, as the anatomy baseline, the AUROC of each slice's liver fraction alone (a column
+of the manifest: tumour slices sit mid-liver, where the liver is largest).
+
+    .venv/bin/python benchmarks/sa_localization_probe.py --head whole --head cam --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
+from demo_ct_localization import cohort  # beside this script
+from phantom_localization import machine_line
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import Dataset
+
+from oncoscope.dataset.manifest import read_manifest
+from oncoscope.explain.localization_metrics import pointing_hit
+from oncoscope.explain.smoothgrad import smoothgrad_maps
+from oncoscope.models import create_model
+from oncoscope.train.warm_start import warm_start_front
+
+SIDE = 224
+BATCH = 16
+
+
+def split_tensors(manifest: Path, split: str, mean: float, std: float) -> tuple[Any, Any, Any]:
+    """``(images (N, 1, SIDE, SIDE) normalised, labels (N,), the split's manifest rows)``."""
+    frame = read_manifest(manifest)
+    frame = frame[frame["split"] == split].reset_index(drop=True)
+    images = []
+    for path in frame["path"]:
+        with Image.open(manifest.parent / path) as im:
+            grey = np.asarray(im.convert("L").resize((SIDE, SIDE), Image.BILINEAR), np.float32)
+        images.append((grey / 255.0 - mean) / std)
+    labels = torch.tensor((frame["label"] == "tumour").to_numpy(), dtype=torch.long)
+    return torch.from_numpy(np.stack(images))[:, None], labels, frame
+
+
+class _Items(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """``(image, label)`` items; the warm start's ``(index, epoch)`` keys read the index."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        index = key[0] if isinstance(key, tuple) else key
+        return self.images[index], self.labels[index]
+
+
+class _StageCAM(nn.Module):
+    """The SA model's front end and backbone ``blocks[feed_stage : last + 1]`` under a class
+    map from zero, averaged over positions."""
+
+    def __init__(self, sa: Any, last_block: int = 4, classes: int = 2) -> None:
+        super().__init__()
+        self.front = sa.front
+        self.blocks = nn.Sequential(*list(sa.backbone.blocks)[sa.feed_stage : last_block + 1])
+        channels = int(self.blocks[-1][-1].conv_pwl.out_channels)
+        self.classifier = nn.Linear(channels, classes)
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
+
+    def class_map(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.blocks(self.front(x))
+        return self.classifier(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.class_map(x).flatten(2).mean(2)
+
+
+def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray[Any, Any]:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat(
+            [model(images[i : i + 32]).softmax(1)[:, 1] for i in range(0, len(images), 32)]
+        ).numpy()
+
+
+def pointing(maps: np.ndarray[Any, Any], masks: list[np.ndarray[Any, Any]]) -> float:
+    """Share of slices whose map maximum (resized onto the mask) falls in a lesion."""
+    hits = []
+    for heat, truth in zip(maps, masks, strict=True):
+        resized = Image.fromarray(heat.astype(np.float32)).resize(truth.shape[::-1])
+        hits.append(pointing_hit(np.asarray(resized), truth))
+    return float(np.mean(hits))
+
+
+def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    model: Any = create_model(args.model, num_classes=2, in_chans=1, pretrained=True)
+    mean = float(np.mean(model.pretrained_cfg["mean"]))  # as training's spec feeds one channel
+    std = float(np.mean(model.pretrained_cfg["std"]))
+    x_train, y_train, _ = split_tensors(manifest, "train", mean, std)
+    x_val, y_val, _ = split_tensors(manifest, "val", mean, std)
+    x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std)
+    record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed}
+    if getattr(model, "replaced_stages", None) is not None:
+        warm = warm_start_front(
+            model, _Items(x_train, y_train), epochs=8, batch_size=BATCH, seed=seed
+        )
+        record["warm_start_relative_error"] = round(warm.relative_error, 3)
+    if head == "cam":
+        model = _StageCAM(model)
+    if args.freeze_front:
+        for parameter in model.front.parameters():
+            parameter.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trained, lr=1e-3)
+    steps = max(len(x_train) // BATCH, 1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * steps)
+    weight = 1.0 / torch.bincount(y_train).float()[y_train]
+    generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    for _ in range(args.epochs):
+        model.train()
+        if args.freeze_front:
+            model.front.eval()
+        for _ in range(steps):
+            index = torch.multinomial(weight, BATCH, replacement=True, generator=generator)
+            loss = F.cross_entropy(model(x_train[index]), y_train[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+    record["train_seconds"] = round(time.perf_counter() - started, 1)
+    record["val_auroc"] = round(roc_auc_score(y_val, probabilities(model, x_val)), 3)
+    record["test_auroc"] = round(roc_auc_score(y_test, probabilities(model, x_test)), 3)
+    tumour = test_rows.index[test_rows["label"] == "tumour"].to_numpy()
+    masks = []
+    for path in test_rows.loc[tumour, "lesion_mask"]:
+        with Image.open(manifest.parent / path) as im:
+            masks.append(np.asarray(im) > 0)
+    maps = smoothgrad_maps(model, x_test[tumour], [1] * len(tumour))
+    record["tumour_slices"] = len(tumour)
+    record["smoothgrad_pointing"] = round(pointing(maps, masks), 3)
+    if head == "cam":
+        model.eval()
+        with torch.no_grad():
+            class_maps = model.class_map(x_test[tumour])[:, 1].numpy()
+        record["cam_pointing"] = round(pointing(class_maps, masks), 3)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sa_efficientnet_lite0")
+    parser.add_argument("--head", action="append", choices=["whole", "cam"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--freeze-front", action="store_true")
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
+    print(machine_line(), flush=True)
+    manifest = cohort(work / "cohort-0", 0)
+    frame = read_manifest(manifest)
+    for split in ("train", "val", "test"):
+        rows = frame[frame["split"] == split]
+        auroc = roc_auc_score(rows["label"] == "tumour", rows["liver_fraction"])
+        print(json.dumps({"anchor": "liver_fraction", "split": split, "auroc": round(auroc, 3)}))
+    for seed in args.seeds:
+        for head in args.head or ["whole"]:
+            print(json.dumps(run(args, manifest, head, seed)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
