@@ -13,7 +13,8 @@ final weights, so that it evaluates as it trained; its output is put on the targ
 per-channel mean and spread, so the stages after it receive what they were trained on; and
 the classifier starts at zero, so the first steps of
 training (a random two-class head on 1280 features gives logits of several units) do not undo
-the warm start. Nothing here does what a library does: the distillation is a plain loop.
+the warm start. The distillation is a plain loop (no library does it); the batch statistics are
+recomputed by torch's ``update_bn``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Dataset
 
 from oncoscope.train.data import EpochSampler, mix_seed
@@ -142,7 +144,12 @@ def warm_start_front(
             seen += len(x)
         errors.append(total_error / max(seen, 1))
         log.info("warm start epoch %d: relative error %.3f", epoch, errors[-1])
-    _recompute_batch_statistics(front, batches(epochs))
+    # precise BN: every batch normalisation's running statistics set to their average over the
+    # images with the final weights; the running averages trail the weights that changed under
+    # them, and evaluation uses them (measured: relative error 0.65 in evaluation against 0.54
+    # in training on the same slices)
+    with torch.no_grad():
+        update_bn(batches(epochs), front)
     front.train(was_training)
     _rescale_output(front, mean.float(), spread.float())
     classifier = model.get_classifier()  # type: ignore[operator]
@@ -150,24 +157,6 @@ def warm_start_front(
         for parameter in classifier.parameters():
             parameter.zero_()
     return WarmStart(epochs, errors[-1], errors[0], time.perf_counter() - started)
-
-
-def _recompute_batch_statistics(front: nn.Module, images: Any) -> None:
-    """Set every batch normalisation's running statistics to their average over ``images``
-    with the final weights (precise BN): the running averages trail the weights that changed
-    under them, and evaluation uses them (measured: relative error 0.65 in evaluation against
-    0.54 in training on the same slices)."""
-    norms = [m for m in front.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches
-    front.train()
-    with torch.no_grad():
-        for x in images:
-            front(x)
-    for norm, momentum in zip(norms, momenta, strict=True):
-        norm.momentum = momentum
 
 
 def _rescale_output(front: Any, mean: torch.Tensor, spread: torch.Tensor) -> None:
