@@ -35,9 +35,9 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from demo_ct_localization import cohort  # beside this script
 from phantom_localization import machine_line
 from PIL import Image
+from sa_front_end_stem import _Slices, slices
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from torch.utils.data import Dataset
 
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.explain.localization_metrics import pointing_hit
@@ -45,7 +45,6 @@ from oncoscope.explain.smoothgrad import smoothgrad_maps
 from oncoscope.models import create_model
 from oncoscope.train.warm_start import warm_start_front
 
-SIDE = 224
 BATCH = 16
 
 
@@ -53,27 +52,8 @@ def split_tensors(manifest: Path, split: str, mean: float, std: float) -> tuple[
     """``(images (N, 1, SIDE, SIDE) normalised, labels (N,), the split's manifest rows)``."""
     frame = read_manifest(manifest)
     frame = frame[frame["split"] == split].reset_index(drop=True)
-    images = []
-    for path in frame["path"]:
-        with Image.open(manifest.parent / path) as im:
-            grey = np.asarray(im.convert("L").resize((SIDE, SIDE), Image.BILINEAR), np.float32)
-        images.append((grey / 255.0 - mean) / std)
     labels = torch.tensor((frame["label"] == "tumour").to_numpy(), dtype=torch.long)
-    return torch.from_numpy(np.stack(images))[:, None], labels, frame
-
-
-class _Items(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """``(image, label)`` items; the warm start's ``(index, epoch)`` keys read the index."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        index = key[0] if isinstance(key, tuple) else key
-        return self.images[index], self.labels[index]
+    return slices(manifest, split, mean, std), labels, frame
 
 
 class _StageCAM(nn.Module):
@@ -124,9 +104,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std)
     record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed}
     if getattr(model, "replaced_stages", None) is not None:
-        warm = warm_start_front(
-            model, _Items(x_train, y_train), epochs=8, batch_size=BATCH, seed=seed
-        )
+        warm = warm_start_front(model, _Slices(x_train), epochs=8, batch_size=BATCH, seed=seed)
         record["warm_start_relative_error"] = round(warm.relative_error, 3)
     if head == "cam":
         model = _StageCAM(model)
