@@ -65,7 +65,15 @@ def test_an_error_in_the_block_drops_writes_not_started() -> None:
         for number in range(3):
             writes.submit(partial(write, number))
         assert first_running.wait(5)
-        threading.Timer(0.05, release.set).start()
+        queued = list(writes._futures)[1:]
+
+        def release_once_cancelled() -> None:  # not on a timer: a loaded machine may be slow
+            deadline = time.monotonic() + 5
+            while not all(f.cancelled() for f in queued) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            release.set()
+
+        threading.Thread(target=release_once_cancelled).start()
         raise RuntimeError("reader failed")
     assert started == [0]  # the running write finished; the queued two never ran
 
