@@ -7,14 +7,20 @@ a plain training loop without augmentation (Adam 1e-3, cosine, batch 16, balance
 
 - ``whole``: the model as registered (the EfficientNet's stages to stride 32, its pooled head);
 - ``cam``: the front end and Lite0's ``blocks.3-4`` only (stride 16), under a class-activation
-  head from zero (the layout of the demo's ``cam_efficientnet_lite0``).
+  head from zero (the layout of the demo's ``cam_efficientnet_lite0``), its class map pooled
+  over positions by ``--pool`` (``avg``, ``lse`` or ``max``; ``models/pooling.py``).
+  ``--output-stride 8`` builds the backbone dilated after stride 8 (timm's ``output_stride``),
+  so the class map is read on the front end's own stride-8 grid.
 
 ``--freeze-front`` keeps the warm-started front end fixed. ``--model efficientnet_lite0`` runs
 the plain EfficientNet-Lite0 through the same loop (``whole`` head, no warm start). Printed per
 run: val and test AUROC, and on the test tumour slices the pointing game of SmoothGrad maps
-(``explain --method smoothgrad``'s) and, for ``cam``, of the class map, against the lesion
-masks; and, as the anatomy baseline, the AUROC of each slice's liver fraction alone (a column
-of the manifest: tumour slices sit mid-liver, where the liver is largest).
+(``explain --method smoothgrad``'s) and, for ``cam``, the class map's pointing game and PxAP,
+against the lesion masks; the test AUROC again with every tumour slice's lesion pixels
+replaced by pixels drawn from the same slice's liver (``test_auroc_inpainted``: does the
+decision rest on the lesion? a diagnostic that reads the masks, not a localisation method);
+and, as the anatomy baseline, the AUROC of each slice's liver fraction alone (a column of the
+manifest: tumour slices sit mid-liver, where the liver is largest).
 
     .venv/bin/python benchmarks/sa_localization_probe.py --head whole --head cam --seeds 0
 """
@@ -35,14 +41,15 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from demo_ct_localization import cohort  # beside this script
 from phantom_localization import machine_line
 from PIL import Image
-from sa_front_end_stem import _Slices, slices
+from sa_front_end_stem import SIDE, _Slices, slices
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from oncoscope.dataset.manifest import read_manifest
-from oncoscope.explain.localization_metrics import pointing_hit
+from oncoscope.explain.localization_metrics import N_BINS, pixel_counts, pointing_hit, pxap
 from oncoscope.explain.smoothgrad import smoothgrad_maps
 from oncoscope.models import create_model
+from oncoscope.models.pooling import pool_positions
 from oncoscope.train.warm_start import warm_start_front
 
 BATCH = 16
@@ -58,10 +65,11 @@ def split_tensors(manifest: Path, split: str, mean: float, std: float) -> tuple[
 
 class _StageCAM(nn.Module):
     """The SA model's front end and backbone ``blocks[feed_stage : last + 1]`` under a class
-    map from zero, averaged over positions."""
+    map from zero, pooled over positions by ``pool``."""
 
-    def __init__(self, sa: Any, last_block: int = 4, classes: int = 2) -> None:
+    def __init__(self, sa: Any, last_block: int = 4, classes: int = 2, pool: str = "avg") -> None:
         super().__init__()
+        self.pool = pool
         self.front = sa.front
         self.blocks = nn.Sequential(*list(sa.backbone.blocks)[sa.feed_stage : last_block + 1])
         channels = int(self.blocks[-1][-1].conv_pwl.out_channels)
@@ -74,7 +82,7 @@ class _StageCAM(nn.Module):
         return self.classifier(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.class_map(x).flatten(2).mean(2)
+        return pool_positions(self.class_map(x).flatten(2), self.pool)
 
 
 def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray[Any, Any]:
@@ -94,20 +102,53 @@ def pointing(maps: np.ndarray[Any, Any], masks: list[np.ndarray[Any, Any]]) -> f
     return float(np.mean(hits))
 
 
+def inpainted(manifest: Path, rows: Any, mean: float, std: float, seed: int) -> torch.Tensor:
+    """The rows' slices as :func:`slices` gives them, lesion pixels replaced by liver pixels."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for row in rows.itertuples():
+        with Image.open(manifest.parent / row.path) as im:
+            grey = np.asarray(im.convert("L"))
+        with Image.open(manifest.parent / row.lesion_mask) as im:
+            lesion = np.asarray(im) > 0
+        with Image.open(manifest.parent / row.liver_mask) as im:
+            liver = np.asarray(im) > 0
+        if lesion.any():
+            grey = grey.copy()
+            grey[lesion] = rng.choice(grey[liver & ~lesion], size=int(lesion.sum()))
+        side = Image.fromarray(grey).resize((SIDE, SIDE), Image.BILINEAR)  # uint8, as slices
+        images.append((np.asarray(side, np.float32) / 255.0 - mean) / std)
+    return torch.from_numpy(np.stack(images))[:, None]
+
+
+def pixel_ap(maps: np.ndarray[Any, Any], masks: list[np.ndarray[Any, Any]]) -> float:
+    """PxAP of the maps (resized onto the masks, each scaled to 0..1) over the slices' pixels."""
+    counts = np.zeros((2, N_BINS), dtype=np.int64)
+    for heat, truth in zip(maps, masks, strict=True):
+        resized = np.asarray(Image.fromarray(heat.astype(np.float32)).resize(truth.shape[::-1]))
+        span = float(resized.max() - resized.min())
+        scaled = (resized - resized.min()) / span if span > 0 else np.zeros_like(resized)
+        counts = counts + pixel_counts(scaled, truth)
+    return pxap(counts)
+
+
 def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
-    model: Any = create_model(args.model, num_classes=2, in_chans=1, pretrained=True)
+    extra = {"output_stride": args.output_stride} if args.output_stride != 32 else {}
+    model: Any = create_model(args.model, num_classes=2, in_chans=1, pretrained=True, **extra)
     mean = float(np.mean(model.pretrained_cfg["mean"]))  # as training's spec feeds one channel
     std = float(np.mean(model.pretrained_cfg["std"]))
     x_train, y_train, _ = split_tensors(manifest, "train", mean, std)
     x_val, y_val, _ = split_tensors(manifest, "val", mean, std)
     x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std)
     record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed}
+    if head == "cam":
+        record.update(pool=args.pool, output_stride=args.output_stride)
     if getattr(model, "replaced_stages", None) is not None:
         warm = warm_start_front(model, _Slices(x_train), epochs=8, batch_size=BATCH, seed=seed)
         record["warm_start_relative_error"] = round(warm.relative_error, 3)
     if head == "cam":
-        model = _StageCAM(model)
+        model = _StageCAM(model, pool=args.pool)
     if args.freeze_front:
         for parameter in model.front.parameters():
             parameter.requires_grad_(False)
@@ -132,6 +173,8 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     record["train_seconds"] = round(time.perf_counter() - started, 1)
     record["val_auroc"] = round(roc_auc_score(y_val, probabilities(model, x_val)), 3)
     record["test_auroc"] = round(roc_auc_score(y_test, probabilities(model, x_test)), 3)
+    cleaned = inpainted(manifest, test_rows, mean, std, seed)
+    record["test_auroc_inpainted"] = round(roc_auc_score(y_test, probabilities(model, cleaned)), 3)
     tumour = test_rows.index[test_rows["label"] == "tumour"].to_numpy()
     masks = []
     for path in test_rows.loc[tumour, "lesion_mask"]:
@@ -145,6 +188,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
         with torch.no_grad():
             class_maps = model.class_map(x_test[tumour])[:, 1].numpy()
         record["cam_pointing"] = round(pointing(class_maps, masks), 3)
+        record["cam_pxap"] = round(pixel_ap(class_maps, masks), 3)
     return record
 
 
@@ -154,6 +198,8 @@ def main() -> None:
     parser.add_argument("--head", action="append", choices=["whole", "cam"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--pool", choices=["avg", "lse", "max"], default="avg")
+    parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32)
     parser.add_argument("--freeze-front", action="store_true")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
