@@ -47,9 +47,14 @@ def slices(manifest: Path, split: str, mean: float, std: float) -> torch.Tensor:
     images = []
     for path in frame["path"]:
         with Image.open(manifest.parent / path if not Path(path).is_absolute() else path) as im:
-            grey = np.asarray(im.convert("L").resize((SIDE, SIDE), Image.BILINEAR), np.float32)
-        images.append((grey / 255.0 - mean) / std)
+            images.append(normalised(np.asarray(im.convert("L")), mean, std))
     return torch.from_numpy(np.stack(images))[:, None]
+
+
+def normalised(grey: np.ndarray[Any, Any], mean: float, std: float) -> np.ndarray[Any, Any]:
+    """A uint8 slice resized to ``SIDE`` (bilinear, kept uint8) and normalised, float32."""
+    side = Image.fromarray(grey).resize((SIDE, SIDE), Image.BILINEAR)
+    return (np.asarray(side, np.float32) / 255.0 - mean) / std
 
 
 class _ConvFront(nn.Module):

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from demo_ct_localization import cohort  # beside this script
 from phantom_localization import machine_line
 from PIL import Image
-from sa_front_end_stem import SIDE, _Slices, slices
+from sa_front_end_stem import _Slices, normalised, slices
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -116,8 +116,7 @@ def inpainted(manifest: Path, rows: Any, mean: float, std: float, seed: int) -> 
         if lesion.any():
             grey = grey.copy()
             grey[lesion] = rng.choice(grey[liver & ~lesion], size=int(lesion.sum()))
-        side = Image.fromarray(grey).resize((SIDE, SIDE), Image.BILINEAR)  # uint8, as slices
-        images.append((np.asarray(side, np.float32) / 255.0 - mean) / std)
+        images.append(normalised(grey, mean, std))
     return torch.from_numpy(np.stack(images))[:, None]
 
 
