@@ -3,7 +3,7 @@
 Run by hand, never in the test suite:
 
     .venv/bin/python benchmarks/slide_batch.py [--slides 100] [--workers 0 2]
-        [--parts stream,compiled,loop,command,memory] [--workdir DIR] [--seconds 8]
+        [--parts stream,inline,compiled,loop,command,memory] [--workdir DIR] [--seconds 8]
 
 On SYNTHETIC slides (never patient data): ``--distinct`` small slides of 2220 x 2967 px at
 0.5 um/px (the size of ``slide_throughput.py``'s small slide: 60-70 tissue tiles of 224 px at
@@ -17,6 +17,9 @@ precision (the ratio is to the faster of the two):
 - ``compiled``: the same with ``compile=True`` (``--compile``), compilation included; inductor's
   cache is in the work folder, so the first such run of a fresh ``--workdir`` compiles from
   scratch and later ones find the graph cached (not in the default parts);
+- ``inline``: ``stream`` with each slide's outputs written in line, after its last batch, instead
+  of in the finisher thread while the next slide runs (how the stream ran before; not in the
+  default parts);
 - ``loop``: the same slides one ``infer_slide`` call each (a DataLoader, a planning step and a
   default agreement check per slide: how a run went before slides were streamed);
 - ``command``: the whole ``python -m oncoscope slide FOLDER`` command (start-up included);
@@ -82,13 +85,19 @@ def run_stream(
     workers: int,
     limit: int | None = None,
     compile: bool = False,
+    inline_finish: bool = False,
 ) -> dict[str, Any]:
     from oncoscope.inference.slide_inference import infer_slides
+    from oncoscope.inference.tile_stream import StreamRun
 
     slides = sorted(tray.glob("*.tif"))[:limit]
-    start = time.perf_counter()
-    report = infer_slides(checkpoint, slides, out, _options(workers, compile=compile))
-    seconds = time.perf_counter() - start
+    StreamRun.finish_in_thread = not inline_finish
+    try:
+        start = time.perf_counter()
+        report = infer_slides(checkpoint, slides, out, _options(workers, compile=compile))
+        seconds = time.perf_counter() - start
+    finally:
+        StreamRun.finish_in_thread = True
     assert not report.failures, report.failures
     pooled = report.agreement()
     return {
@@ -202,6 +211,7 @@ def main() -> None:
     runners = {
         "stream": run_stream,
         "compiled": lambda c, t, o, w: run_stream(c, t, o, w, compile=True),
+        "inline": lambda c, t, o, w: run_stream(c, t, o, w, inline_finish=True),
         "loop": run_loop,
         "command": run_command,
     }

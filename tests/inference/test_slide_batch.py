@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,6 +76,34 @@ def test_the_fp32_check_is_spread_over_the_run_and_reported_per_slide(
     low, high = pooled["argmax_agreement_ci95"]
     assert 0.7 < low < 1.0 and high == pytest.approx(1.0)  # Wilson, 18 of 18 tiles
     assert pooled["slides_with_disagreement"] == []
+
+
+def test_a_slide_is_written_while_the_next_one_runs(
+    tray: list[Path], colour_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model does not wait for a slide's outputs: the first slide's writing cannot end
+    before the second slide has started through the model (in line, it would wait in vain)."""
+    from oncoscope.inference import slide_batch
+
+    second_started = threading.Event()
+    waited: list[bool] = []
+    finish = slide_batch.finish_slide
+
+    def finish_after_the_next_starts(*args: Any) -> Any:
+        if not waited:
+            waited.append(second_started.wait(timeout=30))
+        return finish(*args)
+
+    def on_slide(path: Path, slides: int) -> None:
+        if path == tray[1]:
+            second_started.set()
+
+    monkeypatch.setattr(slide_batch, "finish_slide", finish_after_the_next_starts)
+    report = infer_slides(colour_checkpoint, tray, tmp_path / "out", OPTIONS, on_slide=on_slide)
+    assert waited == [True]
+    assert [o.slide for o in report.outcomes] == tray and report.failures == []
+    for slide in tray:  # every slide written in full, the first included
+        assert (tmp_path / "out" / slide.stem / "status.json").is_file()
 
 
 def _break_level0_tiles(path: Path) -> None:

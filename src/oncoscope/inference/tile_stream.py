@@ -15,6 +15,9 @@ its tissue step in line (issue 18). Here, over a whole run:
 - under a reduced precision, the tiles chosen for the fp32 agreement check
   (:func:`oncoscope.inference.predict_tiles.agreement_quota`: spread over the run's slides, no
   fixed per-slide count) are run again at fp32 from the batch already in memory: no second read.
+- a slide whose tiles are all stored is finished (its map and figures written) by a finisher
+  thread while the next slide's batches run, at most one slide at a time, so the model does
+  not wait for a slide's outputs; a full disk there stops the run at the next batch.
 
 Hand-written because a DataLoader iterates one dataset fixed when it starts (a loader per slide
 restarts its workers per slide) and Lightning's predict loop takes whole dataloaders; here the
@@ -23,10 +26,12 @@ requests themselves say which slide to read, so slides can join a loader that is
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -405,9 +410,16 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
     the run (the slide being written is reported with the file, nothing of it kept; the slides
     not finished are listed as not done).
 
+    A slide is finished in a finisher thread (``finish_in_thread``; False: in line, after its
+    last batch) while the next slide's tiles run; one slide at a time, so a slide waits for the
+    one before it, and outcomes are in the jobs' order whichever way.
+
     Subclasses say what a slide is: :meth:`plan`, :meth:`finish`, :meth:`skipped`,
     :meth:`output_of` and :meth:`compare` (the fp32 agreement of the stored values).
     """
+
+    #: Finish slides in the finisher thread (False: in line; for measuring what it saves).
+    finish_in_thread: bool = True
 
     def __init__(
         self,
@@ -429,6 +441,8 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         self.errors: dict[int, OncoscopeError] = {}
         self.in_flight: dict[int, Tiles] = {}
         self.stopped: tuple[int | None, str, str] | None = None
+        self._finisher: ThreadPoolExecutor | None = None
+        self._finishing: Future[None] | None = None
 
     def plan(self, key: int, job: JobT) -> Tiles | None:
         """The job ready for its tiles; None when it is done already."""
@@ -490,18 +504,22 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
             self.jobs, self.plan, self.settled, discard=lambda planned: planned.discard(),
             ahead=self.ahead,
         )  # fmt: skip
+        if self.finish_in_thread:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="oncoscope-finish")
         try:
             stream_tiles(
                 model, spec, self._track(iter(planner)), self, batch_size=batch_size,
                 workers=workers, device=device, precision=self.precision, head=head,
                 compiled=compiled,
             )  # fmt: skip
+            self._finished_before(wait=True)
         except OSError as error:
             if error.errno not in DISK_FULL or full_disk == "raise":
                 raise
             self._stopped_by(error)
         finally:
             planner.close()
+            self._close_finisher()
             for planned in self.in_flight.values():
                 planned.discard()
 
@@ -513,9 +531,11 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
             self.errors[key] = error
 
     def started(self, slide: Tiles) -> None:
+        self._finished_before(wait=False)
         self._announce(slide.key)
 
     def tiles(self, slide: Tiles) -> None:
+        self._finished_before(wait=False)
         if self.on_tiles is not None:
             self.on_tiles(slide.done, len(slide))
 
@@ -524,12 +544,40 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         if self.precision != "fp32" and len(slide.checked):
             slide.clock.add("precision_agreement", slide.seconds["precision_agreement"])
             slide.agreement = self.compare(slide.values[slide.checked], slide.reference)
+        if self._finisher is None:
+            self._finish(slide)
+            return
+        self._finished_before(wait=True)
+        self._finishing = self._finisher.submit(self._finish, slide)
+
+    def _finish(self, slide: Tiles) -> None:
         try:
             self.outcomes[slide.key] = self.finish(slide)
         except OncoscopeError as error:
             self.errors[slide.key] = error
         finally:
             self.in_flight.pop(slide.key, None)
+
+    def _finished_before(self, *, wait: bool) -> None:
+        """Collect the slide being finished in the finisher thread (waiting for it when
+        ``wait``; else only if it is done); its :class:`OSError` (a full disk) is raised here,
+        in the stream's thread, which stops the run."""
+        finishing = self._finishing
+        if finishing is None or not (wait or finishing.done()):
+            return
+        self._finishing = None
+        finishing.result()
+
+    def _close_finisher(self) -> None:
+        """Wait for the slide being finished, whatever stopped the run (its own error is
+        dropped: the run is stopping for another), and end the thread."""
+        if self._finishing is not None:
+            with contextlib.suppress(BaseException):  # the error stopping the run goes on
+                self._finishing.result()
+            self._finishing = None
+        if self._finisher is not None:
+            self._finisher.shutdown()
+            self._finisher = None
 
     def failed(self, slide: Tiles, message: str) -> None:
         self.in_flight.pop(slide.key, None)
