@@ -14,7 +14,9 @@ with the range over runs.
 ``--recipe seed000 --model sa_efficientnet_lite0`` trains another recipe and model the same way
 (the seed-000 recipe's own model is the paper-size SA-EfficientNet-B4, too slow for 2 cores).
 ``--model-kwargs '{"pool": "avg"}'`` replaces the recipe's model keywords (the heads that
-failed: benchmarks/README.md); ``--work DIR`` keeps the cohorts (one per seed, reused) and runs.
+failed: benchmarks/README.md); ``--chain em`` prepares the cohort with seed 001's chain
+(``ct prepare --denoise median:3 --roi em``: every slice black outside its EM liver ROI);
+``--work DIR`` keeps the cohorts (one per seed, reused) and runs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from phantom_localization import machine_line, print_ranges  # beside this script
 from sklearn.metrics import roc_auc_score
 
+from oncoscope.ct.chain import SliceChain
 from oncoscope.ct.phantom import write_cohort
 from oncoscope.ct.slice_dataset import PrepareOptions, prepare_dataset
 from oncoscope.ct.window import PRESETS
@@ -43,13 +46,22 @@ from oncoscope.train.run import train
 KEYS = ("auroc", "accuracy", "pointing_game", "pointing_game_random_liver", "pxap", "dice")
 
 
-def cohort(folder: Path, seed: int) -> Path:
-    """The demo's CT cohort for ``seed`` under ``folder`` (made once); its manifest."""
-    manifest = folder / "ct" / "manifest.csv"
+def cohort(folder: Path, seed: int, chain: SliceChain | None = None) -> Path:
+    """The demo's CT cohort for ``seed`` under ``folder`` (made once); its manifest.
+
+    ``chain``: seed 001's chain applied by ``ct prepare`` (its slices go to ``ct-chain/``).
+    """
+    manifest = folder / ("ct" if chain is None else "ct-chain") / "manifest.csv"
     if not manifest.is_file():
-        write_cohort(folder / "phantoms", 16, shape=(40, 256, 256), lesion_free=4, seed=seed)
-        options = PrepareOptions(windows=(PRESETS["liver"],), healthy_per_patient=10, seed=seed)
-        prepare_dataset(folder / "phantoms", folder / "ct", options, workers=1)
+        if not (folder / "phantoms").is_dir():
+            write_cohort(folder / "phantoms", 16, shape=(40, 256, 256), lesion_free=4, seed=seed)
+        options = PrepareOptions(
+            windows=(PRESETS["liver"],),
+            healthy_per_patient=10,
+            seed=seed,
+            chain=chain or SliceChain(),
+        )
+        prepare_dataset(folder / "phantoms", manifest.parent, options, workers=1)
     return manifest
 
 
@@ -117,6 +129,9 @@ def main() -> None:
     parser.add_argument("--method", default="cam", help="map scored (explain's methods)")
     parser.add_argument("--recipe", default="ct-cam", help="training recipe (train --recipe)")
     parser.add_argument("--model", default=None, help="replaces the recipe's model")
+    parser.add_argument(
+        "--chain", choices=["none", "em"], default="none", help="em: ct prepare's seed-001 chain"
+    )
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -125,7 +140,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="demo-ct-loc-"))
     rows = []
     for seed in args.seeds:
-        manifest = cohort(work / f"cohort-{seed}", seed)
+        chain = SliceChain(median_size_px=3, roi="em") if args.chain == "em" else None
+        manifest = cohort(work / f"cohort-{seed}", seed, chain)
         for precision in args.precisions:
             out = Path(tempfile.mkdtemp(prefix=f"run-{seed}-{precision}-", dir=work))
             row = run_once(

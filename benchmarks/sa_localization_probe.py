@@ -12,6 +12,17 @@ a plain training loop without augmentation (Adam 1e-3, cosine, batch 16, balance
   ``--output-stride 8`` builds the backbone dilated after stride 8 (timm's ``output_stride``),
   so the class map is read on the front end's own stride-8 grid.
 
+``--chain em`` trains and tests on the cohort as ``ct prepare --denoise median:3 --roi em``
+writes it (seed 001's chain: outside the EM liver ROI every slice is black, so the model never
+sees the rest of the body). ``--maps-in-liver`` scores every map only inside seed 001's EM liver
+ROI of its slice, computed from the source volume's HU (as ``locate`` keeps candidates inside
+the liver; no mask is read): pointing takes the map's maximum inside the ROI, PxAP counts the
+ROI's pixels.
+
+``--anomaly`` also scores a map made from the front end's features with image labels only: a
+Gaussian (Ledoit-Wolf) fitted on its stride-8 vectors inside the EM liver ROI of the training
+split's healthy slices, and each test position's Mahalanobis distance to it.
+
 ``--freeze-front`` keeps the warm-started front end fixed. ``--model efficientnet_lite0`` runs
 the plain EfficientNet-Lite0 through the same loop (``whole`` head, no warm start). Printed per
 run: val and test AUROC, and on the test tumour slices the pointing game of SmoothGrad maps
@@ -45,9 +56,11 @@ from sa_front_end_stem import _Slices, normalised, slices
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from oncoscope.ct.chain import SliceChain, apply_chain
 from oncoscope.dataset.manifest import read_manifest
 from oncoscope.explain.localization_metrics import N_BINS, pixel_counts, pointing_hit, pxap
 from oncoscope.explain.smoothgrad import smoothgrad_maps
+from oncoscope.io.volumes import read_volume
 from oncoscope.models import create_model
 from oncoscope.models.pooling import pool_positions
 from oncoscope.train.warm_start import warm_start_front
@@ -93,12 +106,79 @@ def probabilities(model: nn.Module, images: torch.Tensor) -> np.ndarray[Any, Any
         ).numpy()
 
 
-def pointing(maps: np.ndarray[Any, Any], masks: list[np.ndarray[Any, Any]]) -> float:
-    """Share of slices whose map maximum (resized onto the mask) falls in a lesion."""
+def em_livers(
+    rows: Any, shape: tuple[int, ...], median_size_px: int | None
+) -> list[np.ndarray[Any, Any]]:
+    """Seed 001's EM liver ROI of each row's slice, from its volume's HU (after the median
+    filter when the chain has one), on the ``shape`` grid of the lesion masks."""
+    chain = SliceChain(median_size_px=median_size_px, roi="em")
+    livers, volume, path = [], None, None
+    for row in rows.itertuples():
+        if row.source != path:
+            volume, path = read_volume(Path(row.source)), row.source
+        assert volume is not None
+        pixel_mm = (volume.spacing_mm[1], volume.spacing_mm[2])
+        roi = apply_chain(volume.array[row.slice_index], chain, pixel_mm=pixel_mm, fill_hu=-1e3).roi
+        assert roi is not None
+        grid = Image.fromarray(roi.astype(np.uint8) * 255).resize(shape[::-1], Image.NEAREST)
+        livers.append(np.asarray(grid) > 0)
+    return livers
+
+
+def front_anomaly(
+    model: Any,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    train_rows: Any,
+    x_maps: torch.Tensor,
+    median_size_px: int | None,
+) -> np.ndarray[Any, Any]:
+    """Maps of how unlike healthy liver each position of the front end's output is.
+
+    The front end's stride-8 feature vectors at the positions inside the EM liver ROI of the
+    training split's healthy slices (image labels only) give a Gaussian (Ledoit-Wolf
+    covariance); each map is the Mahalanobis distance of every position's vector to it.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    front = model.front
+    front.eval()
+    with torch.no_grad():
+        healthy = torch.cat(
+            [
+                front(x_train[y_train == 0][i : i + 32])
+                for i in range(0, int((y_train == 0).sum()), 32)
+            ]
+        )
+        grid = tuple(healthy.shape[-2:])
+        rows = train_rows[(train_rows["label"] != "tumour").to_numpy()]
+        livers = np.stack(em_livers(rows, grid, median_size_px))
+        vectors = healthy.permute(0, 2, 3, 1).numpy()[livers]
+        fit = LedoitWolf().fit(vectors)
+        maps = torch.cat([front(x_maps[i : i + 32]) for i in range(0, len(x_maps), 32)])
+    flat = maps.permute(0, 2, 3, 1).numpy()
+    centred = flat - fit.location_
+    distance = np.einsum("nhwc,cd,nhwd->nhw", centred, fit.precision_, centred)
+    return np.sqrt(np.maximum(distance, 0.0))
+
+
+def _onto(heat: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    return np.asarray(Image.fromarray(heat.astype(np.float32)).resize(shape[::-1]))
+
+
+def pointing(
+    maps: np.ndarray[Any, Any],
+    masks: list[np.ndarray[Any, Any]],
+    livers: list[np.ndarray[Any, Any]] | None = None,
+) -> float:
+    """Share of slices whose map maximum (resized onto the mask; inside ``livers`` when given,
+    over the whole slice where a liver is empty) falls in a lesion."""
     hits = []
-    for heat, truth in zip(maps, masks, strict=True):
-        resized = Image.fromarray(heat.astype(np.float32)).resize(truth.shape[::-1])
-        hits.append(pointing_hit(np.asarray(resized), truth))
+    for k, (heat, truth) in enumerate(zip(maps, masks, strict=True)):
+        resized = _onto(heat, truth.shape)
+        if livers is not None and livers[k].any():
+            resized = np.where(livers[k], resized, -np.inf)
+        hits.append(pointing_hit(resized, truth))
     return float(np.mean(hits))
 
 
@@ -120,13 +200,20 @@ def inpainted(manifest: Path, rows: Any, mean: float, std: float, seed: int) -> 
     return torch.from_numpy(np.stack(images))[:, None]
 
 
-def pixel_ap(maps: np.ndarray[Any, Any], masks: list[np.ndarray[Any, Any]]) -> float:
-    """PxAP of the maps (resized onto the masks, each scaled to 0..1) over the slices' pixels."""
+def pixel_ap(
+    maps: np.ndarray[Any, Any],
+    masks: list[np.ndarray[Any, Any]],
+    livers: list[np.ndarray[Any, Any]] | None = None,
+) -> float:
+    """PxAP of the maps (resized onto the masks, each scaled to 0..1) over the slices' pixels,
+    or over those inside ``livers`` (lesion pixels outside an ROI count as missed)."""
     counts = np.zeros((2, N_BINS), dtype=np.int64)
-    for heat, truth in zip(maps, masks, strict=True):
-        resized = np.asarray(Image.fromarray(heat.astype(np.float32)).resize(truth.shape[::-1]))
+    for k, (heat, truth) in enumerate(zip(maps, masks, strict=True)):
+        resized = _onto(heat, truth.shape)
         span = float(resized.max() - resized.min())
         scaled = (resized - resized.min()) / span if span > 0 else np.zeros_like(resized)
+        if livers is not None and livers[k].any():
+            scaled = np.where(livers[k], scaled, 0.0)
         counts = counts + pixel_counts(scaled, truth)
     return pxap(counts)
 
@@ -137,10 +224,10 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     model: Any = create_model(args.model, num_classes=2, in_chans=1, pretrained=True, **extra)
     mean = float(np.mean(model.pretrained_cfg["mean"]))  # as training's spec feeds one channel
     std = float(np.mean(model.pretrained_cfg["std"]))
-    x_train, y_train, _ = split_tensors(manifest, "train", mean, std)
+    x_train, y_train, train_rows = split_tensors(manifest, "train", mean, std)
     x_val, y_val, _ = split_tensors(manifest, "val", mean, std)
     x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std)
-    record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed}
+    record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed, "chain": args.chain}
     if head == "cam":
         record.update(pool=args.pool, output_stride=args.output_stride)
     if getattr(model, "replaced_stages", None) is not None:
@@ -179,15 +266,39 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     for path in test_rows.loc[tumour, "lesion_mask"]:
         with Image.open(manifest.parent / path) as im:
             masks.append(np.asarray(im) > 0)
+    livers = None
+    if args.maps_in_liver:
+        median = 3 if args.chain == "em" else None
+        livers = em_livers(test_rows.loc[tumour], masks[0].shape, median)
+        record["em_liver_empty"] = sum(not liver.any() for liver in livers)
+        record["lesion_share_in_em_liver"] = round(
+            sum(int((m & v).sum()) for m, v in zip(masks, livers, strict=True))
+            / max(sum(int(m.sum()) for m in masks), 1),
+            3,
+        )
+    if args.anomaly:
+        median = 3 if args.chain == "em" else None
+        anomaly = front_anomaly(model, x_train, y_train, train_rows, x_test[tumour], median)
+        test_livers = livers or em_livers(test_rows.loc[tumour], masks[0].shape, median)
+        record["anomaly_pointing"] = round(pointing(anomaly, masks), 3)
+        record["anomaly_pointing_in_liver"] = round(pointing(anomaly, masks, test_livers), 3)
+        record["anomaly_pxap_in_liver"] = round(pixel_ap(anomaly, masks, test_livers), 3)
     maps = smoothgrad_maps(model, x_test[tumour], [1] * len(tumour))
     record["tumour_slices"] = len(tumour)
     record["smoothgrad_pointing"] = round(pointing(maps, masks), 3)
+    record["smoothgrad_pxap"] = round(pixel_ap(maps, masks), 3)
+    if livers is not None:
+        record["smoothgrad_pointing_in_liver"] = round(pointing(maps, masks, livers), 3)
+        record["smoothgrad_pxap_in_liver"] = round(pixel_ap(maps, masks, livers), 3)
     if head == "cam":
         model.eval()
         with torch.no_grad():
             class_maps = model.class_map(x_test[tumour])[:, 1].numpy()
         record["cam_pointing"] = round(pointing(class_maps, masks), 3)
         record["cam_pxap"] = round(pixel_ap(class_maps, masks), 3)
+        if livers is not None:
+            record["cam_pointing_in_liver"] = round(pointing(class_maps, masks, livers), 3)
+            record["cam_pxap_in_liver"] = round(pixel_ap(class_maps, masks, livers), 3)
     return record
 
 
@@ -200,12 +311,16 @@ def main() -> None:
     parser.add_argument("--pool", choices=["avg", "lse", "max"], default="avg")
     parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=32)
     parser.add_argument("--freeze-front", action="store_true")
+    parser.add_argument("--chain", choices=["none", "em"], default="none")
+    parser.add_argument("--maps-in-liver", action="store_true")
+    parser.add_argument("--anomaly", action="store_true")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
     print(machine_line(), flush=True)
-    manifest = cohort(work / "cohort-0", 0)
+    chain = SliceChain(median_size_px=3, roi="em") if args.chain == "em" else None
+    manifest = cohort(work / "cohort-0", 0, chain)
     frame = read_manifest(manifest)
     for split in ("train", "val", "test"):
         rows = frame[frame["split"] == split]
