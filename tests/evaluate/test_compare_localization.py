@@ -81,7 +81,9 @@ def test_compare_scores_maps_on_the_same_slices_with_paired_differences(tmp_path
     assert located["models"]["sees"]["pxap"]["value"] == pytest.approx(1.0)
     table = pd.read_csv(out / "comparison_localization.csv")
     assert set(table["model"]) == {"sees", "blind"} and "pointing_game" in set(table["metric"])
-    assert (out / "localization" / "sees" / "localization.json").is_file()
+    own = json.loads((out / "localization" / "sees" / "localization.json").read_text())
+    assert own["intervals"] is None  # only the paired intervals above, no one-resample ones
+    assert own["metrics"]["pointing_game"] == 1.0
     assert "Weak localisation (cam)" in (out / "report.html").read_text()
     assert "sees: pointing game 1.000" in result.output
 

@@ -82,7 +82,7 @@ def compare_localization(
             method=method,
             out_dir=out / "localization" / name,
             batch_size=batch_size,
-            resamples=1,  # each model's own intervals are not needed: the paired ones follow
+            resamples=0,  # no intervals of each model's own: the paired ones follow
             loaded=loaded[name],
         )
         for name, path in checkpoints.items()

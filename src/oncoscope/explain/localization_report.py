@@ -77,7 +77,8 @@ def score_localization(
         tolerance_px: pointing-game tolerance in pixels (0 = the maximum must be in a lesion).
         batch_size: images per forward pass.
         examples: example overlays (map, true lesion contour in white, boxes in green).
-        resamples: patient-bootstrap resamples of the intervals (seed 0).
+        resamples: patient-bootstrap resamples of the intervals (seed 0); 0: no intervals
+            (``intervals`` is None; ``compare --localization`` makes paired ones instead).
         loaded: ``checkpoint`` already loaded (:func:`load_model`; ``evaluate
             --localization`` passes the model it predicted with); else the file is read here.
 
@@ -95,7 +96,8 @@ def score_localization(
         bin with ``size_bin, lesions, hits, hit_rate`` (``hit_rate`` None when a bin is empty).
         ``intervals``: every figure (those of ``metrics`` and ``hit_rate <bin>``) with a 95%
         patient-bootstrap interval (:func:`~oncoscope.explain.localization_intervals.
-        localization_intervals`: ``estimates``, ``patients``, ``trusted``, ``warning``).
+        localization_intervals`: ``estimates``, ``patients``, ``trusted``, ``warning``), or
+        None with ``resamples=0``.
         ``images``: the per-slice scores (:class:`ImageScore`, not written to the JSON), which
         ``compare --localization`` pairs across models.
 
@@ -132,7 +134,11 @@ def score_localization(
     figures = [_pr_figure(out / "localization_pr.png", scores.counts, metrics["pxap"])]
     figures += scores.figures
     by_size = _by_size(scores.per_image)
-    intervals = localization_intervals(scores.per_image, resamples=resamples, seed=0)
+    intervals = (
+        localization_intervals(scores.per_image, resamples=resamples, seed=0)
+        if resamples > 0
+        else None
+    )
     _write_tables(out, by_size, scores.box_rows)
     record_file, note = _record_threshold(
         checkpoint,
