@@ -58,16 +58,17 @@ ISSUE_OPENSLIDE = 917.0
 PHASES = ("tissue_and_grid", "tiles", "precision_agreement", "map", "outputs")
 
 
-def make_checkpoint(path: Path) -> Path:
-    """resnet18, random weights, 2 classes, 224 px, as an oncoscope checkpoint."""
+def make_checkpoint(path: Path, name: str = "resnet18") -> Path:
+    """A timm model (resnet18 unless ``name`` says otherwise), random weights, 2 classes,
+    224 px, as an oncoscope checkpoint."""
     from oncoscope.models import create_model
     from oncoscope.train.checkpoint import write_checkpoint
 
     torch.manual_seed(0)
-    model = create_model("resnet18", num_classes=2)
+    model = create_model(name, num_classes=2)
     cfg = model.pretrained_cfg
     spec = {
-        "model": "resnet18",
+        "model": name,
         "model_kwargs": {},
         "classes": ["normal", "tumour"],
         "in_chans": 3,

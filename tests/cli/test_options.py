@@ -54,6 +54,7 @@ SHARED = [
     ("--precision", ["slide", "features", "mil train"]),
     ("--stain-normalize", ["slide", "features", "scale"]),
     ("--compile", ["slide", "features"]),
+    ("--decode", ["slide", "features"]),
     # --devices differs on purpose: slide shards a slide's tiles, features deals out slides
     ("--accelerator", ["slide", "features"]),
     ("--num-nodes", ["slide", "features", "mil train", "train"]),
@@ -100,6 +101,7 @@ def test_precision_has_one_vocabulary_and_train_names_the_old_spellings() -> Non
                     "--workers",
                     "--precision",
                     "--compile",
+                    "--decode",
                     "--agreement-tiles",
                     "--stain-normalize",
                 ],
@@ -120,6 +122,7 @@ def test_precision_has_one_vocabulary_and_train_names_the_old_spellings() -> Non
                     "--workers",
                     "--precision",
                     "--compile",
+                    "--decode",
                     "--agreement-tiles",
                     "--stain-normalize",
                 ],

@@ -22,6 +22,7 @@ from oncoscope.cli.options import (
     Accelerator,
     AllowUpsampling,
     Compile,
+    Decode,
     Magnification,
     Mpp,
     NumNodes,
@@ -113,6 +114,7 @@ def features(
     workers: Workers = 0,
     precision: Precision = "auto",
     compile: Compile = False,
+    decode: Decode = "auto",
     agreement_tiles: Annotated[
         int | None, agreement_tiles_option("re-encoded", "the cosine similarity")
     ] = None,

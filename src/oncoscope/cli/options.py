@@ -292,6 +292,16 @@ Compile = Annotated[
     ),
 ]
 
+#: ``--decode`` of the tile commands (``slide``, ``features``).
+Decode = Annotated[
+    str,
+    typer.Option(
+        help="Where JPEG tiles are decoded: auto (on a CUDA GPU when torchvision can, else by "
+        "the readers), cpu (by the readers) or device (where the model runs).",
+        rich_help_panel=MODEL,
+    ),
+]
+
 
 def agreement_tiles_option(redone: str, measure: str) -> Any:
     """``--agreement-tiles``: tiles ``redone`` at fp32 under bf16/fp16 to ``measure``."""

@@ -23,6 +23,7 @@ from oncoscope.cli.options import (
     AllowUpsampling,
     Checkpoint,
     Compile,
+    Decode,
     Magnification,
     Mpp,
     NumNodes,
@@ -87,6 +88,7 @@ def slide(
     workers: Workers = 0,
     precision: Precision = "auto",
     compile: Compile = False,
+    decode: Decode = "auto",
     agreement_tiles: Annotated[
         int | None, agreement_tiles_option("re-run", "the argmax agreement")
     ] = None,

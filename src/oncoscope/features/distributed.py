@@ -42,6 +42,7 @@ from oncoscope.features.extract import (
     tile_side,
 )
 from oncoscope.hardware import resolve_precision
+from oncoscope.inference.device_decode import resolve_decode
 from oncoscope.io.slide_files import SlideJob
 
 
@@ -130,6 +131,7 @@ def extract_over_ranks(
         on_device.model, on_device.tile_spec(tile_side(encoder, options)),
         batch_size=options.batch_size, workers=options.workers, device=device,
         head=as_features, full_disk="stop", compiled=options.compile,
+        decode=resolve_decode(options.decode, device),
     )  # fmt: skip
     local: FeatureReport = BatchReport()
     errors = run.report(into=local)

@@ -36,6 +36,7 @@ from oncoscope.features.bags import bag_path, read_bag_attrs, write_bag
 from oncoscope.features.encoders import Encoder
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference import tile_runs
+from oncoscope.inference.device_decode import resolve_decode
 from oncoscope.inference.patches import TileGrid, cells_per_tile
 from oncoscope.inference.slide_inference import (
     SlideOptions,
@@ -378,7 +379,7 @@ def _run_bags(
     run.run(
         encoder.model, spec, batch_size=options.batch_size, workers=options.workers,
         device=encoder.device, head=as_features, full_disk=full_disk,
-        compiled=options.compile,
+        compiled=options.compile, decode=resolve_decode(options.decode, encoder.device),
     )  # fmt: skip
     report = BatchReport()
     return run.report(into=report), report

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from oncoscope.errors import InvalidOptionError
+from oncoscope.inference.device_decode import EncodedBatchBuilder, EncodedTiles
 from oncoscope.io.slides import Resolution, Slide, pooled_slide
 from oncoscope.pathology.tissue import TissueMask, kept, tile_fractions
 
@@ -171,15 +172,42 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
         self, indices: np.ndarray[Any, Any], out: np.ndarray[Any, np.dtype[np.uint8]]
     ) -> None:
         """Read the tiles at ``indices`` into ``out`` (``(len(indices), H, W, 3) uint8``)."""
-        slide = self._slide
-        if slide is None or get_worker_info() is not None:  # a forked worker opens its own
-            slide = pooled_slide(self.path, **self.scan)
+        slide = self._open()
         size = (self.tile_px, self.tile_px)
         self._make_normaliser()
         for slot, (x, y) in enumerate(self.positions[indices].tolist()):
             slide.read_at((x, y), size, self.target, out[slot])
             if self._normaliser is not None:
                 out[slot] = self._normaliser(out[slot])
+
+    def read_encoded(self, indices: np.ndarray[Any, Any]) -> EncodedTiles:
+        """The tiles at ``indices`` as a batch to decode on the model's device: compressed
+        JPEG tiles where the slide has them, tiles decoded here for the rest (see
+        :mod:`oncoscope.inference.device_decode`). With a stain target every tile is decoded
+        here (the normalisation runs on the CPU)."""
+        side = self.tile_px
+        pixels = np.empty((len(indices), side, side, 3), dtype=np.uint8)
+        builder = EncodedBatchBuilder(pixels)
+        if self.stain is not None:
+            self.read_into(indices, pixels)
+            return builder.build()
+        slide = self._open()
+        for slot, (x, y) in enumerate(self.positions[indices].tolist()):
+            found = slide.jpeg_pieces_at((x, y), (side, side), self.target)
+            if found is None:
+                slide.read_at((x, y), (side, side), self.target, pixels[slot])
+                continue
+            pieces, outside = found
+            if outside and slide.tiff_tiles is not None:
+                pixels[slot] = slide.tiff_tiles.background
+            builder.add(slot, pieces)
+        return builder.build()
+
+    def _open(self) -> Slide:
+        """The slide: the one opened in this process, or (in a reader process) the pool's."""
+        if self._slide is None or get_worker_info() is not None:  # a forked worker opens its own
+            return pooled_slide(self.path, **self.scan)
+        return self._slide
 
     def subset(self, indices: np.ndarray[Any, Any]) -> TileDataset:
         """The tiles at ``indices`` (in that order) as a dataset of their own, read from the

@@ -30,6 +30,7 @@ from oncoscope.batch import BatchReport, run_until_disk_full, writing
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference.accumulate import ProbabilityAccumulator, preallocate
+from oncoscope.inference.device_decode import resolve_decode
 from oncoscope.inference.patches import TileGrid
 from oncoscope.inference.predict_tiles import (
     agreement_quota,
@@ -289,7 +290,7 @@ def classify_slides(
         run.run(
             classifier.model, classifier.spec, batch_size=options.batch_size,
             workers=options.workers, device=classifier.device, full_disk=full_disk,
-            compiled=options.compile,
+            compiled=options.compile, decode=resolve_decode(options.decode, classifier.device),
         )  # fmt: skip
         report = SlideRunReport()
         report.errors = run.report(into=report)

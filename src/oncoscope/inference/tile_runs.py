@@ -28,6 +28,7 @@ from oncoscope.batch import writing
 from oncoscope.errors import InvalidOptionError
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference.accumulate import preallocate
+from oncoscope.inference.device_decode import DECODES
 from oncoscope.inference.patches import TileDataset, TileGrid
 from oncoscope.inference.predict_tiles import Head, predict_tiles, softmax_head
 from oncoscope.io.slides import Slide
@@ -69,6 +70,10 @@ class TileRunOptions:
             with ``devices`` in ``slide``, where Lightning runs the model). Not a setting
             that makes a re-run redo a slide: compiled and eager outputs agree to float
             rounding.
+        decode: where JPEG tiles are decoded: ``auto`` (on a CUDA device when torchvision
+            can, else by the readers), ``cpu`` or ``device`` (see
+            :mod:`oncoscope.inference.device_decode`); one process per device only (not with
+            ``devices`` in ``slide``). Not a setting that makes a re-run redo a slide.
     """
 
     magnification: float | None = None
@@ -89,6 +94,7 @@ class TileRunOptions:
     on_mismatch: str = "redo"
     stain_normalize: bool = True
     compile: bool = False
+    decode: str = "auto"
 
 
 @dataclass
@@ -118,9 +124,18 @@ def check_run_options(options: TileRunOptions, *, lightning_runs_model: bool = F
             with ``devices`` (``slide``), which ``compile`` does not reach.
 
     Raises:
-        InvalidOptionError: ``num_nodes`` above 1 without ``devices``; ``compile`` where
-            Lightning runs the model.
+        InvalidOptionError: ``num_nodes`` above 1 without ``devices``; ``compile`` or
+            ``decode device`` where Lightning runs the model; an unknown ``decode``.
     """
+    if options.decode not in DECODES:
+        raise InvalidOptionError(
+            f"--decode must be one of {', '.join(DECODES)}, got {options.decode!r}"
+        )
+    if options.decode == "device" and options.devices is not None and lightning_runs_model:
+        raise InvalidOptionError(
+            "--decode device decodes in the process of a one-process run; with --devices "
+            "Lightning moves the batches: drop one of them"
+        )
     if options.num_nodes > 1 and options.devices is None:
         raise InvalidOptionError("--num-nodes needs --devices (devices per node)")
     if options.compile and options.devices is not None and lightning_runs_model:

@@ -15,6 +15,8 @@ its tissue step in line (issue 18). Here, over a whole run:
 - under a reduced precision, the tiles chosen for the fp32 agreement check
   (:func:`oncoscope.inference.predict_tiles.agreement_quota`: spread over the run's slides, no
   fixed per-slide count) are run again at fp32 from the batch already in memory: no second read.
+- with ``decode="device"`` the readers send JPEG tiles compressed and they are decoded on the
+  model's device (:mod:`oncoscope.inference.device_decode`);
 - a slide whose tiles are all stored is finished (its map and figures written) by a finisher
   thread while the next slide's batches run, at most one slide at a time, so the model does
   not wait for a slide's outputs; a full disk there stops the run at the next batch.
@@ -43,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from oncoscope.batch import DISK_FULL, BatchReport, PathJob
 from oncoscope.errors import OncoscopeError
+from oncoscope.inference.device_decode import EncodedTiles, tiles_on_device
 from oncoscope.inference.patches import TileDataset
 from oncoscope.inference.predict_tiles import (
     Head,
@@ -104,28 +107,35 @@ class StreamedSlide:
 @dataclass(frozen=True)
 class TileRequest:
     """A batch to read: ``tiles`` (the batch's own tiles, in order) of the slide ``key``, whose
-    tile indices are ``indices``."""
+    tile indices are ``indices``; ``encoded``: read as
+    :meth:`~oncoscope.inference.patches.TileDataset.read_encoded` (decoded on the device)."""
 
     key: int
     indices: np.ndarray[Any, np.dtype[np.int64]]
     tiles: TileDataset
+    encoded: bool = False
 
 
-class RequestReader(Dataset[tuple[torch.Tensor, int, torch.Tensor, str | None]]):
+class RequestReader(Dataset[tuple[torch.Tensor | EncodedTiles, int, torch.Tensor, str | None]]):
     """Reads a :class:`TileRequest` into ``(uint8 (b, H, W, 3), key, int64 (b,) indices,
-    error)``: a slide that cannot be read comes back as its message (``error``) with no
-    pixels, so one bad slide does not stop the reader processes the others share."""
+    error)`` (an :class:`EncodedTiles` in place of the pixels for an ``encoded`` request): a
+    slide that cannot be read comes back as its message (``error``) with no pixels, so one bad
+    slide does not stop the reader processes the others share."""
 
     def __len__(self) -> int:  # keys are requests, not positions
         raise TypeError("a RequestReader is read by its requests")
 
     def __getitem__(  # type: ignore[override]
         self, request: TileRequest
-    ) -> tuple[torch.Tensor, int, torch.Tensor, str | None]:
+    ) -> tuple[torch.Tensor | EncodedTiles, int, torch.Tensor, str | None]:
         side = request.tiles.tile_px
         batch = torch.empty((len(request.indices), side, side, 3), dtype=torch.uint8)
+        slots = np.arange(len(request.indices))
         try:
-            request.tiles.read_into(np.arange(len(request.indices)), batch.numpy())
+            if request.encoded:
+                encoded = request.tiles.read_encoded(slots)
+                return encoded, request.key, torch.from_numpy(request.indices), None
+            request.tiles.read_into(slots, batch.numpy())
         except OncoscopeError as error:
             return batch[:0], request.key, torch.from_numpy(request.indices[:0]), error.message
         return batch, request.key, torch.from_numpy(request.indices), None
@@ -135,11 +145,16 @@ class _Requests:
     """The DataLoader's sampler: batches of each slide as :class:`PlanAhead` delivers them."""
 
     def __init__(
-        self, slides: Iterator[StreamedSlide], batch_size: int, live: dict[int, StreamedSlide]
+        self,
+        slides: Iterator[StreamedSlide],
+        batch_size: int,
+        live: dict[int, StreamedSlide],
+        encoded: bool = False,
     ) -> None:
         self.slides = slides
         self.batch_size = batch_size
         self.live = live
+        self.encoded = encoded
 
     def __iter__(self) -> Iterator[TileRequest]:
         for slide in self.slides:
@@ -148,7 +163,7 @@ class _Requests:
                 if slide.key not in self.live:  # failed while its batches were being made
                     break
                 indices = np.arange(start, min(start + self.batch_size, len(slide)))
-                yield TileRequest(slide.key, indices, slide.tiles.subset(indices))
+                yield TileRequest(slide.key, indices, slide.tiles.subset(indices), self.encoded)
 
 
 class StreamCallbacks(Generic[Planned]):
@@ -184,6 +199,7 @@ def stream_tiles(
     precision: str = "fp32",
     head: Head = softmax_head,
     compiled: bool = False,
+    decode: str = "cpu",
 ) -> None:
     """Run ``model`` over the tiles of every slide ``slides`` yields, with one DataLoader.
 
@@ -200,13 +216,15 @@ def stream_tiles(
         precision: ``fp32``, ``bf16`` or ``fp16`` (resolved).
         compiled: run the batches through :func:`compile_model` of ``model``, every batch
             padded to ``batch_size`` (the fp32 check runs ``model`` itself).
+        decode: ``cpu`` (readers decode the tiles) or ``device`` (JPEG tiles decoded on
+            ``device``; see :func:`oncoscope.inference.device_decode.resolve_decode`).
     """
     device = device or torch.device("cpu")
     forward = compile_model(model) if compiled else model
     live: dict[int, Planned] = {}
     loader: DataLoader[Any] = DataLoader(
         RequestReader(),  # type: ignore[arg-type]
-        sampler=_Requests(slides, batch_size, live),  # type: ignore[arg-type]
+        sampler=_Requests(slides, batch_size, live, decode == "device"),  # type: ignore[arg-type]
         batch_size=None,
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -228,7 +246,13 @@ def stream_tiles(
             if slide.done == 0:
                 callbacks.started(slide)
             rows = indices.numpy()
-            x = to_model_input(pixels, spec, device)
+            try:
+                x = to_model_input(_decoded(pixels, slide, rows, device), spec, device)
+            except OncoscopeError as unread:  # a batch the device could not decode, read again
+                del live[slide.key]
+                callbacks.failed(slide, unread.message)
+                last = time.perf_counter()
+                continue
             batch = pad_batch(x, batch_size) if compiled else x
             out = forward_probabilities(forward, batch, precision, head)[: len(rows)]
             slide.values[rows] = out.cpu().numpy()
@@ -243,6 +267,24 @@ def stream_tiles(
                 del live[slide.key]
                 callbacks.finished(slide)
             last = time.perf_counter()
+
+
+def _decoded(
+    pixels: torch.Tensor | EncodedTiles,
+    slide: StreamedSlide,
+    rows: np.ndarray[Any, Any],
+    device: torch.device,
+) -> torch.Tensor:
+    """A batch's tiles on ``device``; a batch whose JPEG streams the device cannot decode is
+    read again on the CPU (a broken tile then ends in the slide reader's error)."""
+
+    def read_on_cpu() -> torch.Tensor:
+        side = slide.tiles.tile_px
+        again = torch.empty((len(rows), side, side, 3), dtype=torch.uint8)
+        slide.tiles.read_into(rows, again.numpy())
+        return again
+
+    return tiles_on_device(pixels, device, read_on_cpu)
 
 
 def _check_at_fp32(
@@ -492,10 +534,11 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
         head: Head = softmax_head,
         full_disk: str = "stop",
         compiled: bool = False,
+        decode: str = "cpu",
     ) -> None:
         """Plan and stream every job (see the class docstring); ``full_disk="raise"`` raises
-        the full disk's :class:`OSError` instead of recording it; ``compiled``: see
-        :func:`stream_tiles`.
+        the full disk's :class:`OSError` instead of recording it; ``compiled`` and ``decode``:
+        see :func:`stream_tiles`.
 
         Raises:
             OSError: a file cannot be written for another reason than a full disk.
@@ -510,7 +553,7 @@ class StreamRun(StreamCallbacks[Tiles], Generic[JobT, Tiles, Outcome]):
             stream_tiles(
                 model, spec, self._track(iter(planner)), self, batch_size=batch_size,
                 workers=workers, device=device, precision=self.precision, head=head,
-                compiled=compiled,
+                compiled=compiled, decode=decode,
             )  # fmt: skip
             self._finished_before(wait=True)
         except OSError as error:

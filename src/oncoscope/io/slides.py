@@ -51,7 +51,7 @@ from oncoscope.errors import (
     MissingMetadataError,
     UnsupportedFormatError,
 )
-from oncoscope.io.tiff_tiles import DecodedTileCache, TiledTiff, parse_background
+from oncoscope.io.tiff_tiles import DecodedTileCache, JpegPiece, TiledTiff, parse_background
 
 #: ``mpp = MPP_AT_1X / magnification``: x40 = 0.25 um/px, x20 = 0.5, x10 = 1.
 MPP_AT_1X = 10.0
@@ -392,6 +392,32 @@ class Slide:
             return np.asarray(rgb, dtype=np.uint8)
         out[...] = np.asarray(rgb, dtype=np.uint8)
         return out
+
+    def jpeg_pieces_at(
+        self, location_xy: tuple[float, float], size_wh: tuple[int, int], target: Resolution
+    ) -> tuple[list[JpegPiece], bool] | None:
+        """The compressed JPEG tiles a :meth:`read_at` of the same arguments is made of, to be
+        decoded elsewhere (on the GPU; see :meth:`TiledTiff.jpeg_pieces`).
+
+        Returns:
+            ``(pieces, background)`` (``background``: part of the region is outside the
+            slide); None when the region cannot be served so: a read that resizes or starts
+            at a fraction of a level pixel, a level OpenSlide reads, a level not of YCbCr
+            JPEG tiles, a tile cut short. Then :meth:`read_at` it.
+        """
+        width, height = size_wh
+        if self.tiff_tiles is None or width < 1 or height < 1:
+            return None
+        level_downsample = self.level_downsamples[target.level]
+        scale = target.downsample / level_downsample  # as read_at: level pixels per pixel
+        x0 = location_xy[0] + self.bounds_xy[0]
+        y0 = location_xy[1] + self.bounds_xy[1]
+        x_int, y_int = math.floor(x0), math.floor(y0)
+        dx, dy = (x0 - x_int) / level_downsample, (y0 - y_int) / level_downsample
+        read_wh = (math.ceil(dx + width * scale), math.ceil(dy + height * scale))
+        if read_wh != (width, height) or dx or dy:
+            return None  # read_at resizes this region
+        return self.tiff_tiles.jpeg_pieces((x_int, y_int), target.level, height, width)
 
     def _read_tiles(
         self, location_xy: tuple[int, int], level: int, out: np.ndarray[Any, np.dtype[np.uint8]]

@@ -32,7 +32,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,24 @@ class _Level:
     offsets: Sequence[int]
     bytecounts: Sequence[int]
     downsample: float
+
+
+@dataclass(frozen=True)
+class JpegPiece:
+    """The part of a window that one JPEG-compressed TIFF tile holds (see
+    :meth:`TiledTiff.jpeg_pieces`).
+
+    Attributes:
+        key: the tile, the same for every window that uses it (in this process).
+        stream: the tile's complete JPEG stream (the page's JPEGTables merged in).
+        source: ``(top, bottom, left, right)`` of the part inside the decoded tile.
+        target: ``(top, bottom, left, right)`` of where it goes in the window.
+    """
+
+    key: Hashable
+    stream: bytes
+    source: tuple[int, int, int, int]
+    target: tuple[int, int, int, int]
 
 
 class TiledTiff:
@@ -226,20 +244,63 @@ class TiledTiff:
         x1, y1 = min(left + cols, chosen.page.imagewidth), min(top + rows, chosen.page.imagelength)
         if (x0, y0, x1, y1) != (left, top, left + cols, top + rows):
             out[...] = self.background
-        if x0 >= x1 or y0 >= y1:
-            return True
-        th, tw = chosen.page.tilelength, chosen.page.tilewidth
-        for row in range(y0 // th, (y1 - 1) // th + 1):
-            for col in range(x0 // tw, (x1 - 1) // tw + 1):
-                tile = self._tile(level, chosen, row * chosen.across + col)
-                if tile is None:
-                    return False
-                a0, a1 = max(x0, col * tw), min(x1, (col + 1) * tw)
-                b0, b1 = max(y0, row * th), min(y1, (row + 1) * th)
-                out[b0 - top : b1 - top, a0 - left : a1 - left] = tile[
-                    b0 - row * th : b1 - row * th, a0 - col * tw : a1 - col * tw
-                ]
+        for index, (b0, b1, a0, a1), (t0, t1, l0, l1) in _cover(chosen, left, top, rows, cols):
+            tile = self._tile(level, chosen, index)
+            if tile is None:
+                return False
+            out[t0:t1, l0:l1] = tile[b0:b1, a0:a1]
         return True
+
+    def jpeg_pieces(
+        self, location_xy: tuple[int, int], level: int, rows: int, cols: int
+    ) -> tuple[list[JpegPiece], bool] | None:
+        """The compressed JPEG tiles a window is made of, for a decoder elsewhere (the GPU).
+
+        Served for levels of YCbCr JPEG tiles only (the colour space every JPEG decoder
+        assumes for three components without markers; OpenSlide's RGB-JPEG is left to
+        :meth:`read`), for the same windows as :meth:`read`.
+
+        Args:
+            location_xy: level-0 pixel ``(x, y)`` of the window's top-left corner.
+            level: OpenSlide level index.
+            rows, cols: the window's size in level pixels.
+
+        Returns:
+            ``(pieces, background)``: each piece a tile's complete JPEG stream with the part
+            of it that goes where in the window; ``background`` is True when part of the
+            window is outside the level (the background colour). None when the window cannot
+            be served so (then :meth:`read` it).
+        """
+        chosen = self.levels[level] if 0 <= level < len(self.levels) else None
+        if chosen is None or self._fd < 0:
+            return None
+        page = chosen.page
+        if page.compression != _JPEG or page.photometric != _YCBCR:
+            return None
+        ds = chosen.downsample
+        x, y = location_xy[0] / ds, location_xy[1] / ds
+        if not (x.is_integer() and y.is_integer()):
+            return None
+        if max(rows, cols) > _OPENSLIDE_CHUNK_PX and not float(ds).is_integer():
+            return None
+        left, top = int(x), int(y)
+        inside = (
+            left >= 0
+            and top >= 0
+            and left + cols <= page.imagewidth
+            and top + rows <= page.imagelength
+        )
+        pieces = []
+        for index, source, target in _cover(chosen, left, top, rows, cols):
+            offset, count = chosen.offsets[index], chosen.bytecounts[index]
+            if count <= 0 or offset <= 0 or offset + count > self._size:
+                return None
+            data = os.pread(self._fd, count, offset)
+            stream = complete_jpeg(page.jpegtables, data) if len(data) == count else None
+            if stream is None:
+                return None
+            pieces.append(JpegPiece((self._id, level, index), stream, source, target))
+        return pieces, not inside
 
     def close(self) -> None:
         """Close the file and forget this slide's decoded tiles."""
@@ -266,6 +327,49 @@ class TiledTiff:
             return None
         self.cache.put(key, tile)
         return tile
+
+
+def _cover(
+    chosen: _Level, left: int, top: int, rows: int, cols: int
+) -> Iterator[tuple[int, tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """The tiles of a window at level pixel ``(left, top)`` of ``rows`` x ``cols`` inside the
+    level: ``(tile index, (top, bottom, left, right) in the tile, the same in the window)``."""
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + cols, chosen.page.imagewidth), min(top + rows, chosen.page.imagelength)
+    if x0 >= x1 or y0 >= y1:
+        return
+    th, tw = chosen.page.tilelength, chosen.page.tilewidth
+    for row in range(y0 // th, (y1 - 1) // th + 1):
+        for col in range(x0 // tw, (x1 - 1) // tw + 1):
+            a0, a1 = max(x0, col * tw), min(x1, (col + 1) * tw)
+            b0, b1 = max(y0, row * th), min(y1, (row + 1) * th)
+            yield (
+                row * chosen.across + col,
+                (b0 - row * th, b1 - row * th, a0 - col * tw, a1 - col * tw),
+                (b0 - top, b1 - top, a0 - left, a1 - left),
+            )
+
+
+def complete_jpeg(tables: bytes | None, data: bytes) -> bytes | None:
+    r"""A TIFF JPEG tile as a stream any decoder reads: its abbreviated ``data`` with the page's
+    JPEGTables (a stream of quantisation and Huffman tables only) merged in before its frame;
+    ``data`` as it is without tables. None when either is not a whole JPEG stream (start and
+    end-of-image markers), as a cut-short tile.
+
+    Example:
+        >>> complete_jpeg(b"\xff\xd8TABLES\xff\xd9", b"\xff\xd8FRAME\xff\xd9")
+        b'\xff\xd8TABLESFRAME\xff\xd9'
+        >>> complete_jpeg(None, b"\xff\xd8FRAME") is None
+        True
+    """
+    whole = data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")
+    if not whole:
+        return None
+    if not tables:
+        return data
+    if not (tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9")):
+        return None
+    return tables[:-2] + data[2:]
 
 
 def _decode(page: tifffile.TiffPage, data: bytes, index: int) -> _Array | None:
