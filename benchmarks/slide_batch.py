@@ -3,7 +3,8 @@
 Run by hand, never in the test suite:
 
     .venv/bin/python benchmarks/slide_batch.py [--slides 100] [--workers 0 2]
-        [--parts stream,inline,compiled,loop,command,memory] [--workdir DIR] [--seconds 8]
+        [--parts stream,inline,compiled,loop,command,command-devices,memory]
+        [--memory-slides 1 10 100] [--workdir DIR] [--seconds 8]
 
 On SYNTHETIC slides (never patient data): ``--distinct`` small slides of 2220 x 2967 px at
 0.5 um/px (the size of ``slide_throughput.py``'s small slide: 60-70 tissue tiles of 224 px at
@@ -23,8 +24,10 @@ precision (the ratio is to the faster of the two):
 - ``loop``: the same slides one ``infer_slide`` call each (a DataLoader, a planning step and a
   default agreement check per slide: how a run went before slides were streamed);
 - ``command``: the whole ``python -m oncoscope slide FOLDER`` command (start-up included);
+- ``command-devices``: the same through Lightning's path (``--devices 1 --accelerator cpu``;
+  not in the default parts);
 - ``memory``: peak resident memory (VmHWM) of a fresh process classifying 1 slide and all of
-  them (0 workers).
+  them (0 workers; ``--memory-slides`` lists other counts).
 """
 
 from __future__ import annotations
@@ -131,17 +134,27 @@ def run_loop(checkpoint: Path, tray: Path, out: Path, workers: int) -> dict[str,
     }
 
 
-def run_command(checkpoint: Path, tray: Path, out: Path, workers: int) -> dict[str, Any]:
+def run_command(
+    checkpoint: Path, tray: Path, out: Path, workers: int, more: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The whole ``python -m oncoscope slide`` command over the tray (``more``: its further
+    options), with the slides' own ``seconds`` summed beside its wall time."""
     command = [
         sys.executable, "-m", "oncoscope", "slide", str(checkpoint), str(tray), "--out", str(out),
         "--mpp", "0.5", "--stride", "1", "--batch-size", "16", "--workers", str(workers),
-        "--overwrite",
+        "--overwrite", *more,
     ]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     seconds = time.perf_counter() - start
-    tiles = sum(json.loads(p.read_text())["tiles"] for p in out.glob("*/summary.json"))
-    return {"tiles": tiles, "seconds": seconds, "tiles_per_second": tiles / seconds}
+    summaries = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
+    tiles = sum(s["tiles"] for s in summaries)
+    return {
+        "tiles": tiles,
+        "seconds": seconds,
+        "tiles_per_second": tiles / seconds,
+        "slide_seconds_sum": sum(s["seconds"] for s in summaries),
+    }
 
 
 _MEMORY_CHILD = """
@@ -185,6 +198,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each part, alternating")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--memory-slides", type=int, nargs="+", default=None,
+        help="slides of each memory run (default: 1 and --slides)",
+    )  # fmt: skip
     args = parser.parse_args()
     from oncoscope.hardware import resolve_precision
 
@@ -214,6 +231,10 @@ def main() -> None:
         "inline": lambda c, t, o, w: run_stream(c, t, o, w, inline_finish=True),
         "loop": run_loop,
         "command": run_command,
+        # Lightning's path, as `--devices 1 --accelerator cpu` asks for it (one process)
+        "command-devices": lambda c, t, o, w: run_command(
+            c, t, o, w, ("--devices", "1", "--accelerator", "cpu")
+        ),
     }
     for workers in [w for w in args.workers for _ in range(args.repeats)]:
         for name, runner in runners.items():
@@ -229,7 +250,7 @@ def main() -> None:
             print(json.dumps({"part": name, "workers": workers, **result, "bare": bare,
                               "share_of_bare": share}))  # fmt: skip
     if "memory" in parts:
-        for slides in (1, args.slides):
+        for slides in args.memory_slides or (1, args.slides):
             out = workdir / f"out-memory-{slides}"
             shutil.rmtree(out, ignore_errors=True)
             print(json.dumps({"part": "memory", **peak_memory(checkpoint, tray, out, slides)}))
