@@ -77,6 +77,9 @@ class StreamedSlide:
             by tile index.
         checked: sorted tile indices also run at fp32 (empty: no check).
         reference: ``(len(checked), width)`` float32, their fp32 outputs once run.
+        pending: checked tiles' model inputs waiting for their fp32 run, with their rows in
+            ``reference`` (run together when a batch's worth is waiting, or at the slide's
+            last batch: a few full fp32 forwards rather than one per batch).
         done: tiles run so far.
         seconds: ``tiles`` (time of the run's loop spent on this slide's batches, waiting for
             them included) and ``precision_agreement`` (the fp32 re-runs).
@@ -90,6 +93,9 @@ class StreamedSlide:
     )
     reference: np.ndarray[Any, np.dtype[np.float32]] = field(
         default_factory=lambda: np.zeros((0, 0), dtype=np.float32)
+    )
+    pending: list[tuple[torch.Tensor, np.ndarray[Any, np.dtype[np.int64]]]] = field(
+        default_factory=list
     )
     done: int = 0
     seconds: dict[str, float] = field(
@@ -260,7 +266,7 @@ def stream_tiles(
             now = time.perf_counter()
             slide.seconds["tiles"] += now - last
             if precision != "fp32" and len(slide.checked):
-                _check_at_fp32(model, x, rows, slide, head)
+                _check_at_fp32(model, x, rows, slide, head, batch_size)
                 slide.seconds["precision_agreement"] += time.perf_counter() - now
             callbacks.tiles(slide)
             if slide.done >= len(slide):
@@ -288,17 +294,30 @@ def _decoded(
 
 
 def _check_at_fp32(
-    model: nn.Module, x: torch.Tensor, rows: np.ndarray[Any, Any], slide: StreamedSlide, head: Head
+    model: nn.Module,
+    x: torch.Tensor,
+    rows: np.ndarray[Any, Any],
+    slide: StreamedSlide,
+    head: Head,
+    batch_size: int,
 ) -> None:
-    """Run the batch's checked tiles again at fp32 into ``slide.reference``."""
+    """Keep the batch's checked tiles for their fp32 run into ``slide.reference``; run what is
+    kept once ``batch_size`` tiles wait or the slide's last batch has run."""
     where = np.searchsorted(slide.checked, rows)
     hit = (where < len(slide.checked)) & (
         slide.checked[np.minimum(where, len(slide.checked) - 1)] == rows
     )
     if hit.any():
         chosen = torch.from_numpy(np.flatnonzero(hit)).to(x.device)
-        exact = forward_probabilities(model, x.index_select(0, chosen), "fp32", head)
-        slide.reference[where[hit]] = exact.cpu().numpy()
+        slide.pending.append((x.index_select(0, chosen), where[hit]))
+    waiting = sum(len(places) for _, places in slide.pending)
+    if waiting and (waiting >= batch_size or slide.done >= len(slide)):
+        inputs = torch.cat([kept for kept, _ in slide.pending])
+        places = np.concatenate([places for _, places in slide.pending])
+        slide.pending.clear()
+        for start in range(0, len(inputs), batch_size):
+            exact = forward_probabilities(model, inputs[start : start + batch_size], "fp32", head)
+            slide.reference[places[start : start + batch_size]] = exact.cpu().numpy()
 
 
 class PlanAhead(Generic[Job, Planned]):
@@ -432,8 +451,10 @@ class PlannedTiles(StreamedSlide):
     agreement: dict[str, Any] | None = None
 
     def close(self) -> None:
-        """Release what it holds open (the slide, the work file's map)."""
+        """Release what it holds open (the slide, the work file's map) and the checked tiles
+        still waiting for their fp32 run."""
         self.values = np.zeros((0, self.values.shape[1]), dtype=np.float32)
+        self.pending.clear()
 
     def discard(self) -> None:
         """Close it and remove everything it wrote."""
