@@ -149,8 +149,7 @@ def resolve_decode(decode: str, device: torch.device) -> str:
         >>> resolve_decode("auto", cpu), resolve_decode("cpu", cpu), resolve_decode("device", cpu)
         ('cpu', 'cpu', 'device')
     """
-    if decode not in DECODES:
-        raise InvalidOptionError(f"--decode must be one of {', '.join(DECODES)}, got {decode!r}")
+    check_decode(decode)
     if decode == "cpu":
         return "cpu"
     if decode == "auto":
@@ -160,6 +159,16 @@ def resolve_decode(decode: str, device: torch.device) -> str:
             f"--decode device: torchvision cannot decode JPEG on {device} here; use --decode cpu"
         )
     return "device"
+
+
+def check_decode(decode: str) -> None:
+    """Refuse a ``--decode`` that is not one of :data:`DECODES`.
+
+    Raises:
+        InvalidOptionError: naming the choices.
+    """
+    if decode not in DECODES:
+        raise InvalidOptionError(f"--decode must be one of {', '.join(DECODES)}, got {decode!r}")
 
 
 @functools.cache

@@ -180,6 +180,13 @@ class TileDataset(Dataset[tuple[torch.Tensor, int]]):
             if self._normaliser is not None:
                 out[slot] = self._normaliser(out[slot])
 
+    def read_batch(self, indices: np.ndarray[Any, Any]) -> torch.Tensor:
+        """The tiles at ``indices`` as one ``(len(indices), H, W, 3) uint8`` tensor."""
+        side = self.tile_px
+        batch = torch.empty((len(indices), side, side, 3), dtype=torch.uint8)
+        self.read_into(indices, batch.numpy())
+        return batch
+
     def read_encoded(self, indices: np.ndarray[Any, Any]) -> EncodedTiles:
         """The tiles at ``indices`` as a batch to decode on the model's device: compressed
         JPEG tiles where the slide has them, tiles decoded here for the rest (see
@@ -255,7 +262,4 @@ class TileBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if not 0 <= item < len(self):
             raise IndexError(item)
         chosen = self.indices[item * self.batch_size : (item + 1) * self.batch_size]
-        side = self.tiles.tile_px
-        batch = torch.empty((len(chosen), side, side, 3), dtype=torch.uint8)
-        self.tiles.read_into(chosen, batch.numpy())
-        return batch, torch.from_numpy(chosen.copy())
+        return self.tiles.read_batch(chosen), torch.from_numpy(chosen.copy())

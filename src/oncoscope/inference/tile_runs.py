@@ -28,7 +28,7 @@ from oncoscope.batch import writing
 from oncoscope.errors import InvalidOptionError
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference.accumulate import preallocate
-from oncoscope.inference.device_decode import DECODES
+from oncoscope.inference.device_decode import check_decode
 from oncoscope.inference.patches import TileDataset, TileGrid
 from oncoscope.inference.predict_tiles import Head, predict_tiles, softmax_head
 from oncoscope.io.slides import Slide
@@ -127,10 +127,7 @@ def check_run_options(options: TileRunOptions, *, lightning_runs_model: bool = F
         InvalidOptionError: ``num_nodes`` above 1 without ``devices``; ``compile`` or
             ``decode device`` where Lightning runs the model; an unknown ``decode``.
     """
-    if options.decode not in DECODES:
-        raise InvalidOptionError(
-            f"--decode must be one of {', '.join(DECODES)}, got {options.decode!r}"
-        )
+    check_decode(options.decode)
     if options.decode == "device" and options.devices is not None and lightning_runs_model:
         raise InvalidOptionError(
             "--decode device decodes in the process of a one-process run; with --devices "

@@ -134,16 +134,14 @@ class RequestReader(Dataset[tuple[torch.Tensor | EncodedTiles, int, torch.Tensor
     def __getitem__(  # type: ignore[override]
         self, request: TileRequest
     ) -> tuple[torch.Tensor | EncodedTiles, int, torch.Tensor, str | None]:
-        side = request.tiles.tile_px
-        batch = torch.empty((len(request.indices), side, side, 3), dtype=torch.uint8)
         slots = np.arange(len(request.indices))
         try:
-            if request.encoded:
-                encoded = request.tiles.read_encoded(slots)
-                return encoded, request.key, torch.from_numpy(request.indices), None
-            request.tiles.read_into(slots, batch.numpy())
+            tiles = request.tiles
+            batch = tiles.read_encoded(slots) if request.encoded else tiles.read_batch(slots)
         except OncoscopeError as error:
-            return batch[:0], request.key, torch.from_numpy(request.indices[:0]), error.message
+            side = request.tiles.tile_px
+            none = torch.empty((0, side, side, 3), dtype=torch.uint8)
+            return none, request.key, torch.from_numpy(request.indices[:0]), error.message
         return batch, request.key, torch.from_numpy(request.indices), None
 
 
@@ -284,13 +282,7 @@ def _decoded(
     """A batch's tiles on ``device``; a batch whose JPEG streams the device cannot decode is
     read again on the CPU (a broken tile then ends in the slide reader's error)."""
 
-    def read_on_cpu() -> torch.Tensor:
-        side = slide.tiles.tile_px
-        again = torch.empty((len(rows), side, side, 3), dtype=torch.uint8)
-        slide.tiles.read_into(rows, again.numpy())
-        return again
-
-    return tiles_on_device(pixels, device, read_on_cpu)
+    return tiles_on_device(pixels, device, lambda: slide.tiles.read_batch(rows))
 
 
 def _check_at_fp32(

@@ -364,15 +364,9 @@ class Slide:
         width, height = size_wh
         if width < 1 or height < 1:
             raise InvalidOptionError(f"region size must be positive, got {size_wh}")
-        level_downsample = self.level_downsamples[target.level]
-        scale = target.downsample / level_downsample  # level pixels per output pixel
-        x0 = location_xy[0] + self.bounds_xy[0]
-        y0 = location_xy[1] + self.bounds_xy[1]
-        x_int, y_int = math.floor(x0), math.floor(y0)
-        # Offset of the exact corner inside the first level pixel read.
-        dx, dy = (x0 - x_int) / level_downsample, (y0 - y_int) / level_downsample
-        read_w = math.ceil(dx + width * scale)
-        read_h = math.ceil(dy + height * scale)
+        (x_int, y_int), (dx, dy), (read_w, read_h), scale = self._level_region(
+            location_xy, size_wh, target
+        )
         if (read_w, read_h) == (width, height) and not dx and not dy:
             if out is None:
                 out = np.empty((height, width, 3), dtype=np.uint8)
@@ -408,16 +402,27 @@ class Slide:
         width, height = size_wh
         if self.tiff_tiles is None or width < 1 or height < 1:
             return None
-        level_downsample = self.level_downsamples[target.level]
-        scale = target.downsample / level_downsample  # as read_at: level pixels per pixel
-        x0 = location_xy[0] + self.bounds_xy[0]
-        y0 = location_xy[1] + self.bounds_xy[1]
-        x_int, y_int = math.floor(x0), math.floor(y0)
-        dx, dy = (x0 - x_int) / level_downsample, (y0 - y_int) / level_downsample
-        read_wh = (math.ceil(dx + width * scale), math.ceil(dy + height * scale))
+        (x_int, y_int), (dx, dy), read_wh, _ = self._level_region(location_xy, size_wh, target)
         if read_wh != (width, height) or dx or dy:
             return None  # read_at resizes this region
         return self.tiff_tiles.jpeg_pieces((x_int, y_int), target.level, height, width)
+
+    def _level_region(
+        self, location_xy: tuple[float, float], size_wh: tuple[int, int], target: Resolution
+    ) -> tuple[tuple[int, int], tuple[float, float], tuple[int, int], float]:
+        """What :meth:`read_at` reads of the target's level: the whole level-0 pixel its corner
+        falls in, the corner's offset inside it in level pixels, the level window's size, and
+        level pixels per output pixel."""
+        width, height = size_wh
+        level_downsample = self.level_downsamples[target.level]
+        scale = target.downsample / level_downsample  # level pixels per output pixel
+        x0 = location_xy[0] + self.bounds_xy[0]
+        y0 = location_xy[1] + self.bounds_xy[1]
+        x_int, y_int = math.floor(x0), math.floor(y0)
+        # Offset of the exact corner inside the first level pixel read.
+        dx, dy = (x0 - x_int) / level_downsample, (y0 - y_int) / level_downsample
+        read_wh = (math.ceil(dx + width * scale), math.ceil(dy + height * scale))
+        return (x_int, y_int), (dx, dy), read_wh, scale
 
     def _read_tiles(
         self, location_xy: tuple[int, int], level: int, out: np.ndarray[Any, np.dtype[np.uint8]]

@@ -229,20 +229,12 @@ class TiledTiff:
             True when ``out`` holds the window (outside the level: the background colour);
             False when this read is left to OpenSlide (``out`` then holds anything).
         """
-        chosen = self.levels[level] if 0 <= level < len(self.levels) else None
-        if chosen is None or self._fd < 0:
-            return False
         rows, cols = out.shape[:2]
-        ds = chosen.downsample
-        x, y = location_xy[0] / ds, location_xy[1] / ds
-        if not (x.is_integer() and y.is_integer()):
-            return False  # OpenSlide paints at a fraction of a pixel (cairo interpolates)
-        if max(rows, cols) > _OPENSLIDE_CHUNK_PX and not float(ds).is_integer():
-            return False  # OpenSlide's later chunks start at fractions of a level pixel
-        left, top = int(x), int(y)
-        x0, y0 = max(left, 0), max(top, 0)
-        x1, y1 = min(left + cols, chosen.page.imagewidth), min(top + rows, chosen.page.imagelength)
-        if (x0, y0, x1, y1) != (left, top, left + cols, top + rows):
+        window = self._window(location_xy, level, rows, cols)
+        if window is None:
+            return False
+        chosen, left, top = window
+        if not _inside(chosen, left, top, rows, cols):
             out[...] = self.background
         for index, (b0, b1, a0, a1), (t0, t1, l0, l1) in _cover(chosen, left, top, rows, cols):
             tile = self._tile(level, chosen, index)
@@ -271,36 +263,47 @@ class TiledTiff:
             window is outside the level (the background colour). None when the window cannot
             be served so (then :meth:`read` it).
         """
-        chosen = self.levels[level] if 0 <= level < len(self.levels) else None
-        if chosen is None or self._fd < 0:
+        window = self._window(location_xy, level, rows, cols)
+        if window is None:
             return None
+        chosen, left, top = window
         page = chosen.page
         if page.compression != _JPEG or page.photometric != _YCBCR:
+            return None
+        pieces = []
+        for index, source, target in _cover(chosen, left, top, rows, cols):
+            data = self._tile_bytes(chosen, index)
+            stream = complete_jpeg(page.jpegtables, data) if data is not None else None
+            if stream is None:
+                return None
+            pieces.append(JpegPiece((self._id, level, index), stream, source, target))
+        return pieces, not _inside(chosen, left, top, rows, cols)
+
+    def _window(
+        self, location_xy: tuple[int, int], level: int, rows: int, cols: int
+    ) -> tuple[_Level, int, int] | None:
+        """The served level and the window's top-left level pixel ``(left, top)``, or None
+        when the read is left to OpenSlide (a level not served, a closed file, a corner at a
+        fraction of a level pixel, or OpenSlide's chunks doing so)."""
+        chosen = self.levels[level] if 0 <= level < len(self.levels) else None
+        if chosen is None or self._fd < 0:
             return None
         ds = chosen.downsample
         x, y = location_xy[0] / ds, location_xy[1] / ds
         if not (x.is_integer() and y.is_integer()):
-            return None
+            return None  # OpenSlide paints at a fraction of a pixel (cairo interpolates)
         if max(rows, cols) > _OPENSLIDE_CHUNK_PX and not float(ds).is_integer():
+            return None  # OpenSlide's later chunks start at fractions of a level pixel
+        return chosen, int(x), int(y)
+
+    def _tile_bytes(self, chosen: _Level, index: int) -> bytes | None:
+        """A tile's stored bytes, or None for a missing tile (OpenSlide leaves it transparent
+        or fills it), one past the end of the file, or a short read."""
+        offset, count = chosen.offsets[index], chosen.bytecounts[index]
+        if count <= 0 or offset <= 0 or offset + count > self._size or self._fd < 0:
             return None
-        left, top = int(x), int(y)
-        inside = (
-            left >= 0
-            and top >= 0
-            and left + cols <= page.imagewidth
-            and top + rows <= page.imagelength
-        )
-        pieces = []
-        for index, source, target in _cover(chosen, left, top, rows, cols):
-            offset, count = chosen.offsets[index], chosen.bytecounts[index]
-            if count <= 0 or offset <= 0 or offset + count > self._size:
-                return None
-            data = os.pread(self._fd, count, offset)
-            stream = complete_jpeg(page.jpegtables, data) if len(data) == count else None
-            if stream is None:
-                return None
-            pieces.append(JpegPiece((self._id, level, index), stream, source, target))
-        return pieces, not inside
+        data = os.pread(self._fd, count, offset)
+        return data if len(data) == count else None
 
     def close(self) -> None:
         """Close the file and forget this slide's decoded tiles."""
@@ -316,17 +319,23 @@ class TiledTiff:
         tile = self.cache.get(key)
         if tile is not None:
             return tile
-        offset, count = chosen.offsets[index], chosen.bytecounts[index]
-        if count <= 0 or offset <= 0 or offset + count > self._size or self._fd < 0:
-            return None  # missing tile (OpenSlide leaves it transparent or fills it) or past EOF
-        data = os.pread(self._fd, count, offset)
-        if len(data) != count:
+        data = self._tile_bytes(chosen, index)
+        if data is None:
             return None
         tile = _decode(chosen.page, data, index)
         if tile is None or tile.shape != (chosen.page.tilelength, chosen.page.tilewidth, 3):
             return None
         self.cache.put(key, tile)
         return tile
+
+
+def _inside(chosen: _Level, left: int, top: int, rows: int, cols: int) -> bool:
+    """Whether a window at level pixel ``(left, top)`` of ``rows`` x ``cols`` lies wholly
+    inside the level."""
+    page = chosen.page
+    return (
+        left >= 0 and top >= 0 and left + cols <= page.imagewidth and top + rows <= page.imagelength
+    )
 
 
 def _cover(
@@ -362,21 +371,25 @@ def complete_jpeg(tables: bytes | None, data: bytes) -> bytes | None:
         >>> complete_jpeg(None, b"\xff\xd8FRAME") is None
         True
     """
-    whole = data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")
-    if not whole:
+    if not _whole_jpeg(data):
         return None
     if not tables:
         return data
-    if not (tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9")):
+    if not _whole_jpeg(tables):
         return None
     return tables[:-2] + data[2:]
+
+
+def _whole_jpeg(data: bytes) -> bool:
+    """Whether ``data`` starts with JPEG's start-of-image marker and ends with its end."""
+    return data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")
 
 
 def _decode(page: tifffile.TiffPage, data: bytes, index: int) -> _Array | None:
     """One tile's RGB pixels decoded as OpenSlide decodes them, or None on any failure."""
     try:
         if page.compression == _JPEG:
-            if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+            if not _whole_jpeg(data):
                 return None  # cut short or padded: libjpeg may only warn, OpenSlide may fail
             # OpenSlide sets the JPEG colour space from the photometric tag (Aperio's RGB JPEG)
             space = "YCBCR" if page.photometric == _YCBCR else "RGB"
