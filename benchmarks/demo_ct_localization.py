@@ -46,15 +46,22 @@ from oncoscope.train.run import train
 KEYS = ("auroc", "accuracy", "pointing_game", "pointing_game_random_liver", "pxap", "dice")
 
 
-def cohort(folder: Path, seed: int, chain: SliceChain | None = None) -> Path:
+def cohort(folder: Path, seed: int, chain: SliceChain | None = None, patients: int = 16) -> Path:
     """The demo's CT cohort for ``seed`` under ``folder`` (made once); its manifest.
 
     ``chain``: seed 001's chain applied by ``ct prepare`` (its slices go to ``ct-chain/``).
+    ``patients``: the demo's 16, a quarter of them lesion-free; more for a larger test split.
     """
     manifest = folder / ("ct" if chain is None else "ct-chain") / "manifest.csv"
     if not manifest.is_file():
         if not (folder / "phantoms").is_dir():
-            write_cohort(folder / "phantoms", 16, shape=(40, 256, 256), lesion_free=4, seed=seed)
+            write_cohort(
+                folder / "phantoms",
+                patients,
+                shape=(40, 256, 256),
+                lesion_free=patients // 4,
+                seed=seed,
+            )
         options = PrepareOptions(
             windows=(PRESETS["liver"],),
             healthy_per_patient=10,

@@ -28,15 +28,30 @@ fraction is at least the 10th percentile of the training tumour slices' (the liv
 lesions lie: the liver-fraction shortcut's AUROC on the kept slices is about 0.5);
 ``test_auroc_liver_levels`` is the test AUROC over the test slices at those levels.
 
+``--negative-positions W`` adds to the ``cam`` head's loss ``W`` times the mean, over every
+position of every healthy slice in the batch, of ``softplus(tumour score - healthy score)`` of
+its class map: a healthy slice has no tumour position (the negative bags of multiple-instance
+learning; image labels only). ``--last-block B`` ends the ``cam`` head's backbone at
+``blocks[B]`` (below the fed stage: the class map on the front end's own stride-8 output);
+``--front-stages N`` reads the class map on the front end's stage ``N`` instead (stride
+``2**N``, no backbone). ``--save-maps DIR`` writes the test tumour slices' class and SmoothGrad
+maps with their lesion masks (``.npz``) and the trained model with the test slices (``.pt``).
+
+``--patients N`` makes the cohort of ``N`` phantoms (a quarter lesion-free) in place of the
+demo's 16, for a test split with more patients.
+
 ``--freeze-front`` keeps the warm-started front end fixed. ``--model efficientnet_lite0`` runs
 the plain EfficientNet-Lite0 through the same loop (``whole`` head, no warm start). Printed per
 run: val and test AUROC, and on the test tumour slices the pointing game of SmoothGrad maps
 (``explain --method smoothgrad``'s) and, for ``cam``, the class map's pointing game and PxAP,
-against the lesion masks; the test AUROC again with every tumour slice's lesion pixels
-replaced by pixels drawn from the same slice's liver (``test_auroc_inpainted``: does the
-decision rest on the lesion? a diagnostic that reads the masks, not a localisation method);
-and, as the anatomy baseline, the AUROC of each slice's liver fraction alone (a column of the
-manifest: tumour slices sit mid-liver, where the liver is largest).
+raw and after a 7- and a 9-cell box filter (``cam_box7_*``, ``cam_box9_*``: local attention
+spreads a lesion's evidence over a plateau the width of its window, whose centre the box
+filter finds), against the lesion masks; the test AUROC again with every tumour slice's
+lesion pixels replaced by pixels drawn from the same slice's liver
+(``test_auroc_inpainted``: does the decision rest on the lesion? a diagnostic that reads the
+masks, not a localisation method); and, as the anatomy baseline, the AUROC of each slice's
+liver fraction alone (a column of the manifest: tumour slices sit mid-liver, where the liver
+is largest).
 
     .venv/bin/python benchmarks/sa_localization_probe.py --head whole --head cam --seeds 0
 """
@@ -58,6 +73,7 @@ from demo_ct_localization import cohort  # beside this script
 from phantom_localization import machine_line
 from PIL import Image
 from sa_front_end_stem import _Slices, normalised, slices
+from scipy.ndimage import uniform_filter
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -85,18 +101,35 @@ class _StageCAM(nn.Module):
     """The SA model's front end and backbone ``blocks[feed_stage : last + 1]`` under a class
     map from zero, pooled over positions by ``pool``."""
 
-    def __init__(self, sa: Any, last_block: int = 4, classes: int = 2, pool: str = "avg") -> None:
+    def __init__(
+        self,
+        sa: Any,
+        last_block: int = 4,
+        classes: int = 2,
+        pool: str = "avg",
+        front_stages: int | None = None,
+    ) -> None:
         super().__init__()
         self.pool = pool
         self.front = sa.front
+        self.front_stages = front_stages
         self.blocks = nn.Sequential(*list(sa.backbone.blocks)[sa.feed_stage : last_block + 1])
-        channels = int(self.blocks[-1][-1].conv_pwl.out_channels)
+        if front_stages is not None:  # the class map on an earlier stage of the front end
+            self.blocks = nn.Sequential()
+            channels = int(self.front.stages[front_stages - 1].norm.num_features)
+        elif len(self.blocks):
+            channels = int(self.blocks[-1][-1].conv_pwl.out_channels)
+        else:  # the class map on the front end's own output
+            channels = int(sa.front.project[0].out_channels)
         self.classifier = nn.Linear(channels, classes)
         nn.init.zeros_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
 
     def class_map(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.blocks(self.front(x))
+        if self.front_stages is not None:
+            features = self.front.stages[: self.front_stages](self.front.stem(x))
+        else:
+            features = self.blocks(self.front(x))
         return self.classifier(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,13 +272,16 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std)
     record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed, "chain": args.chain}
     record["match_liver"] = args.match_liver
+    record["negative_positions"] = args.negative_positions
     if head == "cam":
         record.update(pool=args.pool, output_stride=args.output_stride)
     if getattr(model, "replaced_stages", None) is not None:
         warm = warm_start_front(model, _Slices(x_train), epochs=8, batch_size=BATCH, seed=seed)
         record["warm_start_relative_error"] = round(warm.relative_error, 3)
     if head == "cam":
-        model = _StageCAM(model, pool=args.pool)
+        model = _StageCAM(
+            model, last_block=args.last_block, pool=args.pool, front_stages=args.front_stages
+        )
     if args.freeze_front:
         for parameter in model.front.parameters():
             parameter.requires_grad_(False)
@@ -262,7 +298,18 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             model.front.eval()
         for _ in range(steps):
             index = torch.multinomial(weight, BATCH, replacement=True, generator=generator)
-            loss = F.cross_entropy(model(x_train[index]), y_train[index])
+            if args.negative_positions > 0:  # image labels only: a healthy slice has no
+                # tumour position, so every position of its class map is pushed to "healthy"
+                class_map = model.class_map(x_train[index])
+                loss = F.cross_entropy(
+                    pool_positions(class_map.flatten(2), args.pool), y_train[index]
+                )
+                healthy = y_train[index] == 0
+                if healthy.any():
+                    margin = class_map[healthy, 1] - class_map[healthy, 0]
+                    loss = loss + args.negative_positions * F.softplus(margin).mean()
+            else:
+                loss = F.cross_entropy(model(x_train[index]), y_train[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -311,7 +358,19 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
         with torch.no_grad():
             class_maps = model.class_map(x_test[tumour])[:, 1].numpy()
         record["cam_pointing"] = round(pointing(class_maps, masks), 3)
+        if args.save_maps is not None:
+            name = f"{head}-{args.pool}-{args.output_stride}-{args.last_block}"
+            name += f"-f{args.front_stages}-n{args.negative_positions:g}-seed{seed}.npz"
+            np.savez(args.save_maps / name, cam=class_maps, smoothgrad=maps, masks=np.stack(masks))
+            torch.save(
+                {"model": model, "x": x_test[tumour], "labels": y_test, "all": x_test},
+                args.save_maps / name.replace(".npz", ".pt"),
+            )
         record["cam_pxap"] = round(pixel_ap(class_maps, masks), 3)
+        for side in (7, 9):  # a box the width of the last attention window and a bit more
+            boxed = np.stack([uniform_filter(m, side, mode="constant") for m in class_maps])
+            record[f"cam_box{side}_pointing"] = round(pointing(boxed, masks), 3)
+            record[f"cam_box{side}_pxap"] = round(pixel_ap(boxed, masks), 3)
         if livers is not None:
             record["cam_pointing_in_liver"] = round(pointing(class_maps, masks, livers), 3)
             record["cam_pxap_in_liver"] = round(pixel_ap(class_maps, masks, livers), 3)
@@ -331,13 +390,19 @@ def main() -> None:
     parser.add_argument("--maps-in-liver", action="store_true")
     parser.add_argument("--anomaly", action="store_true")
     parser.add_argument("--match-liver", action="store_true")
+    parser.add_argument("--negative-positions", type=float, default=0.0)
+    parser.add_argument("--save-maps", type=Path, default=None)
+    parser.add_argument("--last-block", type=int, default=4)
+    parser.add_argument("--front-stages", type=int, default=None)
+    parser.add_argument("--patients", type=int, default=16)
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
     print(machine_line(), flush=True)
     chain = SliceChain(median_size_px=3, roi="em") if args.chain == "em" else None
-    manifest = cohort(work / "cohort-0", 0, chain)
+    name = "cohort-0" if args.patients == 16 else f"cohort-0-p{args.patients}"
+    manifest = cohort(work / name, 0, chain, args.patients)
     frame = read_manifest(manifest)
     for split in ("train", "val", "test"):
         rows = frame[frame["split"] == split]
