@@ -46,8 +46,10 @@ run: val and test AUROC, and on the test tumour slices the pointing game of Smoo
 (``explain --method smoothgrad``'s) and, for ``cam``, the class map's pointing game and PxAP,
 raw and after a 7- and a 9-cell box filter (``cam_box7_*``, ``cam_box9_*``: local attention
 spreads a lesion's evidence over a plateau the width of its window, whose centre the box
-filter finds), against the lesion masks; the test AUROC again with every tumour slice's
-lesion pixels replaced by pixels drawn from the same slice's liver
+filter finds), and of SmoothGrad times the 7-cell boxed class map above its median
+(``guided_box7_*``, the product Guided Grad-CAM takes), against the lesion masks; the test
+AUROC again with every tumour slice's lesion pixels replaced by pixels drawn from the same
+slice's liver
 (``test_auroc_inpainted``: does the decision rest on the lesion? a diagnostic that reads the
 masks, not a localisation method); and, as the anatomy baseline, the AUROC of each slice's
 liver fraction alone (a column of the manifest: tumour slices sit mid-liver, where the liver
@@ -238,6 +240,21 @@ def inpainted(manifest: Path, rows: Any, mean: float, std: float, seed: int) -> 
     return torch.from_numpy(np.stack(images))[:, None]
 
 
+def guided_maps(
+    gradients: np.ndarray[Any, Any],
+    class_maps: np.ndarray[Any, Any],
+    masks: list[np.ndarray[Any, Any]],
+    box: int = 7,
+) -> np.ndarray[Any, Any]:
+    """SmoothGrad maps times the class maps (``box``-cell box filter, the part above their
+    median), both resized onto the masks' grid: the product Guided Grad-CAM takes."""
+    guided = []
+    for gradient, class_map, truth in zip(gradients, class_maps, masks, strict=True):
+        boxed = _onto(uniform_filter(class_map, box, mode="constant"), truth.shape)
+        guided.append(_onto(gradient, truth.shape) * np.clip(boxed - np.median(boxed), 0.0, None))
+    return np.stack(guided)
+
+
 def pixel_ap(
     maps: np.ndarray[Any, Any],
     masks: list[np.ndarray[Any, Any]],
@@ -371,6 +388,9 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             boxed = np.stack([uniform_filter(m, side, mode="constant") for m in class_maps])
             record[f"cam_box{side}_pointing"] = round(pointing(boxed, masks), 3)
             record[f"cam_box{side}_pxap"] = round(pixel_ap(boxed, masks), 3)
+        guided = guided_maps(maps, class_maps, masks)
+        record["guided_box7_pointing"] = round(pointing(guided, masks), 3)
+        record["guided_box7_pxap"] = round(pixel_ap(guided, masks), 3)
         if livers is not None:
             record["cam_pointing_in_liver"] = round(pointing(class_maps, masks, livers), 3)
             record["cam_pxap_in_liver"] = round(pixel_ap(class_maps, masks, livers), 3)
@@ -399,6 +419,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
+    if args.save_maps is not None:
+        args.save_maps.mkdir(parents=True, exist_ok=True)
     print(machine_line(), flush=True)
     chain = SliceChain(median_size_px=3, roi="em") if args.chain == "em" else None
     name = "cohort-0" if args.patients == 16 else f"cohort-0-p{args.patients}"
