@@ -40,6 +40,8 @@ maps with their lesion masks (``.npz``) and the trained model with the test slic
 ``--patients N`` makes the cohort of ``N`` phantoms (a quarter lesion-free) in place of the
 demo's 16, for a test split with more patients.
 
+``--precision bf16`` trains under CPU bf16 autocast (the warm start and every map at fp32).
+
 ``--freeze-front`` keeps the warm-started front end fixed. ``--model efficientnet_lite0`` runs
 the plain EfficientNet-Lite0 through the same loop (``whole`` head, no warm start). Printed per
 run: val and test AUROC, and on the test tumour slices the pointing game of SmoothGrad maps
@@ -273,6 +275,21 @@ def pixel_ap(
     return pxap(counts)
 
 
+def step_loss(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+    """One batch's training loss (with ``--negative-positions``' term for the ``cam`` head)."""
+    if args.negative_positions <= 0:
+        return F.cross_entropy(model(x), y)
+    # image labels only: a healthy slice has no tumour position, so every position of its
+    # class map is pushed to "healthy"
+    class_map = model.class_map(x)
+    loss = F.cross_entropy(pool_positions(class_map.flatten(2), args.pool), y)
+    healthy = y == 0
+    if healthy.any():
+        margin = class_map[healthy, 1] - class_map[healthy, 0]
+        loss = loss + args.negative_positions * F.softplus(margin).mean()
+    return loss
+
+
 def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     extra = {"output_stride": args.output_stride} if args.output_stride != 32 else {}
@@ -290,6 +307,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed, "chain": args.chain}
     record["match_liver"] = args.match_liver
     record["negative_positions"] = args.negative_positions
+    record["precision"] = args.precision
     if head == "cam":
         record.update(pool=args.pool, output_stride=args.output_stride)
     if getattr(model, "replaced_stages", None) is not None:
@@ -315,18 +333,8 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             model.front.eval()
         for _ in range(steps):
             index = torch.multinomial(weight, BATCH, replacement=True, generator=generator)
-            if args.negative_positions > 0:  # image labels only: a healthy slice has no
-                # tumour position, so every position of its class map is pushed to "healthy"
-                class_map = model.class_map(x_train[index])
-                loss = F.cross_entropy(
-                    pool_positions(class_map.flatten(2), args.pool), y_train[index]
-                )
-                healthy = y_train[index] == 0
-                if healthy.any():
-                    margin = class_map[healthy, 1] - class_map[healthy, 0]
-                    loss = loss + args.negative_positions * F.softplus(margin).mean()
-            else:
-                loss = F.cross_entropy(model(x_train[index]), y_train[index])
+            with torch.autocast("cpu", torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = step_loss(args, model, x_train[index], y_train[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -415,6 +423,7 @@ def main() -> None:
     parser.add_argument("--last-block", type=int, default=4)
     parser.add_argument("--front-stages", type=int, default=None)
     parser.add_argument("--patients", type=int, default=16)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
