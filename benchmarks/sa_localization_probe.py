@@ -51,11 +51,10 @@ spreads a lesion's evidence over a plateau the width of its window, whose centre
 filter finds), and of SmoothGrad times the 7-cell boxed class map above its median
 (``guided_box7_*``, the product Guided Grad-CAM takes), against the lesion masks; the test
 AUROC again with every tumour slice's lesion pixels replaced by pixels drawn from the same
-slice's liver
-(``test_auroc_inpainted``: does the decision rest on the lesion? a diagnostic that reads the
-masks, not a localisation method); and, as the anatomy baseline, the AUROC of each slice's
-liver fraction alone (a column of the manifest: tumour slices sit mid-liver, where the liver
-is largest).
+slice's liver (``test_auroc_inpainted``: does the decision rest on the lesion? a diagnostic
+that reads the masks, not a localisation method); and, as the anatomy baseline, the AUROC of
+each slice's liver fraction alone (a column of the manifest: tumour slices sit mid-liver,
+where the liver is largest).
 
     .venv/bin/python benchmarks/sa_localization_probe.py --head whole --head cam --seeds 0
 """
@@ -117,9 +116,9 @@ class _StageCAM(nn.Module):
         self.pool = pool
         self.front = sa.front
         self.front_stages = front_stages
-        self.blocks = nn.Sequential(*list(sa.backbone.blocks)[sa.feed_stage : last_block + 1])
+        kept = [] if front_stages is not None else list(sa.backbone.blocks)
+        self.blocks = nn.Sequential(*kept[sa.feed_stage : last_block + 1])
         if front_stages is not None:  # the class map on an earlier stage of the front end
-            self.blocks = nn.Sequential()
             channels = int(self.front.stages[front_stages - 1].norm.num_features)
         elif len(self.blocks):
             channels = int(self.blocks[-1][-1].conv_pwl.out_channels)
@@ -383,15 +382,12 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
         with torch.no_grad():
             class_maps = model.class_map(x_test[tumour])[:, 1].numpy()
         record["cam_pointing"] = round(pointing(class_maps, masks), 3)
+        record["cam_pxap"] = round(pixel_ap(class_maps, masks), 3)
         if args.save_maps is not None:
             name = f"{head}-{args.pool}-{args.output_stride}-{args.last_block}"
-            name += f"-f{args.front_stages}-n{args.negative_positions:g}-seed{seed}.npz"
-            np.savez(args.save_maps / name, cam=class_maps, smoothgrad=maps, masks=np.stack(masks))
-            torch.save(
-                {"model": model, "x": x_test[tumour], "labels": y_test, "all": x_test},
-                args.save_maps / name.replace(".npz", ".pt"),
-            )
-        record["cam_pxap"] = round(pixel_ap(class_maps, masks), 3)
+            name += f"-f{args.front_stages}-n{args.negative_positions:g}-seed{seed}"
+            np.savez(args.save_maps / f"{name}.npz", cam=class_maps, smoothgrad=maps, masks=masks)
+            torch.save({"model": model, "x": x_test[tumour]}, args.save_maps / f"{name}.pt")
         for side in (7, 9):  # a box the width of the last attention window and a bit more
             boxed = np.stack([uniform_filter(m, side, mode="constant") for m in class_maps])
             record[f"cam_box{side}_pointing"] = round(pointing(boxed, masks), 3)
@@ -426,6 +422,9 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
+    cam_only = args.negative_positions > 0 or args.front_stages is not None or args.last_block != 4
+    if cam_only and (args.head or ["whole"]) != ["cam"]:
+        parser.error("--negative-positions, --front-stages and --last-block need --head cam only")
     warnings.filterwarnings("ignore")
     work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
     if args.save_maps is not None:
