@@ -37,6 +37,13 @@ learning; image labels only). ``--last-block B`` ends the ``cam`` head's backbon
 ``2**N``, no backbone). ``--save-maps DIR`` writes the test tumour slices' class and SmoothGrad
 maps with their lesion masks (``.npz``) and the trained model with the test slices (``.pt``).
 
+``--side-stages S [S ...]`` adds deep supervision to the ``cam`` head: a class map from zero
+on each front-end stage ``S`` (stride ``2**S``), its pooled map under the same cross-entropy,
+added to the loss; printed: each side map's pointing and PxAP (``side{S}_*``) and those of
+the main 7-cell boxed class map times the side maps, each scaled to 0..1 (``product{S}_*``).
+Every ``cam`` run also prints ``d8_box7_*``: the class map averaged over the image's eight
+flips and quarter turns (each turned back) before the 7-cell box filter.
+
 ``--patients N`` makes the cohort of ``N`` phantoms (a quarter lesion-free) in place of the
 demo's 16, for a test split with more patients.
 
@@ -111,6 +118,7 @@ class _StageCAM(nn.Module):
         classes: int = 2,
         pool: str = "avg",
         front_stages: int | None = None,
+        side_stages: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         self.pool = pool
@@ -127,13 +135,36 @@ class _StageCAM(nn.Module):
         self.classifier = nn.Linear(channels, classes)
         nn.init.zeros_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
+        # deep supervision: a class map from zero on each of the front end's ``side_stages``
+        self.side_stages = side_stages
+        self.side = nn.ModuleList(
+            nn.Linear(int(self.front.stages[s - 1].norm.num_features), classes) for s in side_stages
+        )
+        for layer in self.side:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The class map and the side heads' class maps (stage ``s`` at stride ``2**s``,
+        shallow first), from one pass through the front end."""
+        sides, features = [], self.front.stem(x)
+        for index, stage in enumerate(self.front.stages, start=1):
+            features = stage(features)
+            if index in self.side_stages:
+                head = self.side[self.side_stages.index(index)]
+                sides.append(head(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+            if index == self.front_stages:
+                break
+        if self.front_stages is None:
+            features = self.blocks(self.front.project(features))
+        main = self.classifier(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return main, sides
+
+    def side_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.maps(x)[1]
 
     def class_map(self, x: torch.Tensor) -> torch.Tensor:
-        if self.front_stages is not None:
-            features = self.front.stages[: self.front_stages](self.front.stem(x))
-        else:
-            features = self.blocks(self.front(x))
-        return self.classifier(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.maps(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool_positions(self.class_map(x).flatten(2), self.pool)
@@ -256,6 +287,63 @@ def guided_maps(
     return np.stack(guided)
 
 
+def _scaled(heat: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    span = float(heat.max() - heat.min())
+    return (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+
+
+def side_readouts(
+    model: Any, x: torch.Tensor, class_maps: np.ndarray[Any, Any], masks: list[Any]
+) -> dict[str, float]:
+    """Pointing and PxAP of each side head's class map, and of the product of the main class
+    map (7-cell box filter) with the side maps, each scaled to 0..1 on the masks' grid (the
+    coarse map says where, the finer ones sharpen it)."""
+    model.eval()
+    with torch.no_grad():
+        sides = [m[:, 1].numpy() for m in model.side_maps(x)]
+    record: dict[str, float] = {}
+    product = np.stack(
+        [
+            _scaled(_onto(uniform_filter(c, 7, mode="constant"), m.shape))
+            for c, m in zip(class_maps, masks, strict=True)
+        ]
+    )
+    for stage, side in zip(model.side_stages, sides, strict=True):
+        record[f"side{stage}_pointing"] = round(pointing(side, masks), 3)
+        record[f"side{stage}_pxap"] = round(pixel_ap(side, masks), 3)
+        product = product * np.stack(
+            [_scaled(_onto(s, m.shape)) for s, m in zip(side, masks, strict=True)]
+        )
+        record[f"product{stage}_pointing"] = round(pointing(product, masks), 3)
+        record[f"product{stage}_pxap"] = round(pixel_ap(product, masks), 3)
+    return record
+
+
+def symmetric_readouts(model: Any, x: torch.Tensor, masks: list[Any]) -> dict[str, float]:
+    """Pointing and PxAP of the class map averaged over the image's 8 flips and quarter turns
+    (each map turned back), after a 7-cell box filter: the relative-position term shifts the
+    plateau to one side, the average is centred."""
+    model.eval()
+    total = None
+    with torch.no_grad():
+        for turns in range(4):
+            for flip in (False, True):
+                seen = torch.rot90(x, turns, (2, 3))
+                seen = torch.flip(seen, [3]) if flip else seen
+                maps = torch.cat(
+                    [model.class_map(seen[i : i + 16])[:, 1] for i in range(0, len(seen), 16)]
+                )
+                maps = torch.flip(maps, [2]) if flip else maps
+                maps = torch.rot90(maps, -turns, (1, 2))
+                total = maps if total is None else total + maps
+    assert total is not None
+    boxed = np.stack([uniform_filter(m, 7, mode="constant") for m in total.numpy() / 8])
+    return {
+        "d8_box7_pointing": round(pointing(boxed, masks), 3),
+        "d8_box7_pxap": round(pixel_ap(boxed, masks), 3),
+    }
+
+
 def pixel_ap(
     maps: np.ndarray[Any, Any],
     masks: list[np.ndarray[Any, Any]],
@@ -275,15 +363,19 @@ def pixel_ap(
 
 
 def step_loss(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
-    """One batch's training loss (with ``--negative-positions``' term for the ``cam`` head)."""
-    if args.negative_positions <= 0:
+    """One batch's training loss: cross-entropy of the pooled class map (``whole``: of the
+    logits), plus for the ``cam`` head each side head's (``--side-stages``, deep supervision)
+    and ``--negative-positions``' term."""
+    if not hasattr(model, "maps"):
         return F.cross_entropy(model(x), y)
-    # image labels only: a healthy slice has no tumour position, so every position of its
-    # class map is pushed to "healthy"
-    class_map = model.class_map(x)
+    class_map, sides = model.maps(x)
     loss = F.cross_entropy(pool_positions(class_map.flatten(2), args.pool), y)
+    for side in sides:
+        loss = loss + F.cross_entropy(pool_positions(side.flatten(2), args.pool), y)
     healthy = y == 0
-    if healthy.any():
+    if args.negative_positions > 0 and healthy.any():
+        # image labels only: a healthy slice has no tumour position, so every position of
+        # its class map is pushed to "healthy"
         margin = class_map[healthy, 1] - class_map[healthy, 0]
         loss = loss + args.negative_positions * F.softplus(margin).mean()
     return loss
@@ -314,7 +406,11 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
         record["warm_start_relative_error"] = round(warm.relative_error, 3)
     if head == "cam":
         model = _StageCAM(
-            model, last_block=args.last_block, pool=args.pool, front_stages=args.front_stages
+            model,
+            last_block=args.last_block,
+            pool=args.pool,
+            front_stages=args.front_stages,
+            side_stages=tuple(args.side_stages),
         )
     if args.freeze_front:
         for parameter in model.front.parameters():
@@ -392,6 +488,9 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             boxed = np.stack([uniform_filter(m, side, mode="constant") for m in class_maps])
             record[f"cam_box{side}_pointing"] = round(pointing(boxed, masks), 3)
             record[f"cam_box{side}_pxap"] = round(pixel_ap(boxed, masks), 3)
+        if args.side_stages:
+            record.update(side_readouts(model, x_test[tumour], class_maps, masks))
+        record.update(symmetric_readouts(model, x_test[tumour], masks))
         guided = guided_maps(maps, class_maps, masks)
         record["guided_box7_pointing"] = round(pointing(guided, masks), 3)
         record["guided_box7_pxap"] = round(pixel_ap(guided, masks), 3)
@@ -418,11 +517,13 @@ def main() -> None:
     parser.add_argument("--save-maps", type=Path, default=None)
     parser.add_argument("--last-block", type=int, default=4)
     parser.add_argument("--front-stages", type=int, default=None)
+    parser.add_argument("--side-stages", type=int, nargs="*", default=[])
     parser.add_argument("--patients", type=int, default=16)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     cam_only = args.negative_positions > 0 or args.front_stages is not None or args.last_block != 4
+    cam_only = cam_only or bool(args.side_stages)
     if cam_only and (args.head or ["whole"]) != ["cam"]:
         parser.error("--negative-positions, --front-stages and --last-block need --head cam only")
     warnings.filterwarnings("ignore")
