@@ -482,6 +482,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
         if args.save_maps is not None:
             name = f"{head}-{args.pool}-{args.output_stride}-{args.last_block}"
             name += f"-f{args.front_stages}-n{args.negative_positions:g}-seed{seed}"
+            name += f"-s{''.join(map(str, args.side_stages))}-{args.precision}"
             np.savez(args.save_maps / f"{name}.npz", cam=class_maps, smoothgrad=maps, masks=masks)
             torch.save({"model": model, "x": x_test[tumour]}, args.save_maps / f"{name}.pt")
         for side in (7, 9):  # a box the width of the last attention window and a bit more
