@@ -526,7 +526,9 @@ def main() -> None:
     cam_only = args.negative_positions > 0 or args.front_stages is not None or args.last_block != 4
     cam_only = cam_only or bool(args.side_stages)
     if cam_only and (args.head or ["whole"]) != ["cam"]:
-        parser.error("--negative-positions, --front-stages and --last-block need --head cam only")
+        parser.error(
+            "--negative-positions, --front-stages, --last-block and --side-stages need --head cam only"
+        )
     warnings.filterwarnings("ignore")
     work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
     if args.save_maps is not None:
