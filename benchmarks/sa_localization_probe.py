@@ -527,7 +527,8 @@ def main() -> None:
     cam_only = cam_only or bool(args.side_stages)
     if cam_only and (args.head or ["whole"]) != ["cam"]:
         parser.error(
-            "--negative-positions, --front-stages, --last-block and --side-stages need --head cam only"
+            "--negative-positions, --front-stages, --last-block and --side-stages "
+            "need --head cam only"
         )
     warnings.filterwarnings("ignore")
     work = args.work or Path(tempfile.mkdtemp(prefix="sa-probe-"))
