@@ -160,9 +160,6 @@ class _StageCAM(nn.Module):
         main = self.classifier(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return main, sides
 
-    def side_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.maps(x)[1]
-
     def class_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.maps(x)[0]
 
@@ -281,10 +278,15 @@ def guided_maps(
     """SmoothGrad maps times the class maps (``box``-cell box filter, the part above their
     median), both resized onto the masks' grid: the product Guided Grad-CAM takes."""
     guided = []
-    for gradient, class_map, truth in zip(gradients, class_maps, masks, strict=True):
-        boxed = _onto(uniform_filter(class_map, box, mode="constant"), truth.shape)
+    for gradient, box_map, truth in zip(gradients, _boxed(class_maps, box), masks, strict=True):
+        boxed = _onto(box_map, truth.shape)
         guided.append(_onto(gradient, truth.shape) * np.clip(boxed - np.median(boxed), 0.0, None))
     return np.stack(guided)
+
+
+def _boxed(maps: np.ndarray[Any, Any], side: int) -> np.ndarray[Any, Any]:
+    """Each map after a ``side``-cell box filter (zero beyond the map's edge)."""
+    return np.stack([uniform_filter(m, side, mode="constant") for m in maps])
 
 
 def _scaled(heat: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -300,13 +302,10 @@ def side_readouts(
     coarse map says where, the finer ones sharpen it)."""
     model.eval()
     with torch.no_grad():
-        sides = [m[:, 1].numpy() for m in model.side_maps(x)]
+        sides = [m[:, 1].numpy() for m in model.maps(x)[1]]
     record: dict[str, float] = {}
     product = np.stack(
-        [
-            _scaled(_onto(uniform_filter(c, 7, mode="constant"), m.shape))
-            for c, m in zip(class_maps, masks, strict=True)
-        ]
+        [_scaled(_onto(c, m.shape)) for c, m in zip(_boxed(class_maps, 7), masks, strict=True)]
     )
     for stage, side in zip(model.side_stages, sides, strict=True):
         record[f"side{stage}_pointing"] = round(pointing(side, masks), 3)
@@ -337,7 +336,7 @@ def symmetric_readouts(model: Any, x: torch.Tensor, masks: list[Any]) -> dict[st
                 maps = torch.rot90(maps, -turns, (1, 2))
                 total = maps if total is None else total + maps
     assert total is not None
-    boxed = np.stack([uniform_filter(m, 7, mode="constant") for m in total.numpy() / 8])
+    boxed = _boxed(total.numpy() / 8, 7)
     return {
         "d8_box7_pointing": round(pointing(boxed, masks), 3),
         "d8_box7_pxap": round(pixel_ap(boxed, masks), 3),
@@ -353,9 +352,7 @@ def pixel_ap(
     or over those inside ``livers`` (lesion pixels outside an ROI count as missed)."""
     counts = np.zeros((2, N_BINS), dtype=np.int64)
     for k, (heat, truth) in enumerate(zip(maps, masks, strict=True)):
-        resized = _onto(heat, truth.shape)
-        span = float(resized.max() - resized.min())
-        scaled = (resized - resized.min()) / span if span > 0 else np.zeros_like(resized)
+        scaled = _scaled(_onto(heat, truth.shape))
         if livers is not None and livers[k].any():
             scaled = np.where(livers[k], scaled, 0.0)
         counts = counts + pixel_counts(scaled, truth)
@@ -486,7 +483,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             np.savez(args.save_maps / f"{name}.npz", cam=class_maps, smoothgrad=maps, masks=masks)
             torch.save({"model": model, "x": x_test[tumour]}, args.save_maps / f"{name}.pt")
         for side in (7, 9):  # a box the width of the last attention window and a bit more
-            boxed = np.stack([uniform_filter(m, side, mode="constant") for m in class_maps])
+            boxed = _boxed(class_maps, side)
             record[f"cam_box{side}_pointing"] = round(pointing(boxed, masks), 3)
             record[f"cam_box{side}_pxap"] = round(pixel_ap(boxed, masks), 3)
         if args.side_stages:
