@@ -28,6 +28,17 @@ fraction is at least the 10th percentile of the training tumour slices' (the liv
 lesions lie: the liver-fraction shortcut's AUROC on the kept slices is about 0.5);
 ``test_auroc_liver_levels`` is the test AUROC over the test slices at those levels.
 
+``--level-balance Q`` keeps every healthy training slice but draws them level-balanced, as
+``train --sampling liver-level`` does (``oncoscope.train.level_sampling``, whose ``Q`` is
+0.2): a healthy draw comes, with probability ``1 - Q``, from one of five liver-fraction bins
+cut at the training tumour slices' quintiles above that floor, each bin as often as the
+tumour slices lie in it (so at the liver levels where lesions lie, level says next to nothing
+about the label), and with probability ``Q`` from the healthy slices below the floor (levels
+without lesions, still seen).
+``--augment`` applies training's CT augmentation (``oncoscope.train.data.augmentation("ct")``:
+rotation up to 10 degrees, shifts up to 5 %, zoom 0.9-1.1, brightness and contrast 0.1) to each
+training image, filled with air.
+
 ``--negative-positions W`` adds to the ``cam`` head's loss ``W`` times the mean, over every
 position of every healthy slice in the batch, of ``softplus(tumour score - healthy score)`` of
 its class map: a healthy slice has no tumour position (the negative bags of multiple-instance
@@ -94,6 +105,8 @@ from oncoscope.explain.smoothgrad import smoothgrad_maps
 from oncoscope.io.volumes import read_volume
 from oncoscope.models import create_model
 from oncoscope.models.pooling import pool_positions
+from oncoscope.train.data import augmentation
+from oncoscope.train.level_sampling import liver_level_weights
 from oncoscope.train.warm_start import warm_start_front
 
 BATCH = 16
@@ -359,6 +372,13 @@ def pixel_ap(
     return pxap(counts)
 
 
+def augmented(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Each normalised image through training's CT augmentation, in 0..1 grey (air fills)."""
+    transform = augmentation("ct")
+    grey = (x * std + mean).clamp(0, 1)
+    return (torch.stack([transform(image) for image in grey]) - mean) / std
+
+
 def step_loss(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
     """One batch's training loss: cross-entropy of the pooled class map (``whole``: of the
     logits), plus for the ``cam`` head each side head's (``--side-stages``, deep supervision)
@@ -396,6 +416,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     record["match_liver"] = args.match_liver
     record["negative_positions"] = args.negative_positions
     record["precision"] = args.precision
+    record.update(level_balance=args.level_balance, augment=args.augment)
     if head == "cam":
         record.update(pool=args.pool, output_stride=args.output_stride)
     if getattr(model, "replaced_stages", None) is not None:
@@ -417,6 +438,11 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     steps = max(len(x_train) // BATCH, 1)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * steps)
     weight = 1.0 / torch.bincount(y_train).float()[y_train]
+    if args.level_balance is not None:
+        fraction = train_rows["liver_fraction"].to_numpy()
+        weight = torch.from_numpy(
+            liver_level_weights(y_train.numpy() == 1, fraction, args.level_balance)
+        )
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     for _ in range(args.epochs):
@@ -425,8 +451,9 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             model.front.eval()
         for _ in range(steps):
             index = torch.multinomial(weight, BATCH, replacement=True, generator=generator)
+            x = augmented(x_train[index], mean, std) if args.augment else x_train[index]
             with torch.autocast("cpu", torch.bfloat16, enabled=args.precision == "bf16"):
-                loss = step_loss(args, model, x_train[index], y_train[index])
+                loss = step_loss(args, model, x, y_train[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -480,6 +507,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             name = f"{head}-{args.pool}-{args.output_stride}-{args.last_block}"
             name += f"-f{args.front_stages}-n{args.negative_positions:g}-seed{seed}"
             name += f"-s{''.join(map(str, args.side_stages))}-{args.precision}"
+            name += f"-m{int(args.match_liver)}-b{args.level_balance}-a{int(args.augment)}"
             np.savez(args.save_maps / f"{name}.npz", cam=class_maps, smoothgrad=maps, masks=masks)
             torch.save({"model": model, "x": x_test[tumour]}, args.save_maps / f"{name}.pt")
         for side in (7, 9):  # a box the width of the last attention window and a bit more
@@ -511,6 +539,8 @@ def main() -> None:
     parser.add_argument("--maps-in-liver", action="store_true")
     parser.add_argument("--anomaly", action="store_true")
     parser.add_argument("--match-liver", action="store_true")
+    parser.add_argument("--level-balance", type=float, default=None)
+    parser.add_argument("--augment", action="store_true")
     parser.add_argument("--negative-positions", type=float, default=0.0)
     parser.add_argument("--save-maps", type=Path, default=None)
     parser.add_argument("--last-block", type=int, default=4)
@@ -522,6 +552,8 @@ def main() -> None:
     args = parser.parse_args()
     cam_only = args.negative_positions > 0 or args.front_stages is not None or args.last_block != 4
     cam_only = cam_only or bool(args.side_stages)
+    if args.level_balance is not None and (args.match_liver or not 0 <= args.level_balance < 1):
+        parser.error("--level-balance Q needs 0 <= Q < 1 and no --match-liver")
     if cam_only and (args.head or ["whole"]) != ["cam"]:
         parser.error(
             "--negative-positions, --front-stages, --last-block and --side-stages "

@@ -29,6 +29,9 @@ from oncoscope.cli.options import (
     workers_option,
 )
 
+#: ``--sampling`` as the config's ``balanced_sampling``.
+_SAMPLING: dict[str, bool | str] = {"shuffle": False, "balanced": True}
+
 
 def train(
     data: Annotated[
@@ -82,6 +85,14 @@ def train(
             help="H&E stain jitter of histology tiles (0: off).", rich_help_panel=TRAINING
         ),
     ] = None,
+    sampling: Annotated[
+        str | None,
+        typer.Option(
+            help="shuffle, balanced (classes evenly) or liver-level (CT: classes evenly and "
+            "healthy slices at the tumours' liver levels).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     seed: Annotated[int | None, training_seed_option()] = None,
     workers: Annotated[int | None, workers_option(panel=TRAINING)] = None,
     devices: Annotated[str | None, train_devices_option()] = None,
@@ -109,6 +120,7 @@ def train(
         "optimizer": optimizer,
         "scheduler": scheduler,
         "stain_augment": stain_augment,
+        "balanced_sampling": _SAMPLING.get(sampling, sampling) if sampling else None,
         "pretrained": pretrained,
         "weights": weights,
         "precision": precision,
@@ -119,6 +131,10 @@ def train(
         "seed": seed,
     }
     with user_errors():
+        if sampling is not None and sampling not in (*_SAMPLING, "liver-level"):
+            raise InvalidOptionError(
+                f"--sampling must be shuffle, balanced or liver-level, got {sampling!r}"
+            )
         first = resolve_config(
             recipe=recipe, config_file=config, overrides={**flags, "model": model}
         )

@@ -107,7 +107,10 @@ class TrainConfig(RunSettings):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     dropout: float | None = Field(None, ge=0, lt=1)
     class_weights: bool = False
-    balanced_sampling: bool = False
+    #: False: a plain shuffle; True: classes drawn evenly; ``"liver-level"``: classes drawn
+    #: evenly and healthy CT slices as often at each liver level as tumour slices lie there
+    #: (:mod:`oncoscope.train.level_sampling`).
+    balanced_sampling: bool | Literal["liver-level"] = False
     augment: Augment = "auto"
     #: H&E stain jitter of training tiles (:class:`~oncoscope.pathology.stain.StainAugment`'s
     #: sigma1 = sigma2), histology only; 0: off.

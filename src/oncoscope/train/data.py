@@ -40,6 +40,7 @@ from oncoscope.dataset.manifest import read_manifest
 from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError
 from oncoscope.models.spec import ModelSpec
 from oncoscope.pathology.stain import StainAugment
+from oncoscope.train.level_sampling import training_level_weights
 
 GROUP_COLUMNS = ("group", "patient_id", "slide")
 #: Manifest columns that describe how the images were made; stored in the checkpoint.
@@ -390,7 +391,7 @@ class ManifestDataModule(pl.LightningDataModule):
         *,
         batch_size: int,
         augment: str,
-        balanced_sampling: bool,
+        balanced_sampling: bool | str,
         num_workers: int,
         seed: int,
         stain_augment: float = 0.0,
@@ -422,10 +423,13 @@ class ManifestDataModule(pl.LightningDataModule):
         return self._dataset("train", training=True)
 
     def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled (or class-balanced) training batches, split across processes."""
+        """Shuffled (class-balanced, or liver-level balanced) training batches, split across
+        processes."""
         dataset = self.train_dataset()
         weights = None
-        if self.balanced:
+        if self.balanced == "liver-level":
+            weights = training_level_weights(self.data.frame, self.data.source)
+        elif self.balanced:
             counts = self.data.class_counts()
             weights = [1.0 / counts[t] for t in dataset.targets]
         sampler = EpochSampler.of_trainer(len(dataset), self.seed, self.trainer, weights)

@@ -32,6 +32,7 @@ from oncoscope.train.data import (
     infer_augmentation,
     load_training_data,
 )
+from oncoscope.train.level_sampling import training_level_weights
 from oncoscope.train.module import LitClassifier
 from oncoscope.train.scaffold import (
     RunResult,
@@ -183,6 +184,8 @@ def train(
     check_model_name(config.model)
     data = load_training_data(config.data, config.image_size, check_images=check_images)
     check_stain_augment(data, config.stain_augment)
+    if config.balanced_sampling == "liver-level":
+        training_level_weights(data.frame, data.source)  # refused here, before any training
     last = run.checkpoint_to_resume()
     if last is not None:
         _check_resumable(last, config, data)
