@@ -40,21 +40,23 @@ from oncoscope.train.warm_start import warm_start_front
 SIDE = 224
 
 
-def slices(manifest: Path, split: str, mean: float, std: float) -> torch.Tensor:
-    """The split's slices as normalised ``(N, 1, SIDE, SIDE)`` float32, as training feeds them."""
+def slices(manifest: Path, split: str, mean: float, std: float, side: int = SIDE) -> torch.Tensor:
+    """The split's slices as normalised ``(N, 1, side, side)`` float32, as training feeds them."""
     frame = read_manifest(manifest)
     frame = frame[frame["split"] == split]
     images = []
     for path in frame["path"]:
         with Image.open(manifest.parent / path if not Path(path).is_absolute() else path) as im:
-            images.append(normalised(np.asarray(im.convert("L")), mean, std))
+            images.append(normalised(np.asarray(im.convert("L")), mean, std, side))
     return torch.from_numpy(np.stack(images))[:, None]
 
 
-def normalised(grey: np.ndarray[Any, Any], mean: float, std: float) -> np.ndarray[Any, Any]:
-    """A uint8 slice resized to ``SIDE`` (bilinear, kept uint8) and normalised, float32."""
-    side = Image.fromarray(grey).resize((SIDE, SIDE), Image.BILINEAR)
-    return (np.asarray(side, np.float32) / 255.0 - mean) / std
+def normalised(
+    grey: np.ndarray[Any, Any], mean: float, std: float, side: int = SIDE
+) -> np.ndarray[Any, Any]:
+    """A uint8 slice resized to ``side`` px (bilinear, kept uint8) and normalised, float32."""
+    resized = Image.fromarray(grey).resize((side, side), Image.BILINEAR)
+    return (np.asarray(resized, np.float32) / 255.0 - mean) / std
 
 
 class _ConvFront(nn.Module):

@@ -37,7 +37,8 @@ about the label), and with probability ``Q`` from the healthy slices below the f
 without lesions, still seen).
 ``--augment`` applies training's CT augmentation (``oncoscope.train.data.augmentation("ct")``:
 rotation up to 10 degrees, shifts up to 5 %, zoom 0.9-1.1, brightness and contrast 0.1) to each
-training image, filled with air.
+training image, filled with air. ``--image-px N`` feeds the slices at ``N`` px (default 224;
+the cohort's slices are 256 px, 1.48 mm pixels).
 
 ``--negative-positions W`` adds to the ``cam`` head's loss ``W`` times the mean, over every
 position of every healthy slice in the batch, of ``softplus(tumour score - healthy score)`` of
@@ -112,12 +113,14 @@ from oncoscope.train.warm_start import warm_start_front
 BATCH = 16
 
 
-def split_tensors(manifest: Path, split: str, mean: float, std: float) -> tuple[Any, Any, Any]:
-    """``(images (N, 1, SIDE, SIDE) normalised, labels (N,), the split's manifest rows)``."""
+def split_tensors(
+    manifest: Path, split: str, mean: float, std: float, side: int
+) -> tuple[Any, Any, Any]:
+    """``(images (N, 1, side, side) normalised, labels (N,), the split's manifest rows)``."""
     frame = read_manifest(manifest)
     frame = frame[frame["split"] == split].reset_index(drop=True)
     labels = torch.tensor((frame["label"] == "tumour").to_numpy(), dtype=torch.long)
-    return slices(manifest, split, mean, std), labels, frame
+    return slices(manifest, split, mean, std, side), labels, frame
 
 
 class _StageCAM(nn.Module):
@@ -264,7 +267,9 @@ def pointing(
     return float(np.mean(hits))
 
 
-def inpainted(manifest: Path, rows: Any, mean: float, std: float, seed: int) -> torch.Tensor:
+def inpainted(
+    manifest: Path, rows: Any, mean: float, std: float, seed: int, side: int
+) -> torch.Tensor:
     """The rows' slices as :func:`slices` gives them, lesion pixels replaced by liver pixels."""
     rng = np.random.default_rng(seed)
     images = []
@@ -278,7 +283,7 @@ def inpainted(manifest: Path, rows: Any, mean: float, std: float, seed: int) -> 
         if lesion.any():
             grey = grey.copy()
             grey[lesion] = rng.choice(grey[liver & ~lesion], size=int(lesion.sum()))
-        images.append(normalised(grey, mean, std))
+        images.append(normalised(grey, mean, std, side))
     return torch.from_numpy(np.stack(images))[:, None]
 
 
@@ -404,19 +409,19 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     model: Any = create_model(args.model, num_classes=2, in_chans=1, pretrained=True, **extra)
     mean = float(np.mean(model.pretrained_cfg["mean"]))  # as training's spec feeds one channel
     std = float(np.mean(model.pretrained_cfg["std"]))
-    x_train, y_train, train_rows = split_tensors(manifest, "train", mean, std)
+    x_train, y_train, train_rows = split_tensors(manifest, "train", mean, std, args.image_px)
     floor = float(train_rows.loc[y_train.numpy() == 1, "liver_fraction"].quantile(0.1))
     if args.match_liver:  # healthy slices only from the liver levels where tumour slices lie
         keep = (y_train.numpy() == 1) | (train_rows["liver_fraction"].to_numpy() >= floor)
         x_train, y_train = x_train[torch.from_numpy(keep)], y_train[torch.from_numpy(keep)]
         train_rows = train_rows[keep].reset_index(drop=True)
-    x_val, y_val, _ = split_tensors(manifest, "val", mean, std)
-    x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std)
+    x_val, y_val, _ = split_tensors(manifest, "val", mean, std, args.image_px)
+    x_test, y_test, test_rows = split_tensors(manifest, "test", mean, std, args.image_px)
     record: dict[str, Any] = {"model": args.model, "head": head, "seed": seed, "chain": args.chain}
     record["match_liver"] = args.match_liver
     record["negative_positions"] = args.negative_positions
     record["precision"] = args.precision
-    record.update(level_balance=args.level_balance, augment=args.augment)
+    record.update(level_balance=args.level_balance, augment=args.augment, image_px=args.image_px)
     if head == "cam":
         record.update(pool=args.pool, output_stride=args.output_stride)
     if getattr(model, "replaced_stages", None) is not None:
@@ -466,7 +471,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
     record["test_auroc_liver_levels"] = round(
         roc_auc_score(y_test[level], test_probabilities[level]), 3
     )
-    cleaned = inpainted(manifest, test_rows, mean, std, seed)
+    cleaned = inpainted(manifest, test_rows, mean, std, seed, args.image_px)
     record["test_auroc_inpainted"] = round(roc_auc_score(y_test, probabilities(model, cleaned)), 3)
     tumour = test_rows.index[test_rows["label"] == "tumour"].to_numpy()
     masks = []
@@ -508,6 +513,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
             name += f"-f{args.front_stages}-n{args.negative_positions:g}-seed{seed}"
             name += f"-s{''.join(map(str, args.side_stages))}-{args.precision}"
             name += f"-m{int(args.match_liver)}-b{args.level_balance}-a{int(args.augment)}"
+            name += f"-px{args.image_px}"
             np.savez(args.save_maps / f"{name}.npz", cam=class_maps, smoothgrad=maps, masks=masks)
             torch.save({"model": model, "x": x_test[tumour]}, args.save_maps / f"{name}.pt")
         for side in (7, 9):  # a box the width of the last attention window and a bit more
@@ -541,6 +547,7 @@ def main() -> None:
     parser.add_argument("--match-liver", action="store_true")
     parser.add_argument("--level-balance", type=float, default=None)
     parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--image-px", type=int, default=224)
     parser.add_argument("--negative-positions", type=float, default=0.0)
     parser.add_argument("--save-maps", type=Path, default=None)
     parser.add_argument("--last-block", type=int, default=4)
