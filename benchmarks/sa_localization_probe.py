@@ -56,6 +56,11 @@ the main 7-cell boxed class map times the side maps, each scaled to 0..1 (``prod
 Every ``cam`` run also prints ``d8_box7_*``: the class map averaged over the image's eight
 flips and quarter turns (each turned back) before the 7-cell box filter.
 
+Every ``cam`` run also prints the guided product's pointing and PxAP with 95 % patient-bootstrap
+intervals (``guided_*_ci``: value, low, high) and its hits by the slice's largest lesion
+diameter and lesion section; ``--rescore DIR`` prints the same for every ``--save-maps`` file
+in ``DIR`` (the cohort of ``--patients`` under ``--work``) and trains nothing.
+
 ``--patients N`` makes the cohort of ``N`` phantoms (a quarter lesion-free) in place of the
 demo's 16, for a test split with more patients.
 
@@ -101,6 +106,7 @@ from torch import nn
 
 from oncoscope.ct.chain import SliceChain, apply_chain
 from oncoscope.dataset.manifest import read_manifest
+from oncoscope.evaluate.bootstrap import bootstrap
 from oncoscope.explain.localization_metrics import N_BINS, pixel_counts, pointing_hit, pxap
 from oncoscope.explain.smoothgrad import smoothgrad_maps
 from oncoscope.io.volumes import read_volume
@@ -377,6 +383,49 @@ def pixel_ap(
     return pxap(counts)
 
 
+def with_intervals(
+    maps: np.ndarray[Any, Any], masks: list[Any], rows: Any, name: str
+) -> dict[str, Any]:
+    """Pointing and PxAP of ``maps`` on the test tumour slices (``rows``, their manifest rows)
+    with 95 % patient-bootstrap intervals (1,000 resamples; the intervals ``evaluate
+    --localization`` prints), and the pointing hits by the slice's largest lesion diameter
+    (``<10``, ``10-20``, ``>20`` mm, ``max_lesion_mm``) and lesion section (``<8``, ``8-15``,
+    ``>=15`` mm, ``max_section_mm``) as ``hits/slices``."""
+    pairs = [(_onto(heat, truth.shape), truth) for heat, truth in zip(maps, masks, strict=True)]
+    hits = np.array([pointing_hit(heat, truth) for heat, truth in pairs])
+    counts = np.stack([pixel_counts(_scaled(heat), truth) for heat, truth in pairs])
+
+    def figures(index: np.ndarray[Any, Any]) -> dict[tuple[str, ...], float | None]:
+        return {("pointing",): float(hits[index].mean()), ("pxap",): pxap(counts[index].sum(0))}
+
+    groups = rows["patient_id"].astype(str).to_numpy()
+    estimates = bootstrap(figures, groups, n_resamples=1000, seed=0)
+    record: dict[str, Any] = {"patients_with_lesions": len(set(groups))}
+    for (figure,), estimate in estimates.items():
+        record[f"{name}_{figure}_ci"] = [round(float(v or 0), 3) for v in estimate.values()]
+    for column, edges, labels in (
+        ("max_lesion_mm", (10, 20), ("<10", "10-20", ">20")),
+        ("max_section_mm", (8, 15), ("<8", "8-15", ">=15")),
+    ):
+        size = np.digitize(rows[column].to_numpy(float), edges)
+        for index, label in enumerate(labels):
+            record[f"{name}_hits_{column[4:-3]} {label}"] = (
+                f"{hits[size == index].sum()}/{(size == index).sum()}"
+            )
+    return record
+
+
+def rescore(folder: Path, manifest: Path) -> None:
+    """:func:`with_intervals` of the guided product of every ``--save-maps`` file in ``folder``."""
+    frame = read_manifest(manifest)
+    rows = frame[(frame["split"] == "test") & (frame["label"] == "tumour")]
+    for saved in sorted(folder.glob("*.npz")):
+        arrays = np.load(saved)
+        masks = list(arrays["masks"])
+        guided = guided_maps(arrays["smoothgrad"], arrays["cam"], masks)
+        print(json.dumps({"maps": saved.name, **with_intervals(guided, masks, rows, "guided")}))
+
+
 def augmented(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """Each normalised image through training's CT augmentation, in 0..1 grey (air fills)."""
     transform = augmentation("ct")
@@ -526,6 +575,7 @@ def run(args: argparse.Namespace, manifest: Path, head: str, seed: int) -> dict[
         guided = guided_maps(maps, class_maps, masks)
         record["guided_box7_pointing"] = round(pointing(guided, masks), 3)
         record["guided_box7_pxap"] = round(pixel_ap(guided, masks), 3)
+        record.update(with_intervals(guided, masks, test_rows.loc[tumour], "guided"))
         if livers is not None:
             record["cam_pointing_in_liver"] = round(pointing(class_maps, masks, livers), 3)
             record["cam_pxap_in_liver"] = round(pixel_ap(class_maps, masks, livers), 3)
@@ -556,6 +606,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=16)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--rescore", type=Path, default=None)
     args = parser.parse_args()
     cam_only = args.negative_positions > 0 or args.front_stages is not None or args.last_block != 4
     cam_only = cam_only or bool(args.side_stages)
@@ -574,6 +625,9 @@ def main() -> None:
     chain = SliceChain(median_size_px=3, roi="em") if args.chain == "em" else None
     name = "cohort-0" if args.patients == 16 else f"cohort-0-p{args.patients}"
     manifest = cohort(work / name, 0, chain, args.patients)
+    if args.rescore is not None:
+        rescore(args.rescore, manifest)
+        return
     frame = read_manifest(manifest)
     for split in ("train", "val", "test"):
         rows = frame[frame["split"] == split]
