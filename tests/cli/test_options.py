@@ -156,6 +156,7 @@ def test_precision_has_one_vocabulary_and_train_names_the_old_spellings() -> Non
                     "--optimizer",
                     "--scheduler",
                     "--stain-augment",
+                    "--sampling",
                     "--seed",
                     "--workers",
                 ],
