@@ -25,7 +25,10 @@ def test_every_named_model_runs_forward_and_backward_on_cpu(name):
     x = torch.randn(2, 3, 96, 96)
     out = model(x)
     assert out.shape == (2, 3)
-    out.sum().backward()
+    # a model with side heads trains them through forward_deep_supervision, as training does
+    supervised = getattr(model, "forward_deep_supervision", None)
+    sides = supervised(x)[1] if supervised is not None else []
+    (out.sum() + sum(side.sum() for side in sides)).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)
     assert any(float(g.abs().sum()) > 0 for g in grads)

@@ -145,3 +145,29 @@ def test_training_warm_starts_an_sa_model_and_says_so(
         assert warm["epochs"] == 3 and warm["relative_error"] < warm["first_relative_error"]
     else:
         assert summary["warm_start"] == expected
+
+
+def test_the_localising_sa_recipe_warm_starts_and_trains_its_side_heads(patches, tmp_path):
+    """``seed000-cam`` (its model, the side heads' losses through training) end to end; the
+    patches have no liver levels, so the classes are drawn evenly instead."""
+    config = resolve_config(
+        recipe="seed000-cam",
+        overrides={
+            "data": patches,
+            "out": tmp_path / "run",
+            "balanced_sampling": True,
+            "warm_start_epochs": 2,
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 8,
+            "num_workers": 0,
+            "precision": "fp32",
+        },
+    )
+    assert config.model == "sa_cam_efficientnet_lite0" and config.augment == "ct"
+    train(config, progress_bar=False)
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["warm_start"]["epochs"] == 2
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    side_weights = [v for k, v in checkpoint["state_dict"].items() if ".side." in k]
+    assert side_weights and all(w.any() for w in side_weights)  # trained away from zero

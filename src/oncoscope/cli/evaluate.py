@@ -60,7 +60,8 @@ def evaluate(
         ),
     ] = False,
     cam_method: Annotated[
-        str, typer.Option(help="CAM method of --localization (gradcam, gradcam++, cam, ...).")
+        str,
+        typer.Option(help="CAM method of --localization (gradcam, gradcam++, cam, guided, ...)."),
     ] = "gradcam",
     bags: Annotated[
         Path | None,
@@ -150,7 +151,7 @@ def compare(
         str | None,
         typer.Option(
             help="CT models: also compare their weak localisation with this explain method "
-            "(smoothgrad, cam, gradcam, ...) against the manifest's lesion masks.",
+            "(guided, smoothgrad, cam, gradcam, ...) against the manifest's lesion masks.",
             show_default=False,
         ),
     ] = None,

@@ -18,7 +18,11 @@ def explain(
     ] = None,
     out: OutDir = Path("explain"),
     method: Annotated[
-        str, typer.Option(help="gradcam, gradcam++, layercam, scorecam, cam or attention.")
+        str,
+        typer.Option(
+            help="gradcam, gradcam++, layercam, scorecam, cam, attention, smoothgrad, or guided "
+            "(SmoothGrad where the class map points; class-map models)."
+        ),
     ] = "gradcam",
     layer: Annotated[
         list[str] | None,

@@ -39,7 +39,9 @@ def train(
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option(help="quick, ct-cam, seed000, seed001, seed004.", rich_help_panel=INPUT),
+        typer.Option(
+            help="quick, ct-cam, seed000, seed000-cam, seed001, seed004.", rich_help_panel=INPUT
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML file of training options.", rich_help_panel=INPUT)

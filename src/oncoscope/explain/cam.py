@@ -19,6 +19,10 @@ layers): where the self-attention looked, the same for every class.
 (captum; :mod:`oncoscope.explain.smoothgrad`): at pixel resolution, for lesions smaller than a
 feature cell.
 
+``guided`` is SmoothGrad times the class map, box-filtered and kept above its median
+(:mod:`oncoscope.explain.guided`): pixel-fine, on the side of the organ the class map points
+to; for class-map models (``sa_cam_efficientnet_lite0``, ``cam_efficientnet_lite0``).
+
 Every map is ReLU'd, scaled to ``0..1`` per image (pytorch-grad-cam's ``scale_cam_image``) and
 resized to the model's input size. A model that says where its feature grid lies on the input
 (``cam_origin_px``: the input pixel at the centre of feature cell 0, cells ``stride`` pixels
@@ -53,7 +57,7 @@ _GRAD_CAMS: dict[str, Any] = {
     "scorecam": ScoreCAM,
 }
 #: Every explanation method, in the order the CLI lists them.
-METHODS = (*_GRAD_CAMS, "cam", "attention", "smoothgrad")
+METHODS = (*_GRAD_CAMS, "cam", "attention", "smoothgrad", "guided")
 
 
 @dataclass
@@ -97,8 +101,8 @@ def explain_batch(
 
     Raises:
         InvalidOptionError: an unknown method, layer or stage; targets of the wrong length or
-            out of range; ``cam`` on a model without a pooled linear head; ``attention`` on a
-            model without an attention map.
+            out of range; ``cam`` or ``guided`` on a model without a pooled linear head;
+            ``attention`` on a model without an attention map.
     """
     if method not in METHODS:
         raise InvalidOptionError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
@@ -128,6 +132,12 @@ def explain_batch(
         from oncoscope.explain.smoothgrad import smoothgrad_maps
 
         return BatchMaps(smoothgrad_maps(model, images, chosen), chosen, probs, "input")
+    if method == "guided":
+        from oncoscope.explain.guided import guided_maps
+
+        return BatchMaps(
+            guided_maps(model, images, chosen), chosen, probs, "input;forward_features"
+        )
     if method == "cam":
         raw = plain_cam(model, images, chosen)
         origin = getattr(model, "cam_origin_px", None)
@@ -166,24 +176,35 @@ def plain_cam(
     Raises:
         InvalidOptionError: the model has no pooled linear head (use ``gradcam``).
     """
+    return np.maximum(class_scores(model, images, targets), 0.0)
+
+
+def class_scores(
+    model: nn.Module, images: torch.Tensor, targets: Sequence[int], method: str = "cam"
+) -> npt.NDArray[np.float32]:
+    """The target class's score at every position, ``sum_c w[t_b, c] * A_b[c]`` (no bias, no
+    ReLU): :func:`plain_cam` before its ReLU, negative where the features speak against it.
+
+    Args and errors: as :func:`plain_cam`; ``method`` names the method in the error.
+    """
     timm_like: Any = model
     classifier = timm_like.get_classifier() if hasattr(model, "get_classifier") else None
     if not hasattr(model, "forward_features") or not isinstance(classifier, nn.Linear):
         raise InvalidOptionError(
-            f"method cam needs forward_features and a linear classifier; "
+            f"method {method} needs forward_features and a linear classifier; "
             f"{type(model).__name__} has none: use gradcam"
         )
     with torch.no_grad():
         features = timm_like.forward_features(images).float()
     if features.ndim != 4 or classifier.in_features != features.shape[1]:
         raise InvalidOptionError(
-            f"method cam needs a global-pooling + linear head; the classifier of "
+            f"method {method} needs a global-pooling + linear head; the classifier of "
             f"{type(model).__name__} reads {classifier.in_features} features but the last "
             f"feature map is {tuple(features.shape[1:])}: use gradcam"
         )
     weights = classifier.weight.detach().float()[list(targets)]  # (B, C)
-    cam = torch.einsum("bc,bchw->bhw", weights, features).clamp(min=0)
-    return cam.numpy().astype(np.float32)
+    scores = torch.einsum("bc,bchw->bhw", weights, features)
+    return scores.numpy().astype(np.float32)
 
 
 def on_input_grid(

@@ -64,6 +64,8 @@ METHOD_NAMES = {
     "scorecam": "Score-CAM",
     "cam": "CAM",
     "attention": "Attention",
+    "smoothgrad": "SmoothGrad",
+    "guided": "SmoothGrad x CAM",
 }
 #: Smallest long side of a figure's image part, in pixels (small tiles are enlarged).
 FIGURE_MIN_SIDE_PX = 256

@@ -256,3 +256,44 @@ register_model(
     head_features=112,
     backbone="efficientnet_lite0",
 )(_front_end_factory("efficientnet_lite0", _stage_cam_front_end, whole_prefix="backbone."))
+
+
+def _sa_cam_front_end(config: SAConfig) -> Callable[[dict[str, Any]], Wrap]:
+    """The front end of ``config`` under a class map with deep supervision
+    (:class:`~oncoscope.models.front_end_cam.FrontEndCAMNet`): ``kept_stages=`` (default 0),
+    ``side_stages=`` (default ``(1, 2)``), ``pool=`` (default ``avg``) and ``drop_rate=`` (the
+    head's dropout) are its own; the SA layout keywords are :func:`_sa_front_end`'s."""
+    sa_front_end = _sa_front_end(config)
+
+    def front_end(kwargs: Kwargs) -> Wrap:
+        from oncoscope.models.front_end_cam import FrontEndCAMNet
+
+        head: dict[str, Any] = {
+            "kept_stages": int(kwargs.pop("kept_stages", 0)),
+            "side_stages": tuple(int(s) for s in kwargs.pop("side_stages", (1, 2))),
+            "pool": str(kwargs.pop("pool", "avg")),
+            "drop_rate": float(kwargs.pop("drop_rate", 0.0)),
+        }
+        wrap_sa = sa_front_end(kwargs)
+
+        def wrap(backbone: nn.Module, in_chans: int) -> nn.Module:
+            timm_like: Any = backbone
+            classes = int(timm_like.get_classifier().out_features)
+            return FrontEndCAMNet(wrap_sa(backbone, in_chans), classes, **head)
+
+        return wrap
+
+    return front_end
+
+
+register_model(
+    "sa_cam_efficientnet_lite0",
+    "small SAN front end of sa_efficientnet_lite0 under a stride-8 class map with deep "
+    "supervision of its stride-2 and stride-4 stages (localising SA model)",
+    "000",
+    dropout_kwarg="drop_rate",
+    parameters=172_064,
+    # per class: 40 + 1 (the stride-8 class map) + 33 + 65 (side heads on 32 and 64 channels)
+    head_features=138,
+    backbone="efficientnet_lite0",
+)(_front_end_factory("efficientnet_lite0", _sa_cam_front_end(CONFIGS["sa_efficientnet_lite0"])))

@@ -50,7 +50,8 @@ class ModelEntry:
         parameters: parameters with its default keywords, 3 input channels and
             :data:`RECORDED_CLASSES` outputs, or None when not recorded (the test suite checks
             every recorded count against the built model).
-        head_features: input width of its linear classifier (with bias), or None.
+        head_features: input width of its linear classifier (with bias), or None; with
+            several class heads, the parameters each class adds to all of them, less one.
         backbone: the registry model a front-end model wraps by default (its pretrained
             weights are that model's), or None.
     """

@@ -201,6 +201,19 @@ RECIPES: dict[str, dict[str, Any]] = {
     # after its stride-16 stage under a CAM head (models/stage_cam.py). Explain and locate it
     # with the plain CAM (`--method cam`).
     "ct-cam": {**_QUICK, "model": "cam_efficientnet_lite0"},
+    # Seed 000's SA front end read where it looks (models/front_end_cam.py): the small Lite0
+    # front end under a class map on its stride-8 output with deep supervision of its stride-2
+    # and stride-4 stages, the slices at their full 256 px, healthy slices drawn level-balanced
+    # (no liver-level shortcut), CT augmentation, 16 epochs. Explain, evaluate and locate it
+    # with `--method guided` (benchmarks/README.md, "Liver-level balanced sampling").
+    "seed000-cam": {
+        **_QUICK,
+        "model": "sa_cam_efficientnet_lite0",
+        "epochs": 16,
+        "image_size": 256,
+        "augment": "ct",
+        "balanced_sampling": "liver-level",
+    },
 }
 
 

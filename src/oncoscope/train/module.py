@@ -60,10 +60,19 @@ class ClassifierModule(pl.LightningModule):
         )
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-        """One optimisation step; logs ``train_loss`` and ``train_acc`` per epoch."""
+        """One optimisation step; logs ``train_loss`` and ``train_acc`` per epoch. A model with
+        ``forward_deep_supervision`` (side class maps) adds each side's loss to the main one."""
         x, y = batch
-        logits = self(x.contiguous(memory_format=torch.channels_last))
-        loss = self._loss(logits, y)
+        x = x.contiguous(memory_format=torch.channels_last)
+        supervised = getattr(self.model, "forward_deep_supervision", None)
+        if callable(supervised):  # side heads trained on the same label (models/front_end_cam)
+            logits, sides = supervised(x)
+            loss = self._loss(logits, y)
+            for side in sides:
+                loss = loss + self._loss(side, y)
+        else:
+            logits = self(x)
+            loss = self._loss(logits, y)
         self.train_accuracy(logits.argmax(dim=1), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=len(y))
