@@ -421,3 +421,26 @@ def test_the_guided_map_locates_each_lesion_near_its_centre(
     for drawn in dark_phantom.lesions:
         distance = np.linalg.norm(centres - np.asarray(drawn.centre_mm), axis=1)
         assert distance.min() <= drawn.diameter_mm / 2 + diagonal
+
+
+def test_one_lits_folder_serves_every_option_for_its_volume(
+    located: Path, pair: tuple[Path, Path], hypodense_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The folder holding volume-1, segmentation-1 and phantom-1.json, given to --liver-mask,
+    --truth and --landmarks: each option finds its own file there (not the JSON for a mask,
+    not the volume for its truth), so the candidates are those of the files named one by one."""
+    volume, _ = pair
+    folder = volume.parent
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "phantom-1.json",
+        "segmentation-1.nii.gz",
+        "volume-1.nii.gz",
+    ]
+    options = LocateOptions(
+        threshold=0.5, method="cam", liver_mask=folder, landmarks=folder, truth=folder
+    )
+    report = locate(hypodense_checkpoint, [volume], tmp_path, options)
+    assert report.failures == []
+    assert (tmp_path / "candidates.csv").read_text() == (located / "candidates.csv").read_text()
+    record = json.loads((tmp_path / "locate.json").read_text())
+    assert record["detection"]["froc"][0]["sensitivity"]["value"] == 1.0

@@ -375,7 +375,10 @@ def volume_name(path: Path) -> str:
 
 def companion(given: Path | None, volume: Path, what: str) -> Path | None:
     """The file of option ``what`` for one volume: ``given`` itself, or, for a folder, the file
-    named as the volume (``volume-N`` also as ``segmentation-N`` and ``phantom-N``).
+    named for the volume: for ``--landmarks`` a JSON named ``phantom-N`` (or as the volume),
+    for the others an image named ``segmentation-N`` (or as the volume, not the volume itself),
+    so one LiTS folder holding ``volume-N``, ``segmentation-N`` and ``phantom-N.json`` serves
+    every option.
 
     Raises:
         OncoscopeError: a folder holding no such file.
@@ -383,11 +386,18 @@ def companion(given: Path | None, volume: Path, what: str) -> Path | None:
     if given is None or not given.is_dir():
         return given
     stem = volume_name(volume)
-    stems = {stem, stem.replace("volume", "segmentation"), stem.replace("volume", "phantom")}
+    landmarks = what == "--landmarks"
+    preferred = stem.replace("volume", "phantom" if landmarks else "segmentation")
+    found: dict[str, Path] = {}
     for path in sorted(given.iterdir()):
-        if volume_name(path) in stems or path.stem in stems:
-            return path
-    raise OncoscopeError(f"{what} folder {given} holds no file named as {volume.name}", volume)
+        if (path.suffix.lower() == ".json") != landmarks or path.resolve() == volume.resolve():
+            continue
+        name = path.stem if landmarks else volume_name(path)
+        found.setdefault(name, path)
+    for name in (preferred, stem):
+        if name in found:
+            return found[name]
+    raise OncoscopeError(f"{what} folder {given} holds no file named for {volume.name}", volume)
 
 
 def _run_item(
