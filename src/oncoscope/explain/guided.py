@@ -71,7 +71,7 @@ def guided_maps(
     origin = getattr(model, "cam_origin_px", None)
     if origin is None:  # the half-pixel grid of an image resize
         origin = (height / scores.shape[1] - 1) / 2
-    coarse = on_input_grid(boxed.astype(np.float32), (width, height), float(origin))
+    coarse = on_input_grid(boxed, (width, height), float(origin))
     fine = smoothgrad_maps(model, images, targets)
     out = np.empty_like(fine)
     for index, (gradient, score) in enumerate(zip(fine, coarse, strict=True)):

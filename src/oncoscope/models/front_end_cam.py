@@ -112,7 +112,6 @@ class FrontEndCAMNet(nn.Module):
         )
         self.stride = int(model.fed.stride) * 2**kept_stages
         self.cam_origin_px = (self.stride - 1) / 2
-        self.feed_stage = int(model.feed_stage)
         self.pretrained_cfg: dict[str, Any] = dict(model.pretrained_cfg)
         front_info = [
             {
