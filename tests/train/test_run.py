@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 from pathlib import Path
 
@@ -191,3 +192,23 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", training_device("auto")) == "fp32"
     assert resolve_precision("fp16") == "fp16"
+
+
+def test_cosine_anneals_at_every_step_over_the_whole_run(patches, tmp_path):
+    # 32 training patches in batches of 16 for 3 epochs: 6 optimiser steps, step k taken at
+    # lr * (1 + cos(pi * k / 6)) / 2, by hand. Stepped per epoch, steps 0-1 would share a rate.
+    config = _config(
+        patches, tmp_path / "run", epochs=3, scheduler="cosine", lr=0.01, batch_size=16
+    )
+    seen: list[float] = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):  # the rate each step is taken with
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", recording_step)
+        train(config, progress_bar=False)
+    expected = [0.01 * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)]
+    assert seen == pytest.approx(expected, abs=1e-12)

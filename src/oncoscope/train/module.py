@@ -89,7 +89,10 @@ class ClassifierModule(pl.LightningModule):
         self.log("val_balanced_acc", self.val_balanced, on_epoch=True, batch_size=len(y))
 
     def configure_optimizers(self) -> Any:
-        """Adam, AdamW, RMSProp or SGD, with a step, cosine or no schedule (stepped per epoch)."""
+        """Adam, AdamW, RMSProp or SGD, with a step schedule (milestones in epochs), a cosine
+        schedule annealed at every optimiser step over the whole run (from ``lr`` towards 0:
+        no jumps at epoch boundaries, the schedule the CT localisation probe measured), or none.
+        """
         o = self.optim
         params = self.model.parameters()
         name = o["optimizer"]
@@ -106,17 +109,20 @@ class ClassifierModule(pl.LightningModule):
             optimizer = torch.optim.SGD(
                 params, lr=o["lr"], weight_decay=o["weight_decay"], momentum=o["momentum"]
             )
+        interval = "epoch"
         if o["scheduler"] == "step":
             scheduler: Any = torch.optim.lr_scheduler.MultiStepLR(
                 optimizer, milestones=o["milestones"], gamma=o["gamma"]
             )
         elif o["scheduler"] == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o["epochs"])
+            steps = max(int(self.trainer.estimated_stepping_batches), 1)
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            interval = "step"
         else:
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
 
 
