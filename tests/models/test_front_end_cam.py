@@ -9,6 +9,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from oncoscope.errors import OncoscopeError
 from oncoscope.models import create_model
+from oncoscope.models.class_heads import class_heads
 from oncoscope.models.spec import ModelSpec
 from oncoscope.train.module import LitClassifier
 from oncoscope.train.warm_start import replaced_stages
@@ -123,3 +124,13 @@ def test_a_whole_model_weight_file_reloads_the_same_model(tmp_path):
 def test_a_layout_the_model_cannot_take_is_one_error_naming_the_backbone(kwargs, message):
     with pytest.raises(OncoscopeError, match=f"efficientnet_lite0: {message}"):
         _model(**kwargs)
+
+
+def test_its_class_heads_are_the_main_and_side_class_maps_and_nothing_else():
+    model = _model()
+    heads = {id(p) for head in class_heads(model) for p in head.parameters()}
+    named = {name for name, p in model.named_parameters() if id(p) in heads}
+    # by name: the main class map's layer and each side class map's, weight and bias
+    assert named == {"classifier.weight", "classifier.bias"} | {
+        f"side.{i}.{k}" for i in range(2) for k in ("weight", "bias")
+    }

@@ -212,3 +212,26 @@ def test_cosine_anneals_at_every_step_over_the_whole_run(patches, tmp_path):
         train(config, progress_bar=False)
     expected = [0.01 * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)]
     assert seen == pytest.approx(expected, abs=1e-12)
+
+
+def test_freeze_epochs_train_only_the_output_layer_first_then_everything(patches, tmp_path):
+    # 32 patches in batches of 16: 2 steps an epoch. simple_cnn's parameters: its output
+    # layer (get_classifier(), a weight and a bias) and the rest. At each step, record which
+    # parameters got a gradient (the optimiser leaves those without one alone).
+    config = _config(patches, tmp_path / "run", epochs=2, freeze_epochs=1, batch_size=16)
+    with_gradient: list[int] = []
+    total: list[int] = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        loss = original(self, *args, **kwargs)  # Lightning's closure runs the backward inside
+        params = [p for group in self.param_groups for p in group["params"]]
+        with_gradient.append(sum(p.grad is not None for p in params))
+        total.append(len(params))
+        return loss
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", recording_step)
+        train(config, progress_bar=False)
+    assert with_gradient[:2] == [2, 2]  # epoch 0: the output layer's weight and bias alone
+    assert with_gradient[2:] == total[2:] and total[2] > 2  # epoch 1: every parameter

@@ -180,6 +180,10 @@ class FrontEndCAMNet(nn.Module):
         """The main class map's linear layer."""
         return self.classifier
 
+    def class_heads(self) -> list[nn.Module]:
+        """Every class map's linear layer: the main one, then the side ones."""
+        return [self.classifier, *self.side]
+
     def reset_classifier(self, num_classes: int) -> None:
         """New class maps from zero (main and side) for ``num_classes`` classes."""
         self.classifier = _zero_linear(self.num_features, num_classes)

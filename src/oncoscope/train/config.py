@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.hardware import normalize_precision
@@ -86,7 +86,8 @@ def validated(kind: type[Settings], values: dict[str, Any], what: str) -> Settin
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "config"
-        raise InvalidOptionError(f"invalid {what} option {field}: {first['msg']}") from None
+        problem = str(first["msg"]).removeprefix("Value error, ")  # pydantic's own prefix
+        raise InvalidOptionError(f"invalid {what} option {field}: {problem}") from None
 
 
 class TrainConfig(RunSettings):
@@ -123,6 +124,11 @@ class TrainConfig(RunSettings):
     #: Epochs of the front-end warm start (:mod:`oncoscope.train.warm_start`) for a model
     #: whose front end replaces pretrained stages (the SA-EfficientNets); 0: none.
     warm_start_epochs: int = Field(8, ge=0)
+    #: Epochs at the start in which only the class heads learn (``get_classifier()``, and a
+    #: model's side class maps), every other parameter held as loaded: fastai's
+    #: ``freeze_epochs``; a head from zero trained together with pretrained features distorts
+    #: them (LP-FT, Kumar et al., ICLR 2022). 0: everything learns from the first step.
+    freeze_epochs: int = Field(0, ge=0)
     recipe: str | None = None
 
     @field_validator("milestones")
@@ -131,6 +137,18 @@ class TrainConfig(RunSettings):
         if value != sorted(value) or any(m < 1 for m in value):
             raise ValueError("milestones must be ascending epoch numbers >= 1")
         return value
+
+    @model_validator(mode="after")
+    def _body_trains(self) -> TrainConfig:
+        if self.freeze_epochs and self.freeze_epochs >= self.epochs:
+            raise ValueError(
+                f"freeze_epochs {self.freeze_epochs} leaves no epoch to train the rest "
+                f"(epochs {self.epochs})"
+            )
+        if self.freeze_epochs and self.strategy.startswith("ddp"):
+            # DDP's reducer expects a gradient for every parameter it was built with
+            raise ValueError("freeze_epochs needs a single-process strategy, not ddp")
+        return self
 
 
 #: The ``quick`` recipe, which ``ct-cam`` varies.

@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from oncoscope.models.class_heads import class_heads
 from oncoscope.models.spec import ModelSpec
 
 
@@ -139,3 +140,15 @@ class LitClassifier(ClassifierModule):
     def __init__(self, model: nn.Module, spec: dict[str, Any], optim: dict[str, Any]) -> None:
         super().__init__(model, spec, optim)
         self.spec = ModelSpec.from_dict(spec)
+
+    def on_train_epoch_start(self) -> None:
+        """Hold every parameter but the class heads' during the first ``freeze_epochs``
+        epochs (no gradient, so the optimiser leaves them and their moments alone), and free
+        them after; set from the epoch alone, so a resumed run does the same."""
+        epochs = int(self.optim.get("freeze_epochs", 0))
+        if epochs == 0:
+            return
+        heads = {id(p) for head in class_heads(self.model) for p in head.parameters()}
+        for parameter in self.model.parameters():
+            if id(parameter) not in heads:
+                parameter.requires_grad_(self.current_epoch >= epochs)

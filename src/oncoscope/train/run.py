@@ -151,6 +151,7 @@ def build_module(
         "milestones": list(config.milestones),
         "gamma": config.gamma,
         "epochs": config.epochs,
+        "freeze_epochs": config.freeze_epochs,
         "label_smoothing": config.label_smoothing,
         "class_weights": class_weights,
         "stain_augment": config.stain_augment,
