@@ -16,7 +16,8 @@ with the range over runs.
 ``--model-kwargs '{"pool": "avg"}'`` replaces the recipe's model keywords (the heads that
 failed: benchmarks/README.md); ``--chain em`` prepares the cohort with seed 001's chain
 (``ct prepare --denoise median:3 --roi em``: every slice black outside its EM liver ROI);
-``--work DIR`` keeps the cohorts (one per seed, reused) and runs.
+``--work DIR`` keeps the cohorts (one per seed, reused) and runs; ``--config FILE`` adds
+training options over the recipe as ``train --config`` does (``freeze_epochs: 1``).
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ def run_once(
     method: str = "cam",
     recipe: str = "ct-cam",
     model: str | None = None,
+    config_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``recipe`` (its model, or its model keywords, replaced) and score it."""
+    """Train ``recipe`` (its model, or its model keywords, replaced; ``config_file``'s options
+    over it, as ``train --config`` reads them) and score it."""
     started = time.perf_counter()
     overrides: dict[str, Any] = {
         "data": manifest,
@@ -95,7 +98,7 @@ def run_once(
         overrides["model_kwargs"] = kwargs
     if model is not None:
         overrides["model"] = model
-    config = resolve_config(recipe=recipe, overrides=overrides)
+    config = resolve_config(recipe=recipe, config_file=config_file, overrides=overrides)
     run = train(config, progress_bar=False)
     result = score_localization(
         run.best_checkpoint, manifest, "test", method=method, out_dir=out / "localization"
@@ -116,6 +119,7 @@ def run_once(
         "recipe": recipe,
         "model": config.model,
         "model_kwargs": config.model_kwargs,
+        "freeze_epochs": config.freeze_epochs,
         "method": method,
         "auroc": round(float(roc_auc_score(frame["label"] == "tumour", frame["prob_tumour"])), 3),
         "accuracy": round(float((frame["pred"] == frame["label"]).mean()), 3),
@@ -136,6 +140,9 @@ def main() -> None:
     parser.add_argument("--method", default="cam", help="map scored (explain's methods)")
     parser.add_argument("--recipe", default="ct-cam", help="training recipe (train --recipe)")
     parser.add_argument("--model", default=None, help="replaces the recipe's model")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML of training options (train --config)"
+    )
     parser.add_argument(
         "--chain", choices=["none", "em"], default="none", help="em: ct prepare's seed-001 chain"
     )
@@ -160,6 +167,7 @@ def main() -> None:
                 args.method,
                 recipe=args.recipe,
                 model=args.model,
+                config_file=args.config,
             )
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from oncoscope.errors import InvalidOptionError
 from oncoscope.models.class_heads import class_heads
 from oncoscope.models.spec import ModelSpec
 
@@ -140,6 +141,21 @@ class LitClassifier(ClassifierModule):
     def __init__(self, model: nn.Module, spec: dict[str, Any], optim: dict[str, Any]) -> None:
         super().__init__(model, spec, optim)
         self.spec = ModelSpec.from_dict(spec)
+
+    def setup(self, stage: str) -> None:
+        """Refuse ``freeze_epochs`` when the run trains in several processes, whatever the
+        strategy's name (``auto`` on several devices is DDP too): DDP's reducer expects a
+        gradient for every parameter it was built with.
+
+        Raises:
+            InvalidOptionError: ``freeze_epochs`` with a world size above 1.
+        """
+        processes = int(self.trainer.world_size)
+        if int(self.optim.get("freeze_epochs", 0)) and processes > 1:
+            raise InvalidOptionError(
+                f"freeze_epochs needs one training process; this run has {processes} "
+                "(train on one device, or set freeze_epochs: 0)"
+            )
 
     def on_train_epoch_start(self) -> None:
         """Hold every parameter but the class heads' during the first ``freeze_epochs``
