@@ -17,7 +17,9 @@ with the range over runs.
 failed: benchmarks/README.md); ``--chain em`` prepares the cohort with seed 001's chain
 (``ct prepare --denoise median:3 --roi em``: every slice black outside its EM liver ROI);
 ``--work DIR`` keeps the cohorts (one per seed, reused) and runs; ``--config FILE`` adds
-training options over the recipe as ``train --config`` does (``freeze_epochs: 1``).
+training options over the recipe as ``train --config`` does (``freeze_epochs: 1``);
+``--patients 40 --cohort-seed 0`` trains every seed on one 40-patient cohort (6 test patients
+with lesions instead of 2; ``cohort-0-p40/`` under ``--work``).
 """
 
 from __future__ import annotations
@@ -137,6 +139,12 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
     parser.add_argument("--model-kwargs", type=json.loads, default=None)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument(
+        "--patients", type=int, default=16, help="phantoms per cohort (the demo's 16)"
+    )
+    parser.add_argument(
+        "--cohort-seed", type=int, default=None, help="one cohort for every seed (default: its own)"
+    )
     parser.add_argument("--method", default="cam", help="map scored (explain's methods)")
     parser.add_argument("--recipe", default="ct-cam", help="training recipe (train --recipe)")
     parser.add_argument("--model", default=None, help="replaces the recipe's model")
@@ -155,7 +163,9 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         chain = SliceChain(median_size_px=3, roi="em") if args.chain == "em" else None
-        manifest = cohort(work / f"cohort-{seed}", seed, chain)
+        drawn = seed if args.cohort_seed is None else args.cohort_seed
+        name = f"cohort-{drawn}" if args.patients == 16 else f"cohort-{drawn}-p{args.patients}"
+        manifest = cohort(work / name, drawn, chain, args.patients)
         for precision in args.precisions:
             out = Path(tempfile.mkdtemp(prefix=f"run-{seed}-{precision}-", dir=work))
             row = run_once(

@@ -147,9 +147,10 @@ def test_training_warm_starts_an_sa_model_and_says_so(
         assert summary["warm_start"] == expected
 
 
-def test_the_localising_sa_recipe_warm_starts_and_trains_its_side_heads(patches, tmp_path):
-    """``seed000-cam`` (its model, the side heads' losses through training) end to end; the
-    patches have no liver levels, so the classes are drawn evenly instead."""
+def test_the_localising_sa_recipe_warm_starts_and_trains_its_heads_first(patches, tmp_path):
+    """``seed000-cam`` (its model, the side heads' losses through training) end to end: the
+    front end warm-started, then an epoch in which only the class maps learn, then everything;
+    the patches have no liver levels, so the classes are drawn evenly instead."""
     config = resolve_config(
         recipe="seed000-cam",
         overrides={
@@ -158,16 +159,47 @@ def test_the_localising_sa_recipe_warm_starts_and_trains_its_side_heads(patches,
             "balanced_sampling": True,
             "warm_start_epochs": 2,
             "image_size": 32,
-            "epochs": 1,
+            "epochs": 2,
             "batch_size": 8,
             "num_workers": 0,
             "precision": "fp32",
         },
     )
     assert config.model == "sa_cam_efficientnet_lite0" and config.augment == "ct"
-    train(config, progress_bar=False)
+    changed: list[tuple[bool, bool]] = []  # per optimiser step: (front end, side heads) moved
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        params = [p for group in self.param_groups for p in group["params"]]
+        if not any(p is model.classifier.weight for p in params):  # the warm start's own
+            return original(self, *args, **kwargs)
+        before = [p.detach().clone() for p in params]
+        loss = original(self, *args, **kwargs)
+        moved = {id(p) for p, old in zip(params, before, strict=True) if not torch.equal(p, old)}
+        changed.append(
+            (
+                any(id(p) in moved for p in model.front.parameters()),
+                all(id(p) in moved for side in model.side for p in side.parameters()),
+            )
+        )
+        return loss
+
+    import oncoscope.train.run as run_module
+
+    built = run_module.create_model
+
+    def keep(*args, **kwargs):
+        nonlocal model
+        model = built(*args, **kwargs)
+        return model
+
+    model = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", recording_step)
+        patch.setattr(run_module, "create_model", keep)
+        train(config, progress_bar=False)
+    steps = len(changed) // 2  # the same number of steps in each epoch
+    assert changed[:steps] == [(False, True)] * steps  # epoch 0: the class maps alone
+    assert all(front for front, _ in changed[steps:])  # epoch 1: the front end learns too
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["warm_start"]["epochs"] == 2
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
-    side_weights = [v for k, v in checkpoint["state_dict"].items() if ".side." in k]
-    assert side_weights and all(w.any() for w in side_weights)  # trained away from zero
