@@ -143,7 +143,7 @@ class TrainConfig(RunSettings):
         if self.freeze_epochs and self.freeze_epochs >= self.epochs:
             raise ValueError(
                 f"freeze_epochs {self.freeze_epochs} leaves no epoch to train the rest "
-                f"(epochs {self.epochs})"
+                f"(epochs {self.epochs}); train more epochs, or set freeze_epochs: 0 in --config"
             )
         if self.freeze_epochs and self.strategy.startswith("ddp"):
             # DDP's reducer expects a gradient for every parameter it was built with
