@@ -4,6 +4,7 @@ import csv
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +12,10 @@ import torch
 import oncoscope.train.data as training_data
 from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
 from oncoscope.hardware import resolve_precision
+from oncoscope.models import create_model
 from oncoscope.train.checkpoint import load_model, read_checkpoint
 from oncoscope.train.config import resolve_config
+from oncoscope.train.module import LitClassifier
 from oncoscope.train.predict import predict_split
 from oncoscope.train.run import train, training_device
 
@@ -242,11 +245,6 @@ def test_freeze_epochs_is_refused_across_several_processes_whatever_the_strategy
     world_size, refused
 ):
     # ``strategy: auto`` on several devices is DDP too: the run's world size decides.
-    from types import SimpleNamespace
-
-    from oncoscope.models import create_model
-    from oncoscope.train.module import LitClassifier
-
     model = create_model("simple_cnn", num_classes=2)
     spec = {"model": "simple_cnn", "classes": ["a", "b"], "in_chans": 3, "image_size": 64}
     spec |= {"mean": [0.5] * 3, "std": [0.25] * 3}

@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812
 from skimage.data import camera
 from torch.utils.data import Dataset
 
+import oncoscope.train.run as run_module
 from oncoscope.models import create_model
 from oncoscope.train.config import resolve_config
 from oncoscope.train.run import train
@@ -183,8 +184,6 @@ def test_the_localising_sa_recipe_warm_starts_and_trains_its_heads_first(patches
             )
         )
         return loss
-
-    import oncoscope.train.run as run_module
 
     built = run_module.create_model
 
