@@ -1,8 +1,10 @@
 """mil train: the checkpoint's spec, resume as an uninterrupted run, patient bags with CLAM-SB,
-the --max-tiles cap for training only."""
+the --max-tiles cap for training only, two training processes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from oncoscope.mil.data import BagDataset
 from oncoscope.mil.labels import load_mil_data
 from oncoscope.mil.models import create_mil_model
 from oncoscope.mil.predict import load_mil_model
+from oncoscope.mil.synthetic import write_slides_csv, write_synthetic_bags
 from oncoscope.train.checkpoint import read_checkpoint
 from tests.mil.conftest import Task, one_thread
 
@@ -160,3 +163,22 @@ def test_standardize_scales_by_the_training_tiles_and_is_kept_in_the_checkpoint(
         by_hand = plain(torch.from_numpy((features - mean) / std))
     torch.testing.assert_close(logits, by_hand[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(attention, by_hand[1], rtol=1e-4, atol=1e-6)
+
+
+def test_two_training_processes_share_the_bags_out_and_make_one_run(tmp_path: Path) -> None:
+    """``--devices 2`` on the CPU: the second process Lightning starts leaves the run folder
+    to rank 0, and the 7 training bags are dealt 4 and 4 (one repeated), so each epoch is 4
+    steps of one bag in both processes (3 and 4 would leave DDP waiting at the last)."""
+    bags = write_synthetic_bags(tmp_path / "bags", {"train": 7, "val": 4}, seed=0)
+    labels = write_slides_csv(bags, tmp_path / "slides.csv")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "oncoscope", "mil", "train", "--bags", str(tmp_path / "bags"),
+               "--labels", str(labels), "--out", str(run), "--epochs", "2", "--precision", "fp32",
+               "--devices", "2", "--strategy", "ddp"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-2000:]
+    assert "MEMBER: 2/2" in output and output.count("abmil: 2 epochs") == 1
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 2 * 4
+    assert len(pd.read_csv(run / "metrics.csv")) == 2

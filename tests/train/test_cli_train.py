@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import math
+import subprocess
+import sys
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
@@ -65,3 +70,34 @@ def test_check_images_finds_an_unreadable_image_the_sample_misses(tmp_path, monk
     (line,) = _errors(result.output)
     assert line.startswith(f"error: {bad}: cannot decode image")
     assert not (tmp_path / "run").exists()
+
+
+def test_two_training_processes_make_one_run_and_replace_it_with_overwrite(tmp_path):
+    """``--devices 2`` on the CPU: Lightning re-runs the command in a second process (gloo),
+    which must neither refuse nor remove the run folder rank 0 has just started. Each process
+    trains on its half of the 9 training images (5 each, one repeated), so an epoch is
+    ceil(5 / 4) = 2 steps of batch 4 where one process takes ceil(9 / 4) = 3; only rank 0
+    writes and speaks. The replacing run holds all but the class head for its first epoch
+    (``freeze_epochs``), which DDP, waiting for every parameter's gradient, must allow."""
+    manifest = write_patches(tmp_path / "p", {"train": 9, "val": 4})
+    run = tmp_path / "run"
+    epochs, batch = 2, 4
+    command = [sys.executable, "-m", "oncoscope", *_args(manifest, run)]
+    command[command.index("--epochs") + 1] = str(epochs)
+    command += ["--batch-size", str(batch), "--devices", "2", "--strategy", "ddp"]
+    freeze = tmp_path / "freeze.yaml"
+    freeze.write_text("freeze_epochs: 1\n")
+    for extra in ([], ["--lr", "0.01", "--config", str(freeze), "--overwrite"]):
+        done = subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=300, check=False
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-2000:]
+        assert "MEMBER: 2/2" in output  # two processes really ran
+        assert output.count("simple_cnn: 2 epochs") == 1
+        last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert last["global_step"] == epochs * math.ceil(math.ceil(9 / 2) / batch)
+        assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "run.json").is_file()
+        with (run / "metrics.csv").open() as handle:
+            assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    assert "freeze_epochs: 1" in (run / "config.yaml").read_text()

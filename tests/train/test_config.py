@@ -40,7 +40,6 @@ def test_seed004_uses_rmsprop_for_inception_v3_unless_told_otherwise():
         ({"milestones": [5, 3]}, "milestones"),
         ({"colour": True}, "colour"),
         ({"epochs": 4, "freeze_epochs": 4}, "freeze_epochs 4 leaves no epoch"),
-        ({"epochs": 4, "freeze_epochs": 1, "strategy": "ddp"}, "freeze_epochs needs a single"),
     ],
 )
 def test_bad_options_name_the_field(overrides, message):

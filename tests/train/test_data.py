@@ -101,6 +101,20 @@ def test_epoch_sampler_is_a_function_of_seed_and_epoch():
     assert sorted(i for half in halves for i, _ in half) == list(range(20))
 
 
+@pytest.mark.parametrize(("size", "world_size"), [(7, 2), (10, 3), (5, 4), (2, 3)])
+def test_every_process_gets_as_many_items_and_together_they_cover_the_epoch(size, world_size):
+    """DDP waits at every step for every process: with shares of unequal length the longer one
+    would wait for ever. Each share is ceil(size / world_size) long and the shares cover every
+    item."""
+    shares = [list(EpochSampler(size, 1, rank=r, world_size=world_size)) for r in range(world_size)]
+    length = -(-size // world_size)
+    assert [len(share) for share in shares] == [length] * world_size
+    assert [
+        len(EpochSampler(size, 1, rank=r, world_size=world_size)) for r in range(world_size)
+    ] == [length] * world_size
+    assert {i for share in shares for i, _ in share} == set(range(size))
+
+
 def test_balanced_sampling_draws_classes_evenly():
     weights = [1 / 18] * 18 + [1 / 2] * 2  # 18 of class 0, 2 of class 1
     sampler = EpochSampler(20, 0, weights)

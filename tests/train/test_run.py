@@ -4,7 +4,6 @@ import csv
 import math
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,10 +11,8 @@ import torch
 import oncoscope.train.data as training_data
 from oncoscope.errors import CorruptFileError, InvalidOptionError, OncoscopeError
 from oncoscope.hardware import resolve_precision
-from oncoscope.models import create_model
 from oncoscope.train.checkpoint import load_model, read_checkpoint
 from oncoscope.train.config import resolve_config
-from oncoscope.train.module import LitClassifier
 from oncoscope.train.predict import predict_split
 from oncoscope.train.run import train, training_device
 
@@ -238,20 +235,3 @@ def test_freeze_epochs_train_only_the_output_layer_first_then_everything(patches
         train(config, progress_bar=False)
     assert with_gradient[:2] == [2, 2]  # epoch 0: the output layer's weight and bias alone
     assert with_gradient[2:] == total[2:] and total[2] > 2  # epoch 1: every parameter
-
-
-@pytest.mark.parametrize("world_size, refused", [(1, False), (2, True)])
-def test_freeze_epochs_is_refused_across_several_processes_whatever_the_strategy(
-    world_size, refused
-):
-    # ``strategy: auto`` on several devices is DDP too: the run's world size decides.
-    model = create_model("simple_cnn", num_classes=2)
-    spec = {"model": "simple_cnn", "classes": ["a", "b"], "in_chans": 3, "image_size": 64}
-    spec |= {"mean": [0.5] * 3, "std": [0.25] * 3}
-    module = LitClassifier(model, spec, {"freeze_epochs": 1})
-    module.trainer = SimpleNamespace(world_size=world_size)
-    if refused:
-        with pytest.raises(InvalidOptionError, match="freeze_epochs needs one training process"):
-            module.setup("fit")
-    else:
-        module.setup("fit")

@@ -117,6 +117,7 @@ def mil_train(
 ) -> None:
     """Train attention MIL on slide labels; the best checkpoint is RUN/checkpoints/best.ckpt."""
     from oncoscope.mil.train import mil_config, train_mil
+    from oncoscope.train.scaffold import owns_run_folder
 
     quiet_lightning()
     with user_errors(out=out):
@@ -143,6 +144,8 @@ def mil_train(
             seed=seed,
         )
         result = train_mil(config, resume=resume, overwrite=overwrite)
+    if not owns_run_folder():  # a further process of a run in several: rank 0 speaks
+        return
     loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
     console.print(
         f"{model}: {result.epochs_run} epochs in {result.seconds:.0f} s ({result.precision}); "

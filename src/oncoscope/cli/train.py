@@ -110,6 +110,7 @@ def train(
     from oncoscope.train.config import resolve_config
     from oncoscope.train.run import check_run_folder
     from oncoscope.train.run import train as run_training
+    from oncoscope.train.scaffold import owns_run_folder
 
     quiet_lightning()
     flags: dict[str, Any] = {
@@ -163,6 +164,8 @@ def train(
             result = run_training(
                 resolved, resume=resume, overwrite=overwrite, check_images=check_images
             )
+            if not owns_run_folder():  # a further process of a run in several: rank 0 speaks
+                continue
             loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
             console.print(
                 f"{name}: {result.epochs_run} epochs in {result.seconds:.0f} s from "

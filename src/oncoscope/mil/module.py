@@ -39,7 +39,7 @@ class MilClassifier(ClassifierModule):
         if extra is not None:
             loss = (1 - self.model_instance_weight) * loss + extra
         self.train_accuracy(logits.argmax(dim=1), target)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=1)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
         self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=1)
         return loss
 
@@ -54,6 +54,8 @@ class MilClassifier(ClassifierModule):
         logits = self(features)
         self.val_accuracy(logits.argmax(dim=1), target)
         self.val_balanced(logits.argmax(dim=1), target)
-        self.log("val_loss", self._loss(logits, target), on_epoch=True, batch_size=1)
+        self.log(
+            "val_loss", self._loss(logits, target), on_epoch=True, batch_size=1, sync_dist=True
+        )
         self.log("val_acc", self.val_accuracy, on_epoch=True, batch_size=1)
         self.log("val_balanced_acc", self.val_balanced, on_epoch=True, batch_size=1)

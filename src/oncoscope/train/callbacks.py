@@ -70,7 +70,9 @@ class EpochHistory(Callback):
                 ]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Append this epoch's figures and rewrite the file."""
+        """Append this epoch's figures and rewrite the file (rank 0 alone)."""
+        if not trainer.is_global_zero:
+            return
         metrics = trainer.callback_metrics
         row = {"epoch": str(trainer.current_epoch)}
         optimizers = trainer.optimizers

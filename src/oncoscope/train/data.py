@@ -224,7 +224,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
         seed: run seed.
         weights: per-item sampling weights for balanced sampling (with replacement), or None
             for a plain shuffle.
-        rank: this process's rank; it takes every ``world_size``-th item.
+        rank: this process's rank; it takes every ``world_size``-th item of the epoch's order,
+            which is padded with its own first items to a multiple of ``world_size`` (as
+            :class:`~torch.utils.data.DistributedSampler` pads), so that every process runs
+            the same number of steps: DDP waits at every step for all of them.
         world_size: number of training processes.
         current_epoch: returns the epoch when an iteration starts (from the trainer); when
             None, the epoch is the last one given to :meth:`set_epoch`. A data loader with
@@ -279,11 +282,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         else:
             weights = torch.tensor(self.weights, dtype=torch.float64)
             order = torch.multinomial(weights, self.size, replacement=True, generator=generator)
+        padding = len(self) * self.world_size - self.size
+        if padding:
+            order = torch.cat([order, order[:padding]])
         for index in order[self.rank :: self.world_size].tolist():
             yield index, self.epoch
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world_size))
+        return -(-self.size // self.world_size)
 
 
 class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):

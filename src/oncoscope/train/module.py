@@ -10,7 +10,6 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from oncoscope.errors import InvalidOptionError
 from oncoscope.models.class_heads import class_heads
 from oncoscope.models.spec import ModelSpec
 
@@ -76,7 +75,9 @@ class ClassifierModule(pl.LightningModule):
             logits = self(x)
             loss = self._loss(logits, y)
         self.train_accuracy(logits.argmax(dim=1), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True
+        )
         self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -86,7 +87,9 @@ class ClassifierModule(pl.LightningModule):
         logits = self(x.contiguous(memory_format=torch.channels_last))
         self.val_accuracy(logits.argmax(dim=1), y)
         self.val_balanced(logits.argmax(dim=1), y)
-        self.log("val_loss", self._loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log(
+            "val_loss", self._loss(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True
+        )
         self.log("val_acc", self.val_accuracy, on_epoch=True, batch_size=len(y))
         self.log("val_balanced_acc", self.val_balanced, on_epoch=True, batch_size=len(y))
 
@@ -142,29 +145,21 @@ class LitClassifier(ClassifierModule):
         super().__init__(model, spec, optim)
         self.spec = ModelSpec.from_dict(spec)
 
-    def setup(self, stage: str) -> None:
-        """Refuse ``freeze_epochs`` when the run trains in several processes, whatever the
-        strategy's name (``auto`` on several devices is DDP too): DDP's reducer expects a
-        gradient for every parameter it was built with.
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """During the first ``freeze_epochs`` epochs, drop every gradient but the class heads'
+        before the step: the optimisers skip a parameter without one, so the rest stays as
+        loaded and its moments untouched. Set from the epoch alone, so a resumed run does the
+        same.
 
-        Raises:
-            InvalidOptionError: ``freeze_epochs`` with a world size above 1.
+        Why dropped rather than not computed (``requires_grad`` off): DDP waits at every step
+        for a gradient of every parameter it was built with, so this works in any number of
+        processes (the gradients are dropped after DDP has reduced them), at the price of the
+        body's backward in the frozen epochs. Lightning clips gradients after this hook, so
+        clipping sees the heads' alone.
         """
-        processes = int(self.trainer.world_size)
-        if int(self.optim.get("freeze_epochs", 0)) and processes > 1:
-            raise InvalidOptionError(
-                f"freeze_epochs needs one training process; this run has {processes} "
-                "(train on one device, or set freeze_epochs: 0)"
-            )
-
-    def on_train_epoch_start(self) -> None:
-        """Hold every parameter but the class heads' during the first ``freeze_epochs``
-        epochs (no gradient, so the optimiser leaves them and their moments alone), and free
-        them after; set from the epoch alone, so a resumed run does the same."""
-        epochs = int(self.optim.get("freeze_epochs", 0))
-        if epochs == 0:
+        if self.current_epoch >= int(self.optim.get("freeze_epochs", 0)):
             return
         heads = {id(p) for head in class_heads(self.model) for p in head.parameters()}
         for parameter in self.model.parameters():
             if id(parameter) not in heads:
-                parameter.requires_grad_(self.current_epoch >= epochs)
+                parameter.grad = None

@@ -12,6 +12,7 @@ carries, the checks before resuming, the summary's first entries) stays with the
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError
@@ -61,6 +63,19 @@ def training_device(accelerator: str = "auto") -> str:
     return "cpu"
 
 
+def owns_run_folder() -> bool:
+    """Whether this process checks, replaces and writes the run folder: the only process of a
+    run in one process, or global rank 0 of a run in several.
+
+    Told from the environment the launcher sets before any Trainer exists (``RANK``,
+    ``LOCAL_RANK``, ``SLURM_PROCID``, as Lightning reads them on import, and ``NODE_RANK``):
+    Lightning's own launcher re-runs the whole command in each further process (``LOCAL_RANK``
+    1, 2, ...), after rank 0 has already started the run in the folder.
+    """
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")))
+    return int(getattr(rank_zero_only, "rank", 0)) == 0 and node == 0
+
+
 def check_run_folder(
     run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
 ) -> list[Path]:
@@ -69,7 +84,9 @@ def check_run_folder(
     A new run needs a missing or empty folder. ``resume`` continues the run in it (whatever
     else the folder holds). ``overwrite`` replaces a run: it removes the entries of
     :data:`RUN_CONTENTS`, and refuses a folder that holds anything else, which is not a
-    training run's to replace. Nothing is removed here.
+    training run's to replace. Nothing is removed here. In the further processes of a run in
+    several (not :func:`owns_run_folder`) the folder is rank 0's, which checks it: nothing is
+    checked there and nothing is returned.
 
     Returns:
         The entries of an earlier run that :meth:`TrainingRun.fit` removes before it starts
@@ -85,7 +102,7 @@ def check_run_folder(
         raise InvalidOptionError(
             "--resume continues the run in --out and --overwrite replaces it; pass one of them"
         )
-    if not run_dir.exists():
+    if not owns_run_folder() or not run_dir.exists():
         return []
     if not run_dir.is_dir():
         raise OncoscopeError("is a file, not a run folder; choose another --out", run_dir)
@@ -160,7 +177,8 @@ class TrainingRun:
     ) -> RunResult:
         """Replace the earlier run (``overwrite``), write ``config.yaml`` and train: seeded and
         deterministic, in the configured precision on the configured processes, with the best
-        and the latest checkpoint, ``metrics.csv`` and TensorBoard logs.
+        and the latest checkpoint, ``metrics.csv`` and TensorBoard logs (the files written by
+        rank 0 alone in a run in several processes).
 
         Raises:
             OncoscopeError: what the module or data module raise while training.
@@ -173,8 +191,9 @@ class TrainingRun:
                 entry.unlink()
         self._replaced = []
         run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "config.yaml") as temporary:
-            temporary.write_text(config.to_yaml())
+        if owns_run_folder():
+            with atomic_path(run_dir / "config.yaml") as temporary:
+                temporary.write_text(config.to_yaml())
         precision = resolve_precision(config.precision, training_device(config.accelerator))
         best = _checkpoint(run_dir, "best", monitor="val_loss")
         # Lightning's `save_last` writes last.ckpt only in an epoch that also wrote best.ckpt;
@@ -224,7 +243,9 @@ class TrainingRun:
     def write_summary(self, result: RunResult, about: dict[str, Any]) -> None:
         """Write ``run.json``: ``about`` (the run's model, classes, data), then the best
         checkpoint and validation loss, epochs, precision, device, seconds and, when the run
-        says so, ``initial_weights``."""
+        says so, ``initial_weights`` (rank 0 alone in a run in several processes)."""
+        if not owns_run_folder():
+            return
         summary = {
             **about,
             "best_checkpoint": str(result.best_checkpoint),
