@@ -89,7 +89,7 @@ CT_RECIPE = "ct-cam"
 CT_MAP = "smoothgrad"
 
 #: Epochs of the demo's tile training (the ``quick`` recipe has 8): on the training slide's 51
-#: tiles an epoch is 4 steps, and at 8 epochs the held-out slide's accuracy was 0.59-0.91
+#: tiles an epoch is 4 steps, and at 8 epochs the held-out slide's accuracy was 0.59-0.94
 #: across seeds, precisions and CPUs (normal taken for stroma); at 16 it was 1.00 on every one
 #: measured (benchmarks/README.md, "The demo's tile training").
 TILE_EPOCHS = 16
