@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812
 from oncoscope.errors import OncoscopeError
 from oncoscope.models import create_model
 from oncoscope.models.class_heads import class_heads
+from oncoscope.models.san import LocalAttention2d
 from oncoscope.models.spec import ModelSpec
 from oncoscope.train.module import LitClassifier
 from oncoscope.train.warm_start import replaced_stages
@@ -134,3 +135,21 @@ def test_its_class_heads_are_the_main_and_side_class_maps_and_nothing_else():
     assert named == {"classifier.weight", "classifier.bias"} | {
         f"side.{i}.{k}" for i in range(2) for k in ("weight", "bias")
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "relation"),
+    [
+        ("sa_cam_efficientnet_lite0", "dot"),
+        ("sa_cam_efficientnet_lite0_pairwise", "pairwise"),
+        ("sa_cam_efficientnet_lite0_patchwise", "patchwise"),
+    ],
+)
+def test_each_relation_has_its_named_localising_model(name, relation):
+    """The seed-000 comparison trains the localising SA model once per relation by name
+    (`train --model a,b,c`); every attention layer of each must use that relation."""
+    model = create_model(name, num_classes=2, in_chans=1)
+    layers = [m for m in model.modules() if isinstance(m, LocalAttention2d)]
+    assert layers and {layer.relation for layer in layers} == {relation}
+    logits, sides = model.forward_deep_supervision(torch.randn(1, 1, 64, 64))
+    assert logits.shape == (1, 2) and len(sides) == 2
