@@ -287,23 +287,18 @@ def _sa_cam_front_end(config: SAConfig) -> Callable[[dict[str, Any]], Wrap]:
 
 
 #: The localising SA model on each relation's small front end (the seed-000 comparison trains
-#: them by name): name, the configuration whose front end it keeps, its relation for the
-#: description, parameters at 1000 classes.
+#: them by name): name, the configuration whose front end it keeps (which names its relation),
+#: parameters at 1000 classes.
 _SA_CAM_MODELS = (
-    ("sa_cam_efficientnet_lite0", "sa_efficientnet_lite0", "", 172_064),
-    ("sa_cam_efficientnet_lite0_pairwise", "sa_efficientnet_lite0_pairwise", "pairwise ", 171_803),
-    (
-        "sa_cam_efficientnet_lite0_patchwise",
-        "sa_efficientnet_lite0_patchwise",
-        "patchwise ",
-        175_634,
-    ),
+    ("sa_cam_efficientnet_lite0", "sa_efficientnet_lite0", 172_064),
+    ("sa_cam_efficientnet_lite0_pairwise", "sa_efficientnet_lite0_pairwise", 171_803),
+    ("sa_cam_efficientnet_lite0_patchwise", "sa_efficientnet_lite0_patchwise", 175_634),
 )
-for _name, _front, _relation, _parameters in _SA_CAM_MODELS:
+for _name, _front, _parameters in _SA_CAM_MODELS:
     register_model(
         _name,
-        f"small {_relation}SAN front end of {_front} under a stride-8 class map with deep "
-        "supervision of its stride-2 and stride-4 stages (localising SA model)",
+        f"small SAN front end of {_front} under a stride-8 class map with deep supervision of "
+        "its stride-2 and stride-4 stages (localising SA model)",
         "000",
         dropout_kwarg="drop_rate",
         parameters=_parameters,
