@@ -101,3 +101,51 @@ def test_two_training_processes_make_one_run_and_replace_it_with_overwrite(tmp_p
         with (run / "metrics.csv").open() as handle:
             assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
     assert "freeze_epochs: 1" in (run / "config.yaml").read_text()
+
+
+def test_every_models_pretrained_weights_are_found_before_the_first_model_trains(
+    tmp_path, monkeypatch
+):
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    asked: list[tuple[str, str]] = []
+
+    def no_hub(repo_id: str, filename: str, **_: object) -> str:
+        asked.append((repo_id, filename))
+        raise OSError("Name or service not known")  # what a machine without the hub meets
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    manifest = write_patches(tmp_path / "p", {"train": 8, "val": 4})
+    out = tmp_path / "runs"
+    # Lite0's weights ship in a package; test_resnet's are on timm's hub only
+    result = runner.invoke(
+        app, _args(manifest, out, "--model", "efficientnet_lite0,test_resnet", "--pretrained")
+    )
+    assert result.exit_code == 2
+    (line,) = _errors(result.output)
+    assert line.startswith("error: test_resnet: no pretrained weights for test_resnet offline")
+    assert "--weights FILE" in line and "pretrained: if-available" in line
+    assert asked == [("timm/test_resnet.r160_in1k", "model.safetensors")]
+    assert not out.exists()  # Lite0 did not train first
+
+
+def test_a_missing_weights_file_is_refused_before_training(tmp_path):
+    manifest = write_patches(tmp_path / "p", {"train": 8, "val": 4})
+    missing = tmp_path / "lite0.pth"
+    result = runner.invoke(
+        app,
+        _args(
+            manifest,
+            tmp_path / "runs",
+            "--model",
+            "simple_cnn,efficientnet_lite0",
+            "--weights",
+            str(missing),
+        ),
+    )
+    assert result.exit_code == 2
+    (line,) = _errors(result.output)
+    assert line == f"error: {missing}: weights file not found (--weights)"
+    assert not (tmp_path / "runs").exists()

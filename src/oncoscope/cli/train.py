@@ -108,7 +108,7 @@ def train(
     from oncoscope.errors import InvalidOptionError
     from oncoscope.models import check_model_name
     from oncoscope.train.config import resolve_config
-    from oncoscope.train.run import check_run_folder
+    from oncoscope.train.run import check_pretrained_weights, check_run_folder
     from oncoscope.train.run import train as run_training
     from oncoscope.train.scaffold import owns_run_folder
 
@@ -158,6 +158,8 @@ def train(
                 )
             )
             replacing.append(bool(check_run_folder(run_out, resume=resume, overwrite=overwrite)))
+        for resolved in configs:  # then every model's weights, fetched now if need be
+            check_pretrained_weights(resolved)
         for name, resolved, replaces in zip(names, configs, replacing, strict=True):
             if replaces:
                 console.print(f"replacing the run in {resolved.out} (--overwrite)")

@@ -68,6 +68,22 @@ def package_weights(architecture: str) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+#: The weights files of a timm repository on the Hugging Face hub, in the order timm tries them.
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _hub_repository(architecture: str) -> str | None:
+    """The Hugging Face repository of timm's default pretrained weights for ``architecture``."""
+    import timm.models
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(architecture)
+    except (RuntimeError, KeyError, ValueError):
+        return None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return str(repo) if repo else None
+
+
 def cached_timm_weights(architecture: str, cache_dir: str | Path | None = None) -> Path | None:
     """timm's pretrained weights file for ``architecture`` if it is already in the Hugging Face
     cache (``~/.cache/huggingface/hub``, or ``HF_HUB_CACHE``), else None; never uses the network.
@@ -76,21 +92,43 @@ def cached_timm_weights(architecture: str, cache_dir: str | Path | None = None) 
     machine (its default pretrained tag), so copying that cache folder brings it offline.
     ``cache_dir`` replaces the Hugging Face cache folder.
     """
-    import timm.models
     from huggingface_hub import try_to_load_from_cache
 
-    try:
-        cfg = timm.models.get_pretrained_cfg(architecture)
-    except (RuntimeError, KeyError, ValueError):
+    repo = _hub_repository(architecture)
+    if repo is None:
         return None
-    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not repo:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
+    for filename in _HUB_FILES:
         found = try_to_load_from_cache(str(repo), filename, cache_dir=cache_dir)
         if isinstance(found, str) and Path(found).is_file():
             return Path(found)
     return None
+
+
+def fetch_timm_weights(architecture: str) -> Path | None:
+    """timm's pretrained weights file for ``architecture``, downloaded into the Hugging Face
+    cache now if it is not there (the file ``timm.create_model(architecture, pretrained=True)``
+    loads); None when timm names no hub weights for ``architecture``.
+
+    Raises:
+        OncoscopeError: the hub cannot be reached or holds no weights file for it.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    repo = _hub_repository(architecture)
+    if repo is None:
+        return None
+    for filename in _HUB_FILES:
+        try:
+            return Path(hf_hub_download(repo, filename))
+        except EntryNotFoundError:
+            continue
+        except Exception as error:  # connection, authorisation, cache: many types
+            raise OncoscopeError(
+                f"no pretrained weights for {architecture} offline and none from timm's hub "
+                f"({type(error).__name__})"
+            ) from None
+    raise OncoscopeError(f"timm's hub repository {repo} holds no weights file for {architecture}")
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

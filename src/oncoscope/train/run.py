@@ -22,7 +22,7 @@ from oncoscope.errors import CorruptFileError, OncoscopeError
 from oncoscope.models import check_model_name, create_model
 from oncoscope.models.registry import pretrained_architecture, training_kwargs
 from oncoscope.models.spec import ModelSpec
-from oncoscope.models.weights import cached_timm_weights, package_weights
+from oncoscope.models.weights import cached_timm_weights, fetch_timm_weights, package_weights
 from oncoscope.train.checkpoint import read_spec
 from oncoscope.train.config import TrainConfig
 from oncoscope.train.data import (
@@ -46,6 +46,7 @@ from oncoscope.train.warm_start import replaced_stages, warm_start_front
 __all__ = [
     "RunResult",
     "build_module",
+    "check_pretrained_weights",
     "check_run_folder",
     "initial_model",
     "train",
@@ -53,6 +54,35 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def check_pretrained_weights(config: TrainConfig) -> None:
+    """Make sure the weights ``config`` starts from can be had, before anything trains (so that
+    ``train --model a,b,c`` does not stop at ``c`` after training ``a`` and ``b``): ``weights``
+    must be a file; ``pretrained=True`` needs an installed weight package, timm's cache, or timm's
+    hub (fetched into the cache now, as the run would at its start). ``"if-available"`` needs
+    nothing: without weights the run starts from random ones and says so.
+
+    Raises:
+        OncoscopeError: the weights file is missing, or no pretrained weights can be had; the
+            message names the model and the ways out.
+    """
+    if config.weights is not None:
+        if not config.weights.is_file():
+            raise OncoscopeError(f"{config.weights}: weights file not found (--weights)")
+        return
+    if config.pretrained is not True:
+        return
+    architecture = pretrained_architecture(config.model, config.model_kwargs)
+    if package_weights(architecture) is not None or cached_timm_weights(architecture):
+        return
+    try:
+        fetch_timm_weights(architecture)
+    except OncoscopeError as error:
+        raise OncoscopeError(
+            f"{config.model}: {error}; pass --weights FILE, or put 'pretrained: if-available' "
+            "in --config to train it from random weights"
+        ) from None
 
 
 def initial_model(
