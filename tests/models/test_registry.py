@@ -170,3 +170,31 @@ def test_state_dict_keys_are_those_of_earlier_checkpoints(name):
         keys = sorted(create_model(name, num_classes=2, in_chans=1).state_dict())
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
     assert (len(keys), digest) == EARLIER_STATE_DICT_KEYS[name]
+
+
+def test_timms_hub_weights_are_fetched_in_timms_file_order(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from oncoscope.models.weights import fetch_timm_weights
+
+    asked: list[tuple[str, str]] = []
+
+    def hub(repo_id: str, filename: str, **_: object) -> str:
+        asked.append((repo_id, filename))
+        if filename == "model.safetensors":  # an older repository: only the pickle
+            raise EntryNotFoundError(f"404: {repo_id} has no {filename}")
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
+    assert fetch_timm_weights("test_resnet") == tmp_path / "pytorch_model.bin"
+    repo = "timm/test_resnet.r160_in1k"  # timm's default tag for test_resnet
+    assert asked == [(repo, "model.safetensors"), (repo, "pytorch_model.bin")]
+    assert fetch_timm_weights("simple_cnn") is None  # timm names no hub weights for it
+
+    def reset(repo_id: str, filename: str, **_: object) -> str:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", reset)
+    with pytest.raises(OncoscopeError, match=r"test_resnet offline and none .*ConnectionResetErr"):
+        fetch_timm_weights("test_resnet")

@@ -108,12 +108,13 @@ def test_every_models_pretrained_weights_are_found_before_the_first_model_trains
 ):
     import huggingface_hub
     import huggingface_hub.constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     asked: list[tuple[str, str]] = []
 
     def no_hub(repo_id: str, filename: str, **_: object) -> str:
         asked.append((repo_id, filename))
-        raise OSError("Name or service not known")  # what a machine without the hub meets
+        raise LocalEntryNotFoundError("not cached, hub unreachable")  # offline, as here
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
@@ -125,7 +126,10 @@ def test_every_models_pretrained_weights_are_found_before_the_first_model_trains
     )
     assert result.exit_code == 2
     (line,) = _errors(result.output)
-    assert line.startswith("error: test_resnet: no pretrained weights for test_resnet offline")
+    assert line.startswith(
+        "error: test_resnet: no pretrained weights for test_resnet offline and none from "
+        "timm's hub (LocalEntryNotFoundError); "
+    )
     assert "--weights FILE" in line and "pretrained: if-available" in line
     assert asked == [("timm/test_resnet.r160_in1k", "model.safetensors")]
     assert not out.exists()  # Lite0 did not train first

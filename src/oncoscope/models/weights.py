@@ -112,23 +112,37 @@ def fetch_timm_weights(architecture: str) -> Path | None:
     Raises:
         OncoscopeError: the hub cannot be reached or holds no weights file for it.
     """
+    import logging
+
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo = _hub_repository(architecture)
     if repo is None:
         return None
-    for filename in _HUB_FILES:
-        try:
-            return Path(hf_hub_download(repo, filename))
-        except EntryNotFoundError:
-            continue
-        except Exception as error:  # connection, authorisation, cache: many types
-            raise OncoscopeError(
-                f"no pretrained weights for {architecture} offline and none from timm's hub "
-                f"({type(error).__name__})"
-            ) from None
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its "Retrying in 8s" lines would bury the one-line error
+    try:
+        for filename in _HUB_FILES:
+            try:
+                return Path(hf_hub_download(repo, filename))
+            except LocalEntryNotFoundError as error:  # no connection and not cached
+                raise _no_hub(architecture, error) from None
+            except EntryNotFoundError:  # the repository lacks this file: try the next
+                continue
+            except Exception as error:  # connection, authorisation, cache: many types
+                raise _no_hub(architecture, error) from None
+    finally:
+        hub_log.setLevel(level)
     raise OncoscopeError(f"timm's hub repository {repo} holds no weights file for {architecture}")
+
+
+def _no_hub(architecture: str, error: Exception) -> OncoscopeError:
+    return OncoscopeError(
+        f"no pretrained weights for {architecture} offline and none from timm's hub "
+        f"({type(error).__name__})"
+    )
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
