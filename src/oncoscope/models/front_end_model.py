@@ -1,8 +1,8 @@
 """A self-attention front end followed by a timm backbone, presented as one timm-like model.
 
-The base of both SA-EfficientNets (:class:`oncoscope.models.sa_efficientnet.SAEfficientNet`,
-:class:`oncoscope.models.self_attention.ResidualSAEfficientNet`): the image goes through
-``front`` and then through ``backbone``'s remaining layers. The backbone's timm interface is
+The base of the SA-EfficientNet (:class:`oncoscope.models.sa_efficientnet.SAEfficientNet`):
+the image goes through ``front`` and then through ``backbone``'s remaining layers. The
+backbone's timm interface is
 passed through (``pretrained_cfg``, ``feature_info``, ``forward_features``, ``forward_head``,
 ``get_classifier``, ``reset_classifier``) so the rest of oncoscope treats the pair like any timm
 model, and the front end's attention is read with :meth:`FrontEndModel.attention_map`.

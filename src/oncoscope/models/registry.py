@@ -202,12 +202,27 @@ def create_model(
     return create_timm_model(name, num_classes, pretrained, weights, in_chans, kwargs)
 
 
+#: Models oncoscope named once and no longer builds, with why and what to use instead.
+REMOVED_MODELS = {
+    "sa_residual_efficientnet": (
+        "the residual SA-EfficientNet (one SAN layer in front of a whole EfficientNet) was "
+        "removed after issue 14's comparison: it trained 14-29 times slower than the "
+        "EfficientNet behind it, classified no better and did not localise (benchmarks/README.md, "
+        "'The residual variant on Lite0'); train sa_efficientnet_lite0 or "
+        "sa_cam_efficientnet_lite0 (--recipe seed000-cam) instead"
+    ),
+}
+
+
 def check_model_name(name: str) -> None:
-    """Raise :class:`UnknownModelError` (with close matches) unless oncoscope or timm knows it.
+    """Raise :class:`UnknownModelError` (with close matches) unless oncoscope or timm knows it;
+    a name in :data:`REMOVED_MODELS` says why it went and what replaces it.
 
     timm is imported only for a name oncoscope does not register."""
     if name in MODELS:
         return
+    if name in REMOVED_MODELS:
+        raise UnknownModelError(f"model '{name}' is no longer built: {REMOVED_MODELS[name]}")
     import timm
 
     if not timm.is_model(name):

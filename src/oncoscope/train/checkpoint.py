@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from oncoscope.errors import CorruptFileError, OncoscopeError
+from oncoscope.errors import CorruptFileError, OncoscopeError, UnknownModelError
 from oncoscope.models import create_model
+from oncoscope.models.registry import REMOVED_MODELS
 from oncoscope.models.spec import ModelSpec
 
 
@@ -79,12 +80,22 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Loade
         OncoscopeError: a spec without a required field; weights that do not fit the model.
     """
     spec = ModelSpec.from_dict(checkpoint["spec"], path)
-    model = create_model(
-        spec.model,
-        num_classes=len(spec.classes),
-        in_chans=spec.in_chans,
-        **spec.model_kwargs,
-    )
+    if spec.model == "sa_efficientnet" and "model.front.embed.0.weight" in checkpoint["state_dict"]:
+        # saved before issue 14 gave the name to the paper's model: the residual variant's keys
+        raise UnknownModelError(
+            "this checkpoint holds the residual SA-EfficientNet that 'sa_efficientnet' named "
+            f"before issue 14; {REMOVED_MODELS['sa_residual_efficientnet']}",
+            path,
+        )
+    try:
+        model = create_model(
+            spec.model,
+            num_classes=len(spec.classes),
+            in_chans=spec.in_chans,
+            **spec.model_kwargs,
+        )
+    except UnknownModelError as error:  # a model this version does not build: name the file
+        raise UnknownModelError(error.message, path) from None
     load_module_weights(model, checkpoint["state_dict"], f"model {spec.model}", path)
     return model.eval(), spec
 
