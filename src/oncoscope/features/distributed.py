@@ -44,6 +44,7 @@ from oncoscope.features.extract import (
 from oncoscope.hardware import resolve_precision
 from oncoscope.inference.device_decode import resolve_decode
 from oncoscope.io.slide_files import SlideJob
+from oncoscope.process_group import end_process_group_at_exit
 
 
 def deal_slides(sizes: Sequence[int], world_size: int) -> list[list[int]]:
@@ -114,6 +115,7 @@ def extract_over_ranks(
         num_nodes=options.num_nodes,
         strategy="ddp" if world > 1 else "auto",
     )
+    end_process_group_at_exit()
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
     listed = pending_slides(encoder, jobs, out, options) if rank == 0 else []

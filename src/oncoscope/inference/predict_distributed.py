@@ -28,6 +28,7 @@ from oncoscope.inference.predict_tiles import (
     to_model_input,
 )
 from oncoscope.models.spec import ModelSpec
+from oncoscope.process_group import end_process_group_at_exit
 
 
 class _TilePredictor(pl.LightningModule):
@@ -117,6 +118,7 @@ def predict_tiles_distributed(
     Returns:
         True in the process that should write the outputs (global rank 0).
     """
+    end_process_group_at_exit()
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,

@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from oncoscope.errors import InvalidOptionError, OncoscopeError
 from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
 from oncoscope.io.atomic import atomic_path, write_json
+from oncoscope.process_group import end_process_group_at_exit
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
 from oncoscope.train.config import RunSettings
 
@@ -199,6 +200,7 @@ class TrainingRun:
         # Lightning's `save_last` writes last.ckpt only in an epoch that also wrote best.ckpt;
         # a checkpoint without a monitor is written at the end of every epoch.
         latest = _checkpoint(run_dir, "last", monitor=None)
+        end_process_group_at_exit()
         trainer = pl.Trainer(
             max_epochs=config.epochs,
             accelerator=config.accelerator,
