@@ -151,5 +151,5 @@ def test_a_missing_weights_file_is_refused_before_training(tmp_path):
     )
     assert result.exit_code == 2
     (line,) = _errors(result.output)
-    assert line == f"error: {missing}: weights file not found (--weights)"
+    assert line == f"error: {missing}: weights file does not exist (--weights)"
     assert not (tmp_path / "runs").exists()

@@ -69,7 +69,7 @@ def check_pretrained_weights(config: TrainConfig) -> None:
     """
     if config.weights is not None:
         if not config.weights.is_file():
-            raise OncoscopeError(f"{config.weights}: weights file not found (--weights)")
+            raise OncoscopeError("weights file does not exist (--weights)", config.weights)
         return
     if config.pretrained is not True:
         return
