@@ -63,10 +63,9 @@ print(wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
 def run_setting(extra_env: dict[str, str], args: argparse.Namespace) -> list[float]:
     """Wall s, user s, system s, minor faults and peak RSS in MiB of one child process."""
     env = {**os.environ, **extra_env, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", CHILD, args.model, str(args.steps), str(args.batch)]
-    done = subprocess.run(
-        [*command, str(args.image_px)], env=env, capture_output=True, text=True, check=True
-    )
+    sizes = [str(args.steps), str(args.batch), str(args.image_px)]
+    command = [sys.executable, "-c", CHILD, args.model, *sizes]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return [float(v) for v in done.stdout.split()[-5:]]
 
 
