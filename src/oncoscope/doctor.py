@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope import __version__
+from oncoscope.allocator import large_blocks_kept
 from oncoscope.hardware import cpu_has_native_bf16, cpu_model
 
 #: What the report names, and the distribution each version is read from.
@@ -77,6 +78,7 @@ def _device() -> tuple[str, dict[str, Any]]:
     device: dict[str, Any] = {
         "cpu": f"{cpu_model()} ({platform.machine()})",
         "cpu_native_bf16": cpu_has_native_bf16(),
+        "glibc_large_blocks_kept": large_blocks_kept(),
     }
     try:
         import torch

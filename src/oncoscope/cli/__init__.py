@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from oncoscope import __version__
+from oncoscope.allocator import keep_large_blocks
 from oncoscope.cli._common import console, quiet_lightning, state, user_errors
 from oncoscope.cli.benchmark import register as register_benchmark
 from oncoscope.cli.ct import ct_app, print_split_table
@@ -70,6 +71,7 @@ def main(
 ) -> None:
     """oncoscope: liver CT slices and H&E whole-slide images, from data to reports."""
     state["debug"] = debug or os.environ.get("ONCOSCOPE_DEBUG") == "1"
+    keep_large_blocks()  # twice as fast a CPU training step (oncoscope/allocator.py)
 
 
 @app.command()
