@@ -71,7 +71,7 @@ def main(
 ) -> None:
     """oncoscope: liver CT slices and H&E whole-slide images, from data to reports."""
     state["debug"] = debug or os.environ.get("ONCOSCOPE_DEBUG") == "1"
-    keep_large_blocks()  # twice as fast a CPU training step (oncoscope/allocator.py)
+    keep_large_blocks()  # CPU training steps up to twice as fast (oncoscope/allocator.py)
 
 
 @app.command()
