@@ -92,9 +92,16 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     return {**env, **extra, "OMP_NUM_THREADS": "1"}
 
 
-def _usage(pid: int) -> dict[str, float]:
-    """Wall-free figures of a finished child: user s, system s, minor faults, peak RSS MiB."""
-    _, _, usage = os.wait4(pid, 0)
+def _usage(child: subprocess.Popen[str] | subprocess.Popen[bytes]) -> dict[str, float]:
+    """Wait for ``child``; its user s, system s, minor faults and peak RSS MiB.
+
+    Raises:
+        subprocess.CalledProcessError: the child failed (its figures would mean nothing).
+    """
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, child.args)
     return {
         "user": usage.ru_utime,
         "system": usage.ru_stime,
@@ -124,22 +131,27 @@ def run_steps(extra_env: dict[str, str], keep: bool, args: argparse.Namespace) -
     start = time.perf_counter()
     child.stdin.write("\n")
     child.stdin.close()
-    usage = _usage(child.pid)
+    usage = _usage(child)
     wall = time.perf_counter() - start
-    child.returncode = 0
     return [wall, usage["user"] - user0, usage["system"] - system0,
             usage["faults"] - faults0, usage["rss"]]  # fmt: skip
 
 
 def run_command(command: list[str], extra_env: dict[str, str]) -> list[float]:
-    """Wall s, user s, system s, minor faults and peak RSS MiB of a whole command."""
-    start = time.perf_counter()
-    child = subprocess.Popen(
-        command, env=_clean_env(extra_env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    usage = _usage(child.pid)
-    wall = time.perf_counter() - start
-    child.returncode = 0
+    """Wall s, user s, system s, minor faults and peak RSS MiB of a whole command (its output
+    to a file, printed if it fails)."""
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            command, env=_clean_env(extra_env), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            usage = _usage(child)
+        except subprocess.CalledProcessError:
+            log.seek(0)
+            print(log.read()[-4000:], file=sys.stderr)
+            raise
+        wall = time.perf_counter() - start
     return [wall, usage["user"], usage["system"], usage["faults"], usage["rss"]]
 
 
