@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from oncoscope.models.class_heads import class_heads
 from oncoscope.models.spec import ModelSpec
+from oncoscope.train.chance import StretchableCosine
 
 
 class ClassifierModule(pl.LightningModule):
@@ -96,7 +97,8 @@ class ClassifierModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam, AdamW, RMSProp or SGD, with a step schedule (milestones in epochs), a cosine
         schedule annealed at every optimiser step over the whole run (from ``lr`` towards 0:
-        no jumps at epoch boundaries, the schedule the CT localisation probe measured), or none.
+        no jumps at epoch boundaries, the schedule the CT localisation probe measured; spread
+        over more epochs when the run grows, :mod:`oncoscope.train.chance`), or none.
         """
         o = self.optim
         params = self.model.parameters()
@@ -119,9 +121,10 @@ class ClassifierModule(pl.LightningModule):
             scheduler: Any = torch.optim.lr_scheduler.MultiStepLR(
                 optimizer, milestones=o["milestones"], gamma=o["gamma"]
             )
-        elif o["scheduler"] == "cosine":
-            steps = max(int(self.trainer.estimated_stepping_batches), 1)
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        elif o["scheduler"] == "cosine":  # over the planned epochs, which a run may outgrow
+            planned = int(self.trainer.estimated_stepping_batches) * o["epochs"]
+            steps = max(planned // max(int(self.trainer.max_epochs or o["epochs"]), 1), 1)
+            scheduler = StretchableCosine(optimizer, T_max=steps)
             interval = "step"
         else:
             return optimizer

@@ -29,6 +29,7 @@ from oncoscope.hardware import LIGHTNING_PRECISION, resolve_precision
 from oncoscope.io.atomic import atomic_path, write_json
 from oncoscope.process_group import end_process_group_at_exit
 from oncoscope.train.callbacks import BatchReseed, EpochHistory, RunCheckpoint
+from oncoscope.train.chance import LeaveChance
 from oncoscope.train.config import RunSettings
 
 #: What a training run writes into its folder; ``overwrite`` removes these and nothing else.
@@ -201,8 +202,12 @@ class TrainingRun:
         # a checkpoint without a monitor is written at the end of every epoch.
         latest = _checkpoint(run_dir, "last", monitor=None)
         end_process_group_at_exit()
+        after = int(getattr(config, "epochs_after_chance", 0))  # image classifiers' option
+        chance = LeaveChance(
+            config.epochs, after, float(getattr(config, "left_chance_accuracy", 1.0))
+        )
         trainer = pl.Trainer(
-            max_epochs=config.epochs,
+            max_epochs=config.epochs + after,
             accelerator=config.accelerator,
             devices=config.devices,
             strategy=config.strategy,
@@ -210,6 +215,7 @@ class TrainingRun:
             precision=LIGHTNING_PRECISION[precision],  # type: ignore[arg-type]
             deterministic=True,
             callbacks=[
+                chance,  # before the checkpoints, which then save its state and the schedule's
                 best,  # before `latest`, so last.ckpt holds this epoch's best-model state
                 latest,
                 BatchReseed(config.seed),
