@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 from types import SimpleNamespace
 
@@ -149,6 +150,8 @@ def test_a_run_that_leaves_late_trains_longer_on_the_spread_schedule(patches, tm
     with (tmp_path / "run" / "metrics.csv").open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3"]
     assert result.epochs_run == 4
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (summary["epochs"], summary["left_chance_at_epoch"]) == (4, 0)
 
 
 def test_a_run_that_never_leaves_chance_trains_its_epochs(patches, tmp_path):
@@ -161,6 +164,7 @@ def test_a_run_that_never_leaves_chance_trains_its_epochs(patches, tmp_path):
         history = list(csv.DictReader(handle))
     assert max(float(row["train_acc"]) for row in history) < 1.0
     assert [row["epoch"] for row in history] == ["0", "1"]
+    assert "left_chance_at_epoch" not in json.loads((tmp_path / "run" / "run.json").read_text())
 
 
 def test_resume_after_the_stretch_gives_the_uninterrupted_runs_weights(patches, tmp_path):

@@ -13,6 +13,7 @@ has a schedule whose length is decided by a training metric.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -20,6 +21,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR
+
+log = logging.getLogger(__name__)
 
 
 class StretchableCosine(CosineAnnealingLR):
@@ -114,6 +117,10 @@ class LeaveChance(Callback):
             trainer.should_stop = True
 
     def _stretch(self, trainer: pl.Trainer, epoch: int) -> None:
+        log.info(
+            "left chance late, in epoch %d: training %d epochs (%d after it) instead of %d",
+            epoch, self.target_epochs, self.epochs_after, self.epochs,
+        )  # fmt: skip
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, StretchableCosine):

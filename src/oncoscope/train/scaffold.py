@@ -45,6 +45,8 @@ class RunResult:
     Attributes:
         device: the device the run trained on (Lightning's root device, e.g. ``cpu``).
         initial_weights: where the model's starting weights came from, for runs that say so.
+        left_chance_at_epoch: with ``epochs_after_chance``, the first epoch (from 0) at the
+            training accuracy that counts as having left chance; None: off, or never reached.
     """
 
     run_dir: Path
@@ -56,6 +58,7 @@ class RunResult:
     seconds: float
     initial_weights: str = ""
     device: str = ""
+    left_chance_at_epoch: int | None = None
 
 
 def training_device(accelerator: str = "auto") -> str:
@@ -246,12 +249,14 @@ class TrainingRun:
             seconds=time.perf_counter() - self.started,
             initial_weights=initial_weights,
             device=str(trainer.strategy.root_device),
+            left_chance_at_epoch=chance.left_at if after and chance.left_at >= 0 else None,
         )
 
     def write_summary(self, result: RunResult, about: dict[str, Any]) -> None:
         """Write ``run.json``: ``about`` (the run's model, classes, data), then the best
         checkpoint and validation loss, epochs, precision, device, seconds and, when the run
-        says so, ``initial_weights`` (rank 0 alone in a run in several processes)."""
+        says so, ``initial_weights`` and ``left_chance_at_epoch`` (rank 0 alone in a run in
+        several processes)."""
         if not owns_run_folder():
             return
         summary = {
@@ -265,6 +270,8 @@ class TrainingRun:
         }
         if result.initial_weights:
             summary["initial_weights"] = result.initial_weights
+        if result.left_chance_at_epoch is not None:
+            summary["left_chance_at_epoch"] = result.left_chance_at_epoch
         write_json(self.run_dir / "run.json", summary, indent=2)
 
 
