@@ -153,3 +153,21 @@ def test_a_missing_weights_file_is_refused_before_training(tmp_path):
     (line,) = _errors(result.output)
     assert line == f"error: {missing}: weights file does not exist (--weights)"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_leaves_chance_late_says_so_and_trains_longer(tmp_path):
+    # any training accuracy counts as leaving chance, so the 2-epoch run leaves in epoch 0 and
+    # must train 2 epochs after it
+    manifest = write_patches(tmp_path / "p", {"train": 8, "val": 4})
+    options = tmp_path / "after.yaml"
+    options.write_text(
+        "scheduler: cosine\nepochs_after_chance: 2\nleft_chance_accuracy: 0.000001\n"
+    )
+    run = tmp_path / "run"
+    result = runner.invoke(app, _args(manifest, run, "--config", str(options), "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    assert "simple_cnn: 3 epochs (left chance in epoch 0) in " in result.output
+    with (run / "metrics.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
+    plain = runner.invoke(app, _args(manifest, tmp_path / "plain", "--scheduler", "step"))
+    assert "simple_cnn: 1 epochs in " in plain.output

@@ -169,8 +169,10 @@ def train(
             if not owns_run_folder():  # a further process of a run in several: rank 0 speaks
                 continue
             loss = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"
+            left = result.left_chance_at_epoch
+            grown = "" if left is None else f" (left chance in epoch {left})"
             console.print(
-                f"{name}: {result.epochs_run} epochs in {result.seconds:.0f} s from "
+                f"{name}: {result.epochs_run} epochs{grown} in {result.seconds:.0f} s from "
                 f"{result.initial_weights} "
                 f"({result.precision}); best val loss {loss}; best checkpoint "
                 f"{result.best_checkpoint}"
