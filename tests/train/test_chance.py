@@ -188,5 +188,5 @@ def test_resume_after_the_stretch_gives_the_uninterrupted_runs_weights(patches, 
 
 
 def test_it_needs_the_cosine_schedule(patches, tmp_path):
-    with pytest.raises(InvalidOptionError, match=r"epochs_after_chance.*scheduler: cosine"):
+    with pytest.raises(InvalidOptionError, match=r"epochs_after_chance.*use the cosine.*--config"):
         _config(patches, tmp_path / "run", epochs_after_chance=4, scheduler="step")

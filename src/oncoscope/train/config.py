@@ -159,7 +159,8 @@ class TrainConfig(RunSettings):
         if self.epochs_after_chance and self.scheduler != "cosine":
             raise ValueError(
                 f"epochs_after_chance spreads a cosine schedule over the added epochs; "
-                f"scheduler is {self.scheduler!r}: set scheduler: cosine, or epochs_after_chance: 0"
+                f"scheduler is {self.scheduler!r}: use the cosine, "
+                f"or set epochs_after_chance: 0 in --config"
             )
         return self
 
