@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from oncoscope.ct.denoise import add_noise, median_denoise
+from oncoscope.ct.em_lesions import liver_roi_volume
 from oncoscope.ct.liver_roi import dice, liver_roi_em
 from oncoscope.ct.phantom import make_phantom
 from oncoscope.errors import InvalidOptionError
@@ -43,6 +44,20 @@ def test_em_liver_roi_overlaps_the_true_liver():
         roi = liver_roi_em(median_denoise(phantom.hu[k], 3), phantom.spacing_mm[1:], seed=0)
         scores.append(dice(roi, liver[k]))
     assert len(scores) >= 5
+    assert np.median(scores) > 0.9
+    assert min(scores) > 0.75
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_volume_liver_roi_follows_the_liver_at_the_phantoms_noise(seed):
+    # `ct phantom`'s default noise (12 HU): EM on the raw pixels left the ROI ragged (volume Dice
+    # 0.71 and 0.76 on these two), which is what `locate` used to find the liver with
+    phantom = make_phantom((12.0, 25.0), shape=(20, 256, 256), seed=seed)
+    liver = phantom.labels >= 1
+    roi = liver_roi_volume(phantom.hu, phantom.spacing_mm[1:])
+    assert dice(roi, liver) > 0.84
+    areas = liver.sum(axis=(1, 2))
+    scores = [dice(roi[k], liver[k]) for k in np.flatnonzero(areas > 0.5 * areas.max())]
     assert np.median(scores) > 0.9
     assert min(scores) > 0.75
 

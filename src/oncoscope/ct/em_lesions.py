@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from oncoscope.ct.denoise import check_median_size, median_denoise
@@ -226,6 +228,31 @@ def segment_lesions_em(
     return EMLesionResult(labels, mask, fit, empty)
 
 
+#: Side of the median window (pixels) applied before the EM liver ROI, as seed 001's chain does:
+#: EM on single noisy pixels leaves the ROI ragged and drops hypodense lesions at its edge.
+ROI_MEDIAN_SIZE_PX = 3
+
+
+def liver_roi_slice(
+    hu: npt.NDArray[np.floating], pixel_mm: tuple[float, float], *, seed: int = 0
+) -> npt.NDArray[np.bool_]:
+    """Seed 001's liver ROI of one slice: a 3 x 3 median, then the EM liver ROI
+    (:func:`oncoscope.ct.liver_roi.liver_roi_em`).
+
+    Args:
+        hu: ``(H, W)`` slice in HU, canonical layout.
+        pixel_mm: ``(row, col)`` pixel size in mm.
+        seed: seed of EM.
+
+    Returns:
+        ``(H, W)`` boolean ROI; all False when no liver-like region is found (a slice of one
+        value, such as air, among them: EM's warning that it found fewer clusters is silenced).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return liver_roi_em(median_denoise(hu, ROI_MEDIAN_SIZE_PX), pixel_mm, seed=seed)
+
+
 def liver_roi_volume(
     hu: npt.NDArray[np.floating],
     pixel_mm: tuple[float, float],
@@ -233,9 +260,9 @@ def liver_roi_volume(
     seed: int = 0,
     on_slice: Callable[[int], None] | None = None,
 ) -> npt.NDArray[np.bool_]:
-    """The EM liver ROI (:func:`oncoscope.ct.liver_roi.liver_roi_em`) of every slice, as one
-    organ: only the largest 3-D connected piece of the slices' ROIs is kept, since on slices
-    above or below the liver the per-slice ROI settles on another organ.
+    """Seed 001's liver ROI (:func:`liver_roi_slice`) of every slice, as one organ: only the
+    largest 3-D connected piece of the slices' ROIs is kept, since on slices above or below the
+    liver the per-slice ROI settles on another organ.
 
     Args:
         hu: ``(D, H, W)`` volume in HU, canonical layout.
@@ -250,7 +277,7 @@ def liver_roi_volume(
     volume = np.asarray(hu, dtype=np.float32)
     roi = np.zeros(volume.shape, dtype=bool)
     for k in range(volume.shape[0]):
-        roi[k] = liver_roi_em(median_denoise(volume[k], 3), pixel_mm, seed=seed)
+        roi[k] = liver_roi_slice(volume[k], pixel_mm, seed=seed)
         if on_slice is not None:
             on_slice(k)
     pieces, count = ndimage.label(roi)

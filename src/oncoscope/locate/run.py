@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
-from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from oncoscope import __version__
@@ -37,7 +34,7 @@ from oncoscope.ct.couinaud import (
     Landmarks,
     choose_landmarks,
 )
-from oncoscope.ct.liver_roi import liver_roi_em
+from oncoscope.ct.em_lesions import liver_roi_slice, liver_roi_volume
 from oncoscope.ct.slices import LIVER_LABEL, TUMOUR_LABEL
 from oncoscope.ct.window import from_uint8
 from oncoscope.dataset.images import open_image
@@ -85,6 +82,10 @@ from oncoscope.locate.model_input import (
 )
 from oncoscope.locate.threshold import ThresholdChoice, choose_threshold
 from oncoscope.train.checkpoint import load_model
+
+#: The liver of a volume given no ``--liver-mask`` (also in each input's settings, so outputs
+#: made with another ROI are redone).
+EM_LIVER = "EM liver ROI (seed 001: 3 x 3 median, then EM)"
 
 #: Columns of ``candidates.csv`` (volume candidates fill the slice range and volume; slice
 #: candidates their slice, box and pixel centroid).
@@ -418,7 +419,7 @@ def _run_item(
         "stage": context.choice.stage,
         "min_prob": options.min_prob,
         "small_mm": options.small_mm,
-        "liver": str(liver.resolve()) if liver else "EM liver ROI",
+        "liver": str(liver.resolve()) if liver else EM_LIVER,
         "landmarks": str(landmarks.resolve()) if landmarks else None,
         "vessel_labels": dict(options.vessel_labels or {}),
         "truth": str(truth.resolve()) if truth else None,
@@ -497,13 +498,13 @@ def _locate_volume(
             raise InvalidVolumeError("--liver-mask holds no liver (labels 1, 2)", liver_path)
         liver_source = str(liver_path)
     else:
-        liver = _em_liver(volume)
+        liver = liver_roi_volume(volume.array, (spacing[1], spacing[2]))
         if not liver.any():
             raise InvalidVolumeError(
                 "no liver found (the EM liver ROI is empty on every slice); give --liver-mask",
                 item.path,
             )
-        liver_source = "EM liver ROI (seed 001), largest 3-D connected piece"
+        liver_source = f"{EM_LIVER}, largest 3-D connected piece"
     landmarks = choose_landmarks(
         liver,
         grid,
@@ -649,7 +650,7 @@ def _locate_slice(
         raise CorruptFileError(f"cannot read image ({error})", item.path) from None
     grey = pixels if pixels.ndim == 2 else pixels[..., 0]
     hu = from_uint8(grey, model_input.windows[0])  # HU clipped to the window: enough for EM
-    liver = liver_roi_em(hu, item.pixel_mm or (1.0, 1.0))
+    liver = liver_roi_slice(hu, item.pixel_mm or (1.0, 1.0))
     if not liver.any():
         raise InvalidVolumeError("no liver found (the EM liver ROI is empty)", item.path)
     (found,) = tumour_maps(
@@ -696,7 +697,7 @@ def _locate_slice(
         "path": str(item.path.resolve()),
         "kind": "slice",
         "tumour_prob": round(found.prob, 6),
-        "liver": "EM liver ROI (seed 001) on the windowed slice",
+        "liver": f"{EM_LIVER} on the windowed slice",
         "pixel_mm": list(item.pixel_mm) if item.pixel_mm else None,
         "candidates": len(candidates),
         "skipped": False,
@@ -712,21 +713,6 @@ def _locate_slice(
     except OSError as error:
         raise OutputWriteError(f"cannot write ({error.strerror or error})", folder) from error
     return summary, rows
-
-
-def _em_liver(volume: Volume) -> npt.NDArray[np.bool_]:
-    """The EM liver ROI of every slice, kept to its largest 3-D connected piece (the ROI of a
-    slice above or below the liver picks another soft-tissue organ, apart from the liver)."""
-    pixel_mm = (volume.spacing_mm[1], volume.spacing_mm[2])
-    with warnings.catch_warnings():  # a slice of one value (air) has fewer clusters than asked
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        roi = np.stack([liver_roi_em(volume.array[k], pixel_mm) for k in range(volume.shape[0])])
-    pieces, count = ndimage.label(roi)
-    if count == 0:
-        return roi
-    sizes = np.bincount(pieces.ravel())
-    sizes[0] = 0
-    return np.asarray(pieces == int(sizes.argmax()), dtype=bool)
 
 
 def _couinaud_note(landmarks: Landmarks) -> dict[str, Any]:
