@@ -24,12 +24,10 @@ import argparse
 import json
 import platform
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 
 def _cpu() -> str:
@@ -37,23 +35,6 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
-
-
-def _raw_roi(hu: npt.NDArray[Any], pixel_mm: tuple[float, float]) -> npt.NDArray[np.bool_]:
-    from scipy import ndimage
-    from sklearn.exceptions import ConvergenceWarning
-
-    from oncoscope.ct.liver_roi import liver_roi_em
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        roi = np.stack([liver_roi_em(hu[k], pixel_mm) for k in range(hu.shape[0])])
-    pieces, count = ndimage.label(roi)
-    if count > 1:
-        sizes = np.bincount(pieces.ravel())
-        sizes[0] = 0
-        roi = pieces == int(sizes.argmax())
-    return np.asarray(roi, dtype=bool)
 
 
 def main() -> None:
@@ -83,7 +64,7 @@ def main() -> None:
         pixel_mm = (volume.spacing_mm[1], volume.spacing_mm[2])
         line = [f"volume-{patient}"]
         for name, roi in (
-            ("raw", _raw_roi(volume.array, pixel_mm)),
+            ("raw", liver_roi_volume(volume.array, pixel_mm, median_size_px=1)),
             ("median", liver_roi_volume(volume.array, pixel_mm)),
         ):
             f = figures[name]

@@ -58,8 +58,8 @@ def test_the_volume_liver_roi_follows_the_liver_at_the_phantoms_noise(seed):
     assert dice(roi, liver) > 0.84
     areas = liver.sum(axis=(1, 2))
     scores = [dice(roi[k], liver[k]) for k in np.flatnonzero(areas > 0.5 * areas.max())]
-    assert np.median(scores) > 0.9
-    assert min(scores) > 0.75
+    assert np.median(scores) > 0.88  # 0.918 and 0.957 measured; raw pixels fail the Dice above
+    assert min(scores) > 0.7  # 0.765 and 0.775
 
 
 def test_em_roi_is_empty_without_a_body():

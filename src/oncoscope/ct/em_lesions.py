@@ -234,7 +234,11 @@ ROI_MEDIAN_SIZE_PX = 3
 
 
 def liver_roi_slice(
-    hu: npt.NDArray[np.floating], pixel_mm: tuple[float, float], *, seed: int = 0
+    hu: npt.NDArray[np.floating],
+    pixel_mm: tuple[float, float],
+    *,
+    seed: int = 0,
+    median_size_px: int = ROI_MEDIAN_SIZE_PX,
 ) -> npt.NDArray[np.bool_]:
     """Seed 001's liver ROI of one slice: a 3 x 3 median, then the EM liver ROI
     (:func:`oncoscope.ct.liver_roi.liver_roi_em`).
@@ -243,6 +247,7 @@ def liver_roi_slice(
         hu: ``(H, W)`` slice in HU, canonical layout.
         pixel_mm: ``(row, col)`` pixel size in mm.
         seed: seed of EM.
+        median_size_px: the median window, odd pixels (1: EM on the raw pixels).
 
     Returns:
         ``(H, W)`` boolean ROI; all False when no liver-like region is found (a slice of one
@@ -250,7 +255,7 @@ def liver_roi_slice(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return liver_roi_em(median_denoise(hu, ROI_MEDIAN_SIZE_PX), pixel_mm, seed=seed)
+        return liver_roi_em(median_denoise(hu, median_size_px), pixel_mm, seed=seed)
 
 
 def liver_roi_volume(
@@ -259,6 +264,7 @@ def liver_roi_volume(
     *,
     seed: int = 0,
     on_slice: Callable[[int], None] | None = None,
+    median_size_px: int = ROI_MEDIAN_SIZE_PX,
 ) -> npt.NDArray[np.bool_]:
     """Seed 001's liver ROI (:func:`liver_roi_slice`) of every slice, as one organ: only the
     largest 3-D connected piece of the slices' ROIs is kept, since on slices above or below the
@@ -269,6 +275,7 @@ def liver_roi_volume(
         pixel_mm: ``(row, col)`` pixel size in mm.
         seed: seed of EM.
         on_slice: called with each slice index when it is done (progress).
+        median_size_px: the median window, odd pixels (1: EM on the raw pixels).
 
     Returns:
         ``(D, H, W)`` boolean ROI; a slice where no liver-like region is found (or only one
@@ -277,7 +284,7 @@ def liver_roi_volume(
     volume = np.asarray(hu, dtype=np.float32)
     roi = np.zeros(volume.shape, dtype=bool)
     for k in range(volume.shape[0]):
-        roi[k] = liver_roi_slice(volume[k], pixel_mm, seed=seed)
+        roi[k] = liver_roi_slice(volume[k], pixel_mm, seed=seed, median_size_px=median_size_px)
         if on_slice is not None:
             on_slice(k)
     pieces, count = ndimage.label(roi)
