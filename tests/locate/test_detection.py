@@ -48,3 +48,19 @@ def test_one_volume_has_no_interval() -> None:
     figure = result["froc"][0]["sensitivity"]
     assert figure == {"value": 1.0, "ci_low": None, "ci_high": None}
     assert result["froc"][0]["sensitivity_by_size"]["10-20 mm"]["value"] is None
+
+
+def test_lesions_split_among_candidates_and_candidates_joining_lesions_are_counted() -> None:
+    tumour = np.zeros((2, 20, 20), bool)
+    tumour[0, 2:6, 2:6] = True  # lesion 1: touched by candidates 1 and 2
+    tumour[0, 2:6, 10:14] = True  # lesion 2: touched by candidate 2 only
+    tumour[1, 15:18, 15:18] = True  # lesion 3: touched by candidate 3 only
+    candidates = np.zeros(tumour.shape, np.uint16)
+    candidates[0, 3, 3] = 1
+    candidates[0, 4, 5:12] = 2  # runs from lesion 1 into lesion 2
+    candidates[1, 16, 16] = 3
+    matched = match_volume("p", candidates, [0.9, 0.8, 0.7], tumour, (1.0, 1.0, 1.0))
+    assert matched.candidates_per_lesion == [2, 1, 1]
+    assert sorted(matched.lesions_per_candidate) == [1, 1, 2]
+    result = detection_scores([matched, VolumeDetection("q", [(5.0, -1.0)], [], [0], [])])
+    assert (result["lesions_split"], result["candidates_joined"]) == (1, 1)

@@ -168,7 +168,9 @@ def locate(
         console.print(
             f"detection: sensitivity {first['sensitivity']['value']}, false positives per "
             f"volume {first['false_positives_per_volume']['value']} "
-            f"({report.detection['lesions']} lesions in {report.detection['volumes']} volumes)"
+            f"({report.detection['lesions']} lesions in {report.detection['volumes']} volumes); "
+            f"{report.detection['lesions_split']} lesion(s) split among candidates, "
+            f"{report.detection['candidates_joined']} candidate(s) joining lesions"
         )
     console.print(f"candidates: {out / 'candidates.csv'}")
     console.print(f"summary:    {out / 'locate.json'}")

@@ -6,12 +6,14 @@ candidate of score at least ``t`` that shares no voxel with any true lesion is a
 Sensitivity is given overall and by lesion size (largest in-plane diameter: <10, 10-20, >20 mm),
 false positives per volume, at a few score thresholds (points of the FROC curve), with
 percentile-bootstrap 95% intervals that resample volumes (patients) when there are several.
+Two counts over every candidate say how candidates and lesions correspond: true lesions touched
+by more than one candidate (split) and candidates touching more than one true lesion (joined).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,8 @@ from oncoscope.ct.lesions import find_lesions
 from oncoscope.evaluate.bootstrap import Key, bootstrap
 from oncoscope.explain.localization_metrics import SIZE_BINS, size_bin
 
+#: Version of a volume's ``detection.json`` (2: with the split and joined counts).
+DETECTION_FORMAT = 2
 #: Candidate score thresholds of the FROC points (0: every candidate).
 FROC_SCORES = (0.0, 0.25, 0.5, 0.75, 0.9)
 
@@ -34,11 +38,15 @@ class VolumeDetection:
         lesions: per true lesion, ``(diameter_mm, best score of a candidate touching it, or
             -1 when none does)``.
         false_scores: scores of the candidates touching no true lesion.
+        candidates_per_lesion: per true lesion, how many candidates touch it.
+        lesions_per_candidate: per candidate touching a true lesion, how many it touches.
     """
 
     name: str
     lesions: list[tuple[float, float]]
     false_scores: list[float]
+    candidates_per_lesion: list[int] = field(default_factory=list)
+    lesions_per_candidate: list[int] = field(default_factory=list)
 
 
 def match_volume(
@@ -69,10 +77,18 @@ def match_volume(
         best[truth_id] = max(best[truth_id], scores[candidate])
     touching = set(int(c) for c in pairs[1]) if pairs.size else set()
     false = [float(scores[k]) for k in range(1, len(scores)) if k not in touching]
+    per_lesion = np.bincount(pairs[0], minlength=len(lesions) + 1) if pairs.size else None
+    per_candidate: list[int] = (
+        [int(n) for n in np.unique(pairs[1], return_counts=True)[1]] if pairs.size else []
+    )
     return VolumeDetection(
         name=name,
         lesions=[(lesion.diameter_mm, float(best[lesion.lesion_id])) for lesion in lesions],
         false_scores=false,
+        candidates_per_lesion=[
+            int(per_lesion[lesion.lesion_id]) if per_lesion is not None else 0 for lesion in lesions
+        ],
+        lesions_per_candidate=per_candidate,
     )
 
 
@@ -87,7 +103,8 @@ def detection_scores(
 
     Returns:
         ``{"volumes", "lesions", "lesions_by_size", "froc": [{"min_score", "sensitivity",
-        "sensitivity_by_size": {bin: ...}, "false_positives_per_volume"}], "intervals"}``; each
+        "sensitivity_by_size": {bin: ...}, "false_positives_per_volume"}], "lesions_split",
+        "candidates_joined", "intervals"}`` (the two counts over every candidate); each
         figure is ``{"value", "ci_low", "ci_high"}`` (intervals None with one volume or where
         the figure is undefined, e.g. no lesion of a size).
     """
@@ -132,6 +149,8 @@ def detection_scores(
             name: sum(1 for d in all_lesions if size_bin(d) == name) for name in SIZE_BINS
         },
         "froc": froc,
+        "lesions_split": sum(1 for v in volumes for n in v.candidates_per_lesion if n > 1),
+        "candidates_joined": sum(1 for v in volumes for n in v.lesions_per_candidate if n > 1),
         "intervals": (
             f"95% percentile bootstrap over {len(volumes)} volumes ({resamples} resamples)"
             if len(volumes) > 1

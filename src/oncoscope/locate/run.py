@@ -73,7 +73,12 @@ from oncoscope.locate.candidates import (
     volume_candidates,
     world_mm,
 )
-from oncoscope.locate.detection import VolumeDetection, detection_scores, match_volume
+from oncoscope.locate.detection import (
+    DETECTION_FORMAT,
+    VolumeDetection,
+    detection_scores,
+    match_volume,
+)
 from oncoscope.locate.model_input import (
     CTModelInput,
     ct_model_input,
@@ -423,6 +428,8 @@ def _run_item(
         "landmarks": str(landmarks.resolve()) if landmarks else None,
         "vessel_labels": dict(options.vessel_labels or {}),
         "truth": str(truth.resolve()) if truth else None,
+        # detection.json's layout: 2 added the split/joined counts (older ones are redone)
+        "detection_format": DETECTION_FORMAT if truth else None,
         "spacing_mm": list(options.spacing_mm) if options.spacing_mm else None,
         "pixel_mm": list(item.pixel_mm) if item.pixel_mm else None,
     }
@@ -458,6 +465,8 @@ def _kept(
                 name=item.key,
                 lesions=[(float(d), float(s)) for d, s in matched["lesions"]],
                 false_scores=[float(s) for s in matched["false_scores"]],
+                candidates_per_lesion=[int(n) for n in matched["candidates_per_lesion"]],
+                lesions_per_candidate=[int(n) for n in matched["lesions_per_candidate"]],
             )
     except (OSError, ValueError, KeyError) as error:
         raise CorruptFileError(
@@ -618,7 +627,12 @@ def _locate_volume(
             if detection is not None:
                 (temporary / "detection.json").write_text(
                     json.dumps(
-                        {"lesions": detection.lesions, "false_scores": detection.false_scores}
+                        {
+                            "lesions": detection.lesions,
+                            "false_scores": detection.false_scores,
+                            "candidates_per_lesion": detection.candidates_per_lesion,
+                            "lesions_per_candidate": detection.lesions_per_candidate,
+                        }
                     )
                 )
             (temporary / "summary.json").write_text(json.dumps(summary, indent=2))
