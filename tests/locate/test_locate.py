@@ -94,6 +94,11 @@ def test_locate_finds_each_lesion_at_its_place_size_and_segment(
     assert detection["false_positives_per_volume"]["value"] == 0.0
 
 
+def test_a_given_liver_is_exact_candidates_are_cut_at_its_edge(located: Path) -> None:
+    settings = json.loads((located / "volume-1" / "status.json").read_text())["settings"]
+    assert settings["beyond_liver_mm"] == 0.0
+
+
 def test_the_label_map_lies_on_the_input_grid_with_its_affine(
     located: Path, pair: tuple[Path, Path], dark_phantom: Phantom
 ) -> None:
@@ -128,6 +133,8 @@ def test_the_em_liver_roi_finds_the_lesions_too(
     summary = json.loads((tmp_path / "locate.json").read_text())["inputs"]["volume-1"]
     assert summary["couinaud"]["approximate"] is True
     assert "EM" in summary["liver"]
+    settings = json.loads((tmp_path / "volume-1" / "status.json").read_text())["settings"]
+    assert settings["beyond_liver_mm"] == LocateOptions().beyond_liver_mm > 0
 
 
 @pytest.mark.parametrize("codes", ["RAS", "SLP"])

@@ -95,6 +95,15 @@ def locate(
             "Candidates at most this largest in-plane diameter (mm) are small.", panel=CANDIDATES
         ),
     ] = 20.0,
+    beyond_liver_mm: Annotated[
+        float,
+        finite_option(
+            "With the EM liver ROI: keep a candidate that reaches into it up to this far (mm) "
+            "outside it; 0 cuts it at the ROI's edge.",
+            min=0.0,
+            panel=CANDIDATES,
+        ),
+    ] = 5.0,
     truth: Annotated[
         Path | None,
         typer.Option(

@@ -1,13 +1,17 @@
 """Lesion candidates from tumour maps: per slice (2-D components), per volume (3-D components).
 
 A slice's candidates are the connected components (8-connectivity) of its map at or above the
-threshold, inside the liver, on slices the model calls tumour (tumour probability at least
-``min_prob``: a map is scaled to ``0..1`` on every slice, so on a slice the model calls healthy
-its brightest pixels are noise). A candidate's score is the slice's tumour probability times
-the largest map value inside it. A volume's candidates join slice candidates that touch across
-adjacent slices (26-connectivity, as :mod:`oncoscope.ct.lesions` joins lesions): each has its
-largest in-plane (Feret) diameter in mm, its volume in ml, its slice range, the largest score of
-its voxels, and its Couinaud segment (:mod:`oncoscope.ct.couinaud`).
+threshold that reach into the liver, on slices the model calls tumour (tumour probability at
+least ``min_prob``: a map is scaled to ``0..1`` on every slice, so on a slice the model calls
+healthy its brightest pixels are noise). A component is cut at the liver's edge, or, with
+``beyond_liver_mm``, kept whole up to that distance outside it: an ROI found from the image
+(the EM liver ROI) leaves out the liver's rim and a lesion at the edge with it, and the piece
+of that lesion's map inside the ROI would be a fragment that misses it. A candidate's score is
+the slice's tumour probability times the largest map value inside it. A volume's candidates
+join slice candidates that touch across adjacent slices (26-connectivity, as
+:mod:`oncoscope.ct.lesions` joins lesions): each has its largest in-plane (Feret) diameter in
+mm, its volume in ml, its slice range, the largest score of its voxels, and its Couinaud
+segment (:mod:`oncoscope.ct.couinaud`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 from skimage.measure import label, regionprops
 
 from oncoscope.ct.couinaud import Landmarks, assign_lesions, segment_liver
@@ -54,6 +59,7 @@ def slice_candidates(
     threshold: float,
     min_prob: float,
     pixel_mm: tuple[float, float] | None,
+    beyond_liver_mm: float = 0.0,
 ) -> tuple[npt.NDArray[np.bool_], list[SliceCandidate]]:
     """The candidates of one slice.
 
@@ -63,7 +69,10 @@ def slice_candidates(
         prob: the slice's tumour probability.
         threshold: map threshold in ``(0, 1)``.
         min_prob: slices with a lower tumour probability have no candidates.
-        pixel_mm: ``(row, col)`` pixel size in mm, or None (diameters are then NaN).
+        pixel_mm: ``(row, col)`` pixel size in mm, or None (diameters are then NaN, and
+            ``beyond_liver_mm`` counts pixels).
+        beyond_liver_mm: a component of the thresholded map that reaches into the liver is
+            kept up to this distance (mm) outside it; 0 cuts it at the liver's edge.
 
     Returns:
         ``(mask, candidates)``: the ``(H, W)`` candidate mask and one entry per component,
@@ -71,7 +80,9 @@ def slice_candidates(
     """
     if prob < min_prob:
         return np.zeros(liver.shape, dtype=bool), []
-    mask = lesion_mask(heat, threshold) & np.asarray(liver, bool)
+    mask = liver_candidate_mask(
+        lesion_mask(heat, threshold), liver, beyond_liver_mm, pixel_mm or (1.0, 1.0)
+    )
     regions = sorted(regionprops(label(mask, connectivity=2)), key=lambda r: -int(r.area))
     found = []
     for number, region in enumerate(regions, start=1):
@@ -91,6 +102,26 @@ def slice_candidates(
             )
         )
     return mask, found
+
+
+def liver_candidate_mask(
+    hot: npt.NDArray[np.bool_],
+    liver: npt.NDArray[np.bool_],
+    beyond_liver_mm: float,
+    pixel_mm: tuple[float, float],
+) -> npt.NDArray[np.bool_]:
+    """The pixels of ``hot`` (a thresholded ``(H, W)`` map) inside ``liver``, and with
+    ``beyond_liver_mm`` > 0 the rest of each 8-connected piece of ``hot`` that reaches into the
+    liver, up to that distance (mm, at ``pixel_mm`` per ``(row, col)`` pixel) outside it."""
+    liver = np.asarray(liver, bool)
+    inside: npt.NDArray[np.bool_] = hot & liver
+    if beyond_liver_mm <= 0 or not inside.any():
+        return inside
+    near = ndimage.distance_transform_edt(~liver, sampling=pixel_mm) <= beyond_liver_mm
+    pieces = label(hot & near, connectivity=2)
+    touching = np.unique(pieces[inside])
+    kept: npt.NDArray[np.bool_] = np.isin(pieces, touching[touching > 0])
+    return kept
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ from oncoscope.train.checkpoint import load_model
 #: The liver of a volume given no ``--liver-mask`` (also in each input's settings, so outputs
 #: made with another ROI are redone).
 EM_LIVER = "EM liver ROI (seed 001: 3 x 3 median, then EM)"
+#: Default ``beyond_liver_mm``: how far outside the EM liver ROI a candidate reaching into it
+#: is kept (chosen on the phantom cohort's validation volumes; benchmarks/README.md).
+BEYOND_LIVER_MM = 5.0
 
 #: Columns of ``candidates.csv`` (volume candidates fill the slice range and volume; slice
 #: candidates their slice, box and pixel centroid).
@@ -146,6 +149,8 @@ class LocateOptions:
         small_mm: a candidate is small when its largest in-plane diameter is at most this (mm).
         liver_mask: a segmentation (labels >= 1 liver; LiTS) for one volume, or a folder of
             them named as the volumes (``segmentation-N`` for ``volume-N``); None: EM liver ROI.
+        beyond_liver_mm: with the EM liver ROI, a candidate that reaches into it is kept up to
+            this distance (mm) outside it (0: cut at its edge); a ``liver_mask`` is exact.
         landmarks: a Couinaud landmarks JSON, or a folder of them (``phantom-N.json``...).
         vessel_labels: vessel labels of ``liver_mask`` (``ct couinaud --vessel-labels``).
         truth: a ground-truth segmentation (tumour = 2) or folder of them, on the volume's grid.
@@ -161,6 +166,7 @@ class LocateOptions:
     method: str | None = None
     min_prob: float = 0.5
     small_mm: float = 20.0
+    beyond_liver_mm: float = BEYOND_LIVER_MM
     liver_mask: Path | None = None
     landmarks: Path | None = None
     vessel_labels: Mapping[str, int] | None = None
@@ -253,6 +259,10 @@ def locate(
         )
     if not 0.0 <= options.min_prob <= 1.0:
         raise InvalidOptionError(f"--min-prob {options.min_prob:g} is outside 0..1")
+    if not 0.0 <= options.beyond_liver_mm < math.inf:
+        raise InvalidOptionError(
+            f"--beyond-liver-mm {options.beyond_liver_mm:g} must be a distance >= 0 in mm"
+        )
     if options.vessel_labels and options.liver_mask is None:
         raise InvalidOptionError("--vessel-labels name labels of --liver-mask; give it too")
     if options.vessel_labels and options.landmarks is not None:
@@ -425,6 +435,7 @@ def _run_item(
         "min_prob": options.min_prob,
         "small_mm": options.small_mm,
         "liver": str(liver.resolve()) if liver else EM_LIVER,
+        "beyond_liver_mm": 0.0 if liver else options.beyond_liver_mm,
         "landmarks": str(landmarks.resolve()) if landmarks else None,
         "vessel_labels": dict(options.vessel_labels or {}),
         "truth": str(truth.resolve()) if truth else None,
@@ -555,6 +566,7 @@ def _locate_volume(
             threshold=context.choice.threshold,
             min_prob=options.min_prob,
             pixel_mm=(spacing[1], spacing[2]),
+            beyond_liver_mm=0.0 if liver_path is not None else options.beyond_liver_mm,
         )
         candidate_mask[k] = mask
         scores[k] = np.where(mask, found.prob * heat, 0.0)
@@ -682,6 +694,7 @@ def _locate_slice(
         threshold=context.choice.threshold,
         min_prob=context.options.min_prob,
         pixel_mm=item.pixel_mm,
+        beyond_liver_mm=context.options.beyond_liver_mm,
     )
     rows = [
         {
@@ -841,6 +854,7 @@ def _write_run_tables(report: LocateReport, checkpoint: str | Path, context: _Co
         "stage": choice.stage,
         "min_prob": context.options.min_prob,
         "small_mm": context.options.small_mm,
+        "beyond_liver_mm": context.options.beyond_liver_mm,
         "score": "slice tumour probability x largest map value in the candidate",
         "coordinates": "RAS+ patient mm; slices d of the canonical layout (inferior to superior)",
         "inputs": report.summaries,
