@@ -104,7 +104,7 @@ def main() -> None:
                     errors[distance].append(measured[candidate - 1].diameter_mm - true_mm)
             print(f"volume-{number} {distance:g} mm: lesions, found, false, split, joined {row}")
     for distance in args.distances_mm:
-        lesions, found, false, split, joined = (int(v) for v in totals[distance])
+        lesions, hits, false, split, joined = (int(v) for v in totals[distance])
         error = np.asarray(errors[distance])
         size = (
             f"size error median {np.median(error):+.1f} mm, mean absolute "
@@ -113,7 +113,7 @@ def main() -> None:
             else "no one-to-one pair"
         )
         print(
-            f"{distance:g} mm: found {found} of {lesions}, false {false}, split {split}, "
+            f"{distance:g} mm: found {hits} of {lesions}, false {false}, split {split}, "
             f"joined {joined}; {size}"
         )
 

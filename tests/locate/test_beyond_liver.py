@@ -73,3 +73,55 @@ def test_a_negative_distance_is_refused_in_one_line(tmp_path: Path) -> None:
          "--beyond-liver-mm", "-1", "--out", str(tmp_path / "o")],
     )  # fmt: skip
     assert result.exit_code == 2 and "--beyond-liver-mm" in result.output
+
+
+def test_the_library_refuses_a_distance_that_is_not_a_finite_number_of_mm(
+    tmp_path: Path,
+) -> None:
+    from oncoscope.errors import InvalidOptionError
+    from oncoscope.locate.run import LocateOptions, locate
+
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidOptionError, match="--beyond-liver-mm"):
+            locate(tmp_path / "none.ckpt", [], tmp_path / "o", LocateOptions(beyond_liver_mm=bad))
+
+
+def test_a_distance_given_with_a_liver_mask_is_refused_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from oncoscope.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["locate", str(tmp_path / "none.ckpt"), str(tmp_path / "v.nii.gz"), "--threshold", "0.5",
+         "--liver-mask", str(tmp_path / "s.nii.gz"), "--beyond-liver-mm", "5",
+         "--out", str(tmp_path / "o")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--liver-mask is exact" in lines[0]
+
+
+def test_candidates_stop_at_the_edge_of_a_given_liver_mask(
+    hypodense_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Two 24 mm lesions; the given liver stops at x = 161.5 mm, through the second one: its
+    map goes on beyond, the candidates do not (the default distance is for the EM ROI only)."""
+    import nibabel as nib
+
+    from oncoscope.locate.run import LocateOptions, locate
+    from tests.locate.test_joined import _pair
+
+    volume, segmentation = _pair(tmp_path / "in", seam_hu=23.6, seam_is_lesion=False)
+    image = nib.load(segmentation)
+    labels = np.asarray(image.dataobj).copy()  # (x, y, z), 2.375 mm columns
+    labels[68:] = 0
+    cut = tmp_path / "in" / "liver-cut.nii.gz"
+    nib.save(nib.Nifti1Image(labels, image.affine), cut)
+    options = LocateOptions(threshold=0.5, method="cam", liver_mask=cut)
+    assert options.beyond_liver_mm > 0
+    report = locate(hypodense_checkpoint, [volume], tmp_path / "out", options)
+    assert report.failures == []
+    found = np.asarray(nib.load(tmp_path / "out" / "volume-1" / "candidates.nii.gz").dataobj) > 0
+    assert found.any() and not (found & (labels == 0)).any()
+    assert found[67].any()  # the candidate reaches the mask's edge

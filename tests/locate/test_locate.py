@@ -96,7 +96,7 @@ def test_locate_finds_each_lesion_at_its_place_size_and_segment(
 
 def test_a_given_liver_is_exact_candidates_are_cut_at_its_edge(located: Path) -> None:
     settings = json.loads((located / "volume-1" / "status.json").read_text())["settings"]
-    assert settings["beyond_liver_mm"] == 0.0
+    assert settings["beyond_liver_mm"] is None
 
 
 def test_the_label_map_lies_on_the_input_grid_with_its_affine(

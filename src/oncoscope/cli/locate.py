@@ -98,8 +98,8 @@ def locate(
     beyond_liver_mm: Annotated[
         float,
         finite_option(
-            "With the EM liver ROI: keep a candidate that reaches into it up to this far (mm) "
-            "outside it; 0 cuts it at the ROI's edge.",
+            "With the EM liver ROI: keep a candidate that reaches into it up to this far (mm; "
+            "pixels for slice images without spacing) outside it; 0 cuts it at the ROI's edge.",
             min=0.0,
             panel=CANDIDATES,
         ),
@@ -134,11 +134,17 @@ def locate(
     are kept.
     """
     from oncoscope.ct.couinaud import parse_vessel_labels
+    from oncoscope.errors import InvalidOptionError
     from oncoscope.io.volumes import parse_spacing_mm
     from oncoscope.locate.run import LocateOptions
     from oncoscope.locate.run import locate as run_locate
 
     with user_errors(out=out):
+        source = ctx.get_parameter_source("beyond_liver_mm")
+        if liver_mask is not None and source is not None and source.name != "DEFAULT":
+            raise InvalidOptionError(
+                "--beyond-liver-mm applies to the EM liver ROI; a --liver-mask is exact"
+            )
         options = options_from(
             LocateOptions,
             ctx,

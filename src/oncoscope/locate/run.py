@@ -435,7 +435,7 @@ def _run_item(
         "min_prob": options.min_prob,
         "small_mm": options.small_mm,
         "liver": str(liver.resolve()) if liver else EM_LIVER,
-        "beyond_liver_mm": 0.0 if liver else options.beyond_liver_mm,
+        "beyond_liver_mm": None if liver else options.beyond_liver_mm,  # a given liver is exact
         "landmarks": str(landmarks.resolve()) if landmarks else None,
         "vessel_labels": dict(options.vessel_labels or {}),
         "truth": str(truth.resolve()) if truth else None,
@@ -854,7 +854,7 @@ def _write_run_tables(report: LocateReport, checkpoint: str | Path, context: _Co
         "stage": choice.stage,
         "min_prob": context.options.min_prob,
         "small_mm": context.options.small_mm,
-        "beyond_liver_mm": context.options.beyond_liver_mm,
+        "beyond_liver_mm": None if context.options.liver_mask else context.options.beyond_liver_mm,
         "score": "slice tumour probability x largest map value in the candidate",
         "coordinates": "RAS+ patient mm; slices d of the canonical layout (inferior to superior)",
         "inputs": report.summaries,
