@@ -77,18 +77,14 @@ def match_volume(
         best[truth_id] = max(best[truth_id], scores[candidate])
     touching = set(int(c) for c in pairs[1]) if pairs.size else set()
     false = [float(scores[k]) for k in range(1, len(scores)) if k not in touching]
-    per_lesion = np.bincount(pairs[0], minlength=len(lesions) + 1) if pairs.size else None
-    per_candidate: list[int] = (
-        [int(n) for n in np.unique(pairs[1], return_counts=True)[1]] if pairs.size else []
-    )
+    per_lesion = np.bincount(pairs[0], minlength=len(lesions) + 1)  # zeros when no pair
+    per_candidate = np.unique(pairs[1], return_counts=True)[1]
     return VolumeDetection(
         name=name,
         lesions=[(lesion.diameter_mm, float(best[lesion.lesion_id])) for lesion in lesions],
         false_scores=false,
-        candidates_per_lesion=[
-            int(per_lesion[lesion.lesion_id]) if per_lesion is not None else 0 for lesion in lesions
-        ],
-        lesions_per_candidate=per_candidate,
+        candidates_per_lesion=[int(per_lesion[lesion.lesion_id]) for lesion in lesions],
+        lesions_per_candidate=[int(n) for n in per_candidate],
     )
 
 
