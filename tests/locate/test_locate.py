@@ -94,7 +94,7 @@ def test_locate_finds_each_lesion_at_its_place_size_and_segment(
     assert detection["false_positives_per_volume"]["value"] == 0.0
 
 
-def test_a_given_liver_is_exact_candidates_are_cut_at_its_edge(located: Path) -> None:
+def test_a_given_liver_records_no_distance_beyond_it(located: Path) -> None:
     settings = json.loads((located / "volume-1" / "status.json").read_text())["settings"]
     assert settings["beyond_liver_mm"] is None
 
