@@ -116,3 +116,25 @@ def test_a_gradient_zero_everywhere_leaves_the_class_map_above_its_median():
     # over A's cells and three cells around them, so all of A is at the top
     np.testing.assert_allclose(maps[SQUARE_A, SQUARE_A], 1.0, rtol=1e-5)
     assert maps[SQUARE_B, SQUARE_B].max() == 0.0
+
+
+def test_a_class_map_pointing_outside_the_foreground_leaves_smoothgrad_inside_it():
+    # the body is the image's lower right part, away from square A where the class map points
+    # (the 7-cell box spreads A's cells 2-3 over cells 0-6, pixels 0-55): as on a tumour slice
+    # the model calls healthy, whose class map is highest in the air around the patient
+    model, images = _TwoSquares(), _images(1)
+    body = np.zeros((1, 96, 96), dtype=bool)
+    body[0, 56:, 56:] = True
+    maps = guided_maps(model, images, [1], foreground=body)[0]
+    assert maps[~body[0]].max() == 0.0
+    smooth = explain_batch(model, images, "smoothgrad", targets=[1]).maps[0] * body[0]
+    np.testing.assert_allclose(maps, smooth / smooth.max(), atol=1e-6)
+    row, col = _peak(maps)
+    assert SQUARE_B.start <= row < SQUARE_B.stop and SQUARE_B.start <= col < SQUARE_B.stop
+    # a foreground holding the whole image changes nothing; one of another shape is refused
+    everywhere = np.ones((1, 96, 96), dtype=bool)
+    np.testing.assert_array_equal(
+        guided_maps(model, images, [1], foreground=everywhere), guided_maps(model, images, [1])
+    )
+    with pytest.raises(ValueError, match="foreground of shape"):
+        guided_maps(model, images, [1], foreground=everywhere[:, :48])

@@ -97,3 +97,28 @@ def test_a_record_of_another_checkpoint_file_is_refused(tmp_path: Path, checkpoi
     checkpoint.write_bytes(checkpoint.read_bytes() + b"retrained")
     with pytest.raises(OncoscopeError, match="another checkpoint"):
         choose_threshold(checkpoint, None)
+
+
+def test_a_record_picked_on_maps_made_otherwise_is_refused_and_replaced(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    # a record as oncoscope wrote it before the maps' version was recorded (SmoothGrad's noise
+    # then moved with the batch): its threshold belongs to maps locate no longer makes
+    write_record(
+        checkpoint, threshold=0.4, method="guided", layers=[], stage=-1,
+        manifest=tmp_path / "m.csv", val_split="val", val_dice=0.5,
+    )  # fmt: skip
+    path = record_path(checkpoint)
+    old = json.loads(path.read_text())
+    del old["maps_version"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(OncoscopeError, match="maps version 1, now 2") as caught:
+        choose_threshold(checkpoint, None)
+    assert str(caught.value).startswith(str(path)) and "evaluate" in str(caught.value)
+    assert choose_threshold(checkpoint, 0.3).threshold == 0.3  # --threshold still overrides
+    _, note = write_record(
+        checkpoint, threshold=0.45, method="guided", layers=[], stage=-1,
+        manifest=tmp_path / "m.csv", val_split="val", val_dice=0.5,
+    )  # fmt: skip
+    assert note is not None and "maps_version" in note
+    assert choose_threshold(checkpoint, None).threshold == 0.45

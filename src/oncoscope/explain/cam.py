@@ -57,6 +57,12 @@ _GRAD_CAMS: dict[str, Any] = {
     "scorecam": ScoreCAM,
 }
 #: Every explanation method, in the order the CLI lists them.
+#: Version of what the methods' maps are: raised when a method's map of the same model and
+#: image changes, so that a threshold picked on older maps (``evaluate --localization``'s record)
+#: or a ``locate`` output made from them is not reused. 2 (2026-12-05): SmoothGrad's noise is
+#: the same for every image (a map no longer moves with its batch), and ``guided`` stays
+#: inside the body on CT slices.
+MAPS_VERSION = 2
 METHODS = (*_GRAD_CAMS, "cam", "attention", "smoothgrad", "guided")
 
 
@@ -85,6 +91,7 @@ def explain_batch(
     layers: Sequence[str] = (),
     stage: int = -1,
     targets: Sequence[int] | None = None,
+    foreground: npt.NDArray[np.bool_] | None = None,
 ) -> BatchMaps:
     """Explain each image of a batch for its own target class.
 
@@ -95,6 +102,8 @@ def explain_batch(
         layers: layer names to read (averaged when several); default: feature stage ``stage``.
         stage: feature stage when ``layers`` is empty (-1 = last; -2 = finer, for small lesions).
         targets: one class index per image; default: each image's predicted class.
+        foreground: ``(B, H, W)`` where ``guided`` maps may point (CT slices: the body,
+            :func:`oncoscope.ct.body.body_on_grid`); None: everywhere. Other methods ignore it.
 
     Returns:
         The :class:`BatchMaps`.
@@ -136,7 +145,10 @@ def explain_batch(
         from oncoscope.explain.guided import guided_maps
 
         return BatchMaps(
-            guided_maps(model, images, chosen), chosen, probs, "input;forward_features"
+            guided_maps(model, images, chosen, foreground=foreground),
+            chosen,
+            probs,
+            "input;forward_features",
         )
     if method == "cam":
         raw = plain_cam(model, images, chosen)

@@ -28,6 +28,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from oncoscope.batch import TableReport
+from oncoscope.ct.body import body_on_grid
 from oncoscope.dataset.images import open_image
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError, OncoscopeError
@@ -136,8 +137,11 @@ def iter_maps(
         indices = None
         if any(t is not None for _, _, t in batch):
             indices = [classes.index(t) if t is not None else -1 for _, _, t in batch]
+        foreground = None
+        if spec.ct_windows:  # the guided map stays inside the patient's body
+            foreground = np.stack([body_on_grid(p, spec.image_size) for _, p, _ in batch])
         try:
-            result = _explain(model, tensors, method, layers, stage, indices)
+            result = _explain(model, tensors, method, layers, stage, indices, foreground)
         except RuntimeError as error:
             raise OncoscopeError(
                 f"model {spec.model} cannot take images of shape {tuple(tensors.shape[1:])} "
@@ -383,10 +387,13 @@ def _explain(
     layers: Sequence[str],
     stage: int,
     indices: list[int] | None,
+    foreground: npt.NDArray[np.bool_] | None,
 ) -> Any:
-    if indices is None or all(i >= 0 for i in indices):
-        return explain_batch(model, tensors, method, layers=layers, stage=stage, targets=indices)
-    with torch.no_grad():
-        predicted = model(tensors).argmax(dim=1).tolist()
-    filled = [i if i >= 0 else int(p) for i, p in zip(indices, predicted, strict=True)]
-    return explain_batch(model, tensors, method, layers=layers, stage=stage, targets=filled)
+    targets = indices
+    if indices is not None and any(i < 0 for i in indices):  # -1: the predicted class
+        with torch.no_grad():
+            predicted = model(tensors).argmax(dim=1).tolist()
+        targets = [i if i >= 0 else int(p) for i, p in zip(indices, predicted, strict=True)]
+    return explain_batch(
+        model, tensors, method, layers=layers, stage=stage, targets=targets, foreground=foreground
+    )

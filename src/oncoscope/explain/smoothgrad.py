@@ -13,7 +13,13 @@ Why here, beside the CAMs: a CAM is as coarse as the feature map it reads (strid
 peaks where features that *see* the lesion sit, beside it; the input gradient is at pixel
 resolution and peaks on the pixels that change the decision (benchmarks/README.md, "Weak
 localisation of the demo's CT model"). The noise is drawn from a fixed seed, so a map is the
-same on every run.
+same on every run. The same noisy copies serve every image (``samples`` noise images drawn once
+from the seed, each scaled to the image's own value range), so an image's map depends on the
+image alone, not on which images share its batch or how many there are: the map ``explain``
+shows, the one ``evaluate --localization`` picks its threshold on and the one ``locate``
+thresholds are the same map. Hand-written around captum's ``Saliency`` because captum's
+``NoiseTunnel`` draws one noise tensor for the whole batch (a map then moved with its batch:
+PxAP by 0.03 on one checkpoint, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -23,17 +29,17 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import torch
-from captum.attr import NoiseTunnel, Saliency
+from captum.attr import Saliency
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-#: Noisy copies per image, noise level (a fraction of the images' value range, as the
+#: Noisy copies per image, noise level (a fraction of the image's value range, as the
 #: paper sets it) and smoothing in pixels: what the localisation figures were measured with.
 SAMPLES = 8
 NOISE = 0.04
 SIGMA_PX = 4.0
-#: Noisy images through the model at once (captum's ``nt_samples_batch_size`` is set from it):
-#: all ``samples`` copies of a batch of 8 at once took the demo's peak memory from 2.8 to 8.4 GB.
+#: Noisy images through the model at once (copies of one image or of several): all ``samples``
+#: copies of a batch of 8 at once took the demo's peak memory from 2.8 to 8.4 GB.
 IMAGES_PER_PASS = 16
 
 
@@ -63,10 +69,11 @@ def smoothgrad_maps(
 
     Args:
         samples: noisy copies averaged per image.
-        noise: standard deviation of the Gaussian noise as a fraction of the batch's value
-            range (max minus min; images normalised alike share it).
+        noise: standard deviation of the Gaussian noise as a fraction of each image's value
+            range (its max minus its min).
         sigma_px: Gaussian smoothing of the map, in pixels (0: none).
-        seed: seed of the noise (the global random state is left as it was).
+        seed: seed of the noise images (drawn from their own generator: the global random
+            state is left as it was).
 
     Raises:
         ValueError: ``samples`` below 1, or a negative ``noise`` or ``sigma_px``.
@@ -76,20 +83,25 @@ def smoothgrad_maps(
             f"need samples >= 1, noise >= 0, sigma_px >= 0; got {samples}, {noise}, {sigma_px}"
         )
     model.eval()
-    explainer = NoiseTunnel(Saliency(_LogProbabilities(model)))
-    stdev = float(noise * (images.max() - images.min()))  # captum takes one per input tensor
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
-        attributions = explainer.attribute(
-            images.detach().float(),
-            nt_type="smoothgrad",
-            nt_samples=samples,
-            stdevs=stdev,
-            nt_samples_batch_size=max(1, IMAGES_PER_PASS // len(images)),
-            target=list(targets),
-        )
+    explainer = Saliency(_LogProbabilities(model))
+    floats = images.detach().float()
+    draws = torch.randn((samples, *floats.shape[1:]), generator=torch.Generator().manual_seed(seed))
+    total = torch.zeros_like(floats)
+    pairs = [(index, copy) for index in range(len(floats)) for copy in range(samples)]
+    with torch.enable_grad():
+        for start in range(0, len(pairs), IMAGES_PER_PASS):
+            chunk = pairs[start : start + IMAGES_PER_PASS]
+            noisy = torch.stack(
+                [
+                    floats[index] + noise * _value_range(floats[index]) * draws[copy]
+                    for index, copy in chunk
+                ]
+            ).requires_grad_()
+            gradients = explainer.attribute(noisy, target=[int(targets[i]) for i, _ in chunk])
+            for (index, _), gradient in zip(chunk, gradients.detach(), strict=True):
+                total[index] += gradient
     model.zero_grad(set_to_none=True)
-    maps = attributions.detach().abs().sum(dim=1).cpu().numpy()
+    maps = (total / samples).sum(dim=1).cpu().numpy()
     out = np.empty(maps.shape, dtype=np.float32)
     for index, raw in enumerate(maps):
         smooth = gaussian_filter(raw, sigma_px) if sigma_px > 0 else raw
@@ -97,3 +109,8 @@ def smoothgrad_maps(
         peak = smooth.max()
         out[index] = smooth / peak if peak > 0 else smooth
     return out
+
+
+def _value_range(image: torch.Tensor) -> float:
+    """The image's max minus its min (the scale SmoothGrad's noise level is a fraction of)."""
+    return float(image.max() - image.min())

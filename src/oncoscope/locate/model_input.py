@@ -20,6 +20,7 @@ import torch
 from skimage.transform import resize
 from torch import nn
 
+from oncoscope.ct.body import body_on_grid
 from oncoscope.ct.chain import SliceChain, apply_chain, fill_hu
 from oncoscope.ct.render import render_slice
 from oncoscope.ct.slices import TUMOUR
@@ -167,6 +168,8 @@ def tumour_maps(
             layers=layers,
             stage=stage,
             targets=[model_input.tumour_index] * len(chunk),
+            # the guided map stays inside the patient's body, as explain and evaluate keep it
+            foreground=np.stack([body_on_grid(p, model_input.spec.image_size) for p in chunk]),
         )
         for row, image in enumerate(chunk):
             heat = maps.maps[row]

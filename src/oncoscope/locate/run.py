@@ -47,6 +47,7 @@ from oncoscope.errors import (
     OncoscopeError,
     OutputWriteError,
 )
+from oncoscope.explain.cam import MAPS_VERSION
 from oncoscope.explain.overlay import overlay, save_png
 from oncoscope.inference.status import (
     file_sha256,
@@ -430,6 +431,7 @@ def _run_item(
         "checkpoint_sha256": context.checkpoint_sha256,
         "threshold": context.choice.threshold,
         "method": context.method,
+        "maps_version": MAPS_VERSION,  # maps made otherwise by an older oncoscope are redone
         "layers": list(context.choice.layers),
         "stage": context.choice.stage,
         "min_prob": options.min_prob,

@@ -4,7 +4,8 @@
 ``evaluate --localization`` picks the threshold of the ``0..1`` maps on the validation split
 (:func:`oncoscope.explain.localization_report.score_localization`) and records it beside the
 checkpoint in ``<checkpoint>.localization.json`` with what it depends on: the CAM method, layers
-and stage, the checkpoint's SHA-256, the manifest and the split. ``locate`` never picks a
+and stage, the version of the maps' definitions, the checkpoint's SHA-256, the manifest and the
+split. ``locate`` never picks a
 threshold on what it locates: it reads this record, or takes ``--threshold``; with neither it
 refuses.
 """
@@ -18,13 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError, OutputWriteError
+from oncoscope.explain.cam import MAPS_VERSION
 from oncoscope.inference.status import file_sha256, settings_differences
 from oncoscope.io.atomic import write_json
 
 #: Appended to the checkpoint's file name.
 RECORD_SUFFIX = ".localization.json"
 #: The settings a recorded threshold belongs to (a record made with others is not reused).
-_SETTINGS = ("checkpoint_sha256", "method", "layers", "stage", "manifest", "val_split")
+_SETTINGS = (
+    "checkpoint_sha256",
+    "maps_version",
+    "method",
+    "layers",
+    "stage",
+    "manifest",
+    "val_split",
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ def write_record(
         "threshold": float(threshold),
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": file_sha256(checkpoint),
+        "maps_version": MAPS_VERSION,
         "method": method,
         "layers": list(layers),
         "stage": int(stage),
@@ -130,7 +141,8 @@ def choose_threshold(checkpoint: str | Path, override: float | None) -> Threshol
     Raises:
         InvalidOptionError: a threshold outside ``(0, 1)``.
         OncoscopeError: no ``--threshold`` and no record (the message says how to get one), an
-            unreadable record, or one made for another checkpoint file.
+            unreadable record, one made for another checkpoint file, or one picked on maps
+            that oncoscope now makes otherwise (:data:`oncoscope.explain.cam.MAPS_VERSION`).
     """
     if override is not None:
         return ThresholdChoice(
@@ -150,6 +162,13 @@ def choose_threshold(checkpoint: str | Path, override: float | None) -> Threshol
         raise OncoscopeError(f"not a localisation threshold record: {how}", path)
     if record.get("checkpoint_sha256") != file_sha256(checkpoint):
         raise OncoscopeError(f"recorded for another checkpoint file (SHA-256 differs): {how}", path)
+    version = record.get("maps_version", 1)  # records before version 2 did not say
+    if version != MAPS_VERSION:
+        raise OncoscopeError(
+            f"picked on maps of an earlier oncoscope (maps version {version}, now "
+            f"{MAPS_VERSION}): {how}",
+            path,
+        )
     return ThresholdChoice(
         threshold=check_threshold(float(record["threshold"]), path),
         source=str(path),
