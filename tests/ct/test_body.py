@@ -60,3 +60,15 @@ def test_the_body_on_the_models_grid() -> None:
     assert small[_ellipse((80, 80), (39.75, 39.75), (28, 34))].all()
     assert not small[~_ellipse((80, 80), (39.75, 39.75), (32, 38))].any()
     np.testing.assert_array_equal(body_on_grid(pixels, 160), body_mask(pixels))
+
+
+def test_air_above_the_floor_rules_nothing_out_and_an_roi_slice_keeps_its_roi() -> None:
+    pixels, _ = _slice()
+    lung_window = pixels.copy()
+    lung_window[lung_window == 0] = 60  # air at -1000 HU above a -1350 HU floor
+    assert body_mask(lung_window).all()
+    liver = _ellipse(pixels.shape, (75, 60), (30, 35))
+    roi_only = np.where(liver, pixels, 0).astype(np.uint8)  # ct prepare --roi: liver alone
+    body = body_mask(roi_only)
+    assert body[_ellipse(pixels.shape, (75, 60), (29, 34))].all()
+    assert not body[~_ellipse(pixels.shape, (75, 60), (31, 36))].any()

@@ -138,3 +138,17 @@ def test_a_class_map_pointing_outside_the_foreground_leaves_smoothgrad_inside_it
     )
     with pytest.raises(ValueError, match="foreground of shape"):
         guided_maps(model, images, [1], foreground=everywhere[:, :48])
+
+
+def test_a_foreground_cuts_the_product_where_it_leaves_the_image_and_keeps_the_rest():
+    # the foreground holds the left 40 columns: part of square A's plateau (pixels 0-55)
+    model, images = _TwoSquares(), _images(1)
+    body = np.zeros((1, 96, 96), dtype=bool)
+    body[0, :, :40] = True
+    unrestricted = guided_maps(model, images, [1])[0]
+    maps = guided_maps(model, images, [1], foreground=body)[0]
+    assert maps[:, 40:].max() == 0.0
+    kept = unrestricted * body[0]
+    np.testing.assert_allclose(maps, kept / kept.max(), atol=1e-6)
+    row, col = _peak(maps)
+    assert SQUARE_A.start <= row < SQUARE_A.stop and SQUARE_A.start <= col < SQUARE_A.stop

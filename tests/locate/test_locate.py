@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
@@ -451,3 +452,39 @@ def test_one_lits_folder_serves_every_option_for_its_volume(
     assert (tmp_path / "candidates.csv").read_text() == (located / "candidates.csv").read_text()
     record = json.loads((tmp_path / "locate.json").read_text())
     assert record["detection"]["froc"][0]["sensitivity"]["value"] == 1.0
+
+
+def test_explain_and_locate_make_the_same_guided_map_kept_inside_the_body(
+    dark_phantom: Phantom, hypodense_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The threshold ``evaluate`` picks on ``explain``'s maps is applied by ``locate`` to its
+    own: the two must make the same guided map of the same slice, and both keep it out of the
+    air around the patient. A 7 x 7 px patch of lesion-dark pixels in the air (smaller than a
+    body piece) lights the class map there; it must not reach the map."""
+    from oncoscope.explain.cam import explain_batch
+    from oncoscope.explain.run import iter_maps
+    from oncoscope.locate.model_input import tumour_maps
+    from oncoscope.train.checkpoint import load_model
+
+    model, spec = load_model(hypodense_checkpoint)
+    model_input = CTModelInput(spec, (PRESETS["liver"],), SliceChain(), 1)
+    lesion_slices = np.nonzero(dark_phantom.labels.reshape(len(dark_phantom.labels), -1).max(1))[0]
+    pixels, paths = [], []
+    for index in lesion_slices[:3]:
+        image = model_pixels(dark_phantom.hu[index], model_input)
+        assert (image[:20, :20] == 0).all()  # a corner of air (the phantom is an ellipse)
+        image[6:13, 6:13] = 77  # u = 0.3: in the hypodense plateau
+        pixels.append(image)
+        paths.append(str(tmp_path / f"slice-{index}.png"))
+        Image.fromarray(image).save(paths[-1])
+    patch = (slice(6, 13), slice(6, 13))
+    tensors = torch.stack([spec.eval_transform()(torch.from_numpy(p)[None]) for p in pixels])
+    unbounded = explain_batch(model, tensors, "guided", targets=[1, 1, 1]).maps
+    assert all(m[patch].max() > 0.05 for m in unbounded)  # without the body, the patch shows
+    targets = ["tumour"] * len(paths)
+    explained = [m for _, m in iter_maps(model, spec, paths, method="guided", targets=targets)]
+    located = tumour_maps(model, model_input, pixels, method="guided")
+    for by_explain, by_locate in zip(explained, located, strict=True):
+        np.testing.assert_allclose(by_explain.heat, by_locate.heat, atol=1e-6)
+        assert by_locate.heat[patch].max() == 0.0
+        assert by_locate.heat.max() == pytest.approx(1.0)

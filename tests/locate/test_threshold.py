@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from oncoscope.cli import app
 from oncoscope.errors import InvalidOptionError, OncoscopeError
+from oncoscope.explain.cam import maps_version
 from oncoscope.explain.localization_report import score_localization
 from oncoscope.locate.threshold import choose_threshold, record_path, write_record
 from tests.explain.conftest import TinyGapNet, use_tiny_models, write_checkpoint
@@ -99,26 +101,46 @@ def test_a_record_of_another_checkpoint_file_is_refused(tmp_path: Path, checkpoi
         choose_threshold(checkpoint, None)
 
 
+def _record(checkpoint: Path, tmp_path: Path, method: str, threshold: float) -> str | None:
+    """Record a threshold for ``method``; returns the note on the record it replaced."""
+    return write_record(
+        checkpoint, threshold=threshold, method=method, layers=[], stage=-1,
+        manifest=tmp_path / "m.csv", val_split="val", val_dice=0.5,
+    )[1]  # fmt: skip
+
+
+def _as_before_versions(checkpoint: Path) -> dict[str, Any]:
+    """Rewrite the record as oncoscope wrote it before maps were versioned (no
+    ``maps_version``); returns what it held."""
+    path = record_path(checkpoint)
+    record: dict[str, Any] = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "maps_version"}))
+    return record
+
+
 def test_a_record_picked_on_maps_made_otherwise_is_refused_and_replaced(
     tmp_path: Path, checkpoint: Path
 ) -> None:
-    # a record as oncoscope wrote it before the maps' version was recorded (SmoothGrad's noise
-    # then moved with the batch): its threshold belongs to maps locate no longer makes
-    write_record(
-        checkpoint, threshold=0.4, method="guided", layers=[], stage=-1,
-        manifest=tmp_path / "m.csv", val_split="val", val_dice=0.5,
-    )  # fmt: skip
-    path = record_path(checkpoint)
-    old = json.loads(path.read_text())
-    del old["maps_version"]
-    path.write_text(json.dumps(old))
-    with pytest.raises(OncoscopeError, match="maps version 1, now 2") as caught:
+    # before the maps' version was recorded, SmoothGrad's noise moved with the batch: such a
+    # guided threshold belongs to maps locate no longer makes
+    _record(checkpoint, tmp_path, "guided", 0.4)
+    _as_before_versions(checkpoint)
+    now = maps_version("guided")
+    with pytest.raises(OncoscopeError, match=f"maps version 1, now {now}") as caught:
         choose_threshold(checkpoint, None)
-    assert str(caught.value).startswith(str(path)) and "evaluate" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith(str(record_path(checkpoint))) and "evaluate" in message
+    assert "--cam-method guided" in message
     assert choose_threshold(checkpoint, 0.3).threshold == 0.3  # --threshold still overrides
-    _, note = write_record(
-        checkpoint, threshold=0.45, method="guided", layers=[], stage=-1,
-        manifest=tmp_path / "m.csv", val_split="val", val_dice=0.5,
-    )  # fmt: skip
+    note = _record(checkpoint, tmp_path, "guided", 0.45)
     assert note is not None and "maps_version" in note
     assert choose_threshold(checkpoint, None).threshold == 0.45
+
+
+def test_a_record_of_a_method_whose_maps_never_changed_stays_good(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    _record(checkpoint, tmp_path, "cam", 0.4)
+    assert _as_before_versions(checkpoint)["maps_version"] == maps_version("cam") == 1
+    assert choose_threshold(checkpoint, None).threshold == 0.4
+    assert _record(checkpoint, tmp_path, "cam", 0.4) is None  # nothing replaced

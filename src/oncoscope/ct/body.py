@@ -6,6 +6,11 @@ once pieces smaller than ``min_piece_px`` (noise, a stray bright pixel) are drop
 not the pieces filled, because in a soft-tissue window the fat under the skin is at the floor
 too and the body's outline need not be a closed ring. Built on scikit-image's
 ``remove_small_objects`` and ``convex_hull_image``.
+
+Where the air is not at the floor, nothing is ruled out: in a window whose floor lies below
+air (a lung window, -1350 HU) the air renders above 0 and the body is the whole image. On
+slices that ``ct prepare --roi`` cut to the liver ROI (everything else at 0) the "body" is the
+hull of the ROI.
 """
 
 from __future__ import annotations
@@ -35,20 +40,35 @@ def body_mask(
     Raises:
         ValueError: an image that is not 2-D or 3-D.
     """
+    return _hull(_above_floor(pixels), min_piece_px)
+
+
+def body_on_grid(pixels: npt.NDArray[np.uint8], size_px: int) -> npt.NDArray[np.bool_]:
+    """:func:`body_mask` on the ``size_px`` square grid a model takes the slice at: what is
+    above the floor is put on that grid (nearest neighbour) first, so the same slice gives the
+    same body at whatever size it was rendered.
+
+    Raises:
+        ValueError: an image that is not 2-D or 3-D.
+    """
+    above = _above_floor(pixels)
+    if above.shape != (size_px, size_px):
+        above = np.asarray(
+            resize(above, (size_px, size_px), order=0, anti_aliasing=False), dtype=bool
+        )
+    return _hull(above, MIN_PIECE_PX)
+
+
+def _above_floor(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     image = np.asarray(pixels)
     if image.ndim not in (2, 3):
         raise ValueError(f"need an (H, W) or (H, W, C) slice, got shape {image.shape}")
     above = image > 0 if image.ndim == 2 else (image > 0).any(axis=2)
+    return np.asarray(above, dtype=bool)
+
+
+def _hull(above: npt.NDArray[np.bool_], min_piece_px: int) -> npt.NDArray[np.bool_]:
     pieces = remove_small_objects(above, max_size=max(min_piece_px - 1, 0))
     if not pieces.any():
         return np.ones(above.shape, dtype=bool)
     return np.asarray(convex_hull_image(pieces), dtype=bool)
-
-
-def body_on_grid(pixels: npt.NDArray[np.uint8], size_px: int) -> npt.NDArray[np.bool_]:
-    """:func:`body_mask` of a slice, on the ``size_px`` square grid a model takes it at
-    (nearest neighbour, as the slice is resized to the model's input)."""
-    body = body_mask(pixels)
-    if body.shape == (size_px, size_px):
-        return body
-    return np.asarray(resize(body, (size_px, size_px), order=0, anti_aliasing=False), dtype=bool)

@@ -56,14 +56,20 @@ _GRAD_CAMS: dict[str, Any] = {
     "layercam": LayerCAM,
     "scorecam": ScoreCAM,
 }
+#: Version of what each method's maps are (1 when not listed): raised when a method's map of
+#: the same model and image changes, so that a threshold picked on older maps (``evaluate
+#: --localization``'s record) or a ``locate`` output made from them is not reused. 2
+#: (2026-12-05): SmoothGrad's noise is the same for every image (a map no longer moves with
+#: its batch), and ``guided`` (SmoothGrad times the class map) stays inside the body on CT
+#: slices.
+MAPS_VERSIONS = {"smoothgrad": 2, "guided": 2}
 #: Every explanation method, in the order the CLI lists them.
-#: Version of what the methods' maps are: raised when a method's map of the same model and
-#: image changes, so that a threshold picked on older maps (``evaluate --localization``'s record)
-#: or a ``locate`` output made from them is not reused. 2 (2026-12-05): SmoothGrad's noise is
-#: the same for every image (a map no longer moves with its batch), and ``guided`` stays
-#: inside the body on CT slices.
-MAPS_VERSION = 2
 METHODS = (*_GRAD_CAMS, "cam", "attention", "smoothgrad", "guided")
+
+
+def maps_version(method: str) -> int:
+    """The version of ``method``'s maps (:data:`MAPS_VERSIONS`; 1 for a method never changed)."""
+    return MAPS_VERSIONS.get(method, 1)
 
 
 @dataclass
@@ -112,6 +118,7 @@ def explain_batch(
         InvalidOptionError: an unknown method, layer or stage; targets of the wrong length or
             out of range; ``cam`` or ``guided`` on a model without a pooled linear head;
             ``attention`` on a model without an attention map.
+        ValueError: a ``foreground`` of another shape than the images' (``guided``).
     """
     if method not in METHODS:
         raise InvalidOptionError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")

@@ -97,7 +97,7 @@ def guided_maps(
         above = np.maximum(score - np.median(score), 0.0) * body
         if above.max() <= 0:  # a flat class map, or its side outside the foreground
             product = gradient
-        elif gradient.max() <= 0:  # no gradient anywhere (a saturated or flat model)
+        elif gradient.max() <= 0:  # no gradient in the foreground (a saturated or flat model)
             product = above
         else:
             product = gradient * above

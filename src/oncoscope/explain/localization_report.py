@@ -22,6 +22,7 @@ from PIL import Image
 from oncoscope.ct.lesions import feret_diameter_mm
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, ManifestError, OncoscopeError, OutputWriteError
+from oncoscope.explain.cam import maps_version
 from oncoscope.explain.localization_intervals import (
     FIGURES,
     ImageScore,
@@ -163,6 +164,7 @@ def score_localization(
             **{key: value for key, value in result.items() if key != "images"},
             "figures": [str(f) for f in figures],
             "method": method,
+            "maps_version": maps_version(method),
             "split": split,
             "val_split": val_split,
             "tolerance_px": tolerance_px,

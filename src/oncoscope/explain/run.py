@@ -138,7 +138,7 @@ def iter_maps(
         if any(t is not None for _, _, t in batch):
             indices = [classes.index(t) if t is not None else -1 for _, _, t in batch]
         foreground = None
-        if spec.ct_windows:  # the guided map stays inside the patient's body
+        if spec.ct_windows and method == "guided":  # it stays inside the patient's body
             foreground = np.stack([body_on_grid(p, spec.image_size) for _, p, _ in batch])
         try:
             result = _explain(model, tensors, method, layers, stage, indices, foreground)

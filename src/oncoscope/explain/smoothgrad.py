@@ -1,8 +1,8 @@
 """SmoothGrad maps: where in the image the class's log-probability is most sensitive.
 
 SmoothGrad (Smilkov et al., 2017): the absolute gradient of the target class's score with
-respect to the input pixels, averaged over noisy copies of the image, through captum's
-``NoiseTunnel`` over ``Saliency``. The score is the class's log-probability (``log_softmax``
+respect to the input pixels (captum's ``Saliency``), averaged over noisy copies of the image
+made here (below). The score is the class's log-probability (``log_softmax``
 of the logits: for two classes, the target's logit margin scaled by ``1 - p``), so evidence
 *against* the other class counts as well. The map is summed over channels, smoothed by a
 Gaussian of ``sigma_px`` pixels (the maps are as fine as the input, and a lesion is a blob,

@@ -168,8 +168,7 @@ def tumour_maps(
             layers=layers,
             stage=stage,
             targets=[model_input.tumour_index] * len(chunk),
-            # the guided map stays inside the patient's body, as explain and evaluate keep it
-            foreground=np.stack([body_on_grid(p, model_input.spec.image_size) for p in chunk]),
+            foreground=_bodies(chunk, model_input.spec.image_size) if method == "guided" else None,
         )
         for row, image in enumerate(chunk):
             heat = maps.maps[row]
@@ -182,6 +181,12 @@ def tumour_maps(
                 )
             )
     return result
+
+
+def _bodies(pixels: Sequence[npt.NDArray[np.uint8]], size_px: int) -> npt.NDArray[np.bool_]:
+    """The guided map stays inside the patient's body, as ``explain`` and ``evaluate`` keep it
+    (the same maps the threshold was picked on)."""
+    return np.stack([body_on_grid(p, size_px) for p in pixels])
 
 
 def _chw(pixels: npt.NDArray[np.uint8]) -> torch.Tensor:

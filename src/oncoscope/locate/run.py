@@ -47,7 +47,7 @@ from oncoscope.errors import (
     OncoscopeError,
     OutputWriteError,
 )
-from oncoscope.explain.cam import MAPS_VERSION
+from oncoscope.explain.cam import maps_version
 from oncoscope.explain.overlay import overlay, save_png
 from oncoscope.inference.status import (
     file_sha256,
@@ -431,7 +431,6 @@ def _run_item(
         "checkpoint_sha256": context.checkpoint_sha256,
         "threshold": context.choice.threshold,
         "method": context.method,
-        "maps_version": MAPS_VERSION,  # maps made otherwise by an older oncoscope are redone
         "layers": list(context.choice.layers),
         "stage": context.choice.stage,
         "min_prob": options.min_prob,
@@ -446,6 +445,9 @@ def _run_item(
         "spacing_mm": list(options.spacing_mm) if options.spacing_mm else None,
         "pixel_mm": list(item.pixel_mm) if item.pixel_mm else None,
     }
+    version = maps_version(context.method)
+    if version > 1:  # maps an older oncoscope made otherwise are redone; unchanged ones kept
+        settings["maps_version"] = version
     folder = out / item.key
     status = read_status(folder)
     if status is not None and not options.overwrite:
@@ -852,6 +854,7 @@ def _write_run_tables(report: LocateReport, checkpoint: str | Path, context: _Co
         "threshold": choice.threshold,
         "threshold_source": choice.source,
         "method": context.method,
+        "maps_version": maps_version(context.method),
         "layers": list(choice.layers),
         "stage": choice.stage,
         "min_prob": context.options.min_prob,

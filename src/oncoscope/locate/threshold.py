@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoscope.errors import InvalidOptionError, OncoscopeError, OutputWriteError
-from oncoscope.explain.cam import MAPS_VERSION
+from oncoscope.explain.cam import maps_version
 from oncoscope.inference.status import file_sha256, settings_differences
 from oncoscope.io.atomic import write_json
 
@@ -103,7 +103,7 @@ def write_record(
         "threshold": float(threshold),
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": file_sha256(checkpoint),
-        "maps_version": MAPS_VERSION,
+        "maps_version": maps_version(method),
         "method": method,
         "layers": list(layers),
         "stage": int(stage),
@@ -116,9 +116,9 @@ def write_record(
     note = None
     old = _read_json(path)
     if old is not None:
-        changes = settings_differences(
-            {k: old.get(k) for k in _SETTINGS}, {k: record[k] for k in _SETTINGS}
-        )
+        recorded = {k: old.get(k) for k in _SETTINGS}
+        recorded["maps_version"] = old.get("maps_version", 1)  # unrecorded before version 2
+        changes = settings_differences(recorded, {k: record[k] for k in _SETTINGS})
         if changes:
             note = (
                 f"replaced the threshold {old.get('threshold')} recorded with other settings "
@@ -142,7 +142,7 @@ def choose_threshold(checkpoint: str | Path, override: float | None) -> Threshol
         InvalidOptionError: a threshold outside ``(0, 1)``.
         OncoscopeError: no ``--threshold`` and no record (the message says how to get one), an
             unreadable record, one made for another checkpoint file, or one picked on maps
-            that oncoscope now makes otherwise (:data:`oncoscope.explain.cam.MAPS_VERSION`).
+            that oncoscope now makes otherwise (:data:`oncoscope.explain.cam.MAPS_VERSIONS`).
     """
     if override is not None:
         return ThresholdChoice(
@@ -162,17 +162,19 @@ def choose_threshold(checkpoint: str | Path, override: float | None) -> Threshol
         raise OncoscopeError(f"not a localisation threshold record: {how}", path)
     if record.get("checkpoint_sha256") != file_sha256(checkpoint):
         raise OncoscopeError(f"recorded for another checkpoint file (SHA-256 differs): {how}", path)
+    method = str(record.get("method") or "gradcam")
     version = record.get("maps_version", 1)  # records before version 2 did not say
-    if version != MAPS_VERSION:
+    if version != maps_version(method):
         raise OncoscopeError(
-            f"picked on maps of an earlier oncoscope (maps version {version}, now "
-            f"{MAPS_VERSION}): {how}",
+            f"picked on {method} maps of an earlier oncoscope (maps version {version}, now "
+            f"{maps_version(method)}): run `oncoscope evaluate {checkpoint} --data MANIFEST "
+            f"--out DIR --localization --cam-method {method}` again or pass --threshold",
             path,
         )
     return ThresholdChoice(
         threshold=check_threshold(float(record["threshold"]), path),
         source=str(path),
-        method=str(record.get("method") or "gradcam"),
+        method=method,
         layers=tuple(str(v) for v in record.get("layers") or ()),
         stage=int(record.get("stage", -1)),
     )
