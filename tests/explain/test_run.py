@@ -182,3 +182,50 @@ def test_localization_skips_an_unreadable_slice_and_scores_the_rest(tmp_path, ch
     assert [s["path"] for s in result["skipped"]] == [str(tmp_path / "data" / "broken.png")]
     assert result["metrics"]["images"] == 1.0  # the readable test slice, scored as before
     assert result["metrics"]["dice"] == pytest.approx(32 / 271)
+
+
+def test_each_patients_figures_are_over_its_own_slices(tmp_path, checkpoint):
+    # the tiny model's map is the image's brightness: patient "bright" has a lesion brighter
+    # than its liver (the map's maximum on it; every pixel at or above the lesion's level is
+    # lesion: PxAP 1), patient "dark" one darker (maximum off it; the lesion's 16 pixels sit
+    # below the other 239 non-black ones, so every threshold that reaches the lesion keeps
+    # all 255: precision 16 / 255 at full recall)
+    data = tmp_path / "data"
+    frame = pd.read_csv(lesion_manifest(data))
+    rows = [frame[frame["split"] == "val"]]
+    for patient, background, lesion in (("bright", 125, 250), ("dark", 250, 125)):
+        slice_png(data / f"{patient}.png", background, lesion)
+        rows.append(
+            frame[frame["split"] == "test"].assign(
+                path=f"{patient}.png", patient_id=patient, group=patient
+            )
+        )
+    manifest = data / "two.csv"
+    pd.concat(rows).to_csv(manifest, index=False)
+    result = score_localization(checkpoint, manifest, "test", out_dir=tmp_path / "loc")
+    by_patient = {row["patient"]: row for row in result["by_patient"]}
+    assert by_patient["bright"]["pointing_game"] == 1.0
+    assert by_patient["bright"]["pxap"] == pytest.approx(1.0)
+    assert by_patient["dark"]["pointing_game"] == 0.0
+    assert by_patient["dark"]["pxap"] == pytest.approx(16 / 255, abs=0.01)
+    assert by_patient["dark"]["slices"] == 1 and by_patient["dark"]["lesions"] == 1
+    # pooled, the dark patient's liver (map 1.0) outranks the bright patient's lesion (1.0)
+    # and its own (0.5): 16 lesion pixels of 255 at half the recall, 32 of 510 at all of it.
+    # The split's PxAP is the dark patient's, though half of it is perfect: what the table
+    # shows and the split's figure hides
+    assert result["metrics"]["pxap"] == pytest.approx(16 / 255, abs=0.01)
+    table = pd.read_csv(tmp_path / "loc" / "localization_by_patient.csv")
+    assert list(table["patient"]) == ["bright", "dark"]
+    assert table["pxap"].tolist() == pytest.approx([1.0, by_patient["dark"]["pxap"]])
+    out = tmp_path / "e"
+    said = CliRunner().invoke(
+        app,
+        [
+            *("evaluate", str(checkpoint), "--data", str(manifest), "--out", str(out)),
+            *("--resamples", "20", "--localization"),
+        ],
+    )
+    assert said.exit_code == 0, said.output
+    assert "lowest PxAP: patient dark 0.06" in said.output
+    saved = json.loads((out / "metrics.json").read_text())["localization"]["by_patient"]
+    assert [row["patient"] for row in saved] == ["bright", "dark"]

@@ -115,6 +115,14 @@ def evaluate(
         )
         if record["intervals"]["warning"]:
             console.print(f"  warning: localisation {record['intervals']['warning']}")
+        patients = sorted(record.get("by_patient", []), key=lambda row: row["pxap"])
+        if len(patients) > 1:
+            lowest = patients[0]
+            table = result.metrics_json.parent / "localization" / "localization_by_patient.csv"
+            console.print(
+                f"  lowest PxAP: patient {lowest['patient']} {lowest['pxap']:.3f} over its "
+                f"{lowest['slices']} slices (every patient: {table})"
+            )
         if record["threshold_record"]:
             console.print(
                 f"localisation threshold {record['threshold']:g} recorded for `oncoscope "

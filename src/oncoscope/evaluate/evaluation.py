@@ -598,6 +598,7 @@ def evaluate_checkpoint(
             "metrics": located["metrics"],
             "intervals": located["intervals"],
             "by_size": located["by_size"],
+            "by_patient": located["by_patient"],
         }
     metrics_json = out / "metrics.json"
     write_json(metrics_json, metrics, indent=2)

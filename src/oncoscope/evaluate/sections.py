@@ -108,13 +108,29 @@ def localization_section(method: str, located: dict[str, Any]) -> ReportSection:
     table = ReportTable(
         "Lesion hit rate by size", ["size", "lesions", "hits", "hit rate (95% CI)"], rows
     )
+    patients = ReportTable(
+        "By patient (each figure over the patient's tumour slices alone)",
+        ["patient", "tumour slices", "lesion sections", "hits", "pointing game", "PxAP", "Dice"],
+        [
+            [
+                row["patient"],
+                row["slices"],
+                row["lesions"],
+                row["hits"],
+                f"{row['pointing_game']:.3f}",
+                f"{row['pxap']:.3f}",
+                f"{row['dice']:.3f}",
+            ]
+            for row in located.get("by_patient", [])
+        ],
+    )
     figures = [
         ReportFigure(Path(path).stem.replace("_", " "), Path(path)) for path in located["figures"]
     ]
     return ReportSection(
         f"Weak localisation ({method})",
         summary=summary,
-        tables=[table],
+        tables=[table, patients],
         figures=figures,
         note=LOCALIZATION_NOTE,
     )

@@ -74,7 +74,8 @@ def score_localization(
         split: the split scored.
         val_split: the split the threshold is chosen on.
         method, layers, stage: see :func:`oncoscope.explain.cam.explain_batch`.
-        out_dir: where figures, ``localization.json`` and ``localization_by_size.csv`` go.
+        out_dir: where figures, ``localization.json``, ``localization_by_size.csv`` and
+            ``localization_by_patient.csv`` go.
         tolerance_px: pointing-game tolerance in pixels (0 = the maximum must be in a lesion).
         batch_size: images per forward pass.
         examples: example overlays (map, true lesion contour in white, boxes in green).
@@ -95,6 +96,9 @@ def score_localization(
         (means over images at the threshold), ``lesion_hit_rate``, ``val_dice`` (the mean Dice
         that chose the threshold), ``images`` and ``lesions`` (counts). ``by_size``: one row per
         bin with ``size_bin, lesions, hits, hit_rate`` (``hit_rate`` None when a bin is empty).
+        ``by_patient``: one row per patient with ``patient, slices, lesions, hits,
+        pointing_game, pxap, dice`` over that patient's slices alone (also
+        ``localization_by_patient.csv``).
         ``intervals``: every figure (those of ``metrics`` and ``hit_rate <bin>``) with a 95%
         patient-bootstrap interval (:func:`~oncoscope.explain.localization_intervals.
         localization_intervals`: ``estimates``, ``patients``, ``trusted``, ``warning``), or
@@ -135,12 +139,13 @@ def score_localization(
     figures = [_pr_figure(out / "localization_pr.png", scores.counts, metrics["pxap"])]
     figures += scores.figures
     by_size = _by_size(scores.per_image)
+    by_patient = _by_patient(scores.per_image)
     intervals = (
         localization_intervals(scores.per_image, resamples=resamples, seed=0)
         if resamples > 0
         else None
     )
-    _write_tables(out, by_size, scores.box_rows)
+    _write_tables(out, by_size, by_patient, scores.box_rows)
     record_file, note = _record_threshold(
         checkpoint,
         {"threshold": threshold, "method": method, "layers": list(layers), "stage": stage},
@@ -152,6 +157,7 @@ def score_localization(
         "metrics": metrics,
         "intervals": intervals,
         "by_size": by_size,
+        "by_patient": by_patient,
         "threshold": threshold,
         "threshold_record": str(record_file) if record_file else None,
         "threshold_record_note": note,
@@ -326,9 +332,40 @@ def _metrics(scores: _SplitScores, val_dice: float) -> dict[str, float]:
     }
 
 
-def _write_tables(out: Path, by_size: list[dict[str, Any]], box_rows: list[dict[str, Any]]) -> None:
+def _by_patient(images: list[ImageScore]) -> list[dict[str, Any]]:
+    """One row per patient (in the order first met): ``patient, slices, lesions, hits,
+    pointing_game, pxap, dice``, each figure over that patient's slices alone. PxAP pools
+    every slice's pixels, so one patient whose maps light up wide areas can pull the split's
+    figure far below the others'; this table shows which."""
+    groups: dict[str, list[ImageScore]] = {}
+    for image in images:
+        groups.setdefault(image.group, []).append(image)
+    rows = []
+    for patient, scored in groups.items():
+        figures = split_figures(scored)
+        lesions = [hit for image in scored for _, hit in image.lesions]
+        rows.append(
+            {
+                "patient": patient,
+                "slices": len(scored),
+                "lesions": len(lesions),
+                "hits": sum(lesions),
+                **{name: figures[name] for name in ("pointing_game", "pxap", "dice")},
+            }
+        )
+    return rows
+
+
+def _write_tables(
+    out: Path,
+    by_size: list[dict[str, Any]],
+    by_patient: list[dict[str, Any]],
+    box_rows: list[dict[str, Any]],
+) -> None:
     with atomic_path(out / "localization_by_size.csv") as temporary:
         pd.DataFrame(by_size).to_csv(temporary, index=False)
+    with atomic_path(out / "localization_by_patient.csv") as temporary:
+        pd.DataFrame(by_patient).to_csv(temporary, index=False)
     write_manifest(
         box_rows, out / "localization_boxes.csv", ["image", "row0", "col0", "row1", "col1"]
     )
