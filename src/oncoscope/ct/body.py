@@ -15,6 +15,8 @@ hull of the ROI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from skimage.morphology import convex_hull_image, remove_small_objects
@@ -57,6 +59,12 @@ def body_on_grid(pixels: npt.NDArray[np.uint8], size_px: int) -> npt.NDArray[np.
             resize(above, (size_px, size_px), order=0, anti_aliasing=False), dtype=bool
         )
     return _hull(above, MIN_PIECE_PX)
+
+
+def bodies_on_grid(slices: Sequence[npt.NDArray[np.uint8]], size_px: int) -> npt.NDArray[np.bool_]:
+    """``(B, size_px, size_px)``: :func:`body_on_grid` of each slice, stacked as a batch (the
+    ``foreground`` of :func:`oncoscope.explain.guided.guided_maps`)."""
+    return np.stack([body_on_grid(pixels, size_px) for pixels in slices])
 
 
 def _above_floor(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:

@@ -28,7 +28,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from oncoscope.batch import TableReport
-from oncoscope.ct.body import body_on_grid
+from oncoscope.ct.body import bodies_on_grid
 from oncoscope.dataset.images import open_image
 from oncoscope.dataset.manifest import read_manifest, write_manifest
 from oncoscope.errors import CorruptFileError, InvalidOptionError, ManifestError, OncoscopeError
@@ -139,7 +139,7 @@ def iter_maps(
             indices = [classes.index(t) if t is not None else -1 for _, _, t in batch]
         foreground = None
         if spec.ct_windows and method == "guided":  # it stays inside the patient's body
-            foreground = np.stack([body_on_grid(p, spec.image_size) for _, p, _ in batch])
+            foreground = bodies_on_grid([p for _, p, _ in batch], spec.image_size)
         try:
             result = _explain(model, tensors, method, layers, stage, indices, foreground)
         except RuntimeError as error:

@@ -20,7 +20,7 @@ import torch
 from skimage.transform import resize
 from torch import nn
 
-from oncoscope.ct.body import body_on_grid
+from oncoscope.ct.body import bodies_on_grid
 from oncoscope.ct.chain import SliceChain, apply_chain, fill_hu
 from oncoscope.ct.render import render_slice
 from oncoscope.ct.slices import TUMOUR
@@ -168,7 +168,11 @@ def tumour_maps(
             layers=layers,
             stage=stage,
             targets=[model_input.tumour_index] * len(chunk),
-            foreground=_bodies(chunk, model_input.spec.image_size) if method == "guided" else None,
+            # the guided map stays inside the body, as explain and evaluate keep it (the maps
+            # the threshold was picked on)
+            foreground=(
+                bodies_on_grid(chunk, model_input.spec.image_size) if method == "guided" else None
+            ),
         )
         for row, image in enumerate(chunk):
             heat = maps.maps[row]
@@ -181,12 +185,6 @@ def tumour_maps(
                 )
             )
     return result
-
-
-def _bodies(pixels: Sequence[npt.NDArray[np.uint8]], size_px: int) -> npt.NDArray[np.bool_]:
-    """The guided map stays inside the patient's body, as ``explain`` and ``evaluate`` keep it
-    (the same maps the threshold was picked on)."""
-    return np.stack([body_on_grid(p, size_px) for p in pixels])
 
 
 def _chw(pixels: npt.NDArray[np.uint8]) -> torch.Tensor:

@@ -570,7 +570,7 @@ def _locate_volume(
             threshold=context.choice.threshold,
             min_prob=options.min_prob,
             pixel_mm=(spacing[1], spacing[2]),
-            beyond_liver_mm=0.0 if liver_path is not None else options.beyond_liver_mm,
+            beyond_liver_mm=settings["beyond_liver_mm"] or 0.0,  # None: a given liver is exact
         )
         candidate_mask[k] = mask
         scores[k] = np.where(mask, found.prob * heat, 0.0)
@@ -698,7 +698,7 @@ def _locate_slice(
         threshold=context.choice.threshold,
         min_prob=context.options.min_prob,
         pixel_mm=item.pixel_mm,
-        beyond_liver_mm=context.options.beyond_liver_mm,
+        beyond_liver_mm=settings["beyond_liver_mm"],
     )
     rows = [
         {

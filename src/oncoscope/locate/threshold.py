@@ -117,7 +117,7 @@ def write_record(
     old = _read_json(path)
     if old is not None:
         recorded = {k: old.get(k) for k in _SETTINGS}
-        recorded["maps_version"] = old.get("maps_version", 1)  # unrecorded before version 2
+        recorded["maps_version"] = _maps_version_of(old)
         changes = settings_differences(recorded, {k: record[k] for k in _SETTINGS})
         if changes:
             note = (
@@ -163,7 +163,7 @@ def choose_threshold(checkpoint: str | Path, override: float | None) -> Threshol
     if record.get("checkpoint_sha256") != file_sha256(checkpoint):
         raise OncoscopeError(f"recorded for another checkpoint file (SHA-256 differs): {how}", path)
     method = str(record.get("method") or "gradcam")
-    version = record.get("maps_version", 1)  # records before version 2 did not say
+    version = _maps_version_of(record)
     if version != maps_version(method):
         raise OncoscopeError(
             f"picked on {method} maps of an earlier oncoscope (maps version {version}, now "
@@ -178,6 +178,11 @@ def choose_threshold(checkpoint: str | Path, override: float | None) -> Threshol
         layers=tuple(str(v) for v in record.get("layers") or ()),
         stage=int(record.get("stage", -1)),
     )
+
+
+def _maps_version_of(record: dict[str, Any]) -> Any:
+    """The maps version a record was picked on (records before version 2 did not say: 1)."""
+    return record.get("maps_version", 1)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
