@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -47,7 +48,12 @@ def test_the_group_is_destroyed_before_the_interpreter_exits(
     """With the call, the group is gone before exit; without it (the control) it is still up
     when Python starts tearing down, which is what aborts gloo runs now and then."""
     done = _run(tmp_path, mode)
-    assert done.returncode == 0, done.stderr[-2000:]
+    if mode == "end":
+        assert done.returncode == 0, done.stderr[-2000:]
+    else:
+        # The control may die of the very abort the call prevents (SIGABRT, "terminate called
+        # without an active exception", about one run in fifteen on AMD Zen 3); both ends count.
+        assert done.returncode in (0, -signal.SIGABRT), done.stderr[-2000:]
     assert "gathered: [{'rank': 0}]" in done.stdout
     assert f"at exit, group alive: {alive}" in done.stdout, done.stdout
     assert done.stdout.count("at exit") == 1
