@@ -9,11 +9,12 @@ CHECKPOINT is a CT slice classifier with the threshold ``evaluate --localization
 beside it; PHANTOMS a folder written by ``oncoscope ct phantom`` (``volume-N`` and
 ``segmentation-N``). For each volume the model's maps are computed once, as ``locate`` computes
 them with the EM liver ROI, and then the candidates at each distance
-(:func:`oncoscope.locate.candidates.liver_candidate_mask`; 0 cuts at the ROI's edge, ``inf``
-keeps whole pieces) are joined in 3-D and matched with the true lesions as ``locate --truth``
-matches them. Prints per distance: lesions found, false candidates, lesions split among
-candidates, candidates joining lesions, and the size error (candidate minus true largest
-in-plane diameter, mm) over the lesions that one candidate alone covers.
+(:func:`oncoscope.locate.candidates.stack_slice_candidates`, the function ``locate`` calls; 0
+cuts at the ROI's edge, ``inf`` keeps whole pieces) are joined in 3-D and matched with the true
+lesions as ``locate --truth`` matches them. Prints per distance: lesions found, false
+candidates, lesions split among candidates, candidates joining lesions, and the size error
+(candidate minus true largest in-plane diameter, mm) over the lesions that one candidate alone
+covers.
 """
 
 from __future__ import annotations
@@ -34,14 +35,11 @@ def main() -> None:
     parser.add_argument("--min-prob", type=float, default=0.5)
     args = parser.parse_args()
 
-    from skimage.transform import resize
-
     from oncoscope.ct.em_lesions import liver_roi_volume
     from oncoscope.ct.lesions import find_lesions, label_lesions
     from oncoscope.ct.slices import TUMOUR_LABEL
-    from oncoscope.explain.localize import lesion_mask
     from oncoscope.io.volumes import read_label_mask, read_volume
-    from oncoscope.locate.candidates import liver_candidate_mask
+    from oncoscope.locate.candidates import stack_slice_candidates
     from oncoscope.locate.detection import match_volume
     from oncoscope.locate.model_input import ct_model_input, model_pixels, tumour_maps
     from oncoscope.locate.threshold import choose_threshold
@@ -68,21 +66,19 @@ def main() -> None:
             layers=choice.layers,
             stage=choice.stage,
         )
-        _, height, width = volume.shape
-        hot = np.zeros(volume.shape, bool)
-        scores = np.zeros(volume.shape, np.float32)
-        for k, found in zip(slices, maps, strict=True):
-            heat = found.heat
-            if heat.shape != (height, width):
-                heat = np.clip(resize(heat, (height, width), order=1, preserve_range=True), 0, 1)
-            if found.prob >= args.min_prob:
-                hot[k] = lesion_mask(heat, choice.threshold)
-                scores[k] = found.prob * heat
         truth_ids = label_lesions(truth)
         for distance in args.distances_mm:
-            candidates = np.zeros_like(hot)
-            for k in slices:
-                candidates[k] = liver_candidate_mask(hot[k], liver[k], distance, pixel_mm)
+            stacked = stack_slice_candidates(
+                slices,
+                [m.heat for m in maps],
+                [m.prob for m in maps],
+                liver,
+                threshold=choice.threshold,
+                min_prob=args.min_prob,
+                pixel_mm=pixel_mm,
+                beyond_liver_mm=distance,
+            )
+            candidates, scores = stacked.mask, stacked.scores
             labels = label_lesions(candidates)
             best = np.zeros(int(labels.max()) + 1)
             np.maximum.at(best, labels.ravel(), scores.ravel().astype(np.float64))

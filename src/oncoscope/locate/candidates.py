@@ -16,7 +16,7 @@ segment (:mod:`oncoscope.ct.couinaud`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,78 @@ def slice_candidates(
             )
         )
     return mask, found
+
+
+@dataclass
+class StackedCandidates:
+    """The slice candidates of a volume, stacked.
+
+    Attributes:
+        mask: ``(D, H, W)`` candidate voxels.
+        scores: ``(D, H, W)`` float32 score of each candidate voxel (slice tumour probability
+            times map value), 0 elsewhere.
+        heats: the ``(H, W)`` map of each slice with a candidate, at the volume's size.
+        per_slice: the candidates of each slice that has any.
+    """
+
+    mask: npt.NDArray[np.bool_]
+    scores: npt.NDArray[np.float32]
+    heats: dict[int, npt.NDArray[np.float32]]
+    per_slice: dict[int, list[SliceCandidate]]
+
+
+def stack_slice_candidates(
+    slice_indices: Sequence[int],
+    heats: Sequence[npt.NDArray[np.floating[Any]]],
+    probs: Sequence[float],
+    liver: npt.NDArray[np.bool_],
+    *,
+    threshold: float,
+    min_prob: float,
+    pixel_mm: tuple[float, float],
+    beyond_liver_mm: float = 0.0,
+) -> StackedCandidates:
+    """:func:`slice_candidates` on each given slice of a volume, stacked for
+    :func:`volume_candidates`.
+
+    Args:
+        slice_indices: the slices that have a map (their index along ``D``).
+        heats: one map in ``0..1`` per slice, at any size: a map at another size than the
+            volume's ``(H, W)`` is resized to it (bilinear).
+        probs: one tumour probability per slice.
+        liver: ``(D, H, W)`` liver mask.
+        threshold, min_prob, pixel_mm, beyond_liver_mm: as for :func:`slice_candidates`.
+
+    Raises:
+        ValueError: the three sequences differ in length.
+    """
+    from skimage.transform import resize
+
+    _, height, width = liver.shape
+    stacked = StackedCandidates(
+        mask=np.zeros(liver.shape, dtype=bool),
+        scores=np.zeros(liver.shape, dtype=np.float32),
+        heats={},
+        per_slice={},
+    )
+    for k, heat, prob in zip(slice_indices, heats, probs, strict=True):
+        if heat.shape != (height, width):
+            heat = np.clip(resize(heat, (height, width), order=1, preserve_range=True), 0.0, 1.0)
+        heat = np.asarray(heat, dtype=np.float32)
+        mask, candidates = slice_candidates(
+            heat,
+            liver[k],
+            prob,
+            threshold=threshold,
+            min_prob=min_prob,
+            pixel_mm=pixel_mm,
+            beyond_liver_mm=beyond_liver_mm,
+        )
+        stacked.mask[k] = mask
+        stacked.scores[k] = np.where(mask, prob * heat, 0.0)
+        if candidates:
+            stacked.heats[k], stacked.per_slice[k] = heat, candidates
+    return stacked
 
 
 def liver_candidate_mask(

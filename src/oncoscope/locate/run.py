@@ -71,6 +71,7 @@ from oncoscope.locate.candidates import (
     VolumeCandidate,
     fractions_text,
     slice_candidates,
+    stack_slice_candidates,
     volume_candidates,
     world_mm,
 )
@@ -549,44 +550,29 @@ def _locate_volume(
         stage=context.choice.stage,
         batch_size=options.batch_size,
     )
-    _, height, width = volume.shape
-    candidate_mask = np.zeros(volume.shape, dtype=bool)
-    scores = np.zeros(volume.shape, dtype=np.float32)
-    heats: dict[int, npt.NDArray[np.float32]] = {}
-    per_slice: dict[int, list[SliceCandidate]] = {}
-    slice_rows = []
-    for k, found in zip(liver_slices, maps, strict=True):
-        heat = found.heat
-        if heat.shape != (height, width):
-            from skimage.transform import resize
-
-            heat = np.clip(
-                resize(heat, (height, width), order=1, preserve_range=True), 0.0, 1.0
-            ).astype(np.float32)
-        mask, candidates = slice_candidates(
-            heat,
-            liver[k],
-            found.prob,
-            threshold=context.choice.threshold,
-            min_prob=options.min_prob,
-            pixel_mm=(spacing[1], spacing[2]),
-            beyond_liver_mm=settings["beyond_liver_mm"] or 0.0,  # None: a given liver is exact
-        )
-        candidate_mask[k] = mask
-        scores[k] = np.where(mask, found.prob * heat, 0.0)
-        if candidates:
-            heats[k], per_slice[k] = heat, candidates
-        slice_rows.append(
-            {
-                "slice_index": k,
-                "tumour_prob": round(found.prob, 6),
-                "liver_px": int(liver[k].sum()),
-                "candidates": len(candidates),
-            }
-        )
+    stacked = stack_slice_candidates(
+        liver_slices,
+        [m.heat for m in maps],
+        [m.prob for m in maps],
+        liver,
+        threshold=context.choice.threshold,
+        min_prob=options.min_prob,
+        pixel_mm=(spacing[1], spacing[2]),
+        beyond_liver_mm=settings["beyond_liver_mm"] or 0.0,  # None: a given liver is exact
+    )
+    candidate_mask, per_slice = stacked.mask, stacked.per_slice
+    slice_rows = [
+        {
+            "slice_index": k,
+            "tumour_prob": round(found.prob, 6),
+            "liver_px": int(liver[k].sum()),
+            "candidates": len(per_slice.get(k, [])),
+        }
+        for k, found in zip(liver_slices, maps, strict=True)
+    ]
     label_map, found3d = volume_candidates(
         candidate_mask,
-        scores,
+        stacked.scores,
         liver,
         volume.affine,
         spacing,
@@ -635,7 +621,7 @@ def _locate_volume(
                 pixels = model_pixels_native(volume.array[k], context.model_input)
                 picture = overlay(
                     pixels,
-                    heats[k],
+                    stacked.heats[k],
                     contours=candidate_mask[k],
                     boxes=[c.box for c in candidates],
                 )
